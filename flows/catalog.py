@@ -1,0 +1,126 @@
+"""The song catalog: add audio files as songs, list them and find them by fuzzy title.
+
+A song is stored once per content hash, so the same file added twice is one song, and the
+stems cache (keyed by that hash) serves both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path
+
+from rapidfuzz import fuzz, process, utils
+from sqlalchemy import or_, select
+
+from flows.db import Song, session
+from flows.settings import Settings
+from flows.storage import open_storage
+from gpu_worker.audio import Limits, probe
+from gpu_worker.errors import EngineError
+
+MAX_TEXT = 200
+
+
+def limits(s: Settings) -> Limits:
+    return Limits(
+        max_bytes=s.max_upload_bytes, max_seconds=s.max_song_seconds, max_channels=s.max_channels
+    )
+
+
+def clean_text(text: str, limit: int = MAX_TEXT) -> str:
+    """Titles and queries as users type them, minus control characters and runaway length."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch == " ")
+    return re.sub(r"\s+", " ", text).strip()[:limit]
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def add_song(
+    s: Settings, path: Path, title: str | None = None, artist: str = "", owner: str | None = None
+) -> Song:
+    """Validate `path` as audio within the limits and add it (or return the same song)."""
+    path = Path(path)
+    info = probe(path, limits(s))
+    digest = file_hash(path)
+    with session(s.database) as db:
+        existing = db.scalars(select(Song).where(Song.content_hash == digest)).first()
+        if existing is not None:
+            return existing
+    suffix = re.sub(r"[^a-z0-9]", "", path.suffix.lower())[:8] or "audio"
+    uri = open_storage(s.storage).put(path, f"songs/{digest}/source.{suffix}")
+    title = clean_text(title or path.stem.replace("_", " ")) or "Untitled"
+    song = Song(
+        title=title,
+        artist=clean_text(artist),
+        content_hash=digest,
+        uri=uri,
+        duration=info.duration,
+        owner=owner,
+    )
+    with session(s.database) as db:
+        db.add(song)
+    return song
+
+
+def list_songs(s: Settings, owner: str | None = None) -> list[Song]:
+    """The public catalog, plus the songs `owner` uploaded."""
+    with session(s.database) as db:
+        query = select(Song).where(or_(Song.owner.is_(None), Song.owner == owner))
+        return list(db.scalars(query.order_by(Song.artist, Song.title)))
+
+
+def get_song(s: Settings, song_id: str) -> Song | None:
+    with session(s.database) as db:
+        return db.get(Song, song_id)
+
+
+def label(song: Song) -> str:
+    return f"{song.artist} - {song.title}" if song.artist else song.title
+
+
+def find_songs(
+    s: Settings, query: str, owner: str | None = None, limit: int = 5, cutoff: float = 60
+) -> list[tuple[Song, float]]:
+    """Songs whose "artist - title" matches `query`, best first, with a 0-100 score."""
+    query = clean_text(query)
+    if not query:
+        return []
+    songs = list_songs(s, owner)
+    choices = {song.id: label(song) for song in songs}
+    by_id = {song.id: song for song in songs}
+    matches = process.extract(
+        query,
+        choices,
+        scorer=fuzz.WRatio,
+        processor=utils.default_process,
+        limit=limit,
+        score_cutoff=cutoff,
+    )
+    return [(by_id[key], score) for _label, score, key in matches]
+
+
+def resolve_song(s: Settings, query: str, owner: str | None = None) -> Song:
+    """One song for `query`: an id, a clear best fuzzy match, or a helpful refusal."""
+    song = get_song(s, query.strip())
+    if song is not None:
+        return song
+    matches = find_songs(s, query, owner)
+    if not matches:
+        raise EngineError(
+            f"No song in the catalog matches {clean_text(query)[:60]!r}; "
+            "check the spelling or add it with `encore songs add`."
+        )
+    best, score = matches[0]
+    if len(matches) > 1 and matches[1][1] >= score - 2 and label(matches[1][0]) != label(best):
+        names = "; ".join(label(m) for m, _ in matches[:3])
+        raise EngineError(f"Several songs match: {names}. Be more specific.")
+    return best

@@ -1,0 +1,286 @@
+"""The `encore` command line: covers, stems, karaoke, the catalog, voices and model weights.
+
+A thin adapter: it parses arguments, calls the submission API or the registries, and shows
+progress with rich. Errors print as one sentence; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.settings import get_settings
+from gpu_worker.errors import EngineError
+
+app = typer.Typer(help="Encore: AI cover songs.", no_args_is_help=True, add_completion=False)
+songs_app = typer.Typer(help="The song catalog.", no_args_is_help=True)
+voices_app = typer.Typer(help="Your voices.", no_args_is_help=True)
+models_app = typer.Typer(help="Model weights.", no_args_is_help=True)
+app.add_typer(songs_app, name="songs")
+app.add_typer(voices_app, name="voices")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+CLI_USER = "local"
+state = {"debug": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False):
+    state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[red]Error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def guarded(fn):
+    """Run a command body, turning errors into one line (or a traceback with --debug)."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except EngineError as exc:
+            if state["debug"]:
+                raise
+            fail(exc.message)
+        except KeyboardInterrupt:
+            fail("Interrupted.")
+        except Exception as exc:
+            if state["debug"]:
+                raise
+            fail(f"Unexpected error ({type(exc).__name__}); run again with --debug for details.")
+
+    return functools.wraps(fn)(wrapper)
+
+
+def _song_id(song: str) -> str:
+    """A local file is added to the catalog first; anything else is looked up in it."""
+    from flows.catalog import add_song, resolve_song
+
+    s = get_settings()
+    path = Path(song).expanduser()
+    if path.exists():
+        return add_song(s, path, owner=CLI_USER).id
+    return resolve_song(s, song, owner=CLI_USER).id
+
+
+def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
+    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`)."""
+    from flows.jobs import STEP_LABELS
+    from flows.storage import open_storage
+    from flows.submit import follow
+
+    s = get_settings()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("Queued", total=1.0)
+
+        def show(job) -> None:
+            bar.update(
+                task, completed=job.progress, description=STEP_LABELS.get(job.step, job.step)
+            )
+
+        final = follow(job_id, on_change=show, s=s)
+    if final.state != "succeeded":
+        fail(final.reason or "The job did not finish; please try again.")
+    storage = open_storage(s.storage)
+    target = out or default_dir / final.result["filename"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(storage.fetch(final.result["uri"], s.work_dir), target)
+    return target
+
+
+@app.command()
+@guarded
+def cover(
+    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    voice: Annotated[str, typer.Option("--voice", "-v", help="The voice that sings.")],
+    pitch: Annotated[int, typer.Option(min=-24, max=24, help="Shift in semitones.")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    f0_method: Annotated[str | None, typer.Option(help="rmvpe, swiftf0 or pm.")] = None,
+    index_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.75,
+    protect: Annotated[float, typer.Option(min=0, max=0.5)] = 0.33,
+    rms_mix: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
+    filter_radius: Annotated[int, typer.Option(min=0, max=7)] = 3,
+    reverb: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    vocal_gain: Annotated[float, typer.Option(help="Vocal gain in dB.")] = 0.0,
+    fmt: Annotated[str | None, typer.Option("--format", help="mp3, ogg, m4a, wav, flac.")] = None,
+):
+    """Make a cover of SONG sung by VOICE."""
+    from flows.submit import submit_cover
+    from flows.voices import get_voice
+
+    s = get_settings()
+    found = get_voice(s, CLI_USER, voice)
+    if found is None:
+        fail(f"No voice called {voice!r}; see `encore voices list` or import one.")
+    options = {
+        "pitch": pitch,
+        "f0_method": f0_method,
+        "index_rate": index_rate,
+        "protect": protect,
+        "rms_mix": rms_mix,
+        "filter_radius": filter_radius,
+        "reverb": reverb,
+        "vocal_gain_db": vocal_gain,
+        "format": fmt or (output.suffix.lstrip(".").lower() if output else None),
+    }
+    job_id = submit_cover(CLI_USER, _song_id(song), found.id, options, s=s)
+    console.print(f"Cover written to [bold]{_run(job_id, output)}[/bold]")
+
+
+@app.command()
+@guarded
+def stems(
+    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The zip to write.")] = None,
+):
+    """Separate SONG into stems (a zip of FLAC files)."""
+    from flows.submit import submit_stems
+
+    job_id = submit_stems(CLI_USER, _song_id(song))
+    console.print(f"Stems written to [bold]{_run(job_id, output)}[/bold]")
+
+
+@app.command()
+@guarded
+def karaoke(
+    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="mp3, ogg, m4a, wav, flac.")] = None,
+):
+    """Make a karaoke track (the song without its lead vocal)."""
+    from flows.submit import submit_karaoke
+
+    fmt = fmt or (output.suffix.lstrip(".").lower() if output else None)
+    job_id = submit_karaoke(CLI_USER, _song_id(song), {"format": fmt})
+    console.print(f"Karaoke track written to [bold]{_run(job_id, output)}[/bold]")
+
+
+@songs_app.command("add")
+@guarded
+def songs_add(
+    file: Annotated[Path, typer.Argument(exists=False)],
+    title: Annotated[str | None, typer.Option()] = None,
+    artist: Annotated[str, typer.Option()] = "",
+):
+    """Add an audio file to the public catalog."""
+    from flows.catalog import add_song, label
+
+    song = add_song(get_settings(), file, title=title, artist=artist)
+    console.print(f"Added [bold]{label(song)}[/bold] ({song.duration:.1f} s), id {song.id}")
+
+
+@songs_app.command("list")
+@guarded
+def songs_list():
+    """List the catalog."""
+    from flows.catalog import list_songs
+
+    table = Table("id", "artist", "title", "length")
+    for song in list_songs(get_settings(), CLI_USER):
+        table.add_row(song.id, song.artist, song.title, f"{song.duration:.0f} s")
+    console.print(table)
+
+
+@voices_app.command("import")
+@guarded
+def voices_import(
+    files: Annotated[list[Path], typer.Argument(help="A .pth (and .index), or a .zip.")],
+    name: Annotated[str | None, typer.Option(help="Defaults to the file's name.")] = None,
+):
+    """Import an RVC v2 (or v1) model as one of your voices."""
+    from flows.voices import import_voice
+
+    voice = import_voice(get_settings(), CLI_USER, name or files[0].stem, files)
+    index = "with index" if voice.index_uri else "no index"
+    console.print(
+        f"Imported voice [bold]{voice.name}[/bold] "
+        f"(RVC {voice.version}, {voice.sample_rate // 1000} kHz, {index})"
+    )
+
+
+@voices_app.command("list")
+@guarded
+def voices_list():
+    """List your voices."""
+    from flows.voices import list_voices
+
+    table = Table("name", "version", "rate", "index", "owner")
+    for v in list_voices(get_settings(), CLI_USER):
+        rate = f"{v.sample_rate // 1000} kHz"
+        table.add_row(v.name, v.version, rate, "yes" if v.index_uri else "no", v.owner)
+    console.print(table)
+
+
+@voices_app.command("delete")
+@guarded
+def voices_delete(name: str):
+    """Delete one of your voices and its files."""
+    from flows.voices import delete_voice
+
+    if not delete_voice(get_settings(), CLI_USER, name):
+        fail(f"You have no voice called {name!r}.")
+    console.print(f"Deleted voice {name}.")
+
+
+@models_app.command("download")
+@guarded
+def models_download():
+    """Fetch the separation and voice models into the model folder."""
+    from flows.models import download
+
+    download(get_settings(), console)
+
+
+@models_app.command("status")
+@guarded
+def models_status():
+    """Show which model files are present."""
+    from flows.models import status
+
+    table = Table("part", "state", "where")
+    ready = True
+    for row in status(get_settings()):
+        table.add_row(row.part, "ready" if row.ok else "[red]missing[/red]", str(row.path))
+        ready &= row.ok
+    console.print(table)
+    if not ready:
+        console.print("Run `encore models download` to fetch what is missing.")
+
+
+@app.command()
+@guarded
+def demo(output: Annotated[Path, typer.Option("--output", "-o")] = Path("encore-demo.mp3")):
+    """Make a first cover: a short synthesised song, sung by the demo voice."""
+    from flows.demo import prepare_demo
+    from flows.submit import submit_cover
+
+    s = get_settings()
+    song_id, voice_id = prepare_demo(s)
+    job_id = submit_cover(CLI_USER, song_id, voice_id, {"format": output.suffix[1:] or None}, s=s)
+    console.print(f"Demo cover written to [bold]{_run(job_id, output)}[/bold]")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

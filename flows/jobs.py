@@ -1,0 +1,163 @@
+"""Job rows: create, move through steps, and always end in a state the user can see.
+
+`run_job` is the one wrapper every flow body runs in. It turns any failure into a terminal row
+with a short reason, removes what the job half-wrote, and never lets a traceback reach a user.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from flows.db import TERMINAL, Job, StepRun, now, session
+from flows.settings import Settings
+from flows.storage import open_storage
+from gpu_worker.errors import EngineError
+
+log = logging.getLogger("encore.jobs")
+
+GENERIC_FAILURE = "Something went wrong on our side; please try again in a few minutes."
+
+# What each step is called where users read it.
+STEP_LABELS = {
+    "queued": "Queued",
+    "resolving": "Fetching the song",
+    "separating": "Separating vocals and instruments",
+    "converting": "Singing in your voice",
+    "mixing": "Mixing",
+    "storing": "Saving",
+    "delivering": "Uploading",
+    "done": "Done",
+}
+
+
+class JobCancelled(Exception):
+    """The user cancelled the job; the flow stops at the next step boundary."""
+
+
+def create_job(
+    s: Settings, kind: str, owner: str, params: dict, idempotency_key: str | None = None
+) -> str:
+    """A new queued job, or the existing one with the same idempotency key."""
+    try:
+        with session(s.database) as db:
+            job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key)
+            db.add(job)
+            db.flush()
+            return job.id
+    except IntegrityError:
+        with session(s.database) as db:
+            job = db.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).one()
+            return job.id
+
+
+def get_job(s: Settings, job_id: str) -> Job | None:
+    with session(s.database) as db:
+        return db.get(Job, job_id)
+
+
+def update_job(s: Settings, job_id: str, **fields: Any) -> None:
+    """Change a running job; a job already in a terminal state is never reopened."""
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in TERMINAL:
+            return
+        for key, value in fields.items():
+            setattr(job, key, value)
+        job.updated_at = now()
+
+
+def cancel_job(s: Settings, job_id: str) -> bool:
+    """Mark a job cancelled; a running flow notices at its next step."""
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in TERMINAL:
+            return False
+        job.state, job.step, job.reason = "cancelled", "done", "Cancelled."
+        job.updated_at = now()
+        return True
+
+
+def step_runs(s: Settings, job_id: str) -> list[StepRun]:
+    with session(s.database) as db:
+        return list(db.scalars(select(StepRun).where(StepRun.job_id == job_id)))
+
+
+class StepRecord:
+    """What a step reports about itself: whether a cache served it, and anything else."""
+
+    def __init__(self) -> None:
+        self.cached = False
+        self.detail: dict = {}
+
+
+@contextmanager
+def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[StepRecord]:
+    """Enter `step`: show it on the job, then record its time and cache use."""
+    job = get_job(s, job_id)
+    if job is not None and job.state == "cancelled":
+        raise JobCancelled()
+    update_job(s, job_id, state="running", step=step, progress=progress)
+    record = StepRecord()
+    start = time.perf_counter()
+    yield record
+    with session(s.database) as db:
+        db.add(
+            StepRun(
+                job_id=job_id,
+                step=step,
+                cached=record.cached,
+                seconds=time.perf_counter() - start,
+                detail=record.detail,
+            )
+        )
+
+
+def job_workdir(s: Settings, job_id: str) -> Path:
+    path = s.work_dir / job_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def job_key_prefix(job_id: str) -> str:
+    """Storage prefix for a job's intermediate files (removed when the job ends)."""
+    return f"tmp/jobs/{job_id}"
+
+
+def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
+    """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens."""
+    workdir = job_workdir(s, job_id)
+    storage = open_storage(s.storage)
+    try:
+        result = body(workdir)
+    except JobCancelled:
+        return {"state": "cancelled"}
+    except EngineError as exc:
+        _finish(s, job_id, "failed", reason=exc.message)
+        return {"state": "failed", "reason": exc.message}
+    except Exception:
+        log.exception("job %s failed", job_id)
+        _finish(s, job_id, "failed", reason=GENERIC_FAILURE)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        storage.delete_prefix(job_key_prefix(job_id))
+    _finish(s, job_id, "succeeded", result=result)
+    return {"state": "succeeded", **result}
+
+
+def _finish(s: Settings, job_id: str, state: str, reason: str | None = None, result=None) -> None:
+    fields: dict[str, Any] = {"state": state, "step": "done", "reason": reason}
+    if state == "succeeded":
+        fields["progress"] = 1.0
+    if result is not None:
+        fields["result"] = result
+    update_job(s, job_id, **fields)

@@ -1,0 +1,75 @@
+"""The one place configuration is read: `ENCORE_*` environment variables (and `.env`).
+
+The defaults are the embedded mode: everything under one data folder, SQLite, files on disk,
+Prefect in-process. A cluster changes only these variables.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "encore"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENCORE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    model_dir: Path | None = None  # default: <data_dir>/models
+    storage_url: str | None = None  # default: file://<data_dir>/files
+    database_url: str | None = None  # default: sqlite:///<data_dir>/encore.db
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    separation_model: str | None = None  # default: htdemucs on CPU, htdemucs_ft on CUDA
+    separation_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    separation_overlap: float = 0.25
+    f0_method: Literal["rmvpe", "swiftf0", "pm"] = "rmvpe"
+
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_song_seconds: float = 15 * 60
+    max_channels: int = 8
+
+    loudness_lufs: float = -14.0
+    true_peak_dbtp: float = -1.0
+    output_format: Literal["mp3", "ogg", "opus", "m4a", "wav", "flac"] = "mp3"
+
+    stems_wait_seconds: float = 1800.0  # how long a run waits for another run separating
+    step_timeout_seconds: float = 3600.0
+
+    @property
+    def models(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or (self.data_dir / "files").resolve().as_uri()
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'encore.db').resolve()}"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for one step's local files; removed when the step ends."""
+        return self.data_dir / "work"
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

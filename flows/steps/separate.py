@@ -1,0 +1,128 @@
+"""Separate: split a song into stems with Demucs, once per (song content, model).
+
+The stems cache is a row per (content hash, model). The first run claims the row and computes;
+a run that finds the row ready reuses the stored stems; a run that finds it being computed by
+someone else waits for it. A claim whose owner died is taken over after `stems_wait_seconds`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from flows.db import Song, StemSet, now, session
+from flows.jobs import job_step
+from flows.settings import Settings
+from flows.storage import open_storage
+from gpu_worker import separate as engine
+from gpu_worker.audio import decode
+from gpu_worker.errors import EngineError
+
+POLL_SECONDS = 1.0
+
+
+def options(s: Settings) -> engine.SeparationOptions:
+    device = s.resolved_device()
+    precision = s.separation_precision
+    if precision == "auto":
+        precision = engine.default_precision(device)
+    return engine.SeparationOptions(
+        model=s.separation_model or engine.default_model(device),
+        device=device,
+        precision=precision,
+        overlap=s.separation_overlap,
+    )
+
+
+def stems_key(song: Song, model: str) -> str:
+    return f"tmp/stems/{song.content_hash}/{model}"
+
+
+def _claim(s: Settings, song: Song, model: str) -> StemSet | None:
+    """Our new claim, or None if a row for this song and model exists."""
+    try:
+        with session(s.database) as db:
+            row = StemSet(content_hash=song.content_hash, model=model, state="computing")
+            db.add(row)
+            db.flush()
+            return row
+    except IntegrityError:
+        return None
+
+
+def _existing(s: Settings, song: Song, model: str) -> StemSet | None:
+    with session(s.database) as db:
+        query = select(StemSet).where(
+            StemSet.content_hash == song.content_hash, StemSet.model == model
+        )
+        return db.scalars(query).first()
+
+
+def _usable(s: Settings, row: StemSet) -> bool:
+    storage = open_storage(s.storage)
+    return row.state == "ready" and all(storage.exists(uri) for uri in row.stems.values())
+
+
+def _drop(s: Settings, row_id: str) -> None:
+    with session(s.database) as db:
+        row = db.get(StemSet, row_id)
+        if row is not None:
+            db.delete(row)
+
+
+def cached_stems(s: Settings, song: Song, model: str) -> dict[str, str] | None:
+    row = _existing(s, song, model)
+    return dict(row.stems) if row is not None and _usable(s, row) else None
+
+
+def _compute(s: Settings, song: Song, audio_path: Path, workdir: Path, opts) -> dict[str, str]:
+    audio = decode(audio_path, 44100, 2, limits=None)
+    files = engine.separate(audio, workdir / "stems", model_dir=s.models / "demucs", options=opts)
+    storage = open_storage(s.storage)
+    key = stems_key(song, opts.model)
+    return {name: storage.put(path, f"{key}/{name}.wav") for name, path in files.items()}
+
+
+def get_stems(s: Settings, song: Song, audio_path: Path, workdir: Path) -> tuple[dict, bool]:
+    """Stem URIs for `song` and whether they came from the cache."""
+    opts = options(s)
+    deadline = time.monotonic() + s.stems_wait_seconds
+    while True:
+        row = _claim(s, song, opts.model)
+        if row is not None:
+            try:
+                stems = _compute(s, song, audio_path, workdir, opts)
+            except BaseException:
+                _drop(s, row.id)
+                raise
+            with session(s.database) as db:
+                mine = db.get(StemSet, row.id)
+                mine.stems, mine.state, mine.updated_at = stems, "ready", now()
+            return stems, False
+        other = _existing(s, song, opts.model)
+        if other is None:
+            continue  # released between our two looks: claim again
+        if _usable(s, other):
+            return dict(other.stems), True
+        stale = other.updated_at.replace(tzinfo=now().tzinfo) < now() - timedelta(
+            seconds=s.stems_wait_seconds
+        )
+        if other.state == "ready" or stale:
+            _drop(s, other.id)  # files gone or owner dead: compute again
+            continue
+        if time.monotonic() > deadline:
+            raise EngineError("Separating this song is taking too long; try again later.")
+        time.sleep(POLL_SECONDS)
+
+
+def separate(s: Settings, job_id: str, song: Song, audio_path: Path, workdir: Path) -> dict:
+    """The job's separation step: stems from the cache or freshly computed."""
+    with job_step(s, job_id, "separating", 0.1) as record:
+        stems, cached = get_stems(s, song, audio_path, workdir)
+        record.cached = cached
+        record.detail = {"model": options(s).model}
+        return stems

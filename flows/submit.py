@@ -1,0 +1,143 @@
+"""Submitting jobs and following them: the API the CLI and the bots call.
+
+`submit_*` creates the job row (one per idempotency key) and starts its flow, returning the
+job id at once. Embedded, the flow runs in this process on a worker thread. `follow` polls the
+job row until it ends, reporting each change, which works the same wherever the flow runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flows.db import TERMINAL, Job
+from flows.jobs import GENERIC_FAILURE, create_job, get_job, update_job
+from flows.settings import Settings, get_settings
+
+log = logging.getLogger("encore.submit")
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a user sees of a job."""
+
+    id: str
+    kind: str
+    state: str
+    step: str
+    progress: float
+    reason: str | None
+    result: dict
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(job.id, job.kind, job.state, job.step, job.progress, job.reason, job.result)
+
+
+_threads: dict[str, threading.Thread] = {}
+
+
+def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
+    def target() -> None:
+        try:
+            flow_fn(**kwargs)
+        except Exception:  # the job row already says what the user needs to know
+            log.exception("flow for job %s raised", job_id)
+
+    thread = threading.Thread(target=target, name=f"job-{job_id}", daemon=False)
+    _threads[job_id] = thread
+    thread.start()
+
+
+def _submit(
+    s: Settings, kind: str, owner: str, params: dict, key: str | None, flow_fn: Callable
+) -> str:
+    job_id = create_job(s, kind, owner, params, idempotency_key=key)
+    job = get_job(s, job_id)
+    if job is not None and job.state == "queued" and job_id not in _threads:
+        _start(job_id, flow_fn, {"job_id": job_id, **params})
+    return job_id
+
+
+def submit_cover(
+    owner: str,
+    song_id: str,
+    voice_id: str,
+    options: dict | None = None,
+    idempotency_key: str | None = None,
+    s: Settings | None = None,
+) -> str:
+    from flows.cover import make_cover
+
+    params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
+    return _submit(s or get_settings(), "cover", owner, params, idempotency_key, make_cover)
+
+
+def submit_stems(
+    owner: str, song_id: str, idempotency_key: str | None = None, s: Settings | None = None
+) -> str:
+    from flows.separation import stems
+
+    params = {"song_id": song_id, "options": {}}
+    return _submit(s or get_settings(), "stems", owner, params, idempotency_key, stems)
+
+
+def submit_karaoke(
+    owner: str,
+    song_id: str,
+    options: dict | None = None,
+    idempotency_key: str | None = None,
+    s: Settings | None = None,
+) -> str:
+    from flows.separation import karaoke
+
+    params = {"song_id": song_id, "options": options or {}}
+    return _submit(s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke)
+
+
+def view(job_id: str, s: Settings | None = None) -> JobView | None:
+    job = get_job(s or get_settings(), job_id)
+    return JobView.of(job) if job is not None else None
+
+
+def follow(
+    job_id: str,
+    on_change: Callable[[JobView], None] | None = None,
+    poll_seconds: float = 0.25,
+    timeout: float | None = None,
+    s: Settings | None = None,
+) -> JobView:
+    """Wait for the job to end, calling `on_change` whenever its step or progress moves."""
+    s = s or get_settings()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        current = view(job_id, s)
+        if current is None:
+            raise KeyError(job_id)
+        if on_change is not None and current != last:
+            on_change(current)
+        last = current
+        thread = _threads.get(job_id)
+        if current.done:
+            if thread is not None:
+                thread.join()
+                _threads.pop(job_id, None)
+            return current
+        if thread is not None and not thread.is_alive():
+            # The flow ended without touching the row (it crashed before starting).
+            final = view(job_id, s)
+            if final is not None and final.done:
+                continue
+            update_job(s, job_id, state="failed", step="done", reason=GENERIC_FAILURE)
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            return current
+        time.sleep(poll_seconds)

@@ -1,0 +1,188 @@
+"""The voice registry: import RVC models safely, list, find and delete a user's voices.
+
+Imports accept a `.pth` (with an optional `.index` beside it) or a `.zip` of both. Archives are
+read entry by entry with limits on count, size and ratio; no entry is ever written by its own
+name, so `../` paths cannot escape. Checkpoints load with `weights_only=True` (see
+`gpu_worker.voice_file`), so a pickle that wants to run code is refused, not run.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from gpu_worker.voice_file import inspect_voice
+from sqlalchemy import or_, select
+
+from flows.db import Voice, session
+from flows.settings import Settings
+from flows.storage import open_storage
+from gpu_worker.errors import BadVoice, EngineError
+
+MAX_PTH_BYTES = 600 * 1024 * 1024
+MAX_INDEX_BYTES = 1024 * 1024 * 1024
+MAX_ZIP_ENTRIES = 32
+MAX_ZIP_RATIO = 200
+NAME_RE = re.compile(r"^[\w][\w .'-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class VoiceFiles:
+    pth: Path
+    index: Path | None
+
+
+def valid_name(name: str) -> str:
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise EngineError(
+            "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; "
+            "pick another name."
+        )
+    return name
+
+
+def _check_size(path: Path, limit: int, what: str) -> None:
+    size = path.stat().st_size
+    if size == 0:
+        raise BadVoice(f"The {what} file is empty; send the model file again.")
+    if size > limit:
+        raise BadVoice(f"The {what} file is over {limit // (1024 * 1024)} MB; send a smaller one.")
+
+
+def unpack_zip(archive: Path, into: Path) -> VoiceFiles:
+    """Take one `.pth` and at most one `.index` out of `archive`, refusing hostile archives."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError):
+        raise BadVoice("This zip file is damaged; zip the model again and resend it.") from None
+    with zf:
+        entries = [e for e in zf.infolist() if not e.is_dir()]
+        if len(entries) > MAX_ZIP_ENTRIES:
+            raise BadVoice("The zip holds too many files; zip only the .pth and .index.")
+        for entry in entries:
+            parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
+            if entry.filename.startswith("/") or ".." in parts or ":" in entry.filename:
+                raise BadVoice("The zip contains unsafe paths; zip only the .pth and .index.")
+        wanted: dict[str, zipfile.ZipInfo] = {}
+        for entry in entries:
+            suffix = PurePosixPath(entry.filename).suffix.lower()
+            if suffix in (".pth", ".index"):
+                if suffix in wanted:
+                    raise BadVoice(f"The zip holds more than one {suffix} file; send one model.")
+                wanted[suffix] = entry
+        if ".pth" not in wanted:
+            raise BadVoice("The zip has no .pth model in it; send an RVC model zip.")
+        limits = {".pth": MAX_PTH_BYTES, ".index": MAX_INDEX_BYTES}
+        out: dict[str, Path] = {}
+        for suffix, entry in wanted.items():
+            limit = limits[suffix]
+            if entry.file_size > limit or entry.file_size > MAX_ZIP_RATIO * max(
+                entry.compress_size, 1
+            ):
+                raise BadVoice(
+                    "The zip expands far beyond its size; send the model files as they are."
+                )
+            dst = into / f"model{suffix}"  # our name, never the archive's
+            written = 0
+            with zf.open(entry) as src, open(dst, "wb") as fh:
+                while block := src.read(1 << 20):
+                    written += len(block)
+                    if written > min(limit, entry.file_size):
+                        raise BadVoice(
+                            "The zip expands far beyond its size; send the model files as they are."
+                        )
+                    fh.write(block)
+            out[suffix] = dst
+    return VoiceFiles(out[".pth"], out.get(".index"))
+
+
+def gather(files: list[Path], into: Path) -> VoiceFiles:
+    """Sort the user's files into one model and an optional index."""
+    pth = index = None
+    for f in files:
+        suffix = f.suffix.lower()
+        if suffix == ".zip":
+            got = unpack_zip(f, into)
+            pth, index = got.pth, got.index or index
+        elif suffix == ".pth":
+            pth = f
+        elif suffix == ".index":
+            index = f
+        else:
+            raise BadVoice(f"{f.name} is not an RVC model; send a .pth, .index or .zip file.")
+    if pth is None:
+        raise BadVoice("No .pth model was given; send the model's .pth file (or a .zip).")
+    _check_size(pth, MAX_PTH_BYTES, "model")
+    if index is not None:
+        _check_size(index, MAX_INDEX_BYTES, "index")
+    return VoiceFiles(pth, index)
+
+
+def import_voice(s: Settings, owner: str, name: str, files: list[Path]) -> Voice:
+    """Check and register an RVC model as `owner`'s voice `name`."""
+    name = valid_name(name)
+    with tempfile.TemporaryDirectory(dir=_tmp_root(s)) as tmp:
+        found = gather([Path(f) for f in files], Path(tmp))
+        info = inspect_voice(found.pth)
+        if get_voice(s, owner, name, include_public=False) is not None:
+            raise EngineError(f"You already have a voice called {name!r}; pick another name.")
+        storage = open_storage(s.storage)
+        prefix = f"voices/{_key(owner)}/{_key(name)}"
+        pth_uri = storage.put(found.pth, f"{prefix}/model.pth")
+        index_uri = storage.put(found.index, f"{prefix}/added.index") if found.index else None
+    voice = Voice(
+        owner=owner,
+        name=name,
+        pth_uri=pth_uri,
+        index_uri=index_uri,
+        version=info.version,
+        sample_rate=info.sample_rate,
+        f0=info.f0,
+    )
+    with session(s.database) as db:
+        db.add(voice)
+    return voice
+
+
+def _tmp_root(s: Settings) -> Path:
+    s.work_dir.mkdir(parents=True, exist_ok=True)
+    return s.work_dir
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^\w.-]", "_", text)[:60] or "_"
+
+
+def get_voice(s: Settings, owner: str, name: str, include_public: bool = True) -> Voice | None:
+    """The owner's voice `name` (case-insensitive), else a public one of that name."""
+    wanted = name.strip().lower()
+    with session(s.database) as db:
+        cond = Voice.owner == owner
+        if include_public:
+            cond = or_(cond, Voice.public.is_(True))
+        found = [v for v in db.scalars(select(Voice).where(cond)) if v.name.lower() == wanted]
+    found.sort(key=lambda v: v.owner != owner)  # the owner's own voice first
+    return found[0] if found else None
+
+
+def list_voices(s: Settings, owner: str) -> list[Voice]:
+    with session(s.database) as db:
+        query = select(Voice).where(or_(Voice.owner == owner, Voice.public.is_(True)))
+        return list(db.scalars(query.order_by(Voice.name)))
+
+
+def delete_voice(s: Settings, owner: str, name: str) -> bool:
+    voice = get_voice(s, owner, name, include_public=False)
+    if voice is None:
+        return False
+    storage = open_storage(s.storage)
+    for uri in (voice.pth_uri, voice.index_uri):
+        if uri:
+            storage.delete(uri)
+    with session(s.database) as db:
+        db.delete(db.get(Voice, voice.id))
+    return True

@@ -1,0 +1,24 @@
+"""Errors the engine raises on purpose: each carries one sentence a user can act on."""
+
+
+class EngineError(Exception):
+    """A failure whose message is fit to show a user as it is."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadAudio(EngineError):
+    """The input is not usable audio (corrupt, empty, too long, too large, not audio)."""
+
+
+class ModelMissing(EngineError):
+    """A weight file the step needs is not in the model folder."""
+
+
+class BadVoice(EngineError):
+    """A voice model file is not a loadable RVC model."""

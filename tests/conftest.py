@@ -1,0 +1,159 @@
+"""Shared fixtures: one real Prefect server per session, tiny real models, test songs.
+
+The Prefect server starts before any test imports Prefect (in `pytest_configure`), unless
+PREFECT_API_URL already points at one. Model fixtures build tiny random-weight models in the
+exact file formats the real loaders read, once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+_server: subprocess.Popen | None = None
+_server_home: str | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_prefect_server() -> None:
+    global _server, _server_home
+    _server_home = tempfile.mkdtemp(prefix="encore-prefect-")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": _server_home, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    prefect = Path(sys.executable).with_name("prefect")
+    log = open(Path(_server_home) / "server.log", "w")  # noqa: SIM115 - lives with the server
+    _server = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if _server.poll() is not None:
+            raise RuntimeError(f"prefect server exited; see {_server_home}/server.log")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        raise RuntimeError("prefect server did not become healthy in 90 s")
+    os.environ["PREFECT_API_URL"] = url
+    os.environ["PREFECT_HOME"] = _server_home
+
+
+def pytest_configure(config):
+    if not os.environ.get("PREFECT_API_URL") and not hasattr(config, "workerinput"):
+        _start_prefect_server()
+
+
+def pytest_unconfigure(config):
+    if _server is not None:
+        _server.terminate()
+        try:
+            _server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _server.kill()
+    if _server_home:
+        shutil.rmtree(_server_home, ignore_errors=True)
+
+
+SR = 44100
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A model folder with a tiny htdemucs and tiny rvc-next assets."""
+    from tests.tiny_demucs import build_demucs_repo
+    from tests.tiny_rvc import build_rvc_assets
+
+    root = tmp_path_factory.mktemp("models")
+    build_demucs_repo(root / "demucs", "htdemucs")
+    build_rvc_assets(root / "rvc")
+    return root
+
+
+@pytest.fixture(scope="session")
+def voice_files(tmp_path_factory) -> dict:
+    """Two tiny v2 voices (.pth + added_*.index), built with different seeds."""
+    from tests.tiny_rvc import build_index, build_voice
+
+    root = tmp_path_factory.mktemp("voices")
+    out = {}
+    for seed, name in ((11, "alice"), (12, "bob")):
+        folder = root / name
+        folder.mkdir()
+        out[name] = (build_voice(folder / f"{name}.pth", seed=seed, name=name),
+                     build_index(folder, name=name, seed=seed))  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path, models_dir, monkeypatch):
+    """Embedded settings in a fresh data folder, using the session's tiny models."""
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENCORE_MODEL_DIR", str(models_dir))
+    monkeypatch.setenv("ENCORE_DEVICE", "cpu")
+    monkeypatch.setenv("ENCORE_F0_METHOD", "pm")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def song_wav(tmp_path_factory) -> Path:
+    """Four seconds of a synthetic song: drums, bass, chords and a sung melody."""
+    from flows.demo import synth_song
+    from gpu_worker.audio import write_wav
+
+    path = tmp_path_factory.mktemp("songs") / "test-song.wav"
+    return write_wav(path, synth_song(4.0, seed=3), SR)
+
+
+def cli_env(settings) -> dict:
+    """The environment a CLI subprocess needs to see the same data and server."""
+    env = {**os.environ}
+    env.update(
+        ENCORE_DATA_DIR=str(settings.data_dir),
+        ENCORE_MODEL_DIR=str(settings.models),
+        ENCORE_DEVICE="cpu",
+        ENCORE_F0_METHOD="pm",
+    )
+    return env
+
+
+def run_cli(settings, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    encore = Path(sys.executable).with_name("encore")
+    return subprocess.run(
+        [str(encore), *args],
+        env=cli_env(settings),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
