@@ -68,6 +68,12 @@ def guarded(fn):
     return functools.wraps(fn)(wrapper)
 
 
+def require(s, conversion: bool = True) -> None:
+    from flows.models import require as require_models
+
+    require_models(s, conversion)
+
+
 def _song_id(song: str) -> str:
     """A local file is added to the catalog first; anything else is looked up in it."""
     from flows.catalog import add_song, resolve_song
@@ -131,6 +137,7 @@ def cover(
     from flows.voices import get_voice
 
     s = get_settings()
+    require(s)
     found = get_voice(s, CLI_USER, voice)
     if found is None:
         fail(f"No voice called {voice!r}; see `encore voices list` or import one.")
@@ -158,6 +165,7 @@ def stems(
     """Separate SONG into stems (a zip of FLAC files)."""
     from flows.submit import submit_stems
 
+    require(get_settings(), conversion=False)
     job_id = submit_stems(CLI_USER, _song_id(song))
     console.print(f"Stems written to [bold]{_run(job_id, output)}[/bold]")
 
@@ -172,6 +180,7 @@ def karaoke(
     """Make a karaoke track (the song without its lead vocal)."""
     from flows.submit import submit_karaoke
 
+    require(get_settings(), conversion=False)
     fmt = fmt or (output.suffix.lstrip(".").lower() if output else None)
     job_id = submit_karaoke(CLI_USER, _song_id(song), {"format": fmt})
     console.print(f"Karaoke track written to [bold]{_run(job_id, output)}[/bold]")
@@ -277,6 +286,7 @@ def demo(output: Annotated[Path, typer.Option("--output", "-o")] = Path("encore-
     from flows.submit import submit_cover
 
     s = get_settings()
+    require(s)
     song_id, voice_id = prepare_demo(s)
     job_id = submit_cover(CLI_USER, song_id, voice_id, {"format": output.suffix[1:] or None}, s=s)
     console.print(f"Demo cover written to [bold]{_run(job_id, output)}[/bold]")

@@ -121,6 +121,29 @@ def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[S
         )
 
 
+def job_progress(
+    s: Settings, job_id: str, start: float, end: float, every_s: float = 1.0
+) -> Callable[[float], None]:
+    """A progress callback for an engine call spanning [start, end] of the job's bar.
+
+    It writes at most once every `every_s` seconds, and stops the work (by raising
+    JobCancelled) once the user has cancelled the job.
+    """
+    last = [0.0]
+
+    def report(fraction: float) -> None:
+        moment = time.monotonic()
+        if moment - last[0] < every_s:
+            return
+        last[0] = moment
+        job = get_job(s, job_id)
+        if job is not None and job.state == "cancelled":
+            raise JobCancelled()
+        update_job(s, job_id, progress=start + (end - start) * min(max(fraction, 0.0), 1.0))
+
+    return report
+
+
 def job_workdir(s: Settings, job_id: str) -> Path:
     path = s.work_dir / job_id
     path.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Imports accept a `.pth` (with an optional `.index` beside it) or a `.zip` of both. Archives are
 read entry by entry with limits on count, size and ratio; no entry is ever written by its own
 name, so `../` paths cannot escape. Checkpoints load with `weights_only=True` (see
-`gpu_worker.voice_file`), so a pickle that wants to run code is refused, not run.
+`gpu_worker.convert`), so a pickle that wants to run code is refused, not run.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from gpu_worker.voice_file import inspect_voice
 from sqlalchemy import or_, select
 
 from flows.db import Voice, session
 from flows.settings import Settings
 from flows.storage import open_storage
+from gpu_worker.convert import inspect_voice
 from gpu_worker.errors import BadVoice, EngineError
 
 MAX_PTH_BYTES = 600 * 1024 * 1024

@@ -1,9 +1,9 @@
 """Remix: the converted vocal over the instrumental, in one ffmpeg filter graph.
 
-The graph applies the gains, an optional reverb on the vocal, the loudness gain and a true-peak
-limiter (4x oversampled), then encodes. Loudness is measured on the encoded result and the gain
-corrected until it sits within `tolerance_lu` of the target, because the limiter and lossy
-codecs both move it. The output has exactly the instrumental's sample count.
+The graph applies the gains, an optional reverb on the vocal, a 20 Hz high-pass, the loudness
+gain and a true-peak limiter (4x oversampled), then encodes. Loudness is measured on the encoded
+result and the gain corrected until it sits within `tolerance_lu` of the target, because the
+limiter and lossy codecs both move it. The output has exactly the instrumental's sample count.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import soundfile as sf
 from gpu_worker.audio import Loudness, encode_args, measure_loudness, parse_ebur128, run_ffmpeg
 from gpu_worker.errors import EngineError
 
-MAX_GAIN_DB = 40.0
+MAX_GAIN_DB = 60.0  # enough for a very quiet mix; more would only raise noise
 OVERSAMPLE = 4
+MAX_RENDERS = 6
+HIGHPASS_HZ = 20  # DC and subsonic rumble eat headroom without adding loudness
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ def mix_graph(samples: int, rate: int, opts: MixOptions, gain_db: float, ceiling
         [
             vocal + "[v]",
             f"[1:a]{fmt},volume={opts.instrumental_gain_db:.3f}dB[i]",
-            f"[v][i]amix=inputs=2:duration=longest:normalize=0,{fit},volume={gain_db:.3f}dB,"
+            f"[v][i]amix=inputs=2:duration=longest:normalize=0,{fit},"
+            f"highpass=f={HIGHPASS_HZ}:poles=2,volume={gain_db:.3f}dB,"
             f"aresample={rate * OVERSAMPLE},"
             f"alimiter=limit={limit:.5f}:level=false:latency=true:attack=1:release=60,"
             f"aresample={rate},{fit}[out]",
@@ -95,20 +98,28 @@ def remix(vocal: Path, instrumental: Path, out: Path, opts: MixOptions = MixOpti
         )  # fmt: skip
         first = parse_ebur128(err).integrated_lufs
         gain = 0.0 if math.isinf(first) else min(opts.loudness_lufs - first, MAX_GAIN_DB)
-        ceiling = opts.true_peak_dbtp - 0.3
+        lossy = opts.format not in ("wav", "flac")
+        ceiling = opts.true_peak_dbtp - (0.5 if lossy else 0.2)
         loud = Loudness(first, float("-inf"))
-        for _ in range(5):
-            _render(
-                vocal, instrumental, tmp, mix_graph(samples, rate, opts, gain, ceiling), opts.format
-            )
+        previous: tuple[float, float] | None = None  # (gain, loudness) of the last render
+        for _ in range(MAX_RENDERS):
+            graph = mix_graph(samples, rate, opts, gain, ceiling)
+            _render(vocal, instrumental, tmp, graph, opts.format)
             loud = measure_loudness(tmp)
             if math.isinf(loud.integrated_lufs):
                 break  # silence: nothing to normalise
             off = opts.loudness_lufs - loud.integrated_lufs
-            over = loud.true_peak_dbtp - opts.true_peak_dbtp
+            # ffmpeg reports true peak to 0.1 dB: keep one step below the target.
+            over = loud.true_peak_dbtp - (opts.true_peak_dbtp - 0.1)
             if abs(off) <= opts.tolerance_lu and over <= 0:
                 break
-            gain = min(gain + off, MAX_GAIN_DB)
+            # The limiter flattens the response to gain; follow the measured slope (secant).
+            slope = 1.0
+            if previous is not None and abs(gain - previous[0]) > 1e-3:
+                slope = (loud.integrated_lufs - previous[1]) / (gain - previous[0])
+                slope = min(max(slope, 0.2), 1.0)
+            previous = (gain, loud.integrated_lufs)
+            gain = min(gain + off / slope, MAX_GAIN_DB)
             if over > 0:
                 ceiling -= over + 0.1
         os.replace(tmp, out)

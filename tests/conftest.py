@@ -87,12 +87,17 @@ SR = 44100
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A model folder with a tiny htdemucs and tiny rvc-next assets."""
+    from gpu_worker.voice_export import export_voice
     from tests.tiny_demucs import build_demucs_repo
-    from tests.tiny_rvc import build_rvc_assets
+    from tests.tiny_rvc import build_hubert, build_pretrained, build_rmvpe, small_config
 
     root = tmp_path_factory.mktemp("models")
     build_demucs_repo(root / "demucs", "htdemucs")
-    build_rvc_assets(root / "rvc")
+    build_hubert(root / "rvc")
+    build_rmvpe(root / "rvc")
+    generator, _ = build_pretrained(root / "rvc")
+    # The demo voice, exported from the base generator as `encore models download` does.
+    export_voice(generator, root / "voices" / "demo" / "demo.pth", config=small_config())
     return root
 
 

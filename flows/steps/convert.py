@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.db import Voice
-from flows.jobs import job_key_prefix, job_step
+from flows.jobs import job_key_prefix, job_progress, job_step
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker import convert as engine
@@ -37,6 +37,7 @@ def convert(
             assets_dir=s.models / "rvc",
             device=s.resolved_device(),
             params=params,
+            progress=job_progress(s, job_id, 0.45, 0.8),
         )
         record.detail = {"voice": voice.name, "f0_method": params.f0_method}
         return storage.put(out, f"{job_key_prefix(job_id)}/converted.wav")

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from flows.db import Song, StemSet, now, session
-from flows.jobs import job_step
+from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker import separate as engine
@@ -79,15 +79,21 @@ def cached_stems(s: Settings, song: Song, model: str) -> dict[str, str] | None:
     return dict(row.stems) if row is not None and _usable(s, row) else None
 
 
-def _compute(s: Settings, song: Song, audio_path: Path, workdir: Path, opts) -> dict[str, str]:
+def _compute(
+    s: Settings, song: Song, audio_path: Path, workdir: Path, opts, progress
+) -> dict[str, str]:
     audio = decode(audio_path, 44100, 2, limits=None)
-    files = engine.separate(audio, workdir / "stems", model_dir=s.models / "demucs", options=opts)
+    files = engine.separate(
+        audio, workdir / "stems", model_dir=s.models / "demucs", options=opts, progress=progress
+    )
     storage = open_storage(s.storage)
     key = stems_key(song, opts.model)
     return {name: storage.put(path, f"{key}/{name}.wav") for name, path in files.items()}
 
 
-def get_stems(s: Settings, song: Song, audio_path: Path, workdir: Path) -> tuple[dict, bool]:
+def get_stems(
+    s: Settings, song: Song, audio_path: Path, workdir: Path, progress=None
+) -> tuple[dict, bool]:
     """Stem URIs for `song` and whether they came from the cache."""
     opts = options(s)
     deadline = time.monotonic() + s.stems_wait_seconds
@@ -95,7 +101,7 @@ def get_stems(s: Settings, song: Song, audio_path: Path, workdir: Path) -> tuple
         row = _claim(s, song, opts.model)
         if row is not None:
             try:
-                stems = _compute(s, song, audio_path, workdir, opts)
+                stems = _compute(s, song, audio_path, workdir, opts, progress)
             except BaseException:
                 _drop(s, row.id)
                 raise
@@ -122,7 +128,8 @@ def get_stems(s: Settings, song: Song, audio_path: Path, workdir: Path) -> tuple
 def separate(s: Settings, job_id: str, song: Song, audio_path: Path, workdir: Path) -> dict:
     """The job's separation step: stems from the cache or freshly computed."""
     with job_step(s, job_id, "separating", 0.1) as record:
-        stems, cached = get_stems(s, song, audio_path, workdir)
+        progress = job_progress(s, job_id, 0.1, 0.45)
+        stems, cached = get_stems(s, song, audio_path, workdir, progress)
         record.cached = cached
         record.detail = {"model": options(s).model}
         return stems

@@ -1,0 +1,677 @@
+"""Voice conversion: the one module that talks to rvc-next.
+
+It owns everything between a vocal stem on disk and the converted vocal on disk: the voice knobs
+(`VoiceParams`), reading a voice checkpoint safely (`inspect_voice`), the model folder's layout
+(`required_assets`, `check_assets`) and filling it through rvc-next's own downloader
+(`download_assets`), the in-process cache of loaded models (`engine_runtime`), and `convert`,
+whose output is sample-aligned with its input.
+
+Alignment: rvc-next returns 5-30 ms less audio than it is given, always missing at the end (its
+output starts aligned), and when it cuts long audio (over 41 s on a CPU) into chunks itself, a
+chunk can come back one 10 ms frame short, which shifts everything after that join. So this
+module cuts long audio itself, at quiet points, gives every piece one second of real context on
+both sides, keeps exactly the piece's own span of each result and pads the end. The output has
+the input's sample rate and exactly its number of samples, with the converted (mono) voice copied
+to each input channel. What remains is rvc-next's own sub-frame offset: the voice's pitch
+contour sits 0-5 ms after the input's (measured with pm and SwiftF0).
+
+rvc-next names appear nowhere else in Encore, so the engine can be swapped behind this API.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import pickle
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpu_worker.errors import BadAudio, BadVoice, EngineError, ModelMissing
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_HINT = "run `encore models download`"
+SR_16K = 16000
+FRAME = 160  # rvc-next's 10 ms pitch/feature frame at 16 kHz
+CONTEXT = SR_16K  # 1 s of real audio on each side of every piece
+TAIL = SR_16K // 10  # silence appended at the end, so the last piece never comes back short
+SILENCE_PEAK = 1e-4  # -80 dBFS: a piece this quiet is not converted, it stays silent
+MAX_VOICE_BYTES = 1024 * 1024 * 1024
+
+F0_METHODS: dict[str, str] = {
+    "rmvpe": "rmvpe",
+    "swift": "swift",
+    "swiftf0": "swift",
+    "pm": "pm",
+    "fcpe": "fcpe",
+    "crepe": "crepe",
+    "crepe-tiny": "crepe-tiny",
+}
+"""Pitch methods users may name, and rvc-next's name for each. `pm` and `swift` need no weights."""
+
+# Files each part needs, relative to the assets folder (rvc-next's layout, the original RVC's).
+_HUBERT_FILES = ("config.json", ("pytorch_model.bin", "model.safetensors"))
+_F0_FILES: dict[str, tuple[str, ...]] = {
+    "rmvpe": ("rmvpe/rmvpe.pt",),
+    "fcpe": ("fcpe/fcpe_c_v001.pt",),
+    "crepe": ("crepe/full.pth",),
+    "crepe-tiny": ("crepe/tiny.pth",),
+    "swift": (),
+    "pm": (),
+}
+_F0_ASSET_IDS = {"rmvpe": "rmvpe", "fcpe": "fcpe", "crepe": "crepe", "crepe-tiny": "crepe-tiny"}
+TRAINING_FILES = ("pretrained_v2/f0G40k.pth", "pretrained_v2/f0D40k.pth")
+"""The base models a v2, 40 kHz, pitch-guided voice is fine-tuned from."""
+
+
+def _unknown_f0(method: object) -> str:
+    return f"Unknown pitch method {method!r}; use one of rmvpe, swiftf0, pm, fcpe, crepe."
+
+
+# -- the knobs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VoiceParams:
+    """The conversion knobs RVC users know. Invalid values raise `EngineError` on creation."""
+
+    pitch: int = 0
+    """Semitones, -24..24 (+12: one octave up)."""
+    f0_method: str = "rmvpe"
+    """rmvpe (best, needs its weights), swiftf0 (alias swift), pm, fcpe, crepe or crepe-tiny."""
+    index_rate: float = 0.75
+    """0..1: how much of the voice's index (its timbre) to blend in."""
+    protect: float = 0.33
+    """0..0.5: keeps consonants and breaths unconverted; 0.5 turns protection off."""
+    rms_mix: float = 0.25
+    """0..1: 0 follows the original vocal's loudness envelope, 1 keeps the voice's own."""
+    filter_radius: int = 3
+    """0..7. Accepted for RVC presets; rvc-next has no harvest pitch method, the only one RVC
+    median-filters with it, so it changes nothing."""
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.pitch, bool)
+            or not isinstance(self.pitch, int)
+            or not -24 <= self.pitch <= 24
+        ):
+            raise EngineError("Pitch must be a whole number of semitones from -24 to 24.")
+        if self.f0_method not in F0_METHODS:
+            raise EngineError(_unknown_f0(self.f0_method))
+        for name, low, high in (("index_rate", 0, 1), ("protect", 0, 0.5), ("rms_mix", 0, 1)):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not low <= value <= high
+            ):
+                raise EngineError(f"{name} must be a number from {low} to {high}.")
+        if (
+            isinstance(self.filter_radius, bool)
+            or not isinstance(self.filter_radius, int)
+            or not 0 <= self.filter_radius <= 7
+        ):
+            raise EngineError("filter_radius must be a whole number from 0 to 7.")
+
+    @property
+    def engine_f0_method(self) -> str:
+        return F0_METHODS[self.f0_method]
+
+
+# -- voice files --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What a voice checkpoint is, read from its fields without building a model."""
+
+    version: str
+    """v1 (256-dim features) or v2 (768-dim)."""
+    sample_rate: int
+    """The rate the voice synthesises at: 32000, 40000 or 48000."""
+    f0: bool
+    """Whether it is pitch-guided (every singing voice is)."""
+    embedder: str = "contentvec"
+    """The content-feature model it was trained on; RVC's HuBERT base is contentvec."""
+    speakers: int = 1
+    """Rows of its speaker table (109 in most voices, one used)."""
+    info: str = ""
+    """The free-text `info` field (often the epoch count)."""
+
+
+def _voice_name(path: Path) -> str:
+    return path.name if len(path.name) <= 80 else path.name[:77] + "..."
+
+
+def inspect_voice(pth: Path, max_bytes: int = MAX_VOICE_BYTES) -> VoiceInfo:
+    """Read an RVC voice `.pth` as data only and describe it; raise `BadVoice` otherwise.
+
+    The file is loaded with `torch.load(weights_only=True)`, which refuses pickled code, so a
+    crafted file cannot run anything here.
+    """
+    import torch
+
+    pth = Path(pth)
+    name = _voice_name(pth)
+    if not pth.is_file():
+        raise BadVoice(f"The voice file {name} does not exist; upload the voice's .pth again.")
+    size = pth.stat().st_size
+    if size == 0:
+        raise BadVoice(f"The voice file {name} is empty; upload the voice's .pth again.")
+    if size > max_bytes:
+        raise BadVoice(
+            f"The voice file {name} is over {max_bytes // 2**20} MB; RVC voices are far smaller."
+        )
+    try:
+        data = torch.load(str(pth), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # garbage, or not a torch file at all
+            raise BadVoice(
+                f"{name} is not a PyTorch model file; upload an RVC voice .pth."
+            ) from None
+        raise BadVoice(
+            f"{name} holds Python objects besides weights and was refused, "
+            "as loading it could run code."
+        ) from None
+    except Exception:
+        raise BadVoice(f"{name} is not a PyTorch model file; upload an RVC voice .pth.") from None
+    return _describe(data, name)
+
+
+def _describe(data: Any, name: str) -> VoiceInfo:
+    import torch
+
+    if isinstance(data, dict) and isinstance(data.get("model"), dict) and "weight" not in data:
+        raise BadVoice(
+            f"{name} is a training checkpoint, not a voice; "
+            "upload the small .pth that training exports."
+        )
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("weight"), dict)
+        or "config" not in data
+    ):
+        raise BadVoice(f"{name} is not an RVC voice model; upload the .pth of an RVC voice.")
+    weight = data["weight"]
+    config = data["config"]
+    if not isinstance(config, list | tuple) or len(config) != 18:
+        raise BadVoice(f"{name} has a damaged config; upload the original .pth again.")
+    emb_g = weight.get("emb_g.weight")
+    phone = weight.get("enc_p.emb_phone.weight")
+    if not isinstance(emb_g, torch.Tensor) or not isinstance(phone, torch.Tensor):
+        raise BadVoice(f"{name} is missing RVC weights; upload the original .pth again.")
+    foreign = ("dec.mrfs.", "dec.upsample_blocks.", "dec.mel_conv.")
+    if any(isinstance(k, str) and k.startswith(foreign) for k in weight) or data.get(
+        "vocoder"
+    ) not in (None, "", "HiFi-GAN"):
+        raise BadVoice(
+            f"{name} uses a vocoder other than RVC's HiFi-GAN, which cannot be used here."
+        )
+    dims = int(phone.shape[1])
+    version = str(data.get("version") or ("v2" if dims == 768 else "v1"))
+    if version not in ("v1", "v2") or dims != (768 if version == "v2" else 256):
+        raise BadVoice(
+            f"{name} says it is an RVC {version} voice but its weights do not match; it is damaged."
+        )
+    try:
+        sample_rate = int(config[-1])
+    except (TypeError, ValueError):
+        raise BadVoice(f"{name} has a damaged config; upload the original .pth again.") from None
+    if sample_rate not in (32000, 40000, 48000):
+        raise BadVoice(f"{name} synthesises at {sample_rate} Hz; RVC voices use 32, 40 or 48 kHz.")
+    try:
+        f0 = bool(int(data.get("f0", 1)))
+    except (TypeError, ValueError):
+        raise BadVoice(f"{name} has a damaged f0 field; upload the original .pth again.") from None
+    from rvc_next.engine.features.embedders import EMBEDDERS, WITH_FINAL_PROJ
+
+    embedder = str(data.get("embedder_model") or "contentvec")
+    if embedder not in EMBEDDERS or (version == "v1" and embedder not in WITH_FINAL_PROJ):
+        raise BadVoice(
+            f"{name} was trained on a content model ({embedder}) that cannot be used here."
+        )
+    return VoiceInfo(
+        version=version,
+        sample_rate=sample_rate,
+        f0=f0,
+        embedder=embedder,
+        speakers=int(emb_g.shape[0]),
+        info=str(data.get("info", ""))[:200],
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _inspect_cached(path: str, mtime_ns: int, size: int) -> VoiceInfo:
+    return inspect_voice(Path(path))
+
+
+def _voice_info(pth: Path) -> VoiceInfo:
+    try:
+        st = pth.stat()
+    except OSError:
+        raise BadVoice(
+            f"The voice file {_voice_name(pth)} does not exist; upload the voice's .pth again."
+        ) from None
+    return _inspect_cached(str(pth.resolve()), st.st_mtime_ns, st.st_size)
+
+
+# -- the model folder ----------------------------------------------------------------------------
+
+
+def _hubert_files(assets_dir: Path, embedder: str) -> list[Path]:
+    from rvc_next.engine.features.embedders import folder
+
+    base = Path(assets_dir) / folder(embedder)
+    config, weights = _HUBERT_FILES
+    present = [base / w for w in weights if (base / w).is_file()]
+    return [base / config, present[0] if present else base / weights[0]]
+
+
+def required_assets(
+    assets_dir: Path,
+    f0_method: str = "rmvpe",
+    *,
+    embedder: str = "contentvec",
+    training: bool = False,
+) -> list[Path]:
+    """The files conversion with `f0_method` needs (and, with `training`, fine-tuning too)."""
+    engine = F0_METHODS.get(f0_method)
+    if engine is None:
+        raise EngineError(_unknown_f0(f0_method))
+    assets_dir = Path(assets_dir)
+    files = _hubert_files(assets_dir, embedder)
+    files += [assets_dir / rel for rel in _F0_FILES[engine]]
+    if training:
+        files += [assets_dir / rel for rel in TRAINING_FILES]
+    return files
+
+
+def missing_assets(assets_dir: Path, f0_method: str = "rmvpe", **kwargs: Any) -> list[Path]:
+    return [
+        p
+        for p in required_assets(assets_dir, f0_method, **kwargs)
+        if not p.is_file() or p.stat().st_size == 0
+    ]
+
+
+def check_assets(assets_dir: Path, f0_method: str = "rmvpe", **kwargs: Any) -> None:
+    """Raise `ModelMissing`, naming the download command, when a needed file is not there."""
+    missing = missing_assets(assets_dir, f0_method, **kwargs)
+    if missing:
+        rel = ", ".join(
+            str(p.relative_to(assets_dir)) if p.is_relative_to(assets_dir) else str(p)
+            for p in missing
+        )
+        raise ModelMissing(f"Voice models are missing from {assets_dir} ({rel}); {DOWNLOAD_HINT}.")
+
+
+def asset_ids(f0_methods: Sequence[str] = ("rmvpe",), training: bool = True) -> list[str]:
+    """rvc-next catalog ids for HuBERT, the weights of `f0_methods`, and the v2 40k base models."""
+    ids = ["hubert"]
+    for method in f0_methods:
+        engine = F0_METHODS.get(method)
+        if engine is None:
+            raise EngineError(_unknown_f0(method))
+        if engine in _F0_ASSET_IDS and _F0_ASSET_IDS[engine] not in ids:
+            ids.append(_F0_ASSET_IDS[engine])
+    if training:
+        ids.append("pretrained-v2-40k")
+    return ids
+
+
+def _download_failed(detail: object) -> str:
+    text = " ".join(str(detail).split())[:200]
+    return f"Downloading the voice models failed ({text}); check the connection and try again."
+
+
+def download_assets(
+    assets_dir: Path,
+    progress: Callable[[float | None, str], None] | None = None,
+    *,
+    f0_methods: Sequence[str] = ("rmvpe",),
+    training: bool = True,
+    transport: Any = None,
+) -> list[Path]:
+    """Fill `assets_dir` through rvc-next's own asset downloader; return the files it needs.
+
+    rvc-next fetches each file of its catalog (Hugging Face, then hf-mirror, then ModelScope),
+    resumes partial files and checks sizes and SHA-256 sums. `progress(fraction, message)` hears
+    about it. `transport` is an `httpx` transport, for tests. Offline this raises `EngineError`
+    (after rvc-next's own retries, about 75 s per file).
+    """
+    from rvc_next.core.context import build_services
+    from rvc_next.core.events.models import JobLogEvent, JobUpdatedEvent
+
+    assets_dir = Path(assets_dir)
+    assets_dir.mkdir(parents=True, exist_ok=True)
+    ids = asset_ids(f0_methods, training)
+    state_dir = Path(tempfile.mkdtemp(prefix="encore-rvc-download-"))
+    services = None
+    try:
+        services = build_services(
+            data_dir=state_dir,
+            environ={},
+            transport=transport,
+            settings_overrides={"paths": {"assets_dir": str(assets_dir)}},
+        )
+        if progress is not None:
+
+            def on_event(event: Any) -> None:
+                if isinstance(event, JobUpdatedEvent):
+                    progress(event.job.progress, event.job.step or event.job.state)
+                elif isinstance(event, JobLogEvent):
+                    for line in event.lines:
+                        if line.startswith(("Downloading", "Checksum")):
+                            progress(None, line)
+
+            services.events.subscribe(on_event)
+        job = services.assets.download(ids, foreground=True)
+    except Exception as e:
+        raise EngineError(_download_failed(e)) from e
+    finally:
+        if services is not None:
+            services.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if job.state != "completed":
+        detail = job.error.message if job.error else job.state
+        raise EngineError(_download_failed(detail))
+    files = required_assets(assets_dir, "pm", training=training)
+    for method in f0_methods:
+        files += [f for f in required_assets(assets_dir, method) if f not in files]
+    missing = [str(f.relative_to(assets_dir)) for f in files if not f.is_file()]
+    if missing:
+        raise EngineError(_download_failed(f"still missing: {', '.join(missing)}"))
+    return files
+
+
+# -- the loaded models ---------------------------------------------------------------------------
+
+
+def _signature(assets_dir: Path) -> tuple:
+    """Size and mtime of every file in the assets folder's model subfolders (changes reload)."""
+    out = []
+    for sub in ("hubert_base", "rmvpe", "fcpe", "crepe", "embedders"):
+        folder = assets_dir / sub
+        if folder.is_dir():
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    st = p.stat()
+                    out.append((str(p.relative_to(assets_dir)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+_RUNTIMES: dict[tuple[str, str], tuple[tuple, Any]] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def engine_runtime(assets_dir: Path, device: str = "cpu") -> Any:
+    """The rvc-next `Runtime` for `assets_dir` and `device`, created once per process.
+
+    It keeps HuBERT, the pitch models and the last three voices and indexes loaded (a voice or
+    index reloads when its file changes). When an asset file changes, the runtime is released
+    and a new one made.
+    """
+    from rvc_next.engine.runtime import Runtime
+
+    assets_dir = Path(assets_dir).resolve()
+    key = (str(assets_dir), device or "cpu")
+    signature = _signature(assets_dir)
+    with _RUNTIMES_LOCK:
+        cached = _RUNTIMES.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        if cached is not None:
+            cached[1].release()
+        runtime = Runtime(assets_dir, device=key[1])
+        if runtime.choice.reason:
+            logger.info("Voice conversion on %s: %s", runtime.choice.id, runtime.choice.reason)
+        _RUNTIMES[key] = (signature, runtime)
+        return runtime
+
+
+def clear_cache() -> None:
+    """Unload every model (frees GPU memory); the next conversion loads them again."""
+    with _RUNTIMES_LOCK:
+        for _, runtime in _RUNTIMES.values():
+            runtime.release()
+        _RUNTIMES.clear()
+    _inspect_cached.cache_clear()
+
+
+# -- conversion ------------------------------------------------------------------------------
+
+
+def _engine_errors() -> tuple[type, type]:
+    from rvc_next.engine.errors import MissingAssetError, ModelFormatError
+
+    return MissingAssetError, ModelFormatError
+
+
+def _load(
+    runtime: Any, voice_pth: Path, index_path: Path | None, info: VoiceInfo
+) -> tuple[Any, Any]:
+    missing_asset, model_format = _engine_errors()
+    name = _voice_name(voice_pth)
+    try:
+        voice = runtime.voice(voice_pth)
+    except model_format as e:
+        raise BadVoice(f"{name} cannot be used: {e}.") from e
+    except missing_asset as e:
+        raise ModelMissing(f"Voice models are missing ({e}); {DOWNLOAD_HINT}.") from e
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
+        raise BadVoice(
+            f"{name} does not load as an RVC voice; it is damaged or not an RVC model."
+        ) from e
+    if index_path is None:
+        return voice, None
+    index_path = Path(index_path)
+    iname = _voice_name(index_path)
+    if not index_path.is_file():
+        raise BadVoice(
+            f"The index file {iname} does not exist; upload it again or convert without it."
+        )
+    try:
+        index = runtime.index(index_path)
+    except Exception as e:
+        raise BadVoice(
+            f"The index file {iname} cannot be read; upload it again or convert without it."
+        ) from e
+    want = 768 if info.version == "v2" else 256
+    if index.dim != want:
+        raise BadVoice(
+            f"The index file {iname} holds {index.dim}-dim features but the voice needs {want}; "
+            "it belongs to another voice."
+        )
+    return voice, index
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Zero-phase polyphase resampling (no delay), float32."""
+    if sr_in == sr_out or x.shape[-1] == 0:
+        return x.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(sr_in, sr_out)
+    return resample_poly(x, sr_out // g, sr_in // g, axis=-1).astype(np.float32)
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    """`x` cut or zero-padded at the end to exactly `n` samples."""
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
+
+
+def plan_pieces(
+    n: int, max_piece: int, search: int, audio: np.ndarray | None = None
+) -> list[tuple[int, int]]:
+    """Cut `n` samples (16 kHz) into pieces of at most `max_piece`, at the quietest 10 ms frame
+    within `search` samples before each limit. Boundaries fall on 10 ms frames."""
+    bounds = [0]
+    start = 0
+    while n - start > max_piece:
+        hi = start + max_piece // FRAME * FRAME
+        lo = max(start + FRAME, hi - search // FRAME * FRAME)
+        cut = hi
+        if audio is not None and hi > lo:
+            frames = np.abs(audio[lo:hi]).reshape(-1, FRAME).sum(axis=1)
+            cut = lo + int(np.argmin(frames)) * FRAME
+        bounds.append(cut)
+        start = cut
+    bounds.append(n)
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def convert_16k(
+    audio_16k: np.ndarray,
+    runtime: Any,
+    voice: Any,
+    index: Any,
+    params: VoiceParams,
+    progress: Callable[[float], None] | None = None,
+    *,
+    context: int = CONTEXT,
+) -> tuple[np.ndarray, int]:
+    """Convert 16 kHz mono float audio; return float32 at the voice's rate, aligned with the
+    input and exactly `len(audio_16k) * rate / 16000` samples (rounded) long.
+
+    Audio longer than the runtime's chunk limit is cut at quiet 10 ms frames; each piece is
+    converted with `context` samples of real audio on both sides, which are then dropped."""
+    from rvc_next.engine.convert.offline import OfflineConverter
+    from rvc_next.engine.convert.params import VoiceParams as EngineParams
+
+    x = np.nan_to_num(np.asarray(audio_16k, dtype=np.float32).reshape(-1))
+    n = x.shape[0]
+    rate = int(voice.tgt_sr)
+    total = round(n * rate / SR_16K)
+    if n == 0:
+        return np.zeros(0, np.float32), rate
+    peak = float(np.abs(x).max())
+    if peak > 1:  # rvc-next scales each call's input to a 0.95 peak: do it once, for the whole file
+        x = x * np.float32(0.95 / peak)
+    engine = EngineParams(
+        pitch=float(params.pitch),
+        f0_method=params.engine_f0_method,
+        index_rate=float(params.index_rate),
+        protect=float(params.protect),
+        rms_mix_rate=float(params.rms_mix),
+    )
+    converter = OfflineConverter(runtime)
+    t_max = runtime.chunk.x_max * SR_16K
+    context = context // FRAME * FRAME
+    max_piece = max(SR_16K, t_max - FRAME - 2 * context - TAIL)
+    search = min(2 * runtime.chunk.x_query * SR_16K, max_piece // 2)
+    pieces = plan_pieces(n, max_piece, search, x)
+    padded = np.concatenate([x, np.zeros(TAIL, np.float32)])
+    out = np.zeros(total, np.float32)
+    missing_asset, _ = _engine_errors()
+    for i, (a, b) in enumerate(pieces):
+        first, last = round(a * rate / SR_16K), round(b * rate / SR_16K)
+        left = max(0, a - context)
+        right = min(padded.shape[0], b + context)
+        segment = padded[left:right]
+        if float(np.abs(segment).max()) >= SILENCE_PEAK:
+            try:
+                y, y_rate = converter.convert(segment, voice, engine, index=index)
+            except missing_asset as e:
+                raise ModelMissing(f"Voice models are missing ({e}); {DOWNLOAD_HINT}.") from e
+            if y_rate != rate:
+                raise EngineError(
+                    f"The voice engine returned {y_rate} Hz audio instead of {rate} Hz."
+                )
+            skip = (a - left) * rate // SR_16K  # a - left is a whole number of frames: exact
+            core = y[skip : skip + last - first].astype(np.float32) / 32768.0
+            out[first : first + core.shape[0]] = core
+        if progress is not None:
+            progress((i + 1) / len(pieces))
+    return out, rate
+
+
+_SOUNDFILE_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF", "CAF"}
+_NO_LIMITS_ARGS = {"max_bytes": 2**40, "max_seconds": float("inf"), "max_channels": 64}
+
+
+def _read_vocal(path: Path) -> tuple[np.ndarray, int]:
+    """The vocal as float32 (channels, samples) at its own rate, every sample kept."""
+    import soundfile as sf
+
+    from gpu_worker.audio import Limits, decode, probe
+
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        info = None
+    if info is not None and info.format in _SOUNDFILE_FORMATS:
+        try:
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception:
+            raise BadAudio(
+                f"The vocal file {path.name} is damaged; separate the song again."
+            ) from None
+        return data.T.copy(), int(rate)
+    meta = probe(path, Limits(**_NO_LIMITS_ARGS, min_seconds=0))
+    return decode(path, meta.sample_rate, meta.channels, limits=None), meta.sample_rate
+
+
+def convert(
+    vocal_path: Path,
+    out_path: Path,
+    *,
+    voice_pth: Path,
+    index_path: Path | None,
+    assets_dir: Path,
+    device: str = "cpu",
+    params: VoiceParams = VoiceParams(),
+    progress: Callable[[float], None] | None = None,
+) -> Path:
+    """Convert the vocal stem at `vocal_path` to the voice `voice_pth`; write `out_path`.
+
+    `out_path` is a float wav at the input's sample rate with exactly the input's number of
+    samples, sample-aligned with it (so with the instrumental), the mono converted voice copied
+    to each of the input's channels. Raises `ModelMissing`, `BadVoice` or `BadAudio`.
+    """
+    from gpu_worker.audio import write_wav
+
+    vocal_path, out_path, voice_pth = Path(vocal_path), Path(out_path), Path(voice_pth)
+    assets_dir = Path(assets_dir)
+    info = _voice_info(voice_pth)
+    check_assets(assets_dir, params.f0_method if info.f0 else "pm", embedder=info.embedder)
+    if not vocal_path.is_file():
+        raise BadAudio(f"The vocal file {vocal_path.name} was not found; separate the song again.")
+    audio, rate = _read_vocal(vocal_path)
+    channels, n = audio.shape
+    runtime = engine_runtime(assets_dir, device)
+    voice, index = _load(runtime, voice_pth, index_path, info)
+    mono = audio.mean(axis=0) if channels > 1 else audio[0]
+    x16 = _resample(mono, rate, SR_16K)
+    y, y_rate = convert_16k(x16, runtime, voice, index, params, progress)
+    y = _fit(_resample(y, y_rate, rate), n)
+    return write_wav(out_path, np.repeat(y[None, :], channels, axis=0), rate)
+
+
+__all__ = [
+    "DOWNLOAD_HINT",
+    "F0_METHODS",
+    "TRAINING_FILES",
+    "VoiceInfo",
+    "VoiceParams",
+    "asset_ids",
+    "check_assets",
+    "clear_cache",
+    "convert",
+    "convert_16k",
+    "download_assets",
+    "engine_runtime",
+    "inspect_voice",
+    "missing_assets",
+    "plan_pieces",
+    "required_assets",
+]

@@ -1,0 +1,316 @@
+"""Voice conversion on tiny random-weight assets, through rvc-next's real loaders and inference.
+
+Nothing is mocked: the assets are real files in the real formats, and every conversion runs
+HuBERT, a pitch extractor, the index blend and the synthesizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from gpu_worker import convert as vc
+from gpu_worker.errors import BadVoice, EngineError, ModelMissing
+from tests.tiny_rvc import RvcAssets, build_hubert, build_rvc_assets
+
+
+@pytest.fixture(scope="module")
+def rvc(tmp_path_factory) -> RvcAssets:
+    return build_rvc_assets(tmp_path_factory.mktemp("rvc"))
+
+
+def sung(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A harmonic 'voice' whose pitch wanders (vibrato plus slow glides), (channels, samples)."""
+    t = np.arange(int(seconds * sr)) / sr
+    semis = 4 * np.sin(2 * np.pi * 0.7 * t + seed) + 3 * np.sin(2 * np.pi * 1.9 * t)
+    semis += 0.5 * np.sin(2 * np.pi * 5.5 * t)
+    phase = 2 * np.pi * np.cumsum(220 * 2 ** (semis / 12)) / sr
+    x = sum(0.2 / k * np.sin(k * phase) for k in range(1, 6))
+    return np.stack([x] * channels).astype(np.float32)
+
+
+def write(path: Path, audio: np.ndarray, sr: int) -> Path:
+    sf.write(path, audio.T, sr, subtype="FLOAT")
+    return path
+
+
+def run(rvc: RvcAssets, src: Path, out: Path, index: bool = True, **params) -> np.ndarray:
+    vc.convert(
+        src,
+        out,
+        voice_pth=rvc.voice_pth,
+        index_path=rvc.index_path if index else None,
+        assets_dir=rvc.assets_dir,
+        params=vc.VoiceParams(**params),
+    )
+    data, _ = sf.read(out, dtype="float32", always_2d=True)
+    return data.T
+
+
+def pitch_lag_ms(x: np.ndarray, y: np.ndarray, sr: int, semitones: int = 0) -> tuple[int, float]:
+    """The shift (ms) of y's pitch contour that best matches x's raised by `semitones`, and the
+    mean squared log-pitch error there."""
+    import parselmouth
+
+    def contour(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sound = parselmouth.Sound(a.astype(np.float64), sr)
+        p = sound.to_pitch_ac(time_step=0.001, pitch_floor=60, pitch_ceiling=1500)
+        f = p.selected_array["frequency"]
+        return p.xs(), np.log(np.where(f > 0, f, np.nan))
+
+    tx, fx = contour(x)
+    ty, fy = contour(y)
+    grid = np.arange(0.15, len(x) / sr - 0.15, 0.001)
+    gx = np.interp(grid, tx, fx) + semitones / 12 * np.log(2)
+    best = (0, np.inf)
+    for lag in range(-40, 41):
+        gy = np.interp(grid + lag / 1000, ty, fy)
+        ok = np.isfinite(gx) & np.isfinite(gy)
+        if ok.mean() > 0.8:
+            err = float(np.mean((gx[ok] - gy[ok]) ** 2))
+            best = min(best, (lag, err), key=lambda b: b[1])
+    return best
+
+
+@pytest.mark.parametrize(
+    ("method", "sr", "channels"),
+    [("swiftf0", 44100, 2), ("pm", 48000, 1), ("rmvpe", 32000, 2)],
+)
+def test_convert_keeps_rate_length_and_channels(rvc, tmp_path, method, sr, channels):
+    src = write(tmp_path / "vocals.wav", sung(0.7, sr, channels), sr)
+    out = run(rvc, src, tmp_path / "converted.wav", f0_method=method)
+    info = sf.info(str(tmp_path / "converted.wav"))
+    assert info.samplerate == sr
+    assert info.frames == sf.info(str(src)).frames
+    assert info.channels == channels and info.subtype == "FLOAT"
+    assert np.isfinite(out).all() and np.abs(out).max() > 0.01
+    assert np.array_equal(out[0], out[-1])  # the mono voice on every channel
+
+
+def test_output_follows_the_pitch_knob_and_stays_aligned(rvc, tmp_path):
+    sr = 44100
+    x = sung(1.5, sr)
+    src = write(tmp_path / "vocals.wav", x, sr)
+    up = run(rvc, src, tmp_path / "up.wav", index=False, f0_method="pm", pitch=12, rms_mix=1.0)
+    lag, err = pitch_lag_ms(x[0], up[0], sr, semitones=12)
+    assert err < 0.01  # an octave up, note for note (log-pitch error under 10 %)
+    assert abs(lag) <= 10  # and in time with the input
+
+
+def test_long_audio_is_cut_without_drift(rvc):
+    """rvc-next loses a 10 ms frame at some of its own chunk joins; ours keep every piece exact."""
+    from rvc_next.engine.runtime import ChunkConfig, Runtime
+
+    runtime = Runtime(rvc.assets_dir, device="cpu")
+    runtime.chunk = ChunkConfig(x_pad=1, x_query=1, x_center=2, x_max=2)
+    voice = runtime.voice(rvc.voice_pth)
+    x = sung(4.5, 16000, seed=2)[0]
+    context = 4000
+    pieces = vc.plan_pieces(len(x), 2 * 16000 - 160 - 2 * context - vc.TAIL, 16000, x)
+    assert len(pieces) >= 3
+    params = vc.VoiceParams(f0_method="pm", index_rate=0, rms_mix=1.0, protect=0.5)
+    y, rate = vc.convert_16k(x, runtime, voice, None, params, context=context)
+    assert rate == 40000 and len(y) == len(x) * 40000 // 16000
+    y16 = vc._resample(y, rate, 16000)
+    for a, b in pieces:  # each piece (and the join before it) in time with the input
+        lo, hi = max(0, a - 8000), min(len(x), b + 8000)
+        lag, err = pitch_lag_ms(x[lo:hi], y16[lo:hi], 16000)
+        assert abs(lag) <= 7 and err < 0.01, (a, lag, err)
+
+
+def test_plan_pieces_cuts_at_the_quietest_frame():
+    x = np.ones(10_000, np.float32)
+    x[3_200:3_360] = 0  # one silent 10 ms frame before the 4000-sample limit
+    pieces = vc.plan_pieces(len(x), 4_000, 2_000, x)
+    assert pieces[0] == (0, 3_200)
+    assert pieces[-1][1] == len(x)
+    assert all(b - a <= 4_000 for a, b in pieces)
+    assert all(p[1] == q[0] for p, q in zip(pieces, pieces[1:], strict=False))
+    assert vc.plan_pieces(500, 4_000, 2_000, None) == [(0, 500)]
+
+
+def test_models_stay_loaded_between_calls(rvc, tmp_path):
+    src = write(tmp_path / "vocals.wav", sung(0.5, 44100), 44100)
+    run(rvc, src, tmp_path / "a.wav", f0_method="pm")
+    runtime = vc.engine_runtime(rvc.assets_dir, "cpu")
+    voice, index = runtime.voice(rvc.voice_pth), runtime.index(rvc.index_path)
+    hubert = runtime.hubert()
+    run(rvc, src, tmp_path / "b.wav", f0_method="pm")
+    assert vc.engine_runtime(rvc.assets_dir, "cpu") is runtime
+    assert runtime.voice(rvc.voice_pth) is voice
+    assert runtime.index(rvc.index_path) is index
+    assert runtime.hubert() is hubert
+
+
+def test_silence_and_tiny_inputs(rvc, tmp_path):
+    silent = run(
+        rvc,
+        write(tmp_path / "s.wav", np.zeros((2, 44100), np.float32), 44100),
+        tmp_path / "s_out.wav",
+    )
+    assert silent.shape == (2, 44100) and not silent.any()
+    for n in (0, 1, 300):
+        audio = 0.3 * np.sin(np.arange(n, dtype=np.float32))[None, :]
+        out = run(
+            rvc,
+            write(tmp_path / f"t{n}.wav", audio, 44100),
+            tmp_path / f"t{n}_out.wav",
+            f0_method="pm",
+        )
+        assert out.shape == (1, n) and np.isfinite(out).all()
+
+
+def test_inspect_voice_reads_a_good_voice(rvc):
+    info = vc.inspect_voice(rvc.voice_pth)
+    assert (info.version, info.sample_rate, info.f0, info.embedder) == (
+        "v2",
+        40000,
+        True,
+        "contentvec",
+    )
+    assert info.speakers == 109
+
+
+class _Touch:
+    """Unpickling this calls Path.touch(marker): a stand-in for any code a crafted model runs."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_not_run(tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"weight": {}, "config": [0] * 18, "payload": _Touch(marker)}, evil)
+    with pytest.raises(BadVoice, match="could run code"):
+        vc.inspect_voice(evil)
+    assert not marker.exists()
+    # The payload is real: an unsafe load would have run it.
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "is empty"),
+        (b"not a model at all", "not a PyTorch model"),
+        ({"model": {"dec.conv_pre.weight": np.zeros(1)}}, "training checkpoint"),
+        ({"state_dict": {}}, "not an RVC voice"),
+        ({"weight": {}, "config": [1, 2]}, "damaged config"),
+    ],
+)
+def test_inspect_voice_refuses_other_files(tmp_path, content, match):
+    import torch
+
+    path = tmp_path / "voice.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        tensors = {k: torch.as_tensor(v) for k, v in content.get("model", {}).items()}
+        content = {**content, "model": tensors} if "model" in content else content
+        torch.save(content, path)
+    with pytest.raises(BadVoice, match=match) as err:
+        vc.inspect_voice(path)
+    assert str(err.value).endswith(".") and "\n" not in str(err.value)
+
+
+def test_bad_voice_or_index_in_convert(rvc, tmp_path):
+    import faiss
+
+    src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
+    g = rvc.assets_dir / "pretrained_v2" / "f0G40k.pth"
+    with pytest.raises(BadVoice, match="training checkpoint"):
+        vc.convert(src, tmp_path / "o.wav", voice_pth=g, index_path=None, assets_dir=rvc.assets_dir)
+    v1_index = faiss.IndexFlatL2(256)
+    v1_index.add(np.random.default_rng(0).standard_normal((50, 256)).astype(np.float32))
+    faiss.write_index(v1_index, str(tmp_path / "added_v1.index"))
+    with pytest.raises(BadVoice, match="another voice"):
+        vc.convert(
+            src,
+            tmp_path / "o.wav",
+            voice_pth=rvc.voice_pth,
+            index_path=tmp_path / "added_v1.index",
+            assets_dir=rvc.assets_dir,
+            params=vc.VoiceParams(f0_method="pm"),
+        )
+
+
+def test_missing_assets_name_the_download_command(rvc, tmp_path):
+    src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
+    empty = tmp_path / "empty-assets"
+    empty.mkdir()
+    with pytest.raises(ModelMissing, match="encore models download") as err:
+        vc.convert(
+            src,
+            tmp_path / "o.wav",
+            voice_pth=rvc.voice_pth,
+            index_path=None,
+            assets_dir=empty,
+            params=vc.VoiceParams(f0_method="pm"),
+        )
+    assert "hubert_base" in str(err.value)
+    no_rmvpe = tmp_path / "no-rmvpe"
+    build_hubert(no_rmvpe)
+    with pytest.raises(ModelMissing, match="encore models download") as err:
+        vc.check_assets(no_rmvpe, "rmvpe")
+    assert "rmvpe.pt" in str(err.value)
+    vc.check_assets(no_rmvpe, "swiftf0")  # SwiftF0 ships in the wheel, pm needs nothing
+    vc.check_assets(rvc.assets_dir, "rmvpe", training=True)
+
+
+def test_required_assets_layout(tmp_path):
+    rel = [
+        str(p.relative_to(tmp_path)) for p in vc.required_assets(tmp_path, "rmvpe", training=True)
+    ]
+    assert rel == [
+        "hubert_base/config.json",
+        "hubert_base/pytorch_model.bin",
+        "rmvpe/rmvpe.pt",
+        "pretrained_v2/f0G40k.pth",
+        "pretrained_v2/f0D40k.pth",
+    ]
+    assert len(vc.required_assets(tmp_path, "pm")) == 2
+    assert vc.asset_ids(("rmvpe",), training=True) == ["hubert", "rmvpe", "pretrained-v2-40k"]
+
+
+def test_tiny_base_models_are_what_rvc_next_expects(rvc):
+    from rvc_next.engine.models.checkpoint import inspect_checkpoint
+
+    g = inspect_checkpoint(rvc.assets_dir / "pretrained_v2" / "f0G40k.pth")
+    d = inspect_checkpoint(rvc.assets_dir / "pretrained_v2" / "f0D40k.pth")
+    assert (g.kind, g.version, g.sample_rate, g.pitch_guidance) == ("G", "v2", "40k", True)
+    assert (d.kind, d.version) == ("D", "v2")
+
+
+def test_voice_params_are_validated():
+    assert vc.VoiceParams(f0_method="swiftf0").engine_f0_method == "swift"
+    for bad in ({"pitch": 25}, {"pitch": 1.5}, {"f0_method": "harvest"}, {"index_rate": 2},
+                {"protect": 0.6}, {"rms_mix": -0.1}, {"filter_radius": 9}):  # fmt: skip
+        with pytest.raises(EngineError):
+            vc.VoiceParams(**bad)
+
+
+def test_download_failure_is_one_clear_sentence(tmp_path):
+    import httpx
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(404))
+    seen = []
+    with pytest.raises(EngineError, match="Downloading the voice models failed") as err:
+        vc.download_assets(
+            tmp_path / "assets",
+            lambda f, msg: seen.append(msg),
+            transport=transport,
+            training=False,
+        )
+    assert "\n" not in str(err.value)
+    assert any("huggingface.co" in m for m in seen)
+    assert not any(p.is_file() for p in (tmp_path / "assets").rglob("*"))

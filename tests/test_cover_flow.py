@@ -1,0 +1,95 @@
+"""End to end through the real Prefect flows, tiny real models and real ffmpeg."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows.catalog import add_song
+from flows.jobs import step_runs
+from flows.storage import open_storage
+from flows.submit import follow, submit_cover, submit_karaoke, submit_stems
+from flows.voices import import_voice
+from gpu_worker.audio import decode, measure_loudness, probe
+
+SR = 44100
+
+
+@pytest.fixture
+def voices(settings, voice_files):
+    return {
+        name: import_voice(settings, "u1", name, [pth, index])
+        for name, (pth, index) in voice_files.items()
+    }
+
+
+def _result_path(settings, job):
+    return open_storage(settings.storage).fetch(job.result["uri"], settings.work_dir)
+
+
+def test_cover_meets_the_contract_and_second_voice_reuses_stems(settings, song_wav, voices):
+    song = add_song(settings, song_wav, title="Test Song", artist="Tester")
+    source_samples = decode(song_wav, SR, 2).shape[1]
+
+    first = follow(submit_cover("u1", song.id, voices["alice"].id, {"pitch": 2}, s=settings))
+    assert first.state == "succeeded", first.reason
+    cover = _result_path(settings, first)
+    assert cover.name == "Tester - Test Song (alice cover).mp3"
+    audio = decode(cover, SR, 2)
+    assert abs(audio.shape[1] - source_samples) <= 0.010 * SR
+    loud = measure_loudness(cover)
+    assert abs(loud.integrated_lufs - settings.loudness_lufs) <= 0.5
+    assert loud.true_peak_dbtp <= settings.true_peak_dbtp
+
+    second = follow(submit_cover("u1", song.id, voices["bob"].id, {}, s=settings))
+    assert second.state == "succeeded", second.reason
+    sep = {
+        j: [r for r in step_runs(settings, j) if r.step == "separating"]
+        for j in (first.id, second.id)
+    }
+    assert [r.cached for r in sep[first.id]] == [False]
+    assert [r.cached for r in sep[second.id]] == [True]
+    assert not np.allclose(decode(_result_path(settings, second), SR, 2), audio)
+
+
+def test_stems_and_karaoke_share_the_cache(settings, song_wav):
+    song = add_song(settings, song_wav, title="Stem Song")
+    stems = follow(submit_stems("u1", song.id, s=settings))
+    assert stems.state == "succeeded", stems.reason
+    assert {"vocals", "drums", "bass", "other", "instrumental"} <= set(stems.result["stems"])
+    kara = follow(submit_karaoke("u1", song.id, {"format": "flac"}, s=settings))
+    assert kara.state == "succeeded", kara.reason
+    track = _result_path(settings, kara)
+    assert abs(probe(track).duration - probe(song_wav).duration) <= 0.010
+    assert [r.cached for r in step_runs(settings, kara.id) if r.step == "separating"] == [True]
+
+
+def test_missing_song_file_fails_cleanly_and_leaves_nothing(settings, song_wav, voices):
+    song = add_song(settings, song_wav, title="Vanishing")
+    open_storage(settings.storage).delete(song.uri)
+    job = follow(submit_cover("u1", song.id, voices["alice"].id, {}, s=settings))
+    assert job.state == "failed"
+    assert job.reason and "\n" not in job.reason and "Traceback" not in job.reason
+    root = settings.data_dir / "files"
+    assert not (root / "covers" / job.id).exists()
+    assert not (root / "tmp" / "jobs" / job.id).exists()
+    assert not (settings.work_dir / job.id).exists()
+
+
+def test_corrupt_song_fails_with_a_reason(settings, tmp_path, voices):
+    """A file that probes as audio but is cut off mid-stream: the job says so and ends."""
+    import subprocess
+
+    from flows.demo import synth_song
+    from gpu_worker.audio import write_wav
+
+    wav = write_wav(tmp_path / "ok.wav", synth_song(3.0, seed=9), SR)
+    mp3 = tmp_path / "ok.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), str(mp3)], check=True)
+    song = add_song(settings, mp3, title="Broken")
+    stored = open_storage(settings.storage).fetch(song.uri, tmp_path)
+    stored.write_bytes(b"\x00" * 4096)  # storage corrupted after the upload was checked
+    job = follow(submit_cover("u1", song.id, voices["alice"].id, {}, s=settings))
+    assert job.state == "failed"
+    assert "audio" in job.reason.lower()
+    assert not list((settings.data_dir / "files").glob("covers/*"))
