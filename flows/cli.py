@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -38,7 +39,10 @@ state = {"debug": False}
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False):
     state["debug"] = debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+    else:  # Prefect's run logs belong in its UI, not between the progress bar and the result
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def fail(message: str) -> None:
