@@ -71,6 +71,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    if "prefect" in sys.modules:  # send the last run logs before the server goes away
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
     if _server is not None:
         _server.terminate()
         try:

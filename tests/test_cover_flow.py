@@ -93,3 +93,38 @@ def test_corrupt_song_fails_with_a_reason(settings, tmp_path, voices):
     assert job.state == "failed"
     assert "audio" in job.reason.lower()
     assert not list((settings.data_dir / "files").glob("covers/*"))
+
+
+def test_song_over_the_length_limit_fails_the_job(settings, song_wav, voices, monkeypatch):
+    """Limits are checked again when the job runs (the operator may have lowered them)."""
+    from flows.settings import get_settings
+
+    song = add_song(settings, song_wav, title="Long One")
+    monkeypatch.setenv("ENCORE_MAX_SONG_SECONDS", "2")
+    get_settings.cache_clear()
+    strict = get_settings()
+    job = follow(submit_cover("u1", song.id, voices["alice"].id, {}, s=strict), s=strict)
+    assert job.state == "failed"
+    assert "limit" in job.reason and job.reason.endswith(".")
+
+
+def test_simultaneous_covers_of_one_song_separate_once(settings, song_wav, voices):
+    song = add_song(settings, song_wav, title="Popular")
+    ids = [submit_cover(f"u{n}", song.id, voices[name].id, {}, s=settings)
+           for n, name in enumerate(("alice", "bob"))]  # fmt: skip
+    jobs = [follow(job_id, s=settings) for job_id in ids]
+    assert [j.state for j in jobs] == ["succeeded", "succeeded"], [j.reason for j in jobs]
+    cached = sorted(r.cached for j in ids for r in step_runs(settings, j) if r.step == "separating")
+    assert cached == [False, True]
+
+
+def test_same_idempotency_key_gives_one_job(settings, song_wav, voices):
+    song = add_song(settings, song_wav, title="Twice")
+    a = submit_cover(
+        "u1", song.id, voices["alice"].id, {}, idempotency_key="chat:1:msg:7", s=settings
+    )
+    b = submit_cover(
+        "u1", song.id, voices["alice"].id, {}, idempotency_key="chat:1:msg:7", s=settings
+    )
+    assert a == b
+    assert follow(a, s=settings).state == "succeeded"
