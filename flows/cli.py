@@ -110,7 +110,15 @@ def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
                 task, completed=job.progress, description=STEP_LABELS.get(job.step, job.step)
             )
 
-        final = follow(job_id, on_change=show, s=s)
+        try:
+            final = follow(job_id, on_change=show, s=s)
+        except KeyboardInterrupt:
+            from flows.jobs import cancel_job
+
+            cancel_job(s, job_id)
+            bar.update(task, description="Cancelling")
+            follow(job_id, s=s)  # the flow stops at its next step or progress report
+            fail("Cancelled.")
     if final.state != "succeeded":
         fail(final.reason or "The job did not finish; please try again.")
     storage = open_storage(s.storage)

@@ -128,3 +128,16 @@ def test_same_idempotency_key_gives_one_job(settings, song_wav, voices):
     )
     assert a == b
     assert follow(a, s=settings).state == "succeeded"
+
+
+def test_cancelled_job_stops_and_leaves_nothing(settings, song_wav, voices):
+    from flows.jobs import cancel_job
+
+    song = add_song(settings, song_wav, title="Never Mind")
+    job_id = submit_cover("u1", song.id, voices["alice"].id, {}, s=settings)
+    assert cancel_job(settings, job_id)
+    job = follow(job_id, s=settings)
+    assert job.state == "cancelled"
+    assert not list((settings.data_dir / "files").glob("covers/*"))
+    assert not (settings.work_dir / job_id).exists()
+    assert not cancel_job(settings, job_id)  # already over

@@ -8,7 +8,7 @@ someone else waits for it. A claim whose owner died is taken over after `stems_w
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -114,9 +114,10 @@ def get_stems(
             continue  # released between our two looks: claim again
         if _usable(s, other):
             return dict(other.stems), True
-        stale = other.updated_at.replace(tzinfo=now().tzinfo) < now() - timedelta(
-            seconds=s.stems_wait_seconds
-        )
+        touched = other.updated_at
+        if touched.tzinfo is None:  # SQLite hands back naive UTC
+            touched = touched.replace(tzinfo=UTC)
+        stale = touched < now() - timedelta(seconds=s.stems_wait_seconds)
         if other.state == "ready" or stale:
             _drop(s, other.id)  # files gone or owner dead: compute again
             continue
