@@ -30,6 +30,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,12 @@ class SeparationOptions:
     overlap: fraction of each 7.8 s chunk shared with the next (the Demucs default 0.25).
         Cost is proportional to the number of chunks.
     shifts: random time shifts averaged ("shift trick"); 0 is deterministic.
-    threads: torch CPU threads; 0 means the CPUs this process may use.
+    threads: CPU threads in all; 0 means the CPUs this process may use.
+    workers: chunks computed at once on CPU, each on threads // workers torch threads;
+        0 picks min(threads, 4). Chunks on one thread each wait on no OpenMP barrier, so
+        they lose far less when another process shares the cores (one chunk measured 1.73
+        CPU-s on one thread, 1.92 on two). Each extra worker holds one more chunk's
+        activations (about 0.3 GB for htdemucs).
     """
 
     model: str = "htdemucs"
@@ -69,14 +75,15 @@ class SeparationOptions:
     overlap: float = 0.25
     shifts: int = 0
     threads: int = 0
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), not {self.overlap}")
-        if self.shifts < 0 or self.threads < 0:
-            raise ValueError("shifts and threads must be >= 0")
+        if min(self.shifts, self.threads, self.workers) < 0:
+            raise ValueError("shifts, threads and workers must be >= 0")
         if not self.model or "/" in self.model or self.model.startswith("."):
             raise ValueError(f"invalid model name {self.model!r}")
 
@@ -129,12 +136,14 @@ def available_cpus() -> int:
     return max(1, n)
 
 
-def _set_threads(threads: int) -> None:
-    import torch
+MAX_AUTO_WORKERS = 4
 
-    want = threads or available_cpus()
-    if torch.get_num_threads() != want:
-        torch.set_num_threads(want)
+
+def cpu_plan(threads: int = 0, workers: int = 0) -> tuple[int, int]:
+    """(workers, torch threads per worker) for CPU separation."""
+    total = threads or available_cpus()
+    workers = workers or min(total, MAX_AUTO_WORKERS)
+    return workers, max(1, total // workers)
 
 
 _TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
@@ -217,7 +226,7 @@ _models_lock = threading.Lock()
 
 def _missing(name: str, model_dir: Path, what: str) -> ModelMissing:
     return ModelMissing(
-        f"The separation model {name} {what} in {model_dir}; run `{DOWNLOAD_COMMAND}` to fetch it."
+        f"The separation model {name} is {what}; run `{DOWNLOAD_COMMAND}` to fetch it."
     )
 
 
@@ -231,7 +240,7 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
             return model
         if not model_dir.is_dir():
             # Demucs calls sys.exit for a missing folder; say what to do instead.
-            raise _missing(name, model_dir, "is missing: the model folder does not exist")
+            raise _missing(name, model_dir, f"not installed ({model_dir} does not exist)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from demucs.pretrained import get_model
         from demucs.repo import ModelLoadingError
@@ -239,20 +248,25 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
         try:
             model = get_model(name, repo=model_dir)
         except ModelLoadingError as exc:
-            text = str(exc)
-            if "checksum" in text.lower():
-                raise _missing(name, model_dir, "is damaged (checksum mismatch)") from exc
-            raise _missing(name, model_dir, "is not installed") from exc
+            if "checksum" in str(exc).lower():
+                what = f"damaged in {model_dir} (checksum mismatch)"
+            else:
+                what = f"not installed in {model_dir}"
+            raise _missing(name, model_dir, what) from exc
         except (SystemExit, ImportError) as exc:
             raise EngineError(
                 f"The separation model {name} needs a Demucs feature that is not installed "
                 f"({exc}); choose another model."
             ) from exc
         except Exception as exc:  # a truncated or foreign file
-            raise _missing(name, model_dir, f"could not be loaded ({type(exc).__name__})") from exc
+            what = f"damaged in {model_dir} ({type(exc).__name__})"
+            raise _missing(name, model_dir, what) from exc
         if VOCALS not in model.sources:
             raise EngineError(f"The separation model {name} makes no vocal stem; choose another.")
-        model.to(device)  # apply_model moves bag members back and forth otherwise
+        try:
+            model.to(device)  # apply_model moves bag members back and forth otherwise
+        except (RuntimeError, AssertionError) as exc:
+            raise EngineError(f"Separation cannot use the device {device} ({exc}).") from exc
         model.eval()
         _models[key] = model
         return model
@@ -320,6 +334,41 @@ def _autocast(device: str, precision: str):
     return contextlib.nullcontext()
 
 
+class _ChunkPool(ThreadPoolExecutor):
+    """The pool apply_model submits its chunks to.
+
+    Inference mode and autocast are thread-local, so each chunk enters them in its worker.
+    """
+
+    def __init__(self, workers: int, device: str, precision: str):
+        super().__init__(max_workers=workers, thread_name_prefix="demucs-chunk")
+        self._device, self._precision = device, precision
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(self._run, fn, args, kwargs)
+
+    def _run(self, fn, args, kwargs):
+        import torch
+
+        with torch.inference_mode(), _autocast(self._device, self._precision):
+            return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Set torch's intra-op threads for the block (process-wide), then restore them."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def separate_array(
     audio: np.ndarray,
     *,
@@ -342,14 +391,20 @@ def separate_array(
     )
     model = load_model(model_dir, options.model, options.device)
     if torch.device(options.device).type == "cpu":
-        _set_threads(options.threads)
+        workers, threads = cpu_plan(options.threads, options.workers)
+    else:
+        workers, threads = 1, torch.get_num_threads()
     wav = torch.from_numpy(np.ascontiguousarray(mix))
     ref = wav.mean(0)
     mean, std = ref.mean(), ref.std() + 1e-8
     if wav.shape[-1] < 2:  # std of one sample is nan
         mean, std = ref.mean(), torch.tensor(1.0)
     callback = _progress_callback(progress, _chunk_count(model, wav.shape[-1], options))
-    with torch.inference_mode(), _autocast(options.device, precision):
+    with (
+        _torch_threads(threads),
+        _ChunkPool(workers, options.device, precision) as pool,
+        torch.inference_mode(),
+    ):
         out = apply_model(
             model,
             ((wav - mean) / std)[None],
@@ -357,6 +412,7 @@ def separate_array(
             split=True,
             overlap=options.overlap,
             device=options.device,
+            pool=pool,
             callback=callback,
         )
     out = (out[0].float() * std + mean).numpy()
@@ -397,8 +453,8 @@ def separate(
     every source but the vocals), float32 44.1 kHz stereo, each exactly `audio.shape[-1]`
     samples long. Returns their paths keyed by stem name. `out_dir` is written in a sibling
     temporary folder and renamed into place, so a failure leaves nothing behind; an existing
-    `out_dir` is replaced. `progress(fraction)` is called as chunks finish (0..1); an
-    exception it raises aborts the separation.
+    `out_dir` is replaced. `progress(fraction)` is called as chunks finish (0..1, one call
+    at a time, possibly from a worker thread); an exception it raises aborts the separation.
 
     Raises ModelMissing (the model is not in `model_dir`), BadAudio, EngineError.
     """

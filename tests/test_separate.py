@@ -206,6 +206,9 @@ def test_options_are_validated():
         sep.SeparationOptions(precision="fp16")
     with pytest.raises(ValueError):
         sep.SeparationOptions(overlap=1.0)
+    with pytest.raises(ValueError):
+        sep.SeparationOptions(workers=-1)
+    assert sep.cpu_plan(2) == (2, 1) and sep.cpu_plan(16) == (4, 4) and sep.cpu_plan(2, 1) == (1, 2)
     assert sep.default_model("cuda") == "htdemucs_ft" and sep.default_model("cpu") == "htdemucs"
     assert sep.default_precision("cuda") == "fp32"
     assert sep.default_precision("cpu") in ("fp32", "bf16")
@@ -266,3 +269,21 @@ def test_download_failure_is_one_clear_sentence(tmp_path, monkeypatch):
     with pytest.raises(EngineError, match="Could not download the Demucs model mybag"):
         sep.download_demucs(target, ["mybag"], timeout_s=5)
     assert list(target.iterdir()) == []  # no partial file, no bag without its model
+
+
+@pytest.mark.skipif(sep.find_tcmalloc() is None, reason="tcmalloc is not installed")
+def test_reexec_with_fast_allocator_preloads_tcmalloc_once():
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from gpu_worker import separate as s; s.reexec_with_fast_allocator(); "
+        "print(s.fast_allocator_active(), os.environ.get('ENCORE_ALLOCATOR_REEXEC'))"
+    )
+    drop = ("LD_PRELOAD", "ENCORE_ALLOCATOR_REEXEC")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "1"]
