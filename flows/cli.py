@@ -33,11 +33,20 @@ app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
 CLI_USER = "local"
+HEAVY_COMMANDS = {"cover", "stems", "karaoke", "demo"}
 state = {"debug": False}
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False):
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
+):
+    if ctx.invoked_subcommand in HEAVY_COMMANDS:
+        # Demucs runs about 1.3x faster under tcmalloc, which must be loaded at process start.
+        from gpu_worker.separate import reexec_with_fast_allocator
+
+        reexec_with_fast_allocator()
     state["debug"] = debug
     if debug:
         logging.basicConfig(level=logging.DEBUG)
