@@ -7,6 +7,7 @@ encoded for listening. Both reuse the stems cache, so they cost nothing after a 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow, task
@@ -25,9 +26,9 @@ resolve_task = step_task(resolve.resolve, name="resolve")
 separate_task = step_task(separate.separate, name="separate")
 
 
-@flow(name="stems", flow_run_name="stems-{job_id}", persist_result=False)
-def stems(job_id: str, song_id: str, options: dict | None = None) -> dict:
-    """All stems of a song as one zip of lossless FLAC files."""
+def _separation_job(job_id: str, song_id: str, kind: str, package: Callable) -> dict:
+    """Resolve and separate the song, then store what `package(storage, stems, workdir)`
+    makes of the stems, named after the song and `kind`."""
     s = get_settings()
 
     def body(workdir: Path) -> dict:
@@ -35,32 +36,36 @@ def stems(job_id: str, song_id: str, options: dict | None = None) -> dict:
         uris = separate_task(s, job_id, song, audio, workdir)
         with job_step(s, job_id, "storing", 0.9):
             storage = open_storage(s.storage)
-            name = f"{file_title(label(song))} (stems).zip"
-            bundle = workdir / "stems.zip"
-            with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_STORED) as zf:
-                for stem, uri in sorted(uris.items()):
-                    flac = encode(storage.fetch(uri, workdir), workdir / f"{stem}.flac", "flac")
-                    zf.write(flac, f"{stem}.flac")
-            uri = storage.put(bundle, f"results/{job_id}/{name}")
-            return {"uri": uri, "filename": name, "stems": sorted(uris)}
+            local, extra = package(storage, uris, workdir)
+            name = f"{file_title(label(song))} ({kind}){local.suffix}"
+            uri = storage.put(local, f"results/{job_id}/{name}")
+            return {"uri": uri, "filename": name, **extra}
 
     return run_job(s, job_id, body)
+
+
+@flow(name="stems", flow_run_name="stems-{job_id}", persist_result=False)
+def stems(job_id: str, song_id: str, options: dict | None = None) -> dict:
+    """All stems of a song as one zip of lossless FLAC files."""
+
+    def package(storage, uris: dict, workdir: Path):
+        bundle = workdir / "stems.zip"
+        with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_STORED) as zf:
+            for stem, uri in sorted(uris.items()):
+                flac = encode(storage.fetch(uri, workdir), workdir / f"{stem}.flac", "flac")
+                zf.write(flac, f"{stem}.flac")
+        return bundle, {"stems": sorted(uris)}
+
+    return _separation_job(job_id, song_id, "stems", package)
 
 
 @flow(name="karaoke", flow_run_name="karaoke-{job_id}", persist_result=False)
 def karaoke(job_id: str, song_id: str, options: dict | None = None) -> dict:
     """The instrumental (everything but the vocal), encoded in the output format."""
-    s = get_settings()
-    fmt = (options or {}).get("format") or s.output_format
+    fmt = (options or {}).get("format") or get_settings().output_format
 
-    def body(workdir: Path) -> dict:
-        song, audio = resolve_task(s, job_id, song_id, workdir)
-        uris = separate_task(s, job_id, song, audio, workdir)
-        with job_step(s, job_id, "storing", 0.9):
-            storage = open_storage(s.storage)
-            name = f"{file_title(label(song))} (karaoke).{fmt}"
-            local = encode(storage.fetch(uris["instrumental"], workdir), workdir / name, fmt)
-            uri = storage.put(local, f"results/{job_id}/{name}")
-            return {"uri": uri, "filename": name}
+    def package(storage, uris: dict, workdir: Path):
+        src = storage.fetch(uris["instrumental"], workdir)
+        return encode(src, workdir / f"karaoke.{fmt}", fmt), {}
 
-    return run_job(s, job_id, body)
+    return _separation_job(job_id, song_id, "karaoke", package)
