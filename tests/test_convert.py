@@ -314,3 +314,138 @@ def test_download_failure_is_one_clear_sentence(tmp_path):
     assert "\n" not in str(err.value)
     assert any("huggingface.co" in m for m in seen)
     assert not any(p.is_file() for p in (tmp_path / "assets").rglob("*"))
+
+
+def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    ref = ref.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - test.astype(np.float64)) ** 2)))
+
+
+def test_bf16_agrees_with_fp32(rvc):
+    """bf16 autocast (HuBERT and synthesizer) against fp32, same seeded noise: measured 44 dB on
+    the tiny model, 48-49 dB on the full-size one (bench/cover.py)."""
+    runtime = vc.engine_runtime(rvc.assets_dir, "cpu")
+    voice, index = runtime.voice(rvc.voice_pth), runtime.index(rvc.index_path)
+    x = sung(2.0, 16000, seed=3)[0]
+    params = vc.VoiceParams(f0_method="pm")
+    fp32, rate = vc.convert_16k(x, runtime, voice, index, params, precision="fp32")
+    bf16, _ = vc.convert_16k(x, runtime, voice, index, params, precision="bf16")
+    assert rate == 40000 and fp32.shape == bf16.shape == (len(x) * 40000 // 16000,)
+    assert bf16.dtype == np.float32 and np.abs(fp32).max() > 0.01
+    assert snr_db(fp32, bf16) > 38
+
+
+def test_conversion_is_repeatable(rvc):
+    """The synthesizer's noise is seeded: the same input converts to the same samples."""
+    runtime = vc.engine_runtime(rvc.assets_dir, "cpu")
+    voice = runtime.voice(rvc.voice_pth)
+    x = sung(1.0, 16000, seed=4)[0]
+    params = vc.VoiceParams(f0_method="pm", index_rate=0)
+    a, _ = vc.convert_16k(x, runtime, voice, None, params)
+    b, _ = vc.convert_16k(x, runtime, voice, None, params)
+    assert np.array_equal(a, b)
+
+
+def test_precision_choice(rvc, tmp_path):
+    from gpu_worker.separate import cpu_has_native_bf16
+
+    assert vc.default_precision("cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert vc.default_precision("cuda:0") == "fp32"  # rvc-next's own fp16/fp32 rule applies
+    src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
+    with pytest.raises(EngineError, match="precision"):
+        vc.convert(
+            src,
+            tmp_path / "o.wav",
+            voice_pth=rvc.voice_pth,
+            index_path=None,
+            assets_dir=rvc.assets_dir,
+            precision="fp16",
+        )
+    out = tmp_path / "fp32.wav"
+    vc.convert(
+        src,
+        out,
+        voice_pth=rvc.voice_pth,
+        index_path=None,
+        assets_dir=rvc.assets_dir,
+        params=vc.VoiceParams(f0_method="pm"),
+        precision="fp32",
+    )
+    assert sf.info(str(out)).frames == sf.info(str(src)).frames
+
+
+def test_decoder_renders_only_the_piece_plus_its_margin(rvc):
+    """Context feeds the features; the decoder (the expensive part) sees the piece and a margin,
+    in windows of DECODER_WINDOW frames that overlap by a margin on each side."""
+    runtime = vc.engine_runtime(rvc.assets_dir, "cpu")
+    voice = runtime.voice(rvc.voice_pth)
+    seen = []
+    hook = voice.net_g.dec.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    x = sung(4.5, 16000, seed=5)[0]
+    params = vc.VoiceParams(f0_method="pm", index_rate=0)
+    try:
+        y, _ = vc.convert_16k(x, runtime, voice, None, params)
+    finally:
+        hook.remove()
+    span = len(x) // vc.FRAME + 2 * vc.DECODER_MARGIN  # 470 frames: two windows
+    w, m = vc.DECODER_WINDOW, vc.DECODER_MARGIN
+    assert [shape[-1] for shape in seen] == [w + m, span - w + m]
+    assert len(y) == len(x) * 40000 // 16000
+
+
+def test_windowed_decoding_equals_one_call(rvc, monkeypatch):
+    """Each window's first (dropped) frame carries the sine source's phase on, so cutting the
+    decoder's work into windows changes nothing (checked with the voiced noise switched off)."""
+    import torch
+
+    runtime = vc.engine_runtime(rvc.assets_dir, "cpu")
+    net_g = runtime.voice(rvc.voice_pth).net_g
+    frames, head, length = 400, 30, 330
+    t = torch.arange(frames) / 100
+    hz = (220 * 2 ** (4 * torch.sin(2 * torch.pi * 0.7 * t) / 12)).float()[None]
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(1, frames, 768, generator=gen)
+    coarse = torch.randint(1, 255, (1, frames), generator=gen)
+    sid = torch.tensor([0])
+    monkeypatch.setattr(net_g.dec.m_source.l_sin_gen, "noise_std", 0.0)
+
+    def render(window: int) -> np.ndarray:
+        monkeypatch.setattr(vc, "DECODER_WINDOW", window)
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            return vc._synthesize(
+                net_g, feats, coarse, hz, sid, head, length, vc.DECODER_MARGIN, 400
+            )
+
+    whole, windowed = render(10_000), render(37)
+    assert whole.shape == windowed.shape == (length * 400,)
+    assert snr_db(whole, windowed) > 100
+
+
+def test_a_voice_without_pitch_guidance(rvc, tmp_path):
+    """Speech voices trained without pitch (f0 = 0) convert through the plain HiFi-GAN decoder."""
+    import torch
+    from rvc_next.engine.models.synthesizer import SynthesizerTrnMs768NSFsid_nono
+
+    from tests.tiny_rvc import FILTER_LENGTH, SEGMENT_FRAMES, TINY_MODEL, small_config
+
+    torch.manual_seed(6)
+    net_g = SynthesizerTrnMs768NSFsid_nono(
+        FILTER_LENGTH // 2 + 1, SEGMENT_FRAMES, **TINY_MODEL, is_half=False, sr="40k"
+    )
+    weight = {k: v.half() for k, v in net_g.state_dict().items() if "enc_q" not in k}
+    pth = tmp_path / "speech.pth"
+    torch.save(
+        {"weight": weight, "config": small_config(), "info": "", "sr": "40k", "f0": 0,
+         "version": "v2"},
+        pth,
+    )  # fmt: skip
+    assert vc.inspect_voice(pth).f0 is False
+    src = write(tmp_path / "v.wav", sung(3.6, 44100), 44100)
+    vc.convert(
+        src, tmp_path / "o.wav", voice_pth=pth, index_path=rvc.index_path,
+        assets_dir=rvc.assets_dir,
+    )  # fmt: skip
+    out, rate = sf.read(tmp_path / "o.wav", dtype="float32", always_2d=True)
+    assert rate == 44100 and out.shape[0] == sf.info(str(src)).frames
+    assert np.isfinite(out).all() and np.abs(out).max() > 0.001

@@ -148,7 +148,8 @@ def _shared_state(
 def build_hubert(assets_dir: Path, seed: int = 0, *, full: bool = False) -> Path:
     """``<assets>/hubert_base`` with a 768-wide, one-layer HuBERT plus ``final_proj``.
 
-    ``full`` builds HuBERT base's real shape instead (12 layers, 94 M parameters), for benchmarks."""
+    ``full`` builds HuBERT base's real shape instead (12 layers, 94 M parameters), for
+    benchmarks."""
     import torch
     from transformers import HubertConfig, HubertModel
 
@@ -169,7 +170,9 @@ def build_hubert(assets_dir: Path, seed: int = 0, *, full: bool = False) -> Path
         classifier_proj_size=256,
         architectures=["HubertModelWithFinalProj"],
     )
-    config = HubertConfig(classifier_proj_size=256, architectures=tiny.architectures) if full else tiny
+    config = (
+        HubertConfig(classifier_proj_size=256, architectures=tiny.architectures) if full else tiny
+    )
     torch.manual_seed(seed)
     model = HubertModel(config).eval()
     state = OrderedDict((k, v.detach().half().contiguous()) for k, v in model.state_dict().items())
