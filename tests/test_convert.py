@@ -14,6 +14,7 @@ import soundfile as sf
 
 from gpu_worker import convert as vc
 from gpu_worker.errors import BadVoice, EngineError, ModelMissing
+from tests.hostile import code_running_pth
 from tests.tiny_rvc import RvcAssets, build_hubert, build_rvc_assets
 
 
@@ -174,22 +175,11 @@ def test_inspect_voice_reads_a_good_voice(rvc):
     assert info.speakers == 109
 
 
-class _Touch:
-    """Unpickling this calls Path.touch(marker): a stand-in for any code a crafted model runs."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_pickle_that_runs_code_is_refused_and_not_run(tmp_path):
     import torch
 
     marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pth"
-    torch.save({"weight": {}, "config": [0] * 18, "payload": _Touch(marker)}, evil)
+    evil = code_running_pth(tmp_path / "evil.pth", marker)
     with pytest.raises(BadVoice, match="could run code"):
         vc.inspect_voice(evil)
     assert not marker.exists()

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 
 from flows.voices import get_voice, import_voice, list_voices
 from gpu_worker.errors import BadVoice, EngineError
-
-
-class _Touch:
-    """Unpickling this would create a file: a stand-in for code a crafted model runs."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
+from tests.hostile import code_running_pth
 
 
 def _nothing_registered(settings):
@@ -47,8 +37,7 @@ def test_zip_with_pth_and_index_registers(settings, voice_files, tmp_path):
 
 def test_pickle_that_runs_code_is_refused_and_not_run(settings, tmp_path):
     marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pth"
-    torch.save({"weight": {}, "config": [0] * 18, "payload": _Touch(marker)}, evil)
+    evil = code_running_pth(tmp_path / "evil.pth", marker)
     with pytest.raises(BadVoice):
         import_voice(settings, "u1", "evil", [evil])
     assert not marker.exists()
