@@ -19,8 +19,8 @@ from rich.progress import Progress
 
 from flows.settings import Settings
 from gpu_worker import convert, separate
+from gpu_worker.convert import export_voice
 from gpu_worker.errors import EngineError, ModelMissing
-from gpu_worker.voice_export import export_voice
 
 DEMO_INFO = "Encore demo voice: the RVC v2 40k pretrained base generator (MIT)"
 

@@ -91,7 +91,7 @@ SR = 44100
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A model folder with a tiny htdemucs and tiny rvc-next assets."""
-    from gpu_worker.voice_export import export_voice
+    from gpu_worker.convert import export_voice
     from tests.tiny_demucs import build_demucs_repo
     from tests.tiny_rvc import build_hubert, build_pretrained, build_rmvpe, small_config
 
