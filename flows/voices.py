@@ -26,6 +26,7 @@ MAX_PTH_BYTES = 600 * 1024 * 1024
 MAX_INDEX_BYTES = 1024 * 1024 * 1024
 MAX_ZIP_ENTRIES = 32
 MAX_ZIP_RATIO = 200
+ZIP_BOMB = "The zip expands far beyond its size; send the model files as they are."
 NAME_RE = re.compile(r"^[\w][\w .'-]{0,39}$")
 
 
@@ -80,21 +81,19 @@ def unpack_zip(archive: Path, into: Path) -> VoiceFiles:
         out: dict[str, Path] = {}
         for suffix, entry in wanted.items():
             limit = limits[suffix]
-            if entry.file_size > limit or entry.file_size > MAX_ZIP_RATIO * max(
-                entry.compress_size, 1
-            ):
+            if entry.file_size > limit:
                 raise BadVoice(
-                    "The zip expands far beyond its size; send the model files as they are."
+                    f"The {suffix} file is over {limit // 2**20} MB; send a smaller one."
                 )
+            if entry.file_size > MAX_ZIP_RATIO * max(entry.compress_size, 1):
+                raise BadVoice(ZIP_BOMB)
             dst = into / f"model{suffix}"  # our name, never the archive's
             written = 0
             with zf.open(entry) as src, open(dst, "wb") as fh:
                 while block := src.read(1 << 20):
                     written += len(block)
-                    if written > min(limit, entry.file_size):
-                        raise BadVoice(
-                            "The zip expands far beyond its size; send the model files as they are."
-                        )
+                    if written > entry.file_size:  # the header lied about the size
+                        raise BadVoice(ZIP_BOMB)
                     fh.write(block)
             out[suffix] = dst
     return VoiceFiles(out[".pth"], out.get(".index"))
