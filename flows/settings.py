@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     output_format: Literal["mp3", "ogg", "opus", "m4a", "wav", "flac"] = "mp3"
 
     stems_wait_seconds: float = 1800.0  # how long a run waits for another run separating
-    step_timeout_seconds: float = 3600.0
 
     @property
     def models(self) -> Path:
