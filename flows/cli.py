@@ -48,6 +48,10 @@ def main(
 
         reexec_with_fast_allocator()
     state["debug"] = debug
+    if ctx.invoked_subcommand in HEAVY_COMMANDS:
+        from flows.jobs import reap_interrupted
+
+        reap_interrupted(get_settings())  # jobs of an embedded run that was killed
     if debug:
         logging.basicConfig(level=logging.DEBUG)
     else:  # Prefect's run logs belong in its UI, not between the progress bar and the result

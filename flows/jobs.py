@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,30 @@ def cancel_job(s: Settings, job_id: str) -> bool:
         job.state, job.step, job.reason = "cancelled", "done", "Cancelled."
         job.updated_at = now()
         return True
+
+
+INTERRUPTED = "The job was interrupted before it finished; please run it again."
+
+
+def reap_interrupted(s: Settings, idle_seconds: float = 600.0) -> int:
+    """End jobs that nothing has touched for `idle_seconds` (their process died).
+
+    Running steps report progress at least every few seconds, so a job this quiet has no
+    flow behind it; failing it keeps the promise that every job ends where users see it.
+    """
+    cutoff = now() - timedelta(seconds=idle_seconds)
+    reaped = 0
+    with session(s.database) as db:
+        open_jobs = db.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
+        for job in open_jobs:
+            touched = job.updated_at
+            if touched.tzinfo is None:  # SQLite hands back naive UTC
+                touched = touched.replace(tzinfo=UTC)
+            if touched < cutoff:
+                job.state, job.step, job.reason = "failed", "done", INTERRUPTED
+                job.updated_at = now()
+                reaped += 1
+    return reaped
 
 
 def step_runs(s: Settings, job_id: str) -> list[StepRun]:

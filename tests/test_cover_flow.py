@@ -141,3 +141,22 @@ def test_cancelled_job_stops_and_leaves_nothing(settings, song_wav, voices):
     assert not list((settings.data_dir / "files").glob("covers/*"))
     assert not (settings.work_dir / job_id).exists()
     assert not cancel_job(settings, job_id)  # already over
+
+
+def test_a_job_whose_process_died_ends_failed(settings):
+    from datetime import timedelta
+
+    from flows.db import Job, now, session
+    from flows.jobs import INTERRUPTED, create_job, get_job, reap_interrupted, update_job
+
+    stuck = create_job(settings, "cover", "u1", {})
+    update_job(settings, stuck, state="running", step="converting")
+    fresh = create_job(settings, "cover", "u1", {})
+    with session(settings.database) as db:
+        db.get(Job, stuck).updated_at = now() - timedelta(hours=1)
+    assert reap_interrupted(settings) == 1
+    assert (get_job(settings, stuck).state, get_job(settings, stuck).reason) == (
+        "failed",
+        INTERRUPTED,
+    )
+    assert get_job(settings, fresh).state == "queued"
