@@ -134,20 +134,12 @@ def child_ours(args: argparse.Namespace) -> None:
 
 
 def reference(model_dir: Path, name: str, audio: np.ndarray) -> tuple[dict, float]:
-    """fp32 apply_model as Demucs's Separator runs it (normalised mix, shifts=0)."""
-    import torch
-    from demucs.apply import apply_model
-    from demucs.pretrained import get_model
+    """fp32 apply_model as Demucs's Separator runs it, and how long it took (with loading)."""
+    from tests.tiny_demucs import demucs_reference
 
-    model = get_model(name, repo=model_dir)
     start = time.perf_counter()
-    wav = torch.from_numpy(audio)
-    ref = wav.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.inference_mode():
-        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, overlap=0.25)
-    out = (out[0] * std + mean).numpy()
-    return dict(zip(model.sources, out, strict=True)), time.perf_counter() - start
+    stems = demucs_reference(model_dir, name, audio)
+    return stems, time.perf_counter() - start
 
 
 def snr_db(ref: np.ndarray, test: np.ndarray) -> float | str:

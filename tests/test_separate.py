@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gpu_worker import separate as sep  # noqa: E402
 from gpu_worker.errors import BadAudio, EngineError, ModelMissing  # noqa: E402
-from tests.tiny_demucs import build_demucs_repo  # noqa: E402
+from tests.tiny_demucs import build_demucs_repo, demucs_reference  # noqa: E402
 
 SR = 44100
 LENGTH = 4 * SR + 123  # not a multiple of any chunk or hop size
@@ -63,22 +63,6 @@ def read(path: Path) -> np.ndarray:
     return data.T
 
 
-def reference(model_dir: Path, audio: np.ndarray) -> dict[str, np.ndarray]:
-    """What Demucs's own Separator computes: normalise, fp32 apply_model, denormalise."""
-    import torch
-    from demucs.apply import apply_model
-    from demucs.pretrained import get_model
-
-    model = get_model("htdemucs", repo=model_dir)
-    wav = torch.from_numpy(audio)
-    ref = wav.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.no_grad():
-        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, overlap=0.25)
-    out = (out[0] * std + mean).numpy()
-    return dict(zip(model.sources, out, strict=True))
-
-
 def test_writes_every_stem_sample_aligned(model_dir, song, tmp_path):
     out = tmp_path / "stems"
     paths = sep.separate(song, out, model_dir=model_dir)
@@ -100,7 +84,7 @@ def test_instrumental_is_the_sum_of_non_vocal_stems(model_dir, song, tmp_path):
 
 def test_fp32_equals_demucs_apply_model(model_dir, song, tmp_path):
     paths = sep.separate(song, tmp_path / "stems", model_dir=model_dir)
-    for name, expected in reference(model_dir, song).items():
+    for name, expected in demucs_reference(model_dir, "htdemucs", song).items():
         assert snr_db(expected, read(paths[name])) > 100, name
 
 

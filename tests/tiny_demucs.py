@@ -72,3 +72,20 @@ def build_demucs_repo(
     (folder / f"{name}.yaml").write_text(f"models: ['{sig}']\n")
     (path,) = folder.glob(f"{sig}-*.th")
     return path
+
+
+def demucs_reference(model_dir: Path, name: str, audio) -> dict:
+    """What Demucs's own Separator computes, as arrays by source: normalise the mix, fp32
+    `apply_model` (shifts=0, overlap=0.25), denormalise. The yardstick for our separation."""
+    import torch
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    model = get_model(name, repo=Path(model_dir))
+    wav = torch.from_numpy(audio)
+    ref = wav.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    with torch.inference_mode():
+        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, overlap=0.25)
+    out = (out[0] * std + mean).numpy()
+    return dict(zip(model.sources, out, strict=True))

@@ -74,11 +74,6 @@ def _drop(s: Settings, row_id: str) -> None:
             db.delete(row)
 
 
-def cached_stems(s: Settings, song: Song, model: str) -> dict[str, str] | None:
-    row = _existing(s, song, model)
-    return dict(row.stems) if row is not None and _usable(s, row) else None
-
-
 def _compute(
     s: Settings, song: Song, audio_path: Path, workdir: Path, opts, progress
 ) -> dict[str, str]:
