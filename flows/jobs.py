@@ -184,6 +184,9 @@ def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens."""
     workdir = job_workdir(s, job_id)
     storage = open_storage(s.storage)
+    from prefect.runtime import flow_run
+
+    update_job(s, job_id, flow_run_id=flow_run.id)  # links the job to its run in Prefect's UI
     try:
         result = body(workdir)
     except JobCancelled:

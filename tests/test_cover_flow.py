@@ -33,6 +33,9 @@ def test_cover_meets_the_contract_and_second_voice_reuses_stems(settings, song_w
 
     first = follow(submit_cover("u1", song.id, voices["alice"].id, {"pitch": 2}, s=settings))
     assert first.state == "succeeded", first.reason
+    from flows.jobs import get_job
+
+    assert get_job(settings, first.id).flow_run_id  # the row links to its Prefect run
     cover = _result_path(settings, first)
     assert cover.name == "Tester - Test Song (alice cover).mp3"
     audio = decode(cover, SR, 2)
