@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -85,10 +86,10 @@ def guarded(fn):
     return functools.wraps(fn)(wrapper)
 
 
-def require(s, conversion: bool = True) -> None:
+def require(s, conversion: bool = True, training: bool = False) -> None:
     from flows.models import require as require_models
 
-    require_models(s, conversion)
+    require_models(s, conversion, training)
 
 
 def _song_id(song: str) -> str:
@@ -102,10 +103,10 @@ def _song_id(song: str) -> str:
     return resolve_song(s, song, owner=CLI_USER).id
 
 
-def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
-    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`)."""
+def _follow(job_id: str):
+    """Follow a job with a progress bar until it ends; Ctrl-C cancels it. Fails unless it
+    succeeded, else returns its view."""
     from flows.jobs import STEP_LABELS
-    from flows.storage import open_storage
     from flows.submit import follow
 
     s = get_settings()
@@ -134,11 +135,24 @@ def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
             fail("Cancelled.")
     if final.state != "succeeded":
         fail(final.reason or "The job did not finish; please try again.")
+    return final
+
+
+def _save(final, out: Path | None, default_dir: Path = Path(".")) -> Path:
+    """Copy a finished job's file to `out` (or into `default_dir` under its own name)."""
+    from flows.storage import open_storage
+
+    s = get_settings()
     storage = open_storage(s.storage)
     target = out or default_dir / final.result["filename"]
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(storage.fetch(final.result["uri"], s.work_dir), target)
     return target
+
+
+def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
+    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`)."""
+    return _save(_follow(job_id), out, default_dir)
 
 
 @app.command()
@@ -244,14 +258,81 @@ def voices_import(
     name: Annotated[str | None, typer.Option(help="Defaults to the file's name.")] = None,
 ):
     """Import an RVC v2 (or v1) model as one of your voices."""
-    from flows.voices import import_voice
+    from flows.submit import stage_upload, submit_import
 
-    voice = import_voice(get_settings(), CLI_USER, name or files[0].stem, files)
-    index = "with index" if voice.index_uri else "no index"
+    s = get_settings()
+    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in files]
+    final = _follow(submit_import(CLI_USER, name or files[0].stem, uris, s=s))
+    result = final.result
+    index = "with index" if result["index"] else "no index"
     console.print(
-        f"Imported voice [bold]{voice.name}[/bold] "
-        f"(RVC {voice.version}, {voice.sample_rate // 1000} kHz, {index})"
+        f"Imported voice [bold]{result['voice']}[/bold] "
+        f"(RVC {result['version']}, {result['sample_rate'] // 1000} kHz, {index})"
     )
+
+
+@voices_app.command("train")
+@guarded
+def voices_train(
+    name: Annotated[str, typer.Argument(help="The new voice's name.")],
+    samples: Annotated[
+        list[Path], typer.Argument(help="Recordings of the voice: wav, mp3, ogg/opus, m4a.")
+    ],
+    consent: Annotated[
+        bool,
+        typer.Option(
+            "--consent",
+            help="Confirm the voice is yours, or that you have its owner's permission.",
+        ),
+    ] = False,
+    isolate: Annotated[
+        bool | None,
+        typer.Option("--isolate/--no-isolate", help="Remove background music first."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    save_every: Annotated[int | None, typer.Option(min=1, help="Epochs per checkpoint.")] = None,
+    preview: Annotated[
+        Path | None, typer.Option(help="Where to write the preview (default: current folder).")
+    ] = None,
+):
+    """Train a voice from recordings (a minute at least; 5-10 minutes is best).
+
+    Interrupted training resumes from its last checkpoint when run again with the same
+    samples.
+    """
+    from flows.jobs import reap_interrupted
+    from flows.submit import CONSENT_NEEDED, stage_upload, submit_training
+
+    s = get_settings()
+    if not consent:
+        fail(f"{CONSENT_NEEDED} Add --consent.")
+    require(s, training=True)
+    reap_interrupted(s)
+    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in samples]
+    options = {
+        "isolate": isolate,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "save_every": save_every,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    final = _follow(submit_training(CLI_USER, name, uris, consent=True, options=options, s=s))
+    result = final.result
+    resumed = result.get("resumed_from_epoch") or 0
+    note = f", resumed from epoch {resumed}" if resumed else ""
+    console.print(
+        f"Trained voice [bold]{result['voice']}[/bold] from {result['voiced_seconds']:.0f} s "
+        f"of voice ({result['epochs']} epochs{note})."
+    )
+    console.print(f"Preview written to [bold]{_save(final, preview)}[/bold]")
+    console.print(f"Make a cover with: encore cover SONG --voice {shlex.quote(result['voice'])}")
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        fail(f"{path} is not a file; check the path.")
+    return path
 
 
 @voices_app.command("list")
@@ -260,10 +341,11 @@ def voices_list():
     """List your voices."""
     from flows.voices import list_voices
 
-    table = Table("name", "version", "rate", "index", "owner")
+    table = Table("name", "version", "rate", "index", "source", "owner")
     for v in list_voices(get_settings(), CLI_USER):
         rate = f"{v.sample_rate // 1000} kHz"
-        table.add_row(v.name, v.version, rate, "yes" if v.index_uri else "no", v.owner)
+        index = "yes" if v.index_uri else "no"
+        table.add_row(v.name, v.version, rate, index, v.source, v.owner)
     console.print(table)
 
 

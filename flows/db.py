@@ -69,6 +69,10 @@ class Voice(Base):
     sample_rate: Mapped[int] = mapped_column(Integer)
     f0: Mapped[bool] = mapped_column(default=True)
     public: Mapped[bool] = mapped_column(default=False)
+    source: Mapped[str] = mapped_column(String(16), default="imported")  # imported|trained
+    consent: Mapped[str | None] = mapped_column(Text, nullable=True)  # what the owner affirmed
+    consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    preview_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

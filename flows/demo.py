@@ -48,8 +48,8 @@ def _sung(freq: float, n: int, rng: np.random.Generator) -> np.ndarray:
     return out * np.clip(env, 0, 1)
 
 
-def synth_song(seconds: float = 12.0, seed: int = 7, vocal: bool = True) -> np.ndarray:
-    """A stereo float32 (2, samples) song at 44.1 kHz; `vocal=False` gives the backing."""
+def synth_parts(seconds: float = 12.0, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """The backing (2, samples) and the dry sung line (samples,), unscaled, at 44.1 kHz."""
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     beat = int(SR * 60 / 100)
@@ -65,10 +65,24 @@ def synth_song(seconds: float = 12.0, seed: int = 7, vocal: bool = True) -> np.n
         pad = sum(np.sin(2 * np.pi * _hz(c) * t + j) for j, c in enumerate(chord)) * 0.06
         left[start : start + length] += 0.8 * kick + hat + snare + bass + pad * 1.2
         right[start : start + length] += 0.8 * kick + hat * 0.7 + snare + bass + pad * 0.8
-        if vocal:
-            voice[start : start + length] += _sung(_hz(MELODY[i % len(MELODY)]), length, rng)
-    mix = np.stack([left + 0.5 * voice, right + 0.5 * voice])
+        voice[start : start + length] += _sung(_hz(MELODY[i % len(MELODY)]), length, rng)
+    return np.stack([left, right]), voice
+
+
+def synth_song(seconds: float = 12.0, seed: int = 7, vocal: bool = True) -> np.ndarray:
+    """A stereo float32 (2, samples) song at 44.1 kHz; `vocal=False` gives the backing."""
+    backing, voice = synth_parts(seconds, seed)
+    mix = backing + (0.5 * voice if vocal else 0.0)
     return (0.5 * mix / np.abs(mix).max()).astype(np.float32)
+
+
+def preview_parts(seconds: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """The opening of the demo song for a new voice's preview: dry vocal (1, n), backing (2, n)."""
+    backing, voice = synth_parts(seconds)
+    return (
+        (0.5 * voice / np.abs(voice).max())[None].astype(np.float32),
+        (0.3 * backing / np.abs(backing).max()).astype(np.float32),
+    )
 
 
 def demo_voice_dir(s: Settings) -> Path:

@@ -35,6 +35,12 @@ STEP_LABELS = {
     "converting": "Singing in your voice",
     "mixing": "Mixing",
     "storing": "Saving",
+    "checking": "Checking your samples",
+    "isolating": "Removing background music",
+    "training": "Training your voice",
+    "registering": "Saving your voice",
+    "previewing": "Singing a preview",
+    "importing": "Checking the model",
     "delivering": "Uploading",
     "done": "Done",
 }
@@ -90,13 +96,14 @@ def cancel_job(s: Settings, job_id: str) -> bool:
 INTERRUPTED = "The job was interrupted before it finished; please run it again."
 
 
-def reap_interrupted(s: Settings, idle_seconds: float = 600.0) -> int:
+def reap_interrupted(s: Settings, idle_seconds: float | None = None) -> int:
     """End jobs that nothing has touched for `idle_seconds` (their process died).
 
     Running steps report progress at least every few seconds, so a job this quiet has no
     flow behind it; failing it keeps the promise that every job ends where users see it.
     """
-    cutoff = now() - timedelta(seconds=idle_seconds)
+    idle = s.reap_after_seconds if idle_seconds is None else idle_seconds
+    cutoff = now() - timedelta(seconds=idle)
     reaped = 0
     with session(s.database) as db:
         open_jobs = db.scalars(select(Job).where(Job.state.in_(("queued", "running"))))

@@ -58,9 +58,11 @@ def _demucs_present(folder: Path, name: str) -> bool:
     return True
 
 
-def require(s: Settings, conversion: bool = True) -> None:
+def require(s: Settings, conversion: bool = True, training: bool = False) -> None:
     """Raise ModelMissing (one sentence naming the command) unless the job's models are here."""
-    for row in status(s)[: 2 if conversion else 1]:
+    rows = status(s)
+    wanted = rows[:1] + (rows[1:2] if conversion else []) + (rows[2:3] if training else [])
+    for row in wanted:
         if not row.ok:
             raise ModelMissing(
                 f"The {row.part} model is not in {row.path}; run `encore models download`."

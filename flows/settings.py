@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     output_format: Literal["mp3", "ogg", "opus", "m4a", "wav", "flac"] = "mp3"
 
     stems_wait_seconds: float = 1800.0  # how long a run waits for another run separating
+    reap_after_seconds: float = 600.0  # an open job untouched this long has lost its process
+
+    # Voice training: fine-tuning the RVC v2 40k base. Real clones want 200+ epochs on a GPU.
+    train_epochs: int = 200
+    train_batch_size: int = 8
+    train_save_every: int = 10  # epochs between checkpoints (a resumed run starts there)
+    train_retries: int = 2  # automatic resumes after a crash inside one job
+    train_min_seconds: float = 60.0  # clean voice needed, summed over the samples
+    train_isolate: bool = False  # separate every sample first (samples recorded over music)
+    train_config: dict | None = None  # JSON overriding rvc-next's v2 40k training config
 
     @property
     def models(self) -> Path:

@@ -8,14 +8,19 @@ job row until it ends, reporting each change, which works the same wherever the 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from flows.db import TERMINAL, Job
 from flows.jobs import GENERIC_FAILURE, create_job, get_job, update_job
 from flows.settings import Settings, get_settings
+from flows.storage import open_storage
+from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.submit")
 
@@ -73,19 +78,28 @@ def submit_cover(
     options: dict | None = None,
     idempotency_key: str | None = None,
     s: Settings | None = None,
+    reply_to: dict | None = None,
 ) -> str:
     from flows.cover import make_cover
 
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
+    if reply_to is not None:
+        params["reply_to"] = reply_to
     return _submit(s or get_settings(), "cover", owner, params, idempotency_key, make_cover)
 
 
 def submit_stems(
-    owner: str, song_id: str, idempotency_key: str | None = None, s: Settings | None = None
+    owner: str,
+    song_id: str,
+    idempotency_key: str | None = None,
+    s: Settings | None = None,
+    reply_to: dict | None = None,
 ) -> str:
     from flows.separation import stems
 
     params = {"song_id": song_id, "options": {}}
+    if reply_to is not None:
+        params["reply_to"] = reply_to
     return _submit(s or get_settings(), "stems", owner, params, idempotency_key, stems)
 
 
@@ -95,11 +109,84 @@ def submit_karaoke(
     options: dict | None = None,
     idempotency_key: str | None = None,
     s: Settings | None = None,
+    reply_to: dict | None = None,
 ) -> str:
     from flows.separation import karaoke
 
     params = {"song_id": song_id, "options": options or {}}
+    if reply_to is not None:
+        params["reply_to"] = reply_to
     return _submit(s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke)
+
+
+_SAFE = re.compile(r"[^\w.-]")
+
+
+def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = None) -> str:
+    """Put a file a user sent into temporary storage; returns its URI for a `submit_*` call.
+
+    Uploads live under `tmp/uploads/`, a prefix a lifecycle rule may expire; the job that
+    consumes them deletes them when it ends.
+    """
+    s = s or get_settings()
+    safe = _SAFE.sub("_", Path(filename).name)[-80:] or "upload"
+    key = f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
+    return open_storage(s.storage).put(Path(local), key)
+
+
+CONSENT_NEEDED = (
+    "Training needs your consent: confirm the voice is yours or that you have its owner's "
+    "permission."
+)
+
+
+def submit_training(
+    owner: str,
+    name: str,
+    samples: list[str],
+    consent: bool,
+    options: dict | None = None,
+    idempotency_key: str | None = None,
+    s: Settings | None = None,
+    reply_to: dict | None = None,
+) -> str:
+    """Train voice `name` for `owner` from sample URIs (see `stage_upload`).
+
+    Raises EngineError at once, with no job made, when consent is missing or the name is bad.
+    """
+    from flows.training import train_voice
+    from flows.voices import valid_name
+
+    if not consent:
+        raise EngineError(CONSENT_NEEDED)
+    params = {
+        "owner": owner,
+        "name": valid_name(name),
+        "samples": list(samples),
+        "consent": True,
+        "options": options or {},
+    }
+    if reply_to is not None:
+        params["reply_to"] = reply_to
+    return _submit(s or get_settings(), "train", owner, params, idempotency_key, train_voice)
+
+
+def submit_import(
+    owner: str,
+    name: str,
+    files: list[str],
+    idempotency_key: str | None = None,
+    s: Settings | None = None,
+    reply_to: dict | None = None,
+) -> str:
+    """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`) as `owner`'s voice `name`."""
+    from flows.training import import_voice_flow
+    from flows.voices import valid_name
+
+    params = {"owner": owner, "name": valid_name(name), "files": list(files)}
+    if reply_to is not None:
+        params["reply_to"] = reply_to
+    return _submit(s or get_settings(), "import", owner, params, idempotency_key, import_voice_flow)
 
 
 def view(job_id: str, s: Settings | None = None) -> JobView | None:

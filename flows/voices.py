@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 
-from flows.db import Voice, session
+from flows.db import Voice, new_id, now, session
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.convert import inspect_voice
@@ -126,14 +127,38 @@ def import_voice(s: Settings, owner: str, name: str, files: list[Path]) -> Voice
     name = valid_name(name)
     with tempfile.TemporaryDirectory(dir=_tmp_root(s)) as tmp:
         found = gather([Path(f) for f in files], Path(tmp))
-        info = inspect_voice(found.pth)
-        if get_voice(s, owner, name, include_public=False) is not None:
-            raise EngineError(f"You already have a voice called {name!r}; pick another name.")
-        storage = open_storage(s.storage)
-        prefix = f"voices/{_key(owner)}/{_key(name)}"
-        pth_uri = storage.put(found.pth, f"{prefix}/model.pth")
-        index_uri = storage.put(found.index, f"{prefix}/added.index") if found.index else None
+        return register_voice(s, owner, name, found.pth, found.index, source="imported")
+
+
+def name_taken(name: str) -> str:
+    """The refusal for a name the owner already uses."""
+    return f"You already have a voice called {name!r}; pick another name or delete that one."
+
+
+def register_voice(
+    s: Settings,
+    owner: str,
+    name: str,
+    pth: Path,
+    index: Path | None,
+    source: str,
+    consent: str | None = None,
+) -> Voice:
+    """Store a checked model's files and record it as `owner`'s voice `name`.
+
+    The checkpoint is inspected (safely) first, so nothing is stored for a bad model; if the
+    row cannot be written (the name was taken meanwhile), the stored files are removed again.
+    """
+    info = inspect_voice(pth)
+    if get_voice(s, owner, name, include_public=False) is not None:
+        raise EngineError(name_taken(name))
+    storage = open_storage(s.storage)
+    voice_id = new_id()
+    prefix = voice_prefix(owner, voice_id)  # by id: a clash never touches another's files
+    pth_uri = storage.put(pth, f"{prefix}/model.pth")
+    index_uri = storage.put(index, f"{prefix}/added.index") if index else None
     voice = Voice(
+        id=voice_id,
         owner=owner,
         name=name,
         pth_uri=pth_uri,
@@ -141,15 +166,27 @@ def import_voice(s: Settings, owner: str, name: str, files: list[Path]) -> Voice
         version=info.version,
         sample_rate=info.sample_rate,
         f0=info.f0,
+        source=source,
+        consent=consent,
+        consent_at=now() if consent else None,
     )
-    with session(s.database) as db:
-        db.add(voice)
+    try:
+        with session(s.database) as db:
+            db.add(voice)
+    except IntegrityError:
+        storage.delete_prefix(prefix)
+        raise EngineError(name_taken(name)) from None
     return voice
 
 
 def _tmp_root(s: Settings) -> Path:
     s.work_dir.mkdir(parents=True, exist_ok=True)
     return s.work_dir
+
+
+def voice_prefix(owner: str, voice_id: str) -> str:
+    """Where a voice's files (model, index, preview) live in storage."""
+    return f"voices/{_key(owner)}/{voice_id}"
 
 
 def _key(text: str) -> str:
@@ -179,9 +216,10 @@ def delete_voice(s: Settings, owner: str, name: str) -> bool:
     if voice is None:
         return False
     storage = open_storage(s.storage)
-    for uri in (voice.pth_uri, voice.index_uri):
+    for uri in (voice.pth_uri, voice.index_uri, voice.preview_uri):
         if uri:
             storage.delete(uri)
+    storage.delete_prefix(voice_prefix(voice.owner, voice.id))
     with session(s.database) as db:
         db.delete(db.get(Voice, voice.id))
     return True

@@ -22,3 +22,7 @@ class ModelMissing(EngineError):
 
 class BadVoice(EngineError):
     """A voice model file is not a loadable RVC model."""
+
+
+class Cancelled(EngineError):
+    """The caller asked the step to stop; its finished work is kept so a rerun resumes."""

@@ -70,6 +70,10 @@ FULL_MODEL: dict[str, Any] = {
 TINY_TRAIN_OVERRIDE: dict[str, Any] = {"model": copy.deepcopy(TINY_MODEL)}
 """rvc-next ``TrainRequest.config_override`` that makes training build :data:`TINY_MODEL`."""
 
+TINY_TRAIN_CONFIG: dict[str, Any] = {**TINY_TRAIN_OVERRIDE, "train": {"segment_size": 4000}}
+"""The override tests train with: rvc-next always builds the full-size discriminator, whose
+cost follows the segment length, so shorter segments make a CPU step take 1-2 s."""
+
 SAMPLE_RATE = 40000
 FILTER_LENGTH = 2048
 SEGMENT_FRAMES = 32
@@ -300,3 +304,51 @@ def build_rvc_assets(root: Path, *, rmvpe: bool = True, pretrained: bool = True)
     voice = build_voice(root / "voices" / "tiny.pth")
     index = build_index(root / "voices")
     return RvcAssets(assets_dir=assets_dir, voice_pth=voice, index_path=index)
+
+
+def voice_like(seconds: float, sr: int = 32000, seed: int = 0) -> Any:
+    """Mono float32 'singing' for training tests and benchmarks: phrases of sung syllables.
+
+    Each syllable has its own note (a glide into it, then vibrato) and vowel: harmonics of the
+    pitch shaped by that vowel's formants, a little breath noise, soft onsets. Phrases of 2-3.5 s
+    are separated by half-second pauses, so a silence slicer finds natural cuts."""
+    import numpy as np
+
+    vowels = np.array(
+        [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480],
+         [570, 840, 2410]], dtype=np.float64,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    out = np.zeros(n, np.float32)
+    pos = int(0.2 * sr)
+    base = 110.0 * 2 ** rng.uniform(0, 1)
+    prev_hz = base
+    while pos < n - int(0.5 * sr):
+        phrase_end = min(n - int(0.2 * sr), pos + int(rng.uniform(2.0, 3.5) * sr))
+        phase = 0.0
+        while pos < phrase_end:
+            length = min(int(rng.uniform(0.2, 0.4) * sr), phrase_end - pos)
+            if length < int(0.05 * sr):
+                break
+            t = np.arange(length) / sr
+            target = base * 2 ** (rng.integers(0, 12) / 12)
+            glide = np.minimum(t / 0.06, 1.0)
+            hz = prev_hz + (target - prev_hz) * glide
+            hz = hz * 2 ** (0.3 / 12 * np.sin(2 * np.pi * 5.5 * t) * glide)
+            prev_hz = target
+            ph = phase + 2 * np.pi * np.cumsum(hz) / sr
+            phase = float(ph[-1])
+            formants = vowels[rng.integers(0, len(vowels))]
+            y = np.zeros(length)
+            for k in range(1, int(min(5000, sr / 2 - 500) // base) + 1):
+                fk = k * hz
+                gain = sum(1.0 / (1.0 + ((fk - f) / (60 + 0.06 * f)) ** 2) for f in formants)
+                y += (gain / k**0.7) * np.sin(k * ph) * (fk < sr / 2 - 200)
+            y += 0.01 * rng.standard_normal(length)
+            env = np.minimum(1.0, np.minimum(t / 0.02, (t[-1] - t) / 0.03 + 0.3))
+            out[pos : pos + length] = (y * env).astype(np.float32)
+            pos += length
+        pos += int(rng.uniform(0.45, 0.6) * sr)
+    peak = float(np.abs(out).max()) or 1.0
+    return (0.5 * out / peak).astype(np.float32)

@@ -1,0 +1,49 @@
+"""Preview: a few seconds of the demo song sung by a new voice, so its owner hears the clone.
+
+The dry melody and backing come from `flows.demo`, so no separation is needed: the line is
+converted with the voice and mixed over the backing at the loudness target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.db import Voice, session
+from flows.demo import SR, preview_parts
+from flows.jobs import job_progress, job_step
+from flows.settings import Settings
+from flows.steps.convert import voice_params
+from flows.steps.remix import file_title, mix_options
+from flows.storage import open_storage
+from flows.voices import voice_prefix
+from gpu_worker import convert, remix
+from gpu_worker.audio import write_wav
+
+
+def preview(s: Settings, job_id: str, voice: Voice, workdir: Path) -> dict:
+    """Render and store the preview; returns its URI and file name."""
+    with job_step(s, job_id, "previewing", 0.9) as record:
+        storage = open_storage(s.storage)
+        vocal, backing = preview_parts()
+        dry = write_wav(workdir / "preview-dry.wav", vocal, SR)
+        backing_wav = write_wav(workdir / "preview-backing.wav", backing, SR)
+        pth = storage.fetch(voice.pth_uri, workdir)
+        index = storage.fetch(voice.index_uri, workdir) if voice.index_uri else None
+        sung = convert.convert(
+            dry,
+            workdir / "preview-sung.wav",
+            voice_pth=pth,
+            index_path=index,
+            assets_dir=s.models / "rvc",
+            device=s.resolved_device(),
+            params=voice_params(s, {}),
+            progress=job_progress(s, job_id, 0.9, 0.97),
+        )
+        opts = mix_options(s, {"reverb": 0.15})
+        mixed = remix.remix(sung, backing_wav, workdir / f"preview.{opts.format}", opts)
+        name = f"{file_title(voice.name)} (preview).{opts.format}"
+        uri = storage.put(mixed.path, f"{voice_prefix(voice.owner, voice.id)}/{name}")
+        with session(s.database) as db:
+            db.get(Voice, voice.id).preview_uri = uri
+        record.detail = {"lufs": mixed.loudness.integrated_lufs}
+        return {"uri": uri, "filename": name, "duration": mixed.samples / mixed.sample_rate}

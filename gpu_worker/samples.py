@@ -1,0 +1,582 @@
+"""Sample intake: the checks run on a user's voice samples before any GPU time is spent.
+
+This module owns the first step of training a voice. `check_samples` looks at every file a
+user sent (wav, mp3, ogg/opus voice notes, m4a: anything ffmpeg decodes) and measures how many
+seconds of clean speech or singing it holds, its level, clipping, silence, sample rate and
+channels. Each unusable sample gets one sentence that names it by number and says what to do
+("Sample 3 is mostly silence; record it again closer to the microphone."); one bad file never
+makes the whole check fail. The report's summary tells the user whether there is enough voice
+to train (at least 1 min, 5-10 min is best) and the report's `ok` says whether to go on.
+
+`prepare_samples` then writes the accepted samples as clean mono float wavs at the training
+rate: long silences shortened, clipped stretches cut out, level brought to a steady speech
+level with headroom.
+
+How the measurements work: every file is probed (`gpu_worker.audio.probe`, for its original
+rate and channels) and decoded once at `ANALYSIS_RATE`. The decoded audio is cut into 30 ms
+frames; a frame is silence when its RMS is below a threshold that is the highest of a fixed
+floor (`SILENCE_FLOOR_DBFS`), a fixed distance below the loud part of the recording, and (when
+the recording has quiet gaps) just above its background noise. A sample counts as clipped at
+full scale (`CLIP_LEVEL`) or where it holds one value for several samples at a high level (a
+flat top: clipped, then turned down). A frame with more than `CLIPPED_FRAME` of its samples
+clipped is dropped, so a single full-scale peak in normalised audio costs nothing. Voiced
+seconds are the frames that are neither silent nor dropped. Known blind spot: a lossy encoder
+(AAC above all) can blur a flat top below full scale enough that it passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpu_worker.audio import Limits, decode, probe, write_wav
+from gpu_worker.errors import BadAudio
+
+__all__ = [
+    "IntakeLimits",
+    "IntakeReport",
+    "SampleCheck",
+    "check_samples",
+    "format_duration",
+    "prepare_samples",
+]
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_RATE = 16000  # Hz; enough for level, silence and clipping, cheap for 30-minute files
+FRAME_S = 0.030  # analysis frame length
+DB_FLOOR = -120.0  # what the dBFS fields read for digital silence or an unreadable file
+LENGTH_SLACK_S = 0.5  # encoder padding: a 30-minute recording may decode a little longer
+
+SILENCE_FLOOR_DBFS = -55.0  # a frame quieter than this is silence in any recording
+SILENCE_BELOW_LOUD_DB = 35.0  # ... and so is one this far below the loud part (95th percentile)
+NOISE_MARGIN_DB = 6.0  # ... or one within this of the background noise (10th percentile)
+NOISE_GATE_MAX_BELOW_LOUD_DB = 20.0  # the noise rule never drops frames closer than this to loud
+
+CLIP_LEVEL = 0.999  # |x| at or above this counts as clipped
+CLIPPED_FRAME = 0.01  # a frame with more than this fraction of clipped samples is dropped
+FLAT_RUN = 4  # this many equal samples in a row ...
+FLAT_LEVEL = 0.25  # ... at or above this level is a flat top (clipped before a gain change)
+FLAT_TOLERANCE = 1e-5  # exact in 16-bit audio; natural peaks move more than this per sample
+
+TARGET_RMS_DBFS = -20.0  # prepare_samples: voiced level of the written samples
+PEAK_CEILING_DBFS = -1.0  # prepare_samples: written samples never peak above this
+MAX_PAUSE_S = 0.4  # prepare_samples: longer silences are shortened to this
+KEEP_AROUND_VOICE_S = 0.09  # prepare_samples: quiet edges kept around voiced frames
+FADE_S = 0.010  # prepare_samples: fade at each cut
+_VOICED, _SILENT, _CLIPPED = 0, 1, 2
+_BLOCK = 1 << 20  # samples per block for the per-sample clipping scan
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """What intake accepts. The last three fields tune the per-sample quality checks."""
+
+    min_total_s: float = 60.0
+    recommended_s: tuple[float, float] = (300.0, 600.0)
+    max_total_s: float = 3600.0  # more is refused with a reason (cost)
+    max_samples: int = 100
+    min_sample_s: float = 1.0
+    max_sample_s: float = 1800.0
+    min_sample_rate: int = 16000
+    max_channels: int = 2
+    max_bytes: int = 100 * 2**20  # per file
+    max_silent_fraction: float = 0.8  # more silence than this: "mostly silence"
+    max_clipped_fraction: float = 0.01  # of the non-silent samples
+    min_voice_dbfs: float = -45.0  # RMS of the voiced part; below: "too quiet"
+
+
+@dataclass(frozen=True)
+class SampleCheck:
+    """What intake found in one sample. Levels are dBFS; `DB_FLOOR` stands for silence."""
+
+    number: int  # 1-based, as the user sent them
+    name: str  # file name as given
+    duration_s: float
+    voiced_s: float  # clean speech/singing seconds after dropping silence and clipped parts
+    sample_rate: int  # of the original file (0 if it could not be read)
+    channels: int  # of the original file (0 if it could not be read)
+    rms_dbfs: float  # RMS of the non-silent part (of the whole sample if all of it is silent)
+    peak_dbfs: float
+    clipped_fraction: float  # of the non-silent samples
+    silent_fraction: float  # of the sample's duration
+    problem: str | None  # None if accepted; else one sentence naming the sample by number
+
+
+@dataclass(frozen=True)
+class IntakeReport:
+    samples: list[SampleCheck]
+    voiced_s: float  # total of accepted samples
+    ok: bool  # enough accepted audio to train
+    summary: str  # one or two short sentences for the user
+
+    @property
+    def accepted(self) -> list[SampleCheck]:
+        return [s for s in self.samples if s.problem is None]
+
+    @property
+    def rejected(self) -> list[SampleCheck]:
+        return [s for s in self.samples if s.problem is not None]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for a user, rounded down: "0.4 s", "42 s", "4 min 10 s", "1 h 5 min"."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "0 s"
+    if seconds < 1:
+        return f"{math.floor(seconds * 10) / 10:.1f} s"
+    total = math.floor(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+@dataclass(frozen=True)
+class _Frames:
+    """Per-frame view of one decoded sample."""
+
+    frame: int  # samples per frame
+    sample_rate: int
+    dc: float  # the mono mix's DC offset
+    power: np.ndarray  # mean square per frame (mono, DC removed)
+    silent: np.ndarray  # bool per frame
+    clipped: np.ndarray  # bool per frame: more than CLIPPED_FRAME of it is clipped
+    clipped_samples: int
+    peak: float
+
+    @property
+    def voiced(self) -> np.ndarray:
+        return ~self.silent & ~self.clipped
+
+    def seconds(self, frames: int) -> float:
+        return frames * self.frame / self.sample_rate
+
+
+def _db(power: float | np.ndarray) -> np.ndarray:
+    """Mean square to dBFS, floored at DB_FLOOR."""
+    return np.maximum(10.0 * np.log10(np.asarray(power, dtype=np.float64) + 1e-13), DB_FLOOR)
+
+
+def _silence_threshold(frame_db: np.ndarray) -> float:
+    loud = float(np.percentile(frame_db, 95))
+    noise = float(np.percentile(frame_db, 10))
+    noise_gate = min(noise + NOISE_MARGIN_DB, loud - NOISE_GATE_MAX_BELOW_LOUD_DB)
+    return max(SILENCE_FLOOR_DBFS, loud - SILENCE_BELOW_LOUD_DB, noise_gate)
+
+
+def _mark_clipping(x: np.ndarray, clip: np.ndarray) -> float:
+    """Mark clipped samples of one channel in `clip`; return the channel's peak.
+
+    Works through the channel in blocks, so that a 30-minute file needs no full-length
+    temporaries; blocks overlap by a run's length so no flat top is missed at a block edge.
+    """
+    pairs = FLAT_RUN - 1
+    peak = 0.0
+    for start in range(0, len(x), _BLOCK):
+        chunk = x[start : start + _BLOCK + pairs]
+        level = np.abs(chunk)
+        peak = max(peak, float(level.max()))
+        clip[start : start + len(chunk)] |= level >= CLIP_LEVEL
+        same = (np.abs(np.diff(chunk)) <= FLAT_TOLERANCE) & (level[1:] >= FLAT_LEVEL)
+        if len(same) < pairs or not same.any():
+            continue
+        runs = np.lib.stride_tricks.sliding_window_view(same, pairs).all(axis=1)
+        for offset in range(pairs + 1):
+            clip[start + offset : start + offset + len(runs)] |= runs
+    return peak
+
+
+def _analyse(audio: np.ndarray, sample_rate: int) -> _Frames:
+    """Frame `audio` (channels, samples) and mark silent and clipped frames."""
+    frame = max(1, round(FRAME_S * sample_rate))
+    n = audio.shape[1]
+    if n < frame:  # shorter than a frame: one zero-padded frame
+        audio = np.pad(audio, ((0, 0), (0, frame - n)))
+        n = frame
+    clip = np.zeros(n, dtype=bool)
+    peak = max(_mark_clipping(channel, clip) for channel in audio)
+    mono = audio.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else audio[0]
+    count = n // frame
+    frames = mono[: count * frame].reshape(count, frame)
+    # Mean square per frame with the recording's DC offset taken out, without a centred copy.
+    sums = frames.sum(axis=1, dtype=np.float64)
+    squares = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
+    dc = float(sums.sum()) / (count * frame)
+    power = np.maximum(squares / frame - 2 * dc * sums / frame + dc * dc, 0.0)
+    frame_db = _db(power)
+    silent = frame_db < _silence_threshold(frame_db)
+    per_frame = clip[: count * frame].reshape(count, frame).sum(axis=1)
+    return _Frames(
+        frame=frame,
+        sample_rate=sample_rate,
+        dc=dc,
+        power=power,
+        silent=silent,
+        clipped=per_frame > CLIPPED_FRAME * frame,
+        clipped_samples=int(clip.sum()),
+        peak=peak,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking
+
+
+def _khz(rate: int) -> str:
+    return f"{rate / 1000:.3g} kHz"
+
+
+def _mb(size: float) -> str:
+    return f"{size / 2**20:.0f} MB"
+
+
+def _channels_wanted(limit: int) -> str:
+    if limit <= 1:
+        return "a mono recording"
+    if limit == 2:
+        return "a mono or stereo recording"
+    return f"a recording with at most {limit} channels"
+
+
+def _range_text(low: float, high: float) -> str:
+    if low % 60 == 0 and high % 60 == 0:
+        return f"{low / 60:g}–{high / 60:g} min"
+    return f"{format_duration(low)} to {format_duration(high)}"
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Reject(Exception):
+    """A sample is refused; carries what was measured before the refusal."""
+
+    def __init__(self, problem: str, **measured):
+        super().__init__(problem)
+        self.problem = problem
+        self.measured = measured
+
+
+def _blank(number: int, name: str, problem: str, **measured) -> SampleCheck:
+    fields = dict(
+        duration_s=0.0,
+        voiced_s=0.0,
+        sample_rate=0,
+        channels=0,
+        rms_dbfs=DB_FLOOR,
+        peak_dbfs=DB_FLOOR,
+        clipped_fraction=0.0,
+        silent_fraction=0.0,
+    )
+    fields.update(measured)
+    return SampleCheck(number=number, name=name, problem=problem, **fields)
+
+
+def _check_one(
+    number: int, name: str, path: Path, limits: IntakeLimits, seen: dict[str, int], room_s: float
+) -> SampleCheck:
+    """Measure one sample; a refusal raises _Reject with the sentence for the user."""
+    n = number
+    if not path.is_file():
+        raise _Reject(f"Sample {n} did not arrive; send it again.")
+    size = path.stat().st_size
+    if size == 0:
+        raise _Reject(f"Sample {n} is an empty file; send the recording again.")
+    if size > limits.max_bytes:
+        raise _Reject(
+            f"Sample {n} is {_mb(size)}, over the {_mb(limits.max_bytes)} limit; "
+            "send a shorter or more compressed recording."
+        )
+    digest = _file_hash(path)
+    if digest in seen:
+        raise _Reject(
+            f"Sample {n} is the same file as sample {seen[digest]}; "
+            "send a different recording or leave it out."
+        )
+    seen[digest] = n
+
+    try:
+        info = probe(path, Limits(max_bytes=limits.max_bytes, max_seconds=math.inf,
+                                  max_channels=2**31, min_seconds=0.0))  # fmt: skip
+    except BadAudio:
+        raise _Reject(
+            f"Sample {n} could not be read as audio; send it as an mp3, wav, ogg or m4a file."
+        ) from None
+    known = dict(sample_rate=info.sample_rate, channels=info.channels, duration_s=info.duration)
+    if info.channels > limits.max_channels:
+        raise _Reject(
+            f"Sample {n} has {info.channels} audio channels; "
+            f"send {_channels_wanted(limits.max_channels)}.",
+            **known,
+        )
+    if info.sample_rate < limits.min_sample_rate:
+        raise _Reject(
+            f"Sample {n} is low-quality audio ({_khz(info.sample_rate)}); record it again at "
+            f"{_khz(limits.min_sample_rate)} or more, for example as a voice note.",
+            **known,
+        )
+    too_long = (
+        f"Sample {n} is over the {format_duration(limits.max_sample_s)} limit for one sample; "
+        "split it into shorter recordings."
+    )
+    if info.duration > limits.max_sample_s + LENGTH_SLACK_S:
+        raise _Reject(too_long, **known)
+    if room_s <= 0:
+        raise _Reject(_over_total(n, limits), **known)
+
+    try:
+        audio = decode(path, ANALYSIS_RATE, min(info.channels, 2), limits=None)
+    except BadAudio:
+        raise _Reject(
+            f"Sample {n} is damaged or cut off; export it again and resend it.", **known
+        ) from None
+    duration = audio.shape[1] / ANALYSIS_RATE
+    known["duration_s"] = duration
+    if duration > limits.max_sample_s + LENGTH_SLACK_S:
+        raise _Reject(too_long, **known)
+    if duration < limits.min_sample_s:
+        raise _Reject(
+            f"Sample {n} is only {format_duration(duration)} long; "
+            f"send recordings of at least {format_duration(limits.min_sample_s)}.",
+            **known,
+        )
+
+    frames = _analyse(audio, ANALYSIS_RATE)
+    del audio
+    count = len(frames.silent)
+    loud = ~frames.silent
+    loud_power = frames.power[loud] if loud.any() else frames.power
+    measured = dict(
+        known,
+        voiced_s=frames.seconds(int(frames.voiced.sum())),
+        rms_dbfs=float(_db(loud_power.mean())),
+        peak_dbfs=float(_db(frames.peak**2)),
+        clipped_fraction=min(1.0, frames.clipped_samples / max(1, int(loud.sum()) * frames.frame)),
+        silent_fraction=float(frames.silent.sum() / count),
+    )
+    problem = None
+    if measured["silent_fraction"] > limits.max_silent_fraction:
+        problem = f"Sample {n} is mostly silence; record it again closer to the microphone."
+    elif measured["rms_dbfs"] < limits.min_voice_dbfs:
+        problem = (
+            f"Sample {n} is too quiet; record it again closer to the microphone "
+            "or with the input volume turned up."
+        )
+    elif measured["clipped_fraction"] > limits.max_clipped_fraction:
+        problem = (
+            f"Sample {n} is distorted because it was recorded too loud; "
+            "record it again a little further from the microphone."
+        )
+    elif measured["voiced_s"] < limits.min_sample_s:
+        problem = (
+            f"Sample {n} has less than {format_duration(limits.min_sample_s)} of clear voice; "
+            "send a longer recording of you speaking or singing."
+        )
+    elif measured["voiced_s"] > room_s:
+        problem = _over_total(n, limits)
+    return SampleCheck(number=n, name=name, problem=problem, **measured)
+
+
+def _over_total(number: int, limits: IntakeLimits) -> str:
+    return (
+        f"Sample {number} would take the total past the {format_duration(limits.max_total_s)} "
+        "limit for one voice; leave it out."
+    )
+
+
+def _summary(accepted: list[SampleCheck], rejected: int, total: float, limits: IntakeLimits) -> str:
+    best = _range_text(*limits.recommended_s)
+    minimum = format_duration(limits.min_total_s)
+    if not accepted and not rejected:
+        return (
+            f"No samples yet; send at least {minimum} of clear speech or singing ({best} is best)."
+        )
+    if total <= 0:
+        return (
+            f"No clean voice in these samples; send at least {minimum} of clear speech "
+            f"or singing ({best} is best)."
+        )
+    if total < limits.min_total_s:
+        short = format_duration(total)
+        return f"Only {short} of clean voice; send at least {minimum} ({best} is best)."
+    count = len(accepted)
+    first = f"{format_duration(total)} of clean voice from {count} sample{'s' if count > 1 else ''}"
+    if rejected:
+        first += f" ({rejected} left out)"
+    low, high = limits.recommended_s
+    if total < low:
+        return f"{first}. {best} gives the best clone."
+    if total <= high:
+        return f"{first}, in the {best} range that gives the best clone."
+    return f"{first}. {best} is usually enough for the best clone; more makes training take longer."
+
+
+def check_samples(
+    paths: Sequence[Path],
+    limits: IntakeLimits = IntakeLimits(),
+    names: Sequence[str] | None = None,
+) -> IntakeReport:
+    """Check every sample; never raises for a bad sample, each gets its own `problem`."""
+    paths = [Path(p) for p in paths]
+    if names is None:
+        names = [p.name for p in paths]
+    elif len(names) != len(paths):
+        raise ValueError(f"{len(names)} names for {len(paths)} samples")
+    checks: list[SampleCheck] = []
+    seen: dict[str, int] = {}
+    total = 0.0
+    for number, (path, name) in enumerate(zip(paths, names, strict=True), start=1):
+        if number > limits.max_samples:
+            checks.append(
+                _blank(
+                    number,
+                    name,
+                    f"Sample {number} is over the limit of {limits.max_samples} samples; "
+                    "send fewer, longer recordings.",
+                )
+            )
+            continue
+        try:
+            check = _check_one(number, name, path, limits, seen, limits.max_total_s - total)
+        except _Reject as refusal:
+            check = _blank(number, name, refusal.problem, **refusal.measured)
+        except Exception:  # one odd file must not sink the others
+            log.exception("checking sample %d (%s) failed", number, name)
+            check = _blank(
+                number,
+                name,
+                f"Sample {number} could not be checked; send it again as an mp3, wav, ogg "
+                "or m4a file.",
+            )
+        if check.problem is None:
+            total += check.voiced_s
+        checks.append(check)
+    accepted = [c for c in checks if c.problem is None]
+    ok = bool(accepted) and total >= limits.min_total_s
+    summary = _summary(accepted, len(checks) - len(accepted), total, limits)
+    return IntakeReport(samples=checks, voiced_s=total, ok=ok, summary=summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing
+
+
+def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """(label, start, end) for each run of equal values."""
+    if len(labels) == 0:
+        return []
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    starts = np.concatenate(([0], edges))
+    ends = np.concatenate((edges, [len(labels)]))
+    return [(int(labels[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+
+
+def _fade(piece: np.ndarray, fade: int) -> None:
+    """Fade `piece` in and out, in place."""
+    fade = min(fade, len(piece) // 2)
+    if fade <= 0:
+        return
+    ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+    piece[:fade] *= ramp
+    piece[-fade:] *= ramp[::-1]
+
+
+def _clean(mono: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Cut clipped stretches, shorten long silences, trim the ends; set the level."""
+    frames = _analyse(mono[None, :], sample_rate)
+    f = frames.frame
+    if not frames.voiced.any():
+        return np.zeros(0, dtype=np.float32)
+    labels = np.where(frames.clipped, _CLIPPED, np.where(frames.silent, _SILENT, _VOICED))
+    margin = max(1, round(KEEP_AROUND_VOICE_S * sample_rate / f))
+    pause = max(2, round(MAX_PAUSE_S * sample_rate / f))
+    fade = round(FADE_S * sample_rate)
+
+    pieces: list[tuple[int, int]] = []  # frame ranges; a cut lies between two that don't touch
+    runs = _runs(labels.astype(np.int8))
+    for i, (label, start, end) in enumerate(runs):
+        if label == _VOICED:
+            pieces.append((start, end))
+        elif label == _SILENT:
+            after_voice = i > 0 and runs[i - 1][0] == _VOICED
+            before_voice = i + 1 < len(runs) and runs[i + 1][0] == _VOICED
+            if after_voice and before_voice and end - start <= pause:
+                pieces.append((start, end))  # a short pause between words stays as it is
+                continue
+            keep = pause // 2 if after_voice and before_voice else margin
+            if after_voice:
+                pieces.append((start, min(end, start + keep)))
+            if before_voice:
+                pieces.append((max(start, end - keep), end))
+        # clipped stretches and silence away from the voice go
+    merged: list[tuple[int, int]] = []
+    for start, end in pieces:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    spans = [(s * f, min(e * f, len(mono))) for s, e in merged]
+    out = np.empty(sum(e - s for s, e in spans), dtype=np.float32)
+    at = 0
+    for start, end in spans:
+        piece = out[at : at + end - start]
+        np.subtract(mono[start:end], np.float32(frames.dc), out=piece)
+        _fade(piece, fade)
+        at += end - start
+
+    voiced_power = float(frames.power[frames.voiced].mean())
+    gain = 10 ** ((TARGET_RMS_DBFS - float(_db(voiced_power))) / 20)
+    peak = max(float(out.max()), -float(out.min())) if len(out) else 0.0
+    if peak > 0:
+        gain = min(gain, 10 ** (PEAK_CEILING_DBFS / 20) / peak)
+    out *= np.float32(gain)
+    return out
+
+
+def prepare_samples(
+    report: IntakeReport, paths: Sequence[Path], out_dir: Path, sample_rate: int = 40000
+) -> list[Path]:
+    """Write each accepted sample as clean mono float wav at `sample_rate`; return the paths.
+
+    `paths` are the files `report` was made from, in the same order. Files are named
+    `sample-NNN.wav` after the sample's number and written atomically. A sample that holds no
+    voice at this rate (it cannot happen to a file that passed `check_samples` unchanged) is
+    left out.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) != len(report.samples):
+        raise ValueError(f"{len(paths)} paths for a report of {len(report.samples)} samples")
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for check in report.accepted:
+        try:
+            audio = decode(paths[check.number - 1], sample_rate, 1, limits=None)
+        except BadAudio:
+            raise BadAudio(
+                f"Sample {check.number} could not be read again; send it once more."
+            ) from None
+        clean = _clean(audio[0], sample_rate)
+        del audio
+        if len(clean) == 0:
+            continue
+        target = out_dir / f"sample-{check.number:03d}.wav"
+        written.append(write_wav(target, clean[None, :], sample_rate))
+    return written
