@@ -56,7 +56,7 @@ def main(
     if debug:
         logging.basicConfig(level=logging.DEBUG)
     else:  # Prefect's run logs belong in its UI, not between the progress bar and the result
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 def fail(message: str) -> None:

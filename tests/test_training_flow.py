@@ -23,11 +23,11 @@ from flows.db import Job, session
 from flows.jobs import step_runs
 from flows.storage import open_storage
 from flows.submit import follow, stage_upload, submit_cover, submit_import, submit_training
-from flows.voices import get_voice, list_voices
+from flows.voices import delete_voice, get_voice, list_voices
 from gpu_worker.audio import decode, encode, measure_loudness, write_wav
 from gpu_worker.convert import inspect_voice
 from gpu_worker.errors import EngineError
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_cli
 from tests.hostile import code_running_pth
 from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
@@ -165,6 +165,26 @@ def test_import_flow_registers_good_models_and_refuses_hostile_ones(
     assert not marker.exists()
     assert [v.name for v in list_voices(s, "u1")] == ["Bob"]
     assert _uploaded_files(s) == []
+
+    # Deleting a voice removes its files, too.
+    voices_root = s.data_dir / "files" / "voices"
+    assert any(p.is_file() for p in voices_root.rglob("*"))
+    assert delete_voice(s, "u1", "bob")
+    assert get_voice(s, "u1", "bob") is None
+    assert not any(p.is_file() for p in voices_root.rglob("*"))
+
+
+def test_cli_refuses_training_without_consent_or_with_bad_samples(train_settings, tmp_path):
+    s = train_settings
+    noise = tmp_path / "notes.wav"
+    noise.write_text("these are my lyrics, not audio")
+    refused = run_cli(s, "voices", "train", "me", str(noise))
+    assert refused.returncode == 1 and "consent" in refused.stderr
+    bad = run_cli(s, "voices", "train", "me", str(noise), "--consent")
+    assert bad.returncode == 1
+    message = bad.stderr.strip().removeprefix("Error:").strip()
+    assert message.startswith("Sample 1") and "Traceback" not in bad.stderr
+    assert list_voices(s, "local") == [] and _uploaded_files(s) == []
 
 
 def _checkpoints(data_dir: Path) -> list[Path]:
