@@ -298,8 +298,8 @@ def voices_train(
 ):
     """Train a voice from recordings (a minute at least; 5-10 minutes is best).
 
-    Interrupted training resumes from its last checkpoint when run again with the same
-    samples.
+    Run it again with the same samples after an interruption: it resumes from the last
+    checkpoint.
     """
     from flows.jobs import reap_interrupted
     from flows.submit import CONSENT_NEEDED, stage_upload, submit_training

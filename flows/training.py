@@ -21,7 +21,7 @@ from flows.steps import intake, preview, register, train
 from flows.storage import open_storage
 from flows.submit import CONSENT_NEEDED
 from flows.voices import get_voice, import_voice, name_taken, valid_name
-from gpu_worker.errors import EngineError
+from gpu_worker.errors import Crashed, EngineError
 
 step_task = task(cache_policy=NO_CACHE, persist_result=False)
 intake_task = step_task(intake.intake, name="intake")
@@ -31,7 +31,8 @@ preview_task = step_task(preview.preview, name="preview")
 
 def _worth_retrying(_task, _run, state) -> bool:
     """Crashes are retried (and resume); the user's mistakes and cancels are not."""
-    return not isinstance(state.data, EngineError | JobCancelled)
+    error = state.data
+    return isinstance(error, Crashed) or not isinstance(error, EngineError | JobCancelled)
 
 
 train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retrying)

@@ -26,3 +26,9 @@ class BadVoice(EngineError):
 
 class Cancelled(EngineError):
     """The caller asked the step to stop; its finished work is kept so a rerun resumes."""
+
+
+class Crashed(EngineError):
+    """The work died for a reason that is not the user's (killed, out of memory, a bug).
+
+    Whatever it had finished is kept, so running it again resumes; callers may retry it."""

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpu_worker import errors
-from gpu_worker.errors import BadAudio, Cancelled, EngineError, ModelMissing
+from gpu_worker.errors import BadAudio, Cancelled, Crashed, EngineError, ModelMissing
 
 logger = logging.getLogger(__name__)
 
@@ -418,9 +418,9 @@ def _run_child(
         raise failure
     if result is None:
         hint = ", perhaps out of memory" if code in (-9, 137) else ""
-        raise EngineError(
-            f"Voice training stopped unexpectedly (exit code {code}{hint}); "
-            "run it again to resume from the last checkpoint."
+        logger.warning("training child exited with code %s%s", code, hint)
+        raise Crashed(
+            "Voice training stopped unexpectedly; run it again to resume from its last checkpoint."
         )
     return TrainResult(
         pth=Path(result["pth"]),
@@ -1022,11 +1022,6 @@ def _watch_stdin(token: Any) -> None:
         token.cancel()
 
 
-def _short(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text[:160] + "...") if len(text) > 160 else text
-
-
 def child_main(argv: Sequence[str]) -> int:
     """`python -m gpu_worker.train JOB.json`: run the job, report on stdout; the exit code."""
     # The protocol gets a private copy of stdout; anything else printed goes to the log.
@@ -1075,13 +1070,11 @@ def child_main(argv: Sequence[str]) -> int:
     except BaseException as e:
         logger.exception("Training failed")
         if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-            message = "Training ran out of memory; lower the batch size and try again."
-        else:
-            message = (
-                f"Voice training failed ({type(e).__name__}: {_short(e)}); "
-                f"try again, and see {LOG_FILE} in the training folder if it fails again."
-            )
-        emit({"event": "error", "type": "EngineError", "message": message})
+            kind, message = "EngineError", "Training ran out of memory; lower the batch size."
+        else:  # the details are in train.log; the user only needs to know a rerun resumes
+            kind = "Crashed"
+            message = "Voice training failed on our side; run it again to resume where it stopped."
+        emit({"event": "error", "type": kind, "message": message})
         return 1
 
 

@@ -77,11 +77,33 @@ def _uploaded_files(settings) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
+def _trainer_pids() -> list[int]:
+    """The training child processes running now (`python -m gpu_worker.train JOB`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"gpu_worker.train" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
 def test_train_a_voice_then_cover_with_it(train_settings, speech, song_wav):
     s = train_settings
-    job = follow(submit_training("u1", "Me", _uploads(s, speech), consent=True, options=TINY, s=s))
+    job_id = submit_training("u1", "Me", _uploads(s, speech), consent=True, options=TINY, s=s)
+    # The trainer dies after its first checkpoint: the flow retries, and the retry resumes.
+    deadline = time.monotonic() + 300
+    while not _checkpoints(s.data_dir):
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    for pid in _trainer_pids():
+        os.kill(pid, signal.SIGKILL)
+    job = follow(job_id)
     assert job.state == "succeeded", job.reason
     assert job.result["voice"] == "Me" and job.result["epochs"] == TINY["epochs"]
+    assert job.result["resumed_from_epoch"] >= 1
     assert job.result["voiced_seconds"] > 5
 
     voice = get_voice(s, "u1", "me", include_public=False)
@@ -188,7 +210,9 @@ def test_cli_refuses_training_without_consent_or_with_bad_samples(train_settings
 
 
 def _checkpoints(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "training").rglob("G_*.pth"))
+    """The finished checkpoint pair (the generator and the discriminator), once both exist."""
+    found = [sorted((data_dir / "training").rglob(f"{net}_*.pth")) for net in "GD"]
+    return found[0] + found[1] if all(found) else []
 
 
 def _wait_for_trainer_to_let_go(data_dir: Path, timeout: float = 120) -> None:
@@ -221,7 +245,6 @@ def test_cli_training_resumes_after_the_process_is_killed(train_settings, speech
     while not _checkpoints(s.data_dir) and first.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.5)
-    time.sleep(1.0)  # let the checkpoint's write finish (it is renamed into place)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert list_voices(s, "u1") == [] and not get_voice(s, "local", "me", include_public=False)
