@@ -34,8 +34,17 @@ def _voice(voice_id: str) -> Voice:
 
 
 @flow(name="make-cover", flow_run_name="cover-{job_id}", persist_result=False)
-def make_cover(job_id: str, song_id: str, voice_id: str, options: dict | None = None) -> dict:
-    """Make a cover of `song_id` sung by `voice_id`; returns the stored cover's URI."""
+def make_cover(
+    job_id: str,
+    song_id: str,
+    voice_id: str,
+    options: dict | None = None,
+    reply_to: dict | None = None,
+) -> dict:
+    """Make a cover of `song_id` sung by `voice_id`; returns the stored cover's URI.
+
+    `reply_to` names the chat that asked; `run_job` posts progress and the cover there.
+    """
     s = get_settings()
     options = options or {}
 

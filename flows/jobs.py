@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -188,14 +189,33 @@ def job_key_prefix(job_id: str) -> str:
 
 
 def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
-    """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens."""
+    """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens.
+
+    The body waits for a free slot first (`max_running_jobs`; users see their place in line).
+    A job submitted from a chat has a courier (`flows.delivery`): it edits the chat's status
+    message while the job runs, and posts the outcome there, once, when the job ends.
+    """
+    from flows.delivery import courier_for
+
+    courier = courier_for(s, job_id)
+    if courier is not None:
+        courier.start()
+    try:
+        return _run(s, job_id, body)
+    finally:
+        if courier is not None:
+            courier.close()
+
+
+def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     workdir = job_workdir(s, job_id)
     storage = open_storage(s.storage)
     from prefect.runtime import flow_run
 
     update_job(s, job_id, flow_run_id=flow_run.id)  # links the job to its run in Prefect's UI
     try:
-        result = body(workdir)
+        with _slots.hold(s, job_id):
+            result = body(workdir)
     except JobCancelled:
         return {"state": "cancelled"}
     except EngineError as exc:
@@ -208,8 +228,74 @@ def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         storage.delete_prefix(job_key_prefix(job_id))
+    job = get_job(s, job_id)
+    if job is not None and job.state == "cancelled":  # cancelled during its last step
+        for key in ("uri", "preview_uri"):
+            if isinstance(result.get(key), str):
+                storage.delete(result[key])
+        return {"state": "cancelled"}
     _finish(s, job_id, "succeeded", result=result)
     return {"state": "succeeded", **result}
+
+
+class _Slots:
+    """Jobs running at once in this process; the others wait in line, oldest first.
+
+    A cluster caps GPU work with work-pool limits instead; this keeps one machine (the
+    embedded mode, a bot with many users) from running every submitted job at once.
+    """
+
+    TOUCH_S = 30.0  # a waiting job's row is touched this often, so it is not reaped
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._line: list[str] = []
+        self._held = threading.local()  # a flow running inside another needs no second slot
+
+    @contextmanager
+    def hold(self, s: Settings, job_id: str) -> Iterator[None]:
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        self._wait(s, job_id)
+        self._held.depth = 1
+        try:
+            yield
+        finally:
+            self._held.depth = 0
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def _wait(self, s: Settings, job_id: str) -> None:
+        touched = time.monotonic()
+        with self._cond:
+            self._line.append(job_id)
+        try:
+            while True:
+                with self._cond:
+                    if self._running < max(1, s.max_running_jobs) and self._line[0] == job_id:
+                        self._running += 1
+                        return
+                    self._cond.wait(0.5)
+                job = get_job(s, job_id)
+                if job is not None and job.state == "cancelled":
+                    raise JobCancelled()
+                if time.monotonic() - touched > self.TOUCH_S:
+                    update_job(s, job_id)
+                    touched = time.monotonic()
+        finally:
+            with self._cond:
+                self._line.remove(job_id)
+                self._cond.notify_all()
+
+
+_slots = _Slots()
 
 
 def _finish(s: Settings, job_id: str, state: str, reason: str | None = None, result=None) -> None:

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     storage_url: str | None = None  # default: file://<data_dir>/files
     database_url: str | None = None  # default: sqlite:///<data_dir>/encore.db
 
+    # S3 storage (ENCORE_STORAGE_URL=s3://bucket/prefix); credentials come from boto3's chain.
+    s3_endpoint_url: str | None = None  # None: AWS; else MinIO, a gateway, moto in tests
+    s3_region: str | None = None  # None: boto3's default (AWS_REGION, the config file)
+    s3_max_attempts: int = 5  # tries per request on throttling, 5xx and dropped connections
+    s3_multipart_threshold_bytes: int = 16 * 1024 * 1024  # larger files go in parts
+    s3_multipart_chunk_bytes: int = 8 * 1024 * 1024  # part size (S3's minimum is 5 MiB)
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
     separation_model: str | None = None  # default: htdemucs on CPU, htdemucs_ft on CUDA
     separation_precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -53,6 +60,32 @@ class Settings(BaseSettings):
     train_min_seconds: float = 60.0  # clean voice needed, summed over the samples
     train_isolate: bool = False  # separate every sample first (samples recorded over music)
     train_config: dict | None = None  # JSON overriding rvc-next's v2 40k training config
+
+    # Jobs running at once in one process; more wait in a queue (users see their place).
+    max_running_jobs: int = 2
+
+    # Chat front ends (`encore bot telegram`) and delivery of results to chats.
+    telegram_token: str | None = None  # from BotFather
+    telegram_api_url: str = "https://api.telegram.org/bot"  # the token is appended
+    telegram_file_url: str = "https://api.telegram.org/file/bot"  # the token is appended
+    telegram_webhook_secret: str | None = None  # webhook mode; a random one when unset
+    telegram_upload_limit_bytes: int = 50 * 1024 * 1024  # what a bot may send
+    telegram_download_limit_bytes: int = 20 * 1024 * 1024  # what a bot may fetch
+    discord_token: str | None = None  # the bot token from the Developer Portal
+    discord_api_url: str = "https://discord.com/api/v10"  # REST base; tests use a fake
+    discord_gateway_url: str | None = None  # None: Discord's own gateway
+    discord_token_fresh_s: float = 14 * 60  # interaction tokens live 15 min; post later by channel
+    discord_upload_limit_bytes: int = 10 * 1024 * 1024  # when an interaction does not say
+    status_edit_interval_s: float = 2.0  # at most one status message edit this often
+    public_files_url: str | None = None  # where the file folder is served, for links
+    link_expiry_s: int = 24 * 3600  # download links for results over the upload limit
+
+    # Per-user quotas and rate limits (chat users; the local CLI has none).
+    quota_jobs_per_day: int = 30  # covers, stems and karaoke, per rolling 24 h
+    quota_trainings_per_day: int = 3  # trainings and imports, per rolling 24 h
+    rate_limit_jobs: int = 4  # at most this many new jobs ...
+    rate_limit_window_s: float = 60.0  # ... in this many seconds
+    max_active_jobs: int = 3  # queued or running at once
 
     @property
     def models(self) -> Path:

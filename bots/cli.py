@@ -1,0 +1,107 @@
+"""The `encore` console command: the backend's CLI (`flows.cli`) plus `encore bot ...`.
+
+This module owns the console entry point. `flows` must not import `bots`, so the command
+that starts a chat bot (`encore bot telegram`, `encore bot discord [--sync]`) is added
+here, on top of the flows CLI's typer app.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from flows.cli import app
+
+bot_app = typer.Typer(help="Run a chat bot.", no_args_is_help=True)
+app.add_typer(bot_app, name="bot")
+
+NO_TOKEN = (
+    "Set ENCORE_TELEGRAM_TOKEN to the token BotFather gave your bot "
+    "(see the README's Telegram section)."
+)
+
+
+@bot_app.command("telegram")
+def telegram(
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Public HTTPS URL that Telegram posts updates to (webhook mode). "
+            "Without it the bot polls, which needs no public address."
+        ),
+    ] = None,
+    listen: Annotated[str, typer.Option(help="Webhook mode: address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Webhook mode: port to listen on.")] = 8443,
+):
+    """Run the Telegram bot (token in ENCORE_TELEGRAM_TOKEN) until Ctrl-C."""
+    from flows import api
+
+    s = api.settings()
+    if not s.telegram_token:
+        typer.echo(f"Error: {NO_TOKEN}", err=True)
+        raise typer.Exit(1)
+    api.prepare_process()  # jobs run in this process: give Demucs the fast allocator
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    from bots.telegram import run
+
+    mode = f"webhook at {webhook_url}" if webhook_url else "polling"
+    typer.echo(f"Encore's Telegram bot is running ({mode}); Ctrl-C stops it.")
+    run(s, webhook_url=webhook_url, listen=listen, port=port)
+    running = api.jobs_in_process()
+    if running:
+        typer.echo(
+            f"Waiting for {len(running)} running job(s) to finish; they post their results "
+            "themselves. Ctrl-C again abandons them (their users are told they were interrupted)."
+        )
+
+
+NO_DISCORD_TOKEN = (
+    "Set ENCORE_DISCORD_TOKEN to your application's bot token from the Discord Developer "
+    "Portal (see the README's Discord section)."
+)
+
+
+@bot_app.command("discord")
+def discord_bot(
+    sync: Annotated[
+        bool,
+        typer.Option(
+            "--sync",
+            help="Register the slash commands with Discord and exit (once per deploy, "
+            "not on every start).",
+        ),
+    ] = False,
+):
+    """Run the Discord bot (token in ENCORE_DISCORD_TOKEN) until Ctrl-C."""
+    from flows import api
+
+    s = api.settings()
+    if not s.discord_token:
+        typer.echo(f"Error: {NO_DISCORD_TOKEN}", err=True)
+        raise typer.Exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if sync:
+        from bots.discord_bot import sync_commands
+
+        names = sync_commands(s)
+        typer.echo(f"Registered {len(names)} slash commands: {', '.join('/' + n for n in names)}")
+        return
+    api.prepare_process()
+    from bots.discord_bot import run
+
+    typer.echo("Encore's Discord bot is running; Ctrl-C stops it.")
+    run(s)
+    running = api.jobs_in_process()
+    if running:
+        typer.echo(
+            f"Waiting for {len(running)} running job(s) to finish; they post their results "
+            "themselves."
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,926 @@
+"""What the chat bots say and do, whatever the platform: commands, checks, replies, buttons.
+
+This module owns the conversation. It parses commands (`/cover <song> +2`), validates them,
+checks quotas, picks songs and voices (or offers buttons to pick them), runs the training and
+import sessions, and writes every sentence a user reads. It returns plain values (`Reply`,
+`JobPlan`, `Download`) that a platform module renders: `bots/telegram.py` and
+`bots/discord_bot.py`.
+No platform type appears here, and the backend is reached only through `flows.api` and
+`flows.submit`.
+
+Button data is at most 64 bytes (Telegram's limit) and carries everything it needs (ids
+packed in base64), so buttons keep working across bot restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows import api
+from flows import submit as jobs
+from flows.api import UserError
+
+log = logging.getLogger("encore.bots")
+
+GENERIC_ERROR = "Something went wrong on our side; please try again in a minute."
+MAX_PITCH = 12
+
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("cover", "Make a cover: /cover <song> [+2]"),
+    ("voices", "Your voices and the default one"),
+    ("voice", "Set your default voice: /voice <name>"),
+    ("train", "Clone a voice from voice notes: /train <name>"),
+    ("done", "Finish sending samples"),
+    ("import", "Add an RVC model (.pth, .index or .zip)"),
+    ("karaoke", "The song without its vocal: /karaoke <song>"),
+    ("stems", "Vocals, drums, bass and other: /stems <song>"),
+    ("status", "Your jobs"),
+    ("cancel", "Stop the latest job or session"),
+    ("forget", "Delete everything Encore keeps about you"),
+    ("trending", "Chat admins: /trending on|off"),
+    ("help", "What this bot does"),
+)
+
+HELP = (
+    "🎤 Encore makes AI covers: a song from the catalog, sung in the voice you pick — "
+    "even your own.\n"
+    "\n"
+    "/cover <song> — make a cover; add +2 or -3 to change the key. "
+    "Or reply /cover to a song file you sent.\n"
+    "/voices — your voices; /voice <name> sets the default\n"
+    "/train <name> — clone a voice from voice notes\n"
+    "/import — add an RVC model (.pth, .index or .zip)\n"
+    "/karaoke <song> — the song without its lead vocal\n"
+    "/stems <song> — vocals, drums, bass and other as files\n"
+    "/status — your jobs · /cancel — stop the latest\n"
+    "/forget — delete everything I keep about you\n"
+    "/trending on|off — chat admins: post trending covers here"
+)
+
+COVER_USAGE = (
+    "Tell me which song: /cover <song>, like /cover yesterday +2. "
+    "Or send a song file and reply to it with /cover."
+)
+NO_VOICE = (
+    "You have no voice yet: clone yours with /train <name> (voice notes work), "
+    "or /import an RVC model."
+)
+NOT_AUDIO = "That file is not audio I can use; send an mp3, m4a, ogg, wav or flac file."
+MODEL_SUFFIXES = (".pth", ".index", ".zip")
+
+
+# ------------------------------------------------------------------------------------------
+# What the platform module renders
+
+
+@dataclass(frozen=True)
+class Who:
+    """Who is talking, and where."""
+
+    platform: str
+    user_id: str
+    chat_id: str
+    name: str = ""
+    private: bool = True
+
+    @property
+    def owner(self) -> str:
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A message to send (or, answering a button, the text its message turns into)."""
+
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    toast: str | None = None  # answering a button: a short note, and the message stays
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A job ready to submit: the platform posts the status message, then calls `submit`."""
+
+    kind: str  # cover|stems|karaoke|train|import
+    owner: str
+    headline: str
+    song_id: str | None = None
+    voice_id: str | None = None
+    options: dict = field(default_factory=dict)
+    name: str | None = None
+    files: tuple[str, ...] = ()
+    upload_id: str | None = None
+
+    @property
+    def status(self) -> str:
+        return api.status_text(self.headline, api.status_line("queued", "queued", 0.0))
+
+
+@dataclass(frozen=True)
+class Download:
+    """The platform should fetch the user's file, then hand its local path back to core."""
+
+    purpose: str  # sample|model|song
+    filename: str
+
+
+Outcome = Reply | JobPlan
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A file a user sent, as the platform describes it."""
+
+    filename: str
+    size: int | None
+    mime: str | None
+    voice_note: bool = False  # recorded in the app (a voice message)
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.filename).suffix.lower()
+
+    @property
+    def audio(self) -> bool:
+        if self.voice_note:
+            return True
+        if self.mime and (self.mime.startswith("audio/") or self.mime == "video/mp4"):
+            return True
+        return self.suffix in (".mp3", ".m4a", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aac")
+
+
+# ------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def pack(hex_id: str) -> str:
+    """A 32-hex id as 22 base64url characters (button data is at most 64 bytes)."""
+    return base64.urlsafe_b64encode(bytes.fromhex(hex_id)).rstrip(b"=").decode()
+
+
+def unpack(text: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return ""
+    return raw.hex()
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return f"“{text[:limit]}{'…' if len(text) > limit else ''}”"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_PITCH = re.compile(r"^(?:([+-]\d{1,3})|(?:pitch|key)[=:]?([+-]?\d{1,3}))$", re.IGNORECASE)
+
+
+def parse_song_args(text: str) -> tuple[str, int]:
+    """`"<song> +2"` → ("<song>", 2). A signed number at the end is the pitch, in semitones.
+
+    Raises UserError for a pitch out of range; the song may be empty (the caller decides).
+    """
+    words = (text or "").split()
+    pitch = 0
+    if words:
+        match = _PITCH.match(words[-1])
+        if match:
+            pitch = int(match.group(1) or match.group(2))
+            words = words[:-1]
+            if abs(pitch) > MAX_PITCH:
+                raise UserError(
+                    f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones; "
+                    "try something like /cover <song> +2."
+                )
+    return " ".join(words), pitch
+
+
+def too_big(size: int, limit: int) -> str:
+    return (
+        f"That file is {size / 2**20:.0f} MB, and Telegram lets bots download at most "
+        f"{limit // 2**20} MB; send a shorter or more compressed file."
+    )
+
+
+def limit_text(limit: api.Limit, s) -> str:
+    if limit.rule == "active":
+        return (
+            f"You already have {plural(limit.limit, 'job')} on the way; wait for one to finish, "
+            "or /cancel the latest."
+        )
+    wait = api.format_wait(limit.retry_after_s or 1)
+    if limit.rule == "rate":
+        window = api.format_duration(s.rate_limit_window_s)
+        return (
+            f"That is a lot at once: at most {plural(limit.limit, 'new job')} per {window}. "
+            f"Try again in {wait}."
+        )
+    if limit.kind in ("train", "import"):
+        return (
+            f"You have used today's {plural(limit.limit, 'voice training')} and imports. "
+            f"Try again in {wait}."
+        )
+    return (
+        f"You have used today's {limit.limit} covers, karaoke tracks and stems. "
+        f"Try again in {wait}."
+    )
+
+
+def _job_line(job: api.JobInfo) -> str:
+    head = job.headline
+    if job.state == "succeeded":
+        state = "✅ done"
+    elif job.state == "failed":
+        state = f"❌ {job.reason or 'failed'}"
+    elif job.state == "cancelled":
+        state = "🚫 cancelled"
+    elif job.state == "queued":
+        state = "⏳ queued"
+    else:
+        line = api.status_line(job.state, job.step, job.progress)
+        state = line
+    return f"{head}\n    {state}"
+
+
+# ------------------------------------------------------------------------------------------
+# The conversation
+
+
+class ChatCore:
+    """The bots' logic. Methods are blocking (database, ffmpeg): run them off the event loop."""
+
+    def __init__(self, s=None):
+        self.s = s or api.settings()
+
+    # -- plain commands
+
+    def help(self, who: Who) -> Reply:
+        api.ensure_user(who.owner, who.name, s=self.s)
+        return Reply(HELP)
+
+    def unknown(self, command: str) -> Reply:
+        return Reply(f"I don't know /{command[:30]}; /help lists what I can do.")
+
+    def chatter(self, who: Who) -> Reply | None:
+        """Plain text in a private chat."""
+        if not who.private:
+            return None
+        return Reply("Send /cover <song> to make a cover, or /help to see everything I can do.")
+
+    # -- songs and voices
+
+    def _quota(self, who: Who, kind: str) -> Reply | None:
+        limit = api.check_quota(who.owner, kind, s=self.s)
+        return Reply(limit_text(limit, self.s)) if limit is not None else None
+
+    def _song(self, who: Who, query: str, verb: str, pitch: int = 0) -> api.SongInfo | Reply:
+        matches = api.find_songs(query, who.owner, limit=5, s=self.s)
+        if not matches:
+            return Reply(
+                f"No song in the catalog matches {quoted(query)}. Check the spelling, or send "
+                "me the song file and reply to it with /" + verb + "."
+            )
+        best, score = matches[0]
+        rivals = [(song, sc) for song, sc in matches[1:] if sc >= score - 8]
+        if not rivals or (score >= 99.5 and all(sc < 99.5 for _song, sc in rivals)):
+            return best
+        choices = [best] + [song for song, _sc in rivals]
+        code = {"cover": "cs", "stems": "ss", "karaoke": "ks"}[verb]
+        buttons = tuple(
+            (Button(song.label[:60], f"{code}|{pack(song.id)}|{pitch:+d}"),) for song in choices
+        )
+        return Reply(f"Several songs match {quoted(query)}. Which one?", buttons)
+
+    def _voice(self, who: Who) -> api.VoiceInfo | list[api.VoiceInfo] | None:
+        chosen = api.default_voice(who.owner, s=self.s)
+        if chosen is not None:
+            return chosen
+        available = api.list_voices(who.owner, s=self.s)
+        if len(available) == 1:
+            return available[0]
+        return available or None
+
+    def _cover_with(self, who: Who, song: api.SongInfo, pitch: int) -> Outcome:
+        voice = self._voice(who)
+        if voice is None:
+            return Reply(NO_VOICE)
+        if isinstance(voice, list):
+            buttons = tuple(
+                (Button(v.name[:40], f"cv|{pack(song.id)}|{pack(v.id)}|{pitch:+d}"),)
+                for v in voice[:10]
+            )
+            return Reply(f"Which voice should sing {quoted(song.label)}?", buttons)
+        return self._cover_plan(who, song, voice, pitch)
+
+    def _cover_plan(
+        self, who: Who, song: api.SongInfo, voice: api.VoiceInfo, pitch: int
+    ) -> Outcome:
+        refused = self._quota(who, "cover")
+        if refused:
+            return refused
+        return JobPlan(
+            kind="cover",
+            owner=who.owner,
+            headline=api.headline("cover", song.label, voice.name, pitch),
+            song_id=song.id,
+            voice_id=voice.id,
+            options={"pitch": pitch},
+        )
+
+    def _song_job(self, who: Who, song: api.SongInfo, kind: str) -> Outcome:
+        refused = self._quota(who, kind)
+        if refused:
+            return refused
+        return JobPlan(
+            kind=kind, owner=who.owner, headline=api.headline(kind, song.label), song_id=song.id
+        )
+
+    def song_command(self, who: Who, verb: str, args: str) -> Outcome:
+        """`/cover`, `/stems` or `/karaoke` with a song name."""
+        api.ensure_user(who.owner, who.name, s=self.s)
+        try:
+            query, pitch = parse_song_args(args)
+        except UserError as exc:
+            return Reply(exc.message)
+        if verb != "cover" and pitch:
+            query = f"{query} {pitch:+d}".strip()  # a title ending in a number, not a key
+            pitch = 0
+        if not query:
+            if verb == "cover":
+                return Reply(COVER_USAGE)
+            return Reply(
+                f"Tell me which song: /{verb} <song>. Or reply /{verb} to a song file you sent."
+            )
+        refused = self._quota(who, verb)
+        if refused:
+            return refused
+        if verb == "cover" and self._voice(who) is None:
+            return Reply(NO_VOICE)
+        song = self._song(who, query, verb, pitch)
+        if isinstance(song, Reply):
+            return song
+        if verb == "cover":
+            return self._cover_with(who, song, pitch)
+        return self._song_job(who, song, verb)
+
+    def song_file(self, who: Who, verb: str, args: str, incoming: Incoming) -> Reply | Download:
+        """`/cover` (or /stems, /karaoke) as a reply to a file: check it before downloading."""
+        api.ensure_user(who.owner, who.name, s=self.s)
+        try:
+            parse_song_args(args)
+        except UserError as exc:
+            return Reply(exc.message)
+        if not incoming.audio:
+            return Reply(NOT_AUDIO)
+        limit = self.s.telegram_download_limit_bytes
+        if incoming.size and incoming.size > limit:
+            return Reply(too_big(incoming.size, limit))
+        refused = self._quota(who, verb)
+        if refused:
+            return refused
+        if verb == "cover" and self._voice(who) is None:
+            return Reply(NO_VOICE)
+        return Download("song", incoming.filename)
+
+    def song_downloaded(
+        self,
+        who: Who,
+        verb: str,
+        args: str,
+        local: Path,
+        title: str | None,
+        artist: str = "",
+    ) -> Outcome:
+        try:
+            query, pitch = parse_song_args(args)
+            song = api.add_uploaded_song(who.owner, local, query or title, artist, s=self.s)
+        except UserError as exc:
+            return Reply(exc.message)
+        if verb == "cover":
+            return self._cover_with(who, song, pitch)
+        return self._song_job(who, song, verb)
+
+    # -- structured options (Discord's slash commands and their autocomplete)
+
+    def song_choices(self, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
+        """(label, song id) pairs matching what the user typed so far."""
+        matches = api.find_songs(query or "", who.owner, limit=limit, s=self.s)
+        return [(song.label[:100], song.id) for song, _score in matches]
+
+    def voice_choices(self, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
+        """(name, voice id) pairs of the voices the user may use, filtered by `query`."""
+        wanted = (query or "").strip().lower()
+        found = [v for v in api.list_voices(who.owner, s=self.s) if wanted in v.name.lower()]
+        return [(v.name[:100], v.id) for v in found[:limit]]
+
+    def _voice_ref(self, who: Who, ref: str) -> api.VoiceInfo | None:
+        ref = ref.strip()
+        if _HEX_ID.match(ref):
+            voice = api.voice_by_id(who.owner, ref, s=self.s)
+            if voice is not None:
+                return voice
+        return api.get_voice(who.owner, ref, s=self.s)
+
+    def song_option(
+        self, who: Who, verb: str, ref: str, pitch: int = 0, voice_ref: str | None = None
+    ) -> Outcome:
+        """`/cover`, `/stems` or `/karaoke` whose song is a song id (picked from the
+        autocomplete) or typed text, with the pitch and the voice as separate options."""
+        api.ensure_user(who.owner, who.name, s=self.s)
+        if abs(pitch) > MAX_PITCH:
+            return Reply(f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones.")
+        ref = (ref or "").strip()
+        if not ref:
+            return Reply(f"Tell me which song: /{verb} and pick one as you type its name.")
+        refused = self._quota(who, verb)
+        if refused:
+            return refused
+        voice = None
+        if verb == "cover":
+            if voice_ref and voice_ref.strip():
+                voice = self._voice_ref(who, voice_ref)
+                if voice is None:
+                    return Reply(
+                        f"You have no voice called {quoted(voice_ref)}; /voices lists yours."
+                    )
+            elif self._voice(who) is None:
+                return Reply(NO_VOICE)
+        song = api.get_song(ref, who.owner, s=self.s) if _HEX_ID.match(ref) else None
+        if song is None:
+            found = self._song(who, ref, verb, pitch)
+            if isinstance(found, Reply):
+                return found
+            song = found
+        if verb == "cover":
+            if voice is not None:
+                return self._cover_plan(who, song, voice, pitch)
+            return self._cover_with(who, song, pitch)
+        return self._song_job(who, song, verb)
+
+    # -- voices
+
+    def voices(self, who: Who) -> Reply:
+        api.ensure_user(who.owner, who.name, s=self.s)
+        available = api.list_voices(who.owner, s=self.s)
+        if not available:
+            return Reply(NO_VOICE)
+        current = api.default_voice(who.owner, s=self.s)
+        mine = [v for v in available if v.owner == who.owner]
+        public = [v for v in available if v.owner != who.owner]
+        lines = []
+        if mine:
+            lines.append("Your voices:")
+            for v in mine:
+                how = "trained" if v.source == "trained" else "imported"
+                star = " ⭐ default" if current and current.id == v.id else ""
+                lines.append(f"• {v.name} ({how}){star}")
+        else:
+            lines.append("You have no voice of your own yet: /train <name> clones yours.")
+        if public:
+            lines.append("Public voices:")
+            for v in public:
+                star = " ⭐ default" if current and current.id == v.id else ""
+                lines.append(f"• {v.name}{star}")
+        if current is None:
+            lines.append("No default voice yet: /voice <name> picks one.")
+        buttons = tuple(
+            (Button(f"Make {v.name[:40]} the default", f"dv|{pack(v.id)}"),)
+            for v in available[:8]
+            if current is None or v.id != current.id
+        )
+        return Reply("\n".join(lines), buttons)
+
+    def set_voice(self, who: Who, args: str) -> Reply:
+        name = (args or "").strip()
+        if not name:
+            return self.voices(who)
+        try:
+            voice = api.set_default_voice(who.owner, name, s=self.s)
+        except UserError as exc:
+            return Reply(exc.message)
+        return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
+
+    # -- jobs
+
+    def status(self, who: Who) -> Reply:
+        found = api.list_jobs(who.owner, limit=6, s=self.s)
+        upload = api.current_upload(who.owner, s=self.s)
+        lines = []
+        if upload is not None and upload.kind == "train":
+            lines.append(
+                f"🎙 Collecting samples for {quoted(upload.name)}: "
+                f"{api.format_duration(upload.voiced_s)} of voice so far; /done to train."
+            )
+        elif upload is not None:
+            lines.append(f"📦 Waiting for the model files of {quoted(upload.name or 'a voice')}.")
+        if not found and not lines:
+            return Reply("You have no jobs yet; try /cover <song>.")
+        if found:
+            lines.append("Your latest jobs:")
+            lines += [_job_line(job) for job in found]
+        return Reply("\n".join(lines))
+
+    def cancel(self, who: Who) -> Reply:
+        stopped = api.cancel_upload(who.owner, s=self.s)
+        if stopped is not None:
+            what = "samples" if stopped.kind == "train" else "model files"
+            voice = quoted(stopped.name) if stopped.name else "the voice"
+            if not stopped.files:
+                return Reply(f"Stopped: no more {what} for {voice}.")
+            return Reply(
+                f"Stopped: the {plural(len(stopped.files), 'file')} you sent for {voice} "
+                f"{'is' if len(stopped.files) == 1 else 'are'} deleted."
+            )
+        job = api.cancel_latest(who.owner, s=self.s)
+        if job is None:
+            return Reply("Nothing to cancel: you have no job on the way.")
+        return Reply(f"🚫 Cancelled: {job.headline}")
+
+    def forget(self, who: Who) -> Reply:
+        return Reply(
+            "This deletes your voices, covers, samples, uploaded songs and everything else I "
+            "keep about you. It cannot be undone. Go ahead?",
+            ((Button("🗑 Delete everything", "fy"), Button("Keep it", "fn")),),
+        )
+
+    def forget_confirmed(self, who: Who) -> Reply:
+        gone = api.forget_user(who.owner, s=self.s)
+        return Reply(
+            f"Done: I deleted {plural(gone.voices, 'voice')}, {plural(gone.jobs, 'job')} with "
+            f"their files, {plural(gone.songs, 'uploaded song')} and "
+            f"{plural(gone.samples, 'staged sample')}. I keep nothing else about you."
+        )
+
+    # -- training
+
+    def train(self, who: Who, args: str) -> Reply:
+        api.ensure_user(who.owner, who.name, s=self.s)
+        raw = (args or "").strip()
+        if not raw:
+            return Reply("Give the voice a name: /train <name>, like /train my voice.")
+        try:
+            name = api.valid_voice_name(raw)
+        except UserError as exc:
+            return Reply(exc.message)
+        if api.get_voice(who.owner, name, include_public=False, s=self.s) is not None:
+            return Reply(f"You already have a voice called {quoted(name)}; pick another name.")
+        refused = self._quota(who, "train")
+        if refused:
+            return refused
+        api.open_upload(who.owner, "train", name, s=self.s)
+        limits = api.training_limits(self.s)
+        low, high = limits.recommended_s
+        return Reply(
+            f"🎙 Let's clone {quoted(name)}. Send me voice notes or audio files of that voice "
+            "alone, speaking or singing, with no music behind it. I need at least "
+            f"{api.format_duration(limits.min_total_s)} in all; "
+            f"{api.format_duration(low)} to {api.format_duration(high)} gives the best clone. "
+            f"Files up to {self.s.telegram_download_limit_bytes // 2**20} MB each. "
+            "Send /done when you have finished, or /cancel."
+        )
+
+    def sample_incoming(self, who: Who, incoming: Incoming) -> Reply | Download:
+        limit = self.s.telegram_download_limit_bytes
+        if incoming.size and incoming.size > limit:
+            return Reply(too_big(incoming.size, limit))
+        if not incoming.audio:
+            return Reply("That is not a recording; send voice notes or audio files.")
+        return Download("sample", incoming.filename)
+
+    def sample_downloaded(self, who: Who, source: str, local: Path, filename: str) -> Reply | None:
+        upload = api.current_upload(who.owner, s=self.s)
+        if upload is None or upload.kind != "train":
+            return Reply("Start a voice first: /train <name>.")
+        try:
+            got = api.add_sample(upload.id, who.owner, source, local, filename, s=self.s)
+        except UserError as exc:
+            return Reply(exc.message)
+        if got.duplicate:
+            return None  # the same message again: it was counted the first time
+        total = api.format_duration(got.upload.voiced_s)
+        if not got.accepted:
+            return Reply(f"⚠️ I can't use that one: {got.problem} So far: {total} of voice.")
+        limits = api.training_limits(self.s)
+        have = got.upload.voiced_s
+        if have < limits.min_total_s:
+            more = api.format_wait(limits.min_total_s - have)
+            tail = f"send at least {more} more."
+        elif have < limits.recommended_s[0]:
+            tail = "/done to train now, or send more for a better clone."
+        else:
+            tail = "that is plenty: /done to start training."
+        return Reply(
+            f"🎙 Got {api.format_duration(got.voiced_s)} of clean voice. "
+            f"Total: {total} in {plural(len(got.upload.files), 'clip')}; {tail}"
+        )
+
+    def done(self, who: Who) -> Outcome:
+        upload = api.current_upload(who.owner, s=self.s)
+        if upload is None:
+            return Reply("Nothing to finish: start with /train <name> or /import.")
+        if upload.kind == "import":
+            if not upload.has(".pth"):
+                return Reply("Send the model's .pth file first (or a .zip of the model).")
+            return self._import_plan(who, upload)
+        limits = api.training_limits(self.s)
+        have = upload.voiced_s
+        if have < limits.min_total_s:
+            more = api.format_wait(limits.min_total_s - have)
+            return Reply(
+                f"I have {api.format_duration(have)} of clean voice for {quoted(upload.name)}; "
+                f"send at least {more} more, then /done."
+            )
+        return Reply(
+            f"Ready to train {quoted(upload.name)} on {api.format_duration(have)} of voice "
+            f"from {plural(len(upload.files), 'clip')}. I will post progress here.\n\n"
+            "First: is this your own voice, or do you have its owner's permission to clone it?",
+            (
+                (Button("✅ It's mine, or I have permission", f"tc|{pack(upload.id)}"),),
+                (Button("✖ Cancel", f"tx|{pack(upload.id)}"),),
+            ),
+        )
+
+    def consent(self, who: Who, upload_id: str) -> Outcome:
+        claimed = api.claim_upload(upload_id, who.owner, s=self.s)
+        if claimed is None:
+            upload = api.get_upload(upload_id, s=self.s)
+            if upload is not None and upload.owner == who.owner and upload.job_id:
+                return Reply("", toast="Already training; the status is above.")
+            return Reply("", toast="This session is over; start again with /train <name>.")
+        refused = self._quota(who, "train")
+        if refused:
+            api.release_upload(upload_id, s=self.s)
+            return refused
+        return JobPlan(
+            kind="train",
+            owner=who.owner,
+            headline=api.headline("train", name=claimed.name),
+            name=claimed.name,
+            files=tuple(f.uri for f in claimed.files),
+            upload_id=claimed.id,
+        )
+
+    def consent_refused(self, who: Who, upload_id: str) -> Reply:
+        current = api.current_upload(who.owner, s=self.s)
+        if current is None or current.id != upload_id:
+            return Reply("", toast="This session is over already.")
+        api.cancel_upload(who.owner, s=self.s)
+        return Reply("Cancelled; the samples you sent are deleted. /train <name> starts again.")
+
+    # -- importing
+
+    def import_command(self, who: Who, args: str) -> Reply:
+        api.ensure_user(who.owner, who.name, s=self.s)
+        raw = (args or "").strip()
+        name = ""
+        if raw:
+            try:
+                name = api.valid_voice_name(raw)
+            except UserError as exc:
+                return Reply(exc.message)
+            if api.get_voice(who.owner, name, include_public=False, s=self.s) is not None:
+                return Reply(f"You already have a voice called {quoted(name)}; pick another name.")
+        refused = self._quota(who, "import")
+        if refused:
+            return refused
+        api.open_upload(who.owner, "import", name, s=self.s)
+        called = (
+            f"I'll call it {quoted(name)}."
+            if name
+            else "I'll name it after the file; /import <name> names it yourself."
+        )
+        limit = self.s.telegram_download_limit_bytes // 2**20
+        return Reply(
+            "📦 Send me the RVC model as a file: a .zip holding the .pth (and its .index), or "
+            f"the .pth and then the .index. Telegram lets bots fetch files up to {limit} MB. "
+            f"{called}"
+        )
+
+    def model_incoming(self, who: Who, incoming: Incoming) -> Reply | Download:
+        if incoming.suffix not in MODEL_SUFFIXES:
+            return Reply("That is not an RVC model; send a .pth, .index or .zip file.")
+        limit = self.s.telegram_download_limit_bytes
+        if incoming.size and incoming.size > limit:
+            return Reply(too_big(incoming.size, limit))
+        return Download("model", incoming.filename)
+
+    def model_downloaded(self, who: Who, source: str, local: Path, filename: str) -> Outcome | None:
+        upload = api.current_upload(who.owner, s=self.s)
+        if upload is None or upload.kind != "import":
+            refused = self._quota(who, "import")
+            if refused:
+                return refused
+            upload = api.open_upload(who.owner, "import", "", s=self.s)
+        upload, fresh = api.add_model_file(upload.id, who.owner, source, local, filename, s=self.s)
+        if not fresh:
+            return None
+        suffix = Path(filename).suffix.lower()
+        if suffix == ".zip" or (upload.has(".pth") and upload.has(".index")):
+            return self._import_plan(who, upload)
+        if suffix == ".pth":
+            return Reply("Got the model. Send its .index file too, or /done to import it without.")
+        return Reply("Got the index. Now send the model's .pth file.")
+
+    def _import_plan(self, who: Who, upload: api.UploadInfo) -> Outcome:
+        name = upload.name
+        if not name:
+            model = next(
+                (f for f in upload.files if f.filename.lower().endswith((".pth", ".zip"))), None
+            )
+            stem = Path(model.filename).stem if model else ""
+            stem = re.sub(r"[^\w .'-]", " ", stem).strip()[:40]
+            try:
+                name = api.valid_voice_name(stem)
+            except UserError:
+                return Reply("Name the voice first: /import <name>, then send the file again.")
+        if api.get_voice(who.owner, name, include_public=False, s=self.s) is not None:
+            api.cancel_upload(who.owner, s=self.s)
+            return Reply(
+                f"You already have a voice called {quoted(name)}; send /import <another name>, "
+                "then the files again."
+            )
+        claimed = api.claim_upload(upload.id, who.owner, s=self.s)
+        if claimed is None:
+            return Reply("Already importing; the status is above.")
+        return JobPlan(
+            kind="import",
+            owner=who.owner,
+            headline=api.headline("import", name=name),
+            name=name,
+            files=tuple(f.uri for f in claimed.files),
+            upload_id=claimed.id,
+        )
+
+    # -- files with no command
+
+    def loose_file(self, who: Who, incoming: Incoming) -> Reply | Download | None:
+        """A file sent outside any command: a sample, a model, or a song to reply to."""
+        upload = api.current_upload(who.owner, s=self.s)
+        if upload is not None and upload.kind == "train":
+            return self.sample_incoming(who, incoming)
+        if incoming.suffix in MODEL_SUFFIXES:
+            return self.model_incoming(who, incoming)
+        if upload is not None and upload.kind == "import":
+            return Reply("That is not an RVC model; send a .pth, .index or .zip file.")
+        if not who.private:
+            return None  # in a group, files are for people
+        if incoming.audio:
+            return Reply(
+                "Nice track. Reply to it with /cover to hear it in your voice, /karaoke for the "
+                "instrumental, or /stems for its parts. To clone a voice, /train <name> first."
+            )
+        return Reply(NOT_AUDIO)
+
+    # -- chat administration
+
+    def trending(self, who: Who, args: str, is_admin: bool) -> Reply:
+        arg = (args or "").strip().lower()
+        subscribed = api.is_subscribed(who.platform, who.chat_id, "trending", s=self.s)
+        if arg not in ("on", "off"):
+            if arg:
+                return Reply("Use /trending on or /trending off.")
+            state = "gets" if subscribed else "does not get"
+            return Reply(
+                f"This chat {state} the trending covers. Admins switch them with /trending on|off."
+            )
+        if not is_admin:
+            return Reply("Only this chat's admins can switch the trending covers on or off.")
+        if arg == "off":
+            if api.unsubscribe(who.platform, who.chat_id, "trending", s=self.s):
+                return Reply("📉 This chat will no longer get the trending covers.")
+            return Reply("This chat was not getting the trending covers.")
+        voice = api.default_voice(who.owner, s=self.s)
+        api.subscribe(
+            who.platform,
+            who.chat_id,
+            "trending",
+            voice.id if voice else None,
+            who.owner,
+            s=self.s,
+        )
+        sung = f", sung by {voice.name}" if voice else ""
+        return Reply(
+            f"📈 This chat will get covers of the trending songs{sung}. /trending off stops them."
+        )
+
+    # -- buttons
+
+    def button(self, who: Who, data: str) -> Outcome:
+        """A pressed button; unknown or stale data gets a short note, never an error."""
+        parts = (data or "").split("|")
+        verb = parts[0]
+        try:
+            if verb == "cs" and len(parts) == 3:
+                song = api.get_song(unpack(parts[1]), who.owner, s=self.s)
+                if song is None:
+                    return Reply("That song is no longer in the catalog; try /cover again.")
+                return self._cover_with(who, song, int(parts[2]))
+            if verb == "cv" and len(parts) == 4:
+                song = api.get_song(unpack(parts[1]), who.owner, s=self.s)
+                voice = api.voice_by_id(who.owner, unpack(parts[2]), s=self.s)
+                if song is None:
+                    return Reply("That song is no longer in the catalog; try /cover again.")
+                if voice is None:
+                    return Reply("", toast="That voice is not yours to use; pick one of yours.")
+                return self._cover_plan(who, song, voice, int(parts[3]))
+            if verb in ("ss", "ks") and len(parts) >= 2:
+                song = api.get_song(unpack(parts[1]), who.owner, s=self.s)
+                if song is None:
+                    return Reply("That song is no longer in the catalog; try again.")
+                return self._song_job(who, song, "stems" if verb == "ss" else "karaoke")
+            if verb == "dv" and len(parts) == 2:
+                try:
+                    voice = api.set_default_voice_id(who.owner, unpack(parts[1]), s=self.s)
+                except UserError as exc:
+                    return Reply("", toast=exc.message[:190])
+                return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
+            if verb == "tc" and len(parts) == 2:
+                return self.consent(who, unpack(parts[1]))
+            if verb == "tx" and len(parts) == 2:
+                return self.consent_refused(who, unpack(parts[1]))
+            if verb == "fy":
+                return self.forget_confirmed(who)
+            if verb == "fn":
+                return Reply("Kept: nothing was deleted.")
+        except ValueError:
+            pass
+        return Reply("", toast="That button has expired; send the command again.")
+
+    # -- submitting
+
+    def submit(self, plan: JobPlan, key: str, reply_to: dict) -> tuple[str, bool] | Reply:
+        """Submit the plan once per `key`; (job id, whether this call made it) or a refusal."""
+        try:
+            if plan.kind == "cover":
+                job_id = jobs.submit_cover(
+                    plan.owner,
+                    plan.song_id,
+                    plan.voice_id,
+                    plan.options,
+                    idempotency_key=key,
+                    s=self.s,
+                    reply_to=reply_to,
+                )
+            elif plan.kind == "stems":
+                job_id = jobs.submit_stems(
+                    plan.owner, plan.song_id, idempotency_key=key, s=self.s, reply_to=reply_to
+                )
+            elif plan.kind == "karaoke":
+                job_id = jobs.submit_karaoke(
+                    plan.owner,
+                    plan.song_id,
+                    plan.options,
+                    idempotency_key=key,
+                    s=self.s,
+                    reply_to=reply_to,
+                )
+            elif plan.kind == "train":
+                job_id = jobs.submit_training(
+                    plan.owner,
+                    plan.name,
+                    list(plan.files),
+                    consent=True,
+                    idempotency_key=key,
+                    s=self.s,
+                    reply_to=reply_to,
+                )
+            elif plan.kind == "import":
+                job_id = jobs.submit_import(
+                    plan.owner,
+                    plan.name,
+                    list(plan.files),
+                    idempotency_key=key,
+                    s=self.s,
+                    reply_to=reply_to,
+                )
+            else:
+                raise ValueError(plan.kind)
+        except UserError as exc:
+            if plan.upload_id:
+                api.release_upload(plan.upload_id, s=self.s)
+            return Reply(exc.message)
+        if plan.upload_id:
+            api.mark_submitted(plan.upload_id, job_id, s=self.s)
+        made = api.job_by_key(key, s=self.s)
+        fresh = made is None or (made.reply_to or {}).get("status_message_id") == reply_to.get(
+            "status_message_id"
+        )
+        return job_id, fresh
+
+    def already(self) -> str:
+        return "Already on it: the status of this job is in the message above."

@@ -1,0 +1,478 @@
+"""The Telegram front end: python-telegram-bot 22 handlers that leave every decision to core.
+
+This module owns the Telegram wiring only. It turns updates into `bots.core` calls, renders
+their replies and inline buttons, downloads the files users send (within the Bot API's 20 MB
+limit), posts the one status message of a new job and submits the job with the chat's
+`reply_to`. Progress and results are posted by the job itself (`flows.delivery`), not by this
+process, so restarting the bot loses nothing.
+
+A user's updates are handled one at a time (different users in parallel), so a command
+delivered twice is seen twice in order and makes one job (its idempotency key is the
+message's chat and id). Every failure ends in one sentence in the chat; tracebacks go to the
+log. `run` polls (local use) or serves a webhook that checks Telegram's secret-token header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from telegram import (
+    Audio,
+    BotCommand,
+    CallbackQuery,
+    Document,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+    Voice,
+)
+from telegram.constants import ChatAction, ChatMemberStatus, ChatType
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bots.core import (
+    COMMANDS,
+    GENERIC_ERROR,
+    ChatCore,
+    Download,
+    Incoming,
+    JobPlan,
+    Reply,
+    Who,
+    too_big,
+)
+from flows import api
+
+log = logging.getLogger("encore.telegram")
+
+SWEEP_S = 120.0  # how often the bot posts outcomes that no job delivered (a dead process)
+SONG_VERBS = ("cover", "stems", "karaoke")
+
+
+def _markup(reply: Reply) -> InlineKeyboardMarkup | None:
+    if not reply.buttons:
+        return None
+    rows = [
+        [InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in reply.buttons
+    ]
+    return InlineKeyboardMarkup(rows)
+
+
+def _who(update: Update) -> Who:
+    user = update.effective_user
+    chat = update.effective_chat
+    return Who(
+        platform="telegram",
+        user_id=str(user.id),
+        chat_id=str(chat.id),
+        name=(user.full_name or user.username or "")[:100],
+        private=chat.type == ChatType.PRIVATE,
+    )
+
+
+def _args(message: Message) -> str:
+    parts = (message.text or message.caption or "").split(maxsplit=1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _media(message: Message | None) -> Voice | Audio | Document | None:
+    if message is None:
+        return None
+    return message.voice or message.audio or message.document
+
+
+def _incoming(message: Message) -> Incoming | None:
+    if message.voice is not None:
+        v = message.voice
+        return Incoming(f"voice-{message.message_id}.ogg", v.file_size, v.mime_type, True)
+    if message.audio is not None:
+        a = message.audio
+        name = a.file_name or f"audio-{message.message_id}.mp3"
+        return Incoming(name, a.file_size, a.mime_type)
+    if message.document is not None:
+        d = message.document
+        return Incoming(d.file_name or f"file-{message.message_id}", d.file_size, d.mime_type)
+    return None
+
+
+def _key(chat_id: int | str, message_id: int) -> str:
+    return f"telegram:{chat_id}:{message_id}"
+
+
+class TelegramBot:
+    """The bot: build an `Application` with `build`, then `run` it or `start`/`stop` it."""
+
+    def __init__(self, s=None):
+        self.s = s or api.settings()
+        self.core = ChatCore(self.s)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task | None = None
+
+    # -- building and running
+
+    def build(self) -> Application:
+        if not self.s.telegram_token:
+            raise ValueError("ENCORE_TELEGRAM_TOKEN is not set")
+        app = (
+            ApplicationBuilder()
+            .token(self.s.telegram_token)
+            .base_url(self.s.telegram_api_url)
+            .base_file_url(self.s.telegram_file_url)
+            .concurrent_updates(8)
+            .post_init(self._post_init)
+            .post_stop(self._post_stop)
+            .build()
+        )
+        new = filters.UpdateType.MESSAGE  # edits of old commands start nothing
+        commands = {
+            "start": self.on_help,
+            "help": self.on_help,
+            "cover": self.on_cover,
+            "stems": self.on_stems,
+            "karaoke": self.on_karaoke,
+            "voices": self.on_voices,
+            "voice": self.on_voice,
+            "train": self.on_train,
+            "done": self.on_done,
+            "import": self.on_import,
+            "status": self.on_status,
+            "cancel": self.on_cancel,
+            "forget": self.on_forget,
+            "trending": self.on_trending,
+        }
+        for name, handler in commands.items():
+            app.add_handler(CommandHandler(name, handler, filters=new))
+        app.add_handler(CallbackQueryHandler(self.on_button))
+        files = filters.VOICE | filters.AUDIO | filters.Document.ALL
+        app.add_handler(MessageHandler(new & files, self.on_file))
+        app.add_handler(MessageHandler(new & filters.COMMAND, self.on_unknown))
+        app.add_handler(MessageHandler(new & filters.TEXT & filters.ChatType.PRIVATE, self.on_text))
+        app.add_error_handler(self.on_error)
+        return app
+
+    async def start(self, app: Application, poll_timeout: float = 10.0) -> None:
+        """Start polling inside a running event loop (what `run_polling` does, minus signals)."""
+        await app.initialize()
+        await self._post_init(app)
+        await app.start()
+        await app.updater.start_polling(timeout=poll_timeout, allowed_updates=Update.ALL_TYPES)
+
+    async def stop(self, app: Application) -> None:
+        if app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await self._post_stop(app)
+        await app.shutdown()
+
+    async def _post_init(self, app: Application) -> None:
+        await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        self._sweeper = asyncio.create_task(self._sweep(), name="encore-delivery-sweep")
+
+    async def _post_stop(self, app: Application) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                posted = await asyncio.to_thread(api.recover, self.s)
+                if posted:
+                    log.info("posted %d outcomes that no job had delivered", posted)
+            except Exception:
+                log.warning("delivery sweep failed", exc_info=True)
+            await asyncio.sleep(SWEEP_S)
+
+    # -- helpers
+
+    @contextlib.asynccontextmanager
+    async def _serial(self, who: Who) -> AsyncIterator[None]:
+        """One update at a time per user, in the order they arrived."""
+        lock = self._locks.setdefault(who.owner, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and len(self._locks) > 1000:
+                self._locks.pop(who.owner, None)
+
+    async def _core(self, fn, *args):
+        return await asyncio.to_thread(fn, *args)
+
+    async def _reply(self, message: Message, reply: Reply | None) -> None:
+        if reply is not None and reply.text:
+            await message.reply_text(reply.text, reply_markup=_markup(reply))
+
+    async def _seen(self, key: str) -> bool:
+        return await self._core(api.job_by_key, key, self.s) is not None
+
+    async def _outcome(self, message: Message, who: Who, outcome, key: str) -> None:
+        if isinstance(outcome, JobPlan):
+            await self._start_job(who, outcome, key, message, message.message_id)
+        else:
+            await self._reply(message, outcome)
+
+    async def _start_job(
+        self,
+        who: Who,
+        plan: JobPlan,
+        key: str,
+        anchor: Message,
+        command_id: int,
+        status: Message | None = None,
+    ) -> None:
+        """Post the status message (or turn the menu `status` into it), then submit."""
+        if await self._seen(key):
+            return  # the same command again: its job and status message exist
+        if status is None:
+            status = await anchor.reply_text(plan.status)
+        else:
+            await status.edit_text(plan.status)
+        reply_to = {
+            "platform": "telegram",
+            "chat_id": status.chat_id,
+            "status_message_id": status.message_id,
+            "reply_to_message_id": command_id,
+            "user": who.name,
+            "headline": plan.headline,
+        }
+        submitted = await self._core(self.core.submit, plan, key, reply_to)
+        if isinstance(submitted, Reply):
+            await status.edit_text(submitted.text)
+            return
+        _job_id, fresh = submitted
+        if not fresh:
+            await status.edit_text(self.core.already())
+
+    async def _download(
+        self, context: ContextTypes.DEFAULT_TYPE, media, filename: str, folder: Path
+    ) -> Path | Reply:
+        limit = self.s.telegram_download_limit_bytes
+        if media.file_size and media.file_size > limit:
+            return Reply(too_big(media.file_size, limit))
+        safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "upload"
+        local = folder / safe
+        try:
+            remote = await context.bot.get_file(media.file_id)
+        except BadRequest as exc:
+            if "too big" in exc.message.lower():
+                return Reply(too_big(media.file_size or limit + 1, limit))
+            raise
+        await remote.download_to_drive(local)
+        return local
+
+    def _scratch(self) -> Path:
+        folder = self.s.work_dir / "telegram" / uuid.uuid4().hex
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # -- commands
+
+    async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        who = _who(update)
+        await self._reply(update.effective_message, await self._core(self.core.help, who))
+
+    async def _song_command(self, update: Update, context, verb: str) -> None:
+        message = update.effective_message
+        who = _who(update)
+        key = _key(message.chat_id, message.message_id)
+        args = _args(message)
+        async with self._serial(who):
+            if await self._seen(key):
+                return
+            replied = message.reply_to_message
+            incoming = _incoming(replied) if replied is not None else None
+            if incoming is None:
+                outcome = await self._core(self.core.song_command, who, verb, args)
+                await self._outcome(message, who, outcome, key)
+                return
+            decision = await self._core(self.core.song_file, who, verb, args, incoming)
+            if isinstance(decision, Reply):
+                await self._reply(message, decision)
+                return
+            await message.chat.send_action(ChatAction.TYPING)
+            folder = self._scratch()
+            try:
+                local = await self._download(context, _media(replied), incoming.filename, folder)
+                if isinstance(local, Reply):
+                    await self._reply(message, local)
+                    return
+                audio = replied.audio
+                title = (audio.title if audio else None) or Path(incoming.filename).stem
+                artist = (audio.performer if audio else None) or ""
+                outcome = await self._core(
+                    self.core.song_downloaded, who, verb, args, local, title, artist
+                )
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            await self._outcome(message, who, outcome, key)
+
+    async def on_cover(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._song_command(update, context, "cover")
+
+    async def on_stems(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._song_command(update, context, "stems")
+
+    async def on_karaoke(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._song_command(update, context, "karaoke")
+
+    async def _simple(self, update: Update, fn, *args) -> None:
+        """A command whose answer is one reply (or a plan) from core."""
+        message = update.effective_message
+        who = _who(update)
+        async with self._serial(who):
+            outcome = await self._core(fn, who, *args)
+            await self._outcome(message, who, outcome, _key(message.chat_id, message.message_id))
+
+    async def on_voices(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.voices)
+
+    async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.set_voice, _args(update.effective_message))
+
+    async def on_train(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.train, _args(update.effective_message))
+
+    async def on_done(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.done)
+
+    async def on_import(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.import_command, _args(update.effective_message))
+
+    async def on_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.status)
+
+    async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.cancel)
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.forget)
+
+    async def on_trending(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = _who(update)
+        args = _args(message)
+        is_admin = who.private
+        if not who.private and args.strip().lower() in ("on", "off"):
+            member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
+            is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        await self._simple(update, self.core.trending, args, is_admin)
+
+    async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        token = (message.text or "").split(maxsplit=1)[0].lstrip("/")
+        command, _at, addressee = token.partition("@")
+        if addressee and addressee.lower() != (context.bot.username or "").lower():
+            return  # meant for another bot
+        if not addressee and not _who(update).private:
+            return  # in a group, a bare unknown command may be another bot's
+        await self._reply(message, self.core.unknown(command))
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._reply(update.effective_message, self.core.chatter(_who(update)))
+
+    # -- files
+
+    async def on_file(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = _who(update)
+        incoming = _incoming(message)
+        if incoming is None:
+            return
+        source = _key(message.chat_id, message.message_id)
+        async with self._serial(who):
+            decision = await self._core(self.core.loose_file, who, incoming)
+            if not isinstance(decision, Download):
+                await self._reply(message, decision)
+                return
+            await message.chat.send_action(ChatAction.TYPING)
+            folder = self._scratch()
+            try:
+                local = await self._download(context, _media(message), incoming.filename, folder)
+                if isinstance(local, Reply):
+                    await self._reply(message, local)
+                    return
+                if decision.purpose == "sample":
+                    took = self.core.sample_downloaded
+                else:
+                    took = self.core.model_downloaded
+                outcome = await self._core(took, who, source, local, incoming.filename)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            await self._outcome(message, who, outcome, source)
+
+    # -- buttons
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query: CallbackQuery = update.callback_query
+        who = _who(update)
+        menu = query.message if isinstance(query.message, Message) else None
+        if menu is None:
+            await query.answer("That button has expired; send the command again.")
+            return
+        key = _key(menu.chat_id, menu.message_id)
+        async with self._serial(who):
+            if await self._seen(key):
+                await query.answer("Already on it.")
+                return
+            outcome = await self._core(self.core.button, who, query.data or "")
+            if isinstance(outcome, JobPlan):
+                await query.answer()
+                command = menu.reply_to_message
+                command_id = command.message_id if command is not None else menu.message_id
+                await self._start_job(who, outcome, key, menu, command_id, status=menu)
+                return
+            await query.answer(outcome.toast)
+            if outcome.text:
+                await query.edit_message_text(outcome.text, reply_markup=_markup(outcome))
+
+    # -- errors
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("handling a Telegram update failed", exc_info=context.error)
+        if not isinstance(update, Update):
+            return
+        with contextlib.suppress(TelegramError):
+            if update.callback_query is not None:
+                await update.callback_query.answer(GENERIC_ERROR[:190])
+            elif update.effective_chat is not None:
+                await context.bot.send_message(update.effective_chat.id, GENERIC_ERROR)
+
+
+def run(s=None, webhook_url: str | None = None, listen: str = "0.0.0.0", port: int = 8443) -> None:
+    """Run the bot until interrupted: long polling, or a webhook at `webhook_url`."""
+    bot = TelegramBot(s)
+    app = bot.build()
+    if webhook_url is None:
+        app.run_polling(allowed_updates=Update.ALL_TYPES)
+        return
+    secret = bot.s.telegram_webhook_secret or secrets.token_urlsafe(32)
+    app.run_webhook(
+        listen=listen,
+        port=port,
+        url_path=urlparse(webhook_url).path.lstrip("/"),
+        webhook_url=webhook_url,
+        secret_token=secret,
+        allowed_updates=Update.ALL_TYPES,
+    )

@@ -1,0 +1,442 @@
+"""The query API of the backend for the chat front ends (`bots/`), beside `flows.submit`.
+
+The bots import only this module and `flows.submit`. It owns the facade over the catalog,
+the voices, the jobs and the users' state (`flows.users`): finding songs, adding a song a user
+sent, listing voices and the default one, checking one training sample, upload sessions,
+job lists and cancelling, forgetting a user, chat subscriptions and quotas. Everything it
+hands out is a plain frozen dataclass, never a database row, and every call takes an optional
+`Settings` (default: the process's). `UserError` is the error whose message a user may read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from flows import catalog, users, voices
+from flows.db import Job, Song, UploadSession, Voice
+from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
+from flows.jobs import reap_interrupted
+from flows.settings import Settings, get_settings
+from flows.submit import stage_upload
+from flows.users import Forgotten, Limit
+from gpu_worker.errors import EngineError as UserError
+from gpu_worker.samples import IntakeLimits, check_samples, format_duration
+
+__all__ = [
+    "Forgotten",
+    "JobInfo",
+    "Limit",
+    "SampleResult",
+    "SongInfo",
+    "UploadInfo",
+    "UserError",
+    "VoiceInfo",
+    "format_duration",
+    "headline",
+    "settings",
+    "status_line",
+    "status_text",
+]
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def _s(s: Settings | None) -> Settings:
+    return s or get_settings()
+
+
+def format_wait(seconds: float) -> str:
+    """A wait for a user, rounded up to what they will actually have to wait."""
+    return format_duration(max(1, math.ceil(seconds)))
+
+
+# ------------------------------------------------------------------------------------------
+# Songs
+
+
+@dataclass(frozen=True)
+class SongInfo:
+    id: str
+    title: str
+    artist: str
+    duration: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.artist} - {self.title}" if self.artist else self.title
+
+    @classmethod
+    def of(cls, song: Song) -> SongInfo:
+        return cls(song.id, song.title, song.artist, song.duration)
+
+
+def find_songs(
+    query: str, owner: str, limit: int = 5, s: Settings | None = None
+) -> list[tuple[SongInfo, float]]:
+    """Songs of the catalog (and the user's own) matching `query`, best first, scored 0-100."""
+    return [
+        (SongInfo.of(song), score)
+        for song, score in catalog.find_songs(_s(s), query, owner=owner, limit=limit)
+    ]
+
+
+def get_song(song_id: str, owner: str, s: Settings | None = None) -> SongInfo | None:
+    """A song the user may use: from the catalog or one they sent."""
+    song = catalog.get_song(_s(s), song_id)
+    if song is None or (song.owner is not None and song.owner != owner):
+        return None
+    return SongInfo.of(song)
+
+
+def add_uploaded_song(
+    owner: str, path: Path, title: str | None, artist: str = "", s: Settings | None = None
+) -> SongInfo:
+    """Add an audio file a user sent as their own song (checked against the limits)."""
+    return SongInfo.of(catalog.add_song(_s(s), Path(path), title=title, artist=artist, owner=owner))
+
+
+# ------------------------------------------------------------------------------------------
+# Voices
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    id: str
+    name: str
+    owner: str
+    public: bool
+    source: str
+    version: str
+    sample_rate: int
+
+    @classmethod
+    def of(cls, voice: Voice) -> VoiceInfo:
+        return cls(
+            voice.id,
+            voice.name,
+            voice.owner,
+            bool(voice.public),
+            voice.source or "imported",
+            voice.version,
+            voice.sample_rate,
+        )
+
+
+def _voice(voice: Voice | None) -> VoiceInfo | None:
+    return VoiceInfo.of(voice) if voice is not None else None
+
+
+def list_voices(owner: str, s: Settings | None = None) -> list[VoiceInfo]:
+    """The user's voices, then the public ones."""
+    found = [VoiceInfo.of(v) for v in voices.list_voices(_s(s), owner)]
+    return sorted(found, key=lambda v: (v.owner != owner, v.name.lower()))
+
+
+def get_voice(
+    owner: str, name: str, include_public: bool = True, s: Settings | None = None
+) -> VoiceInfo | None:
+    return _voice(voices.get_voice(_s(s), owner, name, include_public=include_public))
+
+
+def voice_by_id(owner: str, voice_id: str, s: Settings | None = None) -> VoiceInfo | None:
+    return _voice(users.voice_by_id(_s(s), owner, voice_id))
+
+
+def default_voice(owner: str, s: Settings | None = None) -> VoiceInfo | None:
+    return _voice(users.default_voice(_s(s), owner))
+
+
+def set_default_voice(owner: str, name: str, s: Settings | None = None) -> VoiceInfo:
+    return VoiceInfo.of(users.set_default_voice(_s(s), owner, name))
+
+
+def set_default_voice_id(owner: str, voice_id: str, s: Settings | None = None) -> VoiceInfo:
+    return VoiceInfo.of(users.set_default_voice_id(_s(s), owner, voice_id))
+
+
+def valid_voice_name(name: str) -> str:
+    return voices.valid_name(name)
+
+
+def ensure_user(owner: str, display_name: str = "", s: Settings | None = None) -> None:
+    users.ensure_user(_s(s), owner, display_name)
+
+
+# ------------------------------------------------------------------------------------------
+# Jobs
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    kind: str
+    state: str
+    step: str
+    progress: float
+    reason: str | None
+    headline: str
+    created_at: datetime
+    reply_to: dict | None
+
+    @property
+    def open(self) -> bool:
+        return self.state in ("queued", "running")
+
+
+def _job(job: Job | None, s: Settings) -> JobInfo | None:
+    if job is None:
+        return None
+    try:
+        head = job_headline(s, job)
+    except Exception:  # a job whose song or voice is gone still lists
+        head = job.kind.capitalize()
+    return JobInfo(
+        job.id,
+        job.kind,
+        job.state,
+        job.step,
+        job.progress,
+        job.reason,
+        head,
+        job.created_at,
+        (job.params or {}).get("reply_to"),
+    )
+
+
+def list_jobs(owner: str, limit: int = 8, s: Settings | None = None) -> list[JobInfo]:
+    s = _s(s)
+    return [_job(j, s) for j in users.list_jobs(s, owner, limit)]
+
+
+def job_by_key(idempotency_key: str, s: Settings | None = None) -> JobInfo | None:
+    s = _s(s)
+    return _job(users.job_by_key(s, idempotency_key), s)
+
+
+def cancel_latest(owner: str, s: Settings | None = None) -> JobInfo | None:
+    s = _s(s)
+    return _job(users.cancel_latest(s, owner), s)
+
+
+def check_quota(owner: str, kind: str, s: Settings | None = None) -> Limit | None:
+    return users.check_quota(_s(s), owner, kind)
+
+
+def forget_user(owner: str, s: Settings | None = None) -> Forgotten:
+    return users.forget_user(_s(s), owner)
+
+
+# ------------------------------------------------------------------------------------------
+# Upload sessions: voice samples for training, model files for importing
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    source: str
+    filename: str
+    uri: str
+    voiced_s: float
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    id: str
+    owner: str
+    kind: str  # train|import
+    name: str
+    state: str
+    job_id: str | None
+    files: tuple[UploadedFile, ...]
+
+    @property
+    def voiced_s(self) -> float:
+        return sum(f.voiced_s for f in self.files)
+
+    def has(self, suffix: str) -> bool:
+        return any(f.filename.lower().endswith(suffix) for f in self.files)
+
+
+def _upload(row: UploadSession | None, s: Settings) -> UploadInfo | None:
+    if row is None:
+        return None
+    files = tuple(
+        UploadedFile(f.source, f.filename, f.uri, f.voiced_s, f.size)
+        for f in users.upload_files(s, row.id)
+    )
+    return UploadInfo(row.id, row.owner, row.kind, row.name, row.state, row.job_id, files)
+
+
+def open_upload(owner: str, kind: str, name: str, s: Settings | None = None) -> UploadInfo:
+    """Start collecting files; an earlier open session of the user is cancelled."""
+    s = _s(s)
+    return _upload(users.open_upload_session(s, owner, kind, name), s)
+
+
+def current_upload(owner: str, s: Settings | None = None) -> UploadInfo | None:
+    s = _s(s)
+    return _upload(users.current_upload_session(s, owner), s)
+
+
+def get_upload(upload_id: str, s: Settings | None = None) -> UploadInfo | None:
+    s = _s(s)
+    return _upload(users.get_upload_session(s, upload_id), s)
+
+
+def cancel_upload(owner: str, s: Settings | None = None) -> UploadInfo | None:
+    """Stop the open session and delete what was staged; what it held, or None."""
+    s = _s(s)
+    current = current_upload(owner, s)
+    if current is None:
+        return None
+    users.cancel_upload_session(s, owner)
+    return current
+
+
+def claim_upload(upload_id: str, owner: str, s: Settings | None = None) -> UploadInfo | None:
+    """Take the open session for submission, once; None if it is not open (or not theirs)."""
+    s = _s(s)
+    return _upload(users.claim_upload_session(s, upload_id, owner), s)
+
+
+def release_upload(upload_id: str, s: Settings | None = None) -> None:
+    users.release_upload_session(_s(s), upload_id)
+
+
+def mark_submitted(upload_id: str, job_id: str, s: Settings | None = None) -> None:
+    users.mark_submitted(_s(s), upload_id, job_id)
+
+
+def training_limits(s: Settings | None = None) -> IntakeLimits:
+    return IntakeLimits(min_total_s=_s(s).train_min_seconds)
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    accepted: bool
+    duplicate: bool  # this chat message was taken before (a re-delivered update)
+    voiced_s: float  # of this sample
+    problem: str | None  # why it was not taken: one sentence for the user
+    upload: UploadInfo  # the session, with this sample when accepted
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def add_sample(
+    upload_id: str,
+    owner: str,
+    source: str,
+    local: Path,
+    filename: str,
+    s: Settings | None = None,
+) -> SampleResult:
+    """Check one voice sample and, when it is usable, stage it in the training session.
+
+    `source` names the chat message it came from, so a re-delivered message counts once.
+    """
+    s = _s(s)
+    session = get_upload(upload_id, s)
+    if session is None or session.state != "open":
+        raise UserError("That training session is over; start again with /train <name>.")
+    if any(f.source == source for f in session.files):
+        return SampleResult(False, True, 0.0, None, session)
+    digest = _sha256(Path(local))
+    if any(row.content_hash == digest for row in users.upload_files(s, upload_id)):
+        return SampleResult(False, False, 0.0, "You sent this clip already.", session)
+    limits = training_limits(s)
+    check = check_samples([Path(local)], limits, names=[filename]).samples[0]
+    problem = check.problem
+    if problem is None and session.voiced_s + check.voiced_s > limits.max_total_s:
+        problem = (
+            f"That would take the total past {format_duration(limits.max_total_s)}, the most one "
+            "voice trains on; /done to train with what you sent."
+        )
+    if problem is not None:
+        if problem.startswith("Sample 1 "):
+            problem = "This clip " + problem.removeprefix("Sample 1 ")
+        return SampleResult(False, False, check.voiced_s, problem, session)
+    uri = stage_upload(owner, Path(local), filename, s=s)
+    size = Path(local).stat().st_size
+    row = users.add_upload_file(s, upload_id, source, uri, filename, digest, size, check.voiced_s)
+    return SampleResult(
+        row is not None, row is None, check.voiced_s, None, get_upload(upload_id, s)
+    )
+
+
+def add_model_file(
+    upload_id: str,
+    owner: str,
+    source: str,
+    local: Path,
+    filename: str,
+    s: Settings | None = None,
+) -> tuple[UploadInfo, bool]:
+    """Stage a model file (.pth, .index or .zip) in an import session; (session, was it new)."""
+    s = _s(s)
+    uri = stage_upload(owner, Path(local), filename, s=s)
+    digest = _sha256(Path(local))
+    size = Path(local).stat().st_size
+    row = users.add_upload_file(s, upload_id, source, uri, filename, digest, size)
+    return get_upload(upload_id, s), row is not None
+
+
+# ------------------------------------------------------------------------------------------
+# Chat subscriptions
+
+
+def subscribe(
+    platform: str,
+    chat_id: str,
+    kind: str,
+    voice_id: str | None,
+    by: str | None,
+    s: Settings | None = None,
+) -> bool:
+    return users.subscribe(_s(s), platform, chat_id, kind, voice_id, by)
+
+
+def unsubscribe(platform: str, chat_id: str, kind: str, s: Settings | None = None) -> bool:
+    return users.unsubscribe(_s(s), platform, chat_id, kind)
+
+
+def is_subscribed(platform: str, chat_id: str, kind: str, s: Settings | None = None) -> bool:
+    return users.subscription(_s(s), platform, chat_id, kind) is not None
+
+
+# ------------------------------------------------------------------------------------------
+# The bot process
+
+
+def recover(s: Settings | None = None) -> int:
+    """End jobs whose process died, drop week-old upload sessions, and post the outcomes
+    nobody delivered; returns how many were posted."""
+    s = _s(s)
+    reap_interrupted(s)
+    users.expire_upload_sessions(s)
+    return deliver_pending(s)
+
+
+def jobs_in_process() -> list[str]:
+    """Jobs whose flows run in this process now (embedded mode): they end before it exits."""
+    from flows import submit
+
+    return [job_id for job_id, thread in list(submit._threads.items()) if thread.is_alive()]
+
+
+def prepare_process() -> None:
+    """For a long-lived process that runs jobs in-process: the fast allocator, if present."""
+    from gpu_worker.separate import reexec_with_fast_allocator
+
+    reexec_with_fast_allocator()

@@ -1,0 +1,789 @@
+"""Delivery: a job tells the chat that asked for it how it goes, and hands over the result.
+
+This module owns everything a flow says to a chat, over the platform's HTTP API (the Telegram
+Bot API, or Discord's REST API: the interaction's follow-up webhook while its token is fresh,
+then the channel API with a mention). The bot process takes no part: a bot restart loses nothing.
+
+A job submitted from a chat carries `params["reply_to"]`, made by the bot:
+
+    {"platform": "telegram", "chat_id": 123, "status_message_id": 45,
+     "reply_to_message_id": 44, "user": "Ada", "headline": "🎤 Song — sung by alice"}
+
+`run_job` (`flows.jobs`) gives such a job a `Courier`. While the job runs, a watcher thread
+edits the one status message when the step, the progress or the place in the queue changes,
+at most once every `status_edit_interval_s`. When the job ends, `deliver` posts the outcome
+exactly once (a `deliveries` row is claimed first): the cover as playable audio, stems as a
+zip, a voice's preview, or the failure's reason (already one sentence for a user). Transient
+errors (network, 5xx, 429 with its retry_after) are retried with tenacity. A file over the
+bot upload limit goes as a link when storage can make one, or as a sentence saying why not.
+
+`deliver_pending` is the safety net for jobs that ended without anyone delivering them (their
+process died between the two): the bot runs it at start and every few minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import mimetypes
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from flows.catalog import get_song
+from flows.db import TERMINAL, Delivery, Job, Voice, now, session
+from flows.jobs import STEP_LABELS, get_job
+from flows.settings import Settings
+from flows.storage import open_storage
+from gpu_worker.samples import format_duration
+
+log = logging.getLogger("encore.delivery")
+
+# ------------------------------------------------------------------------------------------
+# What the status message says
+
+
+def headline(
+    kind: str,
+    song: str | None = None,
+    voice: str | None = None,
+    pitch: int = 0,
+    name: str | None = None,
+) -> str:
+    """The status message's first line: what the job is."""
+    if kind == "cover":
+        shift = f", {pitch:+d} semitones" if pitch else ""
+        return f"🎤 {song} — sung by {voice}{shift}"
+    if kind == "karaoke":
+        return f"🎶 Karaoke: {song}"
+    if kind == "stems":
+        return f"🎛 Stems: {song}"
+    if kind == "train":
+        return f"🧬 Training your voice “{name}”"
+    if kind == "import":
+        return f"📦 Importing the voice “{name}”"
+    return f"⚙️ {kind.capitalize()}"
+
+
+def progress_bar(fraction: float, cells: int = 10) -> str:
+    filled = round(min(max(fraction, 0.0), 1.0) * cells)
+    return "▰" * filled + "▱" * (cells - filled)
+
+
+def status_line(
+    state: str,
+    step: str,
+    progress: float,
+    position: int | None = None,
+    reason: str | None = None,
+) -> str:
+    """The status message's second line: where the job is."""
+    if state == "queued" or step == "queued":
+        if not position or position <= 1:
+            return "⏳ Queued — yours is next"
+        ahead = position - 1
+        jobs = "job" if ahead == 1 else "jobs"
+        return f"⏳ Queued — #{position} in line ({ahead} {jobs} ahead of yours)"
+    if state == "succeeded":
+        return "✅ Done"
+    if state == "failed":
+        return f"❌ {reason or 'It did not work; please try again.'}"
+    if state == "cancelled":
+        return "🚫 Cancelled."
+    if step == "delivering":
+        return "📤 Uploading…"
+    label = STEP_LABELS.get(step, step.replace("_", " ").capitalize())
+    return f"⚙️ {label}…  {progress_bar(progress)} {round(progress * 100)}%"
+
+
+def status_text(head: str, line: str) -> str:
+    return f"{head}\n{line}"
+
+
+def queue_position(s: Settings, job: Job) -> int:
+    """1 for the next job to start; counts queued jobs submitted before this one."""
+    with session(s.database) as db:
+        ahead = db.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.state == "queued", Job.created_at < job.created_at, Job.id != job.id)
+        )
+    return int(ahead or 0) + 1
+
+
+def job_headline(s: Settings, job: Job) -> str:
+    """The headline the bot stored, or one made from the job's parameters."""
+    reply_to = (job.params or {}).get("reply_to") or {}
+    if reply_to.get("headline"):
+        return str(reply_to["headline"])
+    params = job.params or {}
+    song = get_song(s, params["song_id"]) if params.get("song_id") else None
+    song_label = (f"{song.artist} - {song.title}" if song.artist else song.title) if song else ""
+    voice = _voice(s, params.get("voice_id"))
+    pitch = int((params.get("options") or {}).get("pitch") or 0)
+    return headline(
+        job.kind, song_label, voice.name if voice else "", pitch, params.get("name") or ""
+    )
+
+
+def _voice(s: Settings, voice_id: str | None) -> Voice | None:
+    if not voice_id:
+        return None
+    with session(s.database) as db:
+        return db.get(Voice, voice_id)
+
+
+UNDELIVERABLE = "❌ It is ready, but it could not be posted here; please ask again later."
+
+# ------------------------------------------------------------------------------------------
+# The Bot API client
+
+
+class BotApiError(Exception):
+    """The Bot API said no (`ok: false`), or answered with something that is not its JSON."""
+
+    def __init__(self, code: int, description: str, retry_after: float | None = None):
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.code == 429 or self.code >= 500
+
+
+class NoBotToken(Exception):
+    pass
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, BotApiError):
+        return exc.transient
+    return isinstance(exc, httpx.TransportError)
+
+
+_backoff = wait_exponential(multiplier=0.5, min=0.5, max=10)
+
+
+def _wait(state) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, BotApiError) and exc.retry_after:
+        return min(float(exc.retry_after), 60.0)
+    return _backoff(state)
+
+
+class TelegramApi:
+    """A small synchronous Bot API client for flows (the bot itself uses python-telegram-bot)."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, s: Settings):
+        if not s.telegram_token:
+            raise NoBotToken("ENCORE_TELEGRAM_TOKEN is not set; results cannot be posted.")
+        self._base = f"{s.telegram_api_url}{s.telegram_token}"
+        self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=120.0, write=120.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(
+        self, method: str, data: dict[str, Any], files: dict[str, tuple[Path, str]] | None = None
+    ):
+        """Call `method`; retries transient failures; raises BotApiError for a refusal."""
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            wait=_wait,
+            stop=stop_after_attempt(self.ATTEMPTS),
+            reraise=True,
+        ):
+            with attempt:
+                return self._once(method, data, files)
+        raise AssertionError("unreachable")
+
+    def _once(self, method: str, data: dict[str, Any], files: dict[str, tuple[Path, str]] | None):
+        form = {
+            key: json.dumps(value) if isinstance(value, dict | list) else str(value)
+            for key, value in data.items()
+            if value is not None
+        }
+        handles = {}
+        try:
+            for field, (path, filename) in (files or {}).items():
+                mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+                handles[field] = (filename, open(path, "rb"), mime)  # noqa: SIM115
+            response = self._http.post(f"{self._base}/{method}", data=form, files=handles or None)
+        finally:
+            for _name, handle, _mime in handles.values():
+                handle.close()
+        try:
+            body = response.json()
+        except ValueError:
+            raise BotApiError(response.status_code, response.text[:200]) from None
+        if body.get("ok"):
+            return body.get("result")
+        retry_after = (body.get("parameters") or {}).get("retry_after")
+        raise BotApiError(
+            int(body.get("error_code") or response.status_code),
+            str(body.get("description") or ""),
+            retry_after,
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# The courier: status edits while the job runs, the outcome when it ends
+
+
+class Courier:
+    """Speaks for one job in its chat. All edits of the status message go through here."""
+
+    platform_name = "Telegram"
+
+    def __init__(self, s: Settings, job_id: str, reply_to: dict):
+        self.s = s
+        self.job_id = job_id
+        self.reply_to = reply_to
+        self.interval = max(0.0, s.status_edit_interval_s)
+        self._api: TelegramApi | None = None
+        self._shown: str | None = None
+        self._last_edit = float("-inf")
+        self._message_gone = False
+        self._head = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the API, made on first use so that a job without a token still runs
+
+    @property
+    def api(self) -> TelegramApi:
+        if self._api is None:
+            self._api = TelegramApi(self.s)
+        return self._api
+
+    @property
+    def upload_limit(self) -> int:
+        return self.s.telegram_upload_limit_bytes
+
+    @property
+    def chat_id(self):
+        return self.reply_to.get("chat_id")
+
+    def start(self) -> None:
+        if not self.reply_to.get("status_message_id"):
+            return
+        self._thread = threading.Thread(
+            target=self._watch, name=f"courier-{self.job_id}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching and deliver the outcome (once; another delivery may have won)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        try:
+            deliver(self.s, self.job_id, courier=self)
+        finally:
+            if self._api is not None:
+                self._api.close()
+
+    def _watch(self) -> None:
+        poll = max(0.05, min(0.5, self.interval / 2))
+        while not self._stop.wait(poll):
+            try:
+                job = get_job(self.s, self.job_id)
+                if job is None or job.state in TERMINAL:
+                    return
+                position = queue_position(self.s, job) if job.state == "queued" else None
+                text = status_text(
+                    job_headline(self.s, job),
+                    status_line(job.state, job.step, job.progress, position),
+                )
+                if text != self._shown and time.monotonic() - self._last_edit >= self.interval:
+                    self.edit(text)
+            except NoBotToken:
+                log.warning("job %s: no bot token, so no status edits", self.job_id)
+                return
+            except Exception:  # a status edit is never worth failing the job for
+                log.warning("job %s: status edit failed", self.job_id, exc_info=True)
+
+    def edit(self, text: str, wait: bool = False) -> bool:
+        """Show `text` in the status message; False if there is no message to edit."""
+        message_id = self.reply_to.get("status_message_id")
+        if not message_id or self._message_gone:
+            return False
+        if text == self._shown:
+            return True
+        if wait:
+            time.sleep(max(0.0, self._last_edit + self.interval - time.monotonic()))
+        try:
+            self.api.call(
+                "editMessageText", {"chat_id": self.chat_id, "message_id": message_id, "text": text}
+            )
+        except BotApiError as exc:
+            lowered = exc.description.lower()
+            if "not modified" not in lowered:
+                if "not found" in lowered or "can't be edited" in lowered:
+                    self._message_gone = True
+                    return False
+                raise
+        self._shown = text
+        self._last_edit = time.monotonic()
+        return True
+
+    def send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
+        data = {"chat_id": self.chat_id, **data}
+        reply_id = self.reply_to.get("reply_to_message_id")
+        if reply_id:
+            data["reply_parameters"] = {"message_id": reply_id, "allow_sending_without_reply": True}
+        return self.api.call(method, data, files)
+
+    def say(self, text: str):
+        return self.send("sendMessage", {"text": text})
+
+    def uploading(self) -> None:
+        """Show that the result is on its way (before a file upload, which takes a while)."""
+        self.edit(status_text(self._head, status_line("running", "delivering", 1.0)), wait=True)
+
+    # -- the outcome
+
+    def finish(self, job: Job) -> dict:
+        """Post the ended job's outcome; returns what was sent (for the delivery record)."""
+        head = self._head = job_headline(self.s, job)
+        if job.state == "succeeded":
+            try:
+                sent = self._send_result(job)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.edit(status_text(head, UNDELIVERABLE), wait=True)
+                raise
+            self.edit(status_text(head, status_line("succeeded", "done", 1.0)), wait=True)
+            return sent
+        line = status_line(job.state, "done", job.progress, reason=job.reason)
+        if not self.edit(status_text(head, line), wait=True) and job.state == "failed":
+            self.say(line)  # no status message to show it in
+            return {"said": "failure"}
+        return {"edited": job.state}
+
+    def _send_result(self, job: Job) -> dict:
+        result = job.result or {}
+        params = job.params or {}
+        storage = open_storage(self.s.storage, self.s.public_files_url)
+        with tempfile.TemporaryDirectory(dir=_scratch(self.s)) as tmp:
+            workdir = Path(tmp)
+            if job.kind in ("cover", "karaoke"):
+                song = get_song(self.s, params["song_id"]) if params.get("song_id") else None
+                voice = _voice(self.s, params.get("voice_id"))
+                title = Path(result.get("filename") or "cover").stem
+                performer = "Encore"
+                if song is not None:
+                    suffix = f"{voice.name} cover" if job.kind == "cover" and voice else job.kind
+                    title = f"{song.title} ({suffix})"
+                    performer = song.artist or (voice.name if voice else "Encore")
+                what = "cover" if job.kind == "cover" else "karaoke track"
+                return self._send_file(
+                    storage,
+                    result["uri"],
+                    result.get("filename"),
+                    workdir,
+                    what,
+                    "sendAudio",
+                    "audio",
+                    {
+                        "title": title[:64],
+                        "performer": performer[:64],
+                        "duration": round(float(result.get("duration") or 0)) or None,
+                    },
+                )
+            if job.kind == "stems":
+                return self._send_stems(storage, result, workdir)
+            if job.kind == "train":
+                voice_name = result.get("voice") or params.get("name") or "your voice"
+                caption = (
+                    f"Your voice “{voice_name}” is ready, trained on "
+                    f"{format_duration(float(result.get('voiced_seconds') or 0))} of voice. "
+                    f"Here is how it sings. {_default_hint(self.s, job.owner, result)}"
+                )
+                if result.get("preview_uri"):
+                    return self._send_file(
+                        storage,
+                        result["preview_uri"],
+                        f"{voice_name} preview{Path(result['preview_uri']).suffix}",
+                        workdir,
+                        "preview",
+                        "sendAudio",
+                        "audio",
+                        {"title": f"{voice_name} (preview)", "performer": "Encore"},
+                        caption=caption,
+                    )
+                self.say(caption)
+                return {"said": "trained"}
+            if job.kind == "import":
+                voice_name = result.get("voice") or params.get("name")
+                rate = int(result.get("sample_rate") or 0) // 1000
+                index = "with its index" if result.get("index") else "without an index"
+                self.say(
+                    f"✅ Imported “{voice_name}” (RVC {result.get('version', '')}, {rate} kHz, "
+                    f"{index}). {_default_hint(self.s, job.owner, result)}"
+                )
+                return {"said": "imported"}
+            if result.get("uri"):
+                return self._send_file(
+                    storage,
+                    result["uri"],
+                    result.get("filename"),
+                    workdir,
+                    "file",
+                    "sendDocument",
+                    "document",
+                    {},
+                )
+            self.say("✅ Done.")
+            return {"said": "done"}
+
+    def _send_file(
+        self,
+        storage,
+        uri: str,
+        filename: str | None,
+        workdir: Path,
+        what: str,
+        method: str,
+        field: str,
+        extra: dict,
+        caption: str | None = None,
+    ) -> dict:
+        local = storage.fetch(uri, workdir)
+        name = filename or local.name
+        size = local.stat().st_size
+        limit = self.upload_limit
+        if size > limit:
+            return self._too_big(storage, uri, what, size)
+        data = {key: value for key, value in extra.items() if value is not None}
+        if caption:
+            data["caption"] = caption[:1024]
+        self.uploading()
+        try:
+            message = self.send(method, data, {field: (local, name)})
+        except BotApiError as exc:
+            if exc.code == 413:  # the server's limit is lower than we were told
+                return self._too_big(storage, uri, what, size)
+            raise
+        return {"sent": method, "message_id": (message or {}).get("message_id"), "bytes": size}
+
+    def _too_big(self, storage, uri: str, what: str, size: int) -> dict:
+        limit_mb = self.upload_limit // 2**20
+        size_mb = f"{size / 2**20:.0f} MB"
+        link = storage.link(uri, self.s.link_expiry_s)
+        over = f"Your {what} is {size_mb}, over {self.platform_name}'s {limit_mb} MB limit for bots"
+        if link:
+            self.say(f"{over}; download it here: {link}")
+            return {"sent": "link", "bytes": size}
+        self.say(f"{over}, and this server cannot make download links; try a shorter song.")
+        return {"sent": "too_big", "bytes": size}
+
+    def _send_stems(self, storage, result: dict, workdir: Path) -> dict:
+        """The zip of stems; when the zip is over the limit, each stem as its own file."""
+        import zipfile
+
+        local = storage.fetch(result["uri"], workdir)
+        limit = self.upload_limit
+        if local.stat().st_size <= limit:
+            return self._send_file(
+                storage,
+                result["uri"],
+                result.get("filename"),
+                workdir,
+                "stems zip",
+                "sendDocument",
+                "document",
+                {},
+                caption="Vocals, drums, bass, other and the instrumental, as FLAC.",
+            )
+        with zipfile.ZipFile(local) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if any(m.file_size > limit for m in members):
+                return self._too_big(storage, result["uri"], "stems zip", local.stat().st_size)
+            sent = []
+            stem = Path(result.get("filename") or "stems").stem
+            for member in members:
+                target = workdir / "stems" / f"{stem} - {Path(member.filename).name}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(target, "wb") as out:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+                self.uploading()
+                message = self.send("sendDocument", {}, {"document": (target, target.name)})
+                sent.append((message or {}).get("message_id"))
+                target.unlink()
+        return {"sent": "stems", "message_ids": sent}
+
+
+# ------------------------------------------------------------------------------------------
+# Discord: the interaction's webhook while its token is fresh, else the channel API
+
+
+class DiscordApi:
+    """A small synchronous Discord REST client for flows (the bot itself uses discord.py)."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, s: Settings):
+        self.s = s
+        self._base = s.discord_api_url.rstrip("/")
+        self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=120.0, write=120.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        files: dict[str, tuple[Path, str]] | None = None,
+        bot: bool = False,
+    ):
+        """Call the REST API; retries transient failures; raises BotApiError for a refusal."""
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            wait=_wait,
+            stop=stop_after_attempt(self.ATTEMPTS),
+            reraise=True,
+        ):
+            with attempt:
+                return self._once(method, path, body, files, bot)
+        raise AssertionError("unreachable")
+
+    def _once(self, method, path, body, files, bot):
+        headers = {}
+        if bot:
+            if not self.s.discord_token:
+                raise NoBotToken("ENCORE_DISCORD_TOKEN is not set; results cannot be posted.")
+            headers["Authorization"] = f"Bot {self.s.discord_token}"
+        url = f"{self._base}{path}"
+        if files:
+            handles = {}
+            try:
+                payload = dict(body or {})
+                payload["attachments"] = [
+                    {"id": i, "filename": name} for i, (_path, name) in enumerate(files.values())
+                ]
+                for i, (path_, name) in enumerate(files.values()):
+                    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                    handles[f"files[{i}]"] = (name, open(path_, "rb"), mime)  # noqa: SIM115
+                response = self._http.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data={"payload_json": json.dumps(payload)},
+                    files=handles,
+                )
+            finally:
+                for _name, handle, _mime in handles.values():
+                    handle.close()
+        else:
+            response = self._http.request(method, url, headers=headers, json=body)
+        if response.status_code == 204:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            if response.is_success:
+                return None
+            raise BotApiError(response.status_code, response.text[:200]) from None
+        if response.is_success:
+            return data
+        data = data if isinstance(data, dict) else {}
+        raise BotApiError(
+            response.status_code, str(data.get("message") or ""), data.get("retry_after")
+        )
+
+
+class DiscordCourier(Courier):
+    """A Courier for a Discord interaction.
+
+    `reply_to` holds `application_id`, `interaction_token`, `token_at` (epoch seconds),
+    `channel_id`, `user_id` and `upload_limit` (the interaction's `attachment_size_limit`).
+    While the token is fresh, the deferred response is the status message and results are
+    follow-ups. Later, results go to the channel with a mention of the user.
+    """
+
+    platform_name = "Discord"
+
+    @property
+    def api(self) -> DiscordApi:
+        if self._api is None:
+            self._api = DiscordApi(self.s)
+        return self._api
+
+    @property
+    def upload_limit(self) -> int:
+        return int(self.reply_to.get("upload_limit") or self.s.discord_upload_limit_bytes)
+
+    @property
+    def chat_id(self):
+        return self.reply_to.get("channel_id")
+
+    def fresh(self) -> bool:
+        age = time.time() - float(self.reply_to.get("token_at") or 0)
+        return age < self.s.discord_token_fresh_s
+
+    def _webhook(self) -> str:
+        return f"/webhooks/{self.reply_to['application_id']}/{self.reply_to['interaction_token']}"
+
+    def edit(self, text: str, wait: bool = False) -> bool:
+        if self._message_gone or not self.reply_to.get("interaction_token"):
+            return False
+        if not self.fresh():
+            self._message_gone = True
+            return False
+        if text == self._shown:
+            return True
+        if wait:
+            time.sleep(max(0.0, self._last_edit + self.interval - time.monotonic()))
+        try:
+            self.api.call("PATCH", f"{self._webhook()}/messages/@original", {"content": text})
+        except BotApiError as exc:
+            if exc.code in (401, 404):  # the token expired, or the message was deleted
+                self._message_gone = True
+                return False
+            raise
+        self._shown = text
+        self._last_edit = time.monotonic()
+        return True
+
+    def send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
+        if method == "sendMessage":
+            content = data.get("text") or ""
+        elif data.get("caption"):
+            content = data["caption"]
+        elif data.get("title"):
+            content = f"🎧 {data['title']}"
+        else:
+            content = ""
+        content = content[:1900]
+        if self.fresh() and self.reply_to.get("interaction_token"):
+            try:
+                return self.api.call("POST", f"{self._webhook()}?wait=true", {"content": content},
+                                     files)  # fmt: skip
+            except BotApiError as exc:
+                if exc.code not in (401, 404):
+                    raise
+        user = self.reply_to.get("user_id")
+        body = {
+            "content": f"<@{user}> {content}" if user else content,
+            "allowed_mentions": {"users": [str(user)] if user else []},
+        }
+        return self.api.call("POST", f"/channels/{self.chat_id}/messages", body, files, bot=True)
+
+
+def _scratch(s: Settings) -> Path:
+    path = s.work_dir / "delivery"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _default_hint(s: Settings, owner: str, result: dict) -> str:
+    from flows.users import default_voice
+
+    current = default_voice(s, owner)
+    name = result.get("voice")
+    if current is not None and current.id == result.get("voice_id"):
+        return "It is your default voice now: try /cover <song>."
+    return f"Use it with /voice {name}, then /cover <song>."
+
+
+# ------------------------------------------------------------------------------------------
+# Delivering, once
+
+
+def courier_for(s: Settings, job_id: str) -> Courier | None:
+    """The courier for a job submitted from a chat this module can post to, else None."""
+    job = get_job(s, job_id)
+    reply_to = (job.params or {}).get("reply_to") if job is not None else None
+    if not isinstance(reply_to, dict):
+        return None
+    if reply_to.get("platform") == "telegram":
+        return Courier(s, job_id, reply_to)
+    if reply_to.get("platform") == "discord":
+        return DiscordCourier(s, job_id, reply_to)
+    return None
+
+
+def _claim(s: Settings, job_id: str) -> bool:
+    try:
+        with session(s.database) as db:
+            db.add(Delivery(job_id=job_id, state="sending", attempts=1))
+        return True
+    except IntegrityError:
+        return False
+
+
+def _record(s: Settings, job_id: str, state: str, detail: dict) -> None:
+    with session(s.database) as db:
+        row = db.get(Delivery, job_id)
+        if row is not None:
+            row.state, row.detail, row.updated_at = state, detail, now()
+
+
+def delivery_state(s: Settings, job_id: str) -> str | None:
+    with session(s.database) as db:
+        row = db.get(Delivery, job_id)
+        return row.state if row is not None else None
+
+
+def deliver(s: Settings, job_id: str, courier: Courier | None = None) -> bool:
+    """Post an ended job's outcome to its chat, unless that was done already.
+
+    Returns True if this call delivered (or tried to, and recorded the failure).
+    """
+    job = get_job(s, job_id)
+    if job is None or job.state not in TERMINAL:
+        return False
+    courier = courier or courier_for(s, job_id)
+    if courier is None or not _claim(s, job_id):
+        return False
+    try:
+        detail = courier.finish(job)
+    except Exception as exc:
+        log.warning("job %s: delivery failed", job_id, exc_info=True)
+        _record(s, job_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+    else:
+        _record(s, job_id, "sent", detail)
+    return True
+
+
+def deliver_pending(s: Settings, max_age: timedelta = timedelta(days=1)) -> int:
+    """Deliver ended chat jobs that nobody delivered (their process died); how many."""
+    with session(s.database) as db:
+        query = (
+            select(Job.id)
+            .outerjoin(Delivery, Delivery.job_id == Job.id)
+            .where(
+                Delivery.job_id.is_(None),
+                Job.state.in_(TERMINAL),
+                Job.updated_at >= now() - max_age,
+            )
+        )
+        ids = list(db.scalars(query))
+    delivered = 0
+    for job_id in ids:
+        courier = courier_for(s, job_id)
+        if courier is None:
+            continue
+        try:
+            delivered += deliver(s, job_id, courier=courier)
+        finally:
+            if courier._api is not None:
+                courier._api.close()
+    return delivered

@@ -1,0 +1,808 @@
+"""The Telegram bot end to end: a real python-telegram-bot Application polls a fake Bot API.
+
+Commands go in as updates at the fake (`tests/fake_telegram.py`); what the user would see comes
+out as the requests the bot and the flows make there. Jobs run the real Prefect flows with the
+tiny random-weight models, and their results are posted by the flows, not by the bot.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.catalog import add_song
+from flows.db import Delivery, Job, UploadSession, User, Voice, session
+from flows.demo import synth_song
+from flows.voices import import_voice
+from gpu_worker.audio import decode, encode, measure_loudness, write_wav
+from tests.fake_telegram import UPLOAD_LIMIT, BotProcess, FakeTelegram
+
+SR = 44100
+ADA = 1  # the user id (and private chat id) most tests talk as
+OWNER = f"telegram:{ADA}"
+
+
+# ------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def fake():
+    server = FakeTelegram().start()
+    yield server
+    server.stop()
+
+
+def _env(monkeypatch, fake, **extra) -> None:
+    monkeypatch.setenv("ENCORE_TELEGRAM_TOKEN", fake.token)
+    monkeypatch.setenv("ENCORE_TELEGRAM_API_URL", fake.api_url)
+    monkeypatch.setenv("ENCORE_TELEGRAM_FILE_URL", fake.file_url)
+    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
+    for key, value in extra.items():
+        monkeypatch.setenv(f"ENCORE_{key.upper()}", str(value))
+
+
+@pytest.fixture
+def tg_settings(settings, fake, monkeypatch):
+    from flows.settings import get_settings
+
+    _env(monkeypatch, fake)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def _drain(settings, timeout: float = 300) -> None:
+    """Wait for every job thread of this test: flows read the settings of the environment."""
+    from flows import submit
+
+    deadline = time.monotonic() + timeout
+    for job_id, thread in list(submit._threads.items()):
+        thread.join(max(0.1, deadline - time.monotonic()))
+        submit._threads.pop(job_id, None)
+
+
+@pytest.fixture
+def bot(tg_settings):
+    process = BotProcess(tg_settings).start()
+    yield process
+    process.stop()
+    _drain(tg_settings)
+
+
+@pytest.fixture
+def alice(tg_settings, voice_files):
+    pth, index = voice_files["alice"]
+    return import_voice(tg_settings, OWNER, "alice", [pth, index])
+
+
+@pytest.fixture
+def song(tg_settings, song_wav):
+    return add_song(tg_settings, song_wav, title="Test Song", artist="Tester")
+
+
+def _jobs(settings, owner: str = OWNER) -> list[Job]:
+    with session(settings.database) as db:
+        return list(db.query(Job).filter(Job.owner == owner).order_by(Job.created_at))
+
+
+def _wait_ended(settings, fake, count: int = 1, owner: str = OWNER, timeout: float = 120):
+    def ended():
+        jobs = _jobs(settings, owner)
+        done = [j for j in jobs if j.state in ("succeeded", "failed", "cancelled")]
+        if len(done) < count:
+            return None
+        with session(settings.database) as db:  # and delivered
+            if db.query(Delivery).filter(Delivery.job_id.in_([j.id for j in done])).count() < count:
+                return None
+            if db.query(Delivery).filter(Delivery.state == "sending").count():
+                return None
+        return done
+
+    return fake.wait_for(ended, timeout, "the jobs to end and be delivered")
+
+
+def _reply(fake, message: dict, timeout: float = 30) -> dict:
+    """The bot's first message in reply to `message`, as it looks now."""
+    return fake.wait_for(lambda: fake.replies_to(message), timeout, "a reply")[0]
+
+
+def _last_reply_text(fake, message: dict, timeout: float = 30) -> str:
+    replies = fake.wait_for(lambda: fake.replies_to(message), timeout, "a reply")
+    return replies[-1]["text"]
+
+
+def _audio_file(call, tmp_path: Path) -> Path:
+    filename, data = call.files["audio"]
+    path = tmp_path / filename
+    path.write_bytes(data)
+    return path
+
+
+STAGES = [
+    ("Queued", "⏳ Queued"),
+    ("resolving", "Fetching the song"),
+    ("separating", "Separating vocals"),
+    ("converting", "Singing in your voice"),
+    ("mixing", "Mixing"),
+    ("storing", "Saving"),
+    ("uploading", "📤 Uploading"),
+    ("done", "✅ Done"),
+]
+
+
+def _stage(text: str) -> str:
+    line = text.splitlines()[-1]
+    for name, marker in STAGES:
+        if marker in line:
+            return name
+    raise AssertionError(f"no known stage in {line!r}")
+
+
+def _stages(texts: list[str]) -> list[str]:
+    """The stages a sequence of status texts went through, each once, in order."""
+    out: list[str] = []
+    for text in texts:
+        stage = _stage(text)
+        if not out or out[-1] != stage:
+            out.append(stage)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Covers
+
+
+def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
+    fake, bot, tg_settings, alice, song, song_wav, tmp_path
+):
+    command = fake.send_text("/cover test song +2")
+    status = _reply(fake, command)
+    assert status["text"].startswith("🎤 Tester - Test Song — sung by alice, +2 semitones")
+    assert "Queued" in status["text"]
+
+    audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
+    assert len(audio) == 1
+    call = audio[0]
+    assert call.params["title"] == "Test Song (alice cover)"
+    assert call.params["performer"] == "Tester"
+    assert call.params["reply_parameters"]["message_id"] == command["message_id"]
+    cover = _audio_file(call, tmp_path)
+    assert cover.name == "Tester - Test Song (alice cover).mp3"
+    source = decode(song_wav, SR, 2).shape[1]
+    assert abs(decode(cover, SR, 2).shape[1] - source) <= 0.010 * SR
+    loud = measure_loudness(cover)
+    assert abs(loud.integrated_lufs - tg_settings.loudness_lufs) <= 0.5
+    assert loud.true_peak_dbtp <= tg_settings.true_peak_dbtp
+
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.state == "succeeded" and job.params["options"]["pitch"] == 2
+    edits = fake.edits(ADA, status["message_id"])
+    stages = _stages([status["text"], *edits])
+    order = [name for name, _marker in STAGES]
+    assert stages == sorted(stages, key=order.index), stages  # never backwards
+    for needed in ("Queued", "separating", "converting", "uploading", "done"):
+        assert needed in stages, stages
+    assert stages[-1] == "done"
+    times = [c.at for c in fake.calls_of("editMessageText")]
+    assert all(b - a >= 0.19 for a, b in zip(times, times[1:], strict=False))  # throttled
+    assert fake.bot_message(ADA, status["message_id"])["text"].endswith("✅ Done")
+
+
+def test_choosing_song_and_voice_with_buttons_and_a_double_click_make_one_job(
+    fake, bot, tg_settings, voice_files, song, tmp_path
+):
+    for name in ("alice", "bob"):
+        pth, index = voice_files[name]
+        import_voice(tg_settings, OWNER, name, [pth, index])
+    other = write_wav(tmp_path / "tune.wav", synth_song(3.0, seed=5), SR)
+    add_song(tg_settings, other, title="Test Tune", artist="Tester")
+
+    command = fake.send_text("/cover tester test")
+    menu = _reply(fake, command)
+    assert menu["text"].startswith("Several songs match")
+    labels = [row[0]["text"] for row in menu["reply_markup"]["inline_keyboard"]]
+    assert sorted(labels) == ["Tester - Test Song", "Tester - Test Tune"]
+    pick = next(
+        row[0] for row in menu["reply_markup"]["inline_keyboard"] if row[0]["text"].endswith("Song")
+    )
+    fake.press(menu, pick["callback_data"])
+    # Two voices and no default: the menu turns into a choice of voice.
+    fake.wait_for(lambda: "Which voice" in fake.bot_message(ADA, menu["message_id"])["text"])
+    voices = fake.bot_message(ADA, menu["message_id"])["reply_markup"]["inline_keyboard"]
+    assert [row[0]["text"] for row in voices] == ["alice", "bob"]
+    fake.press(menu, voices[1][0]["callback_data"])
+    fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.params["song_id"] == song.id
+    assert job.params["voice_id"] == _voice_id(tg_settings, "bob")
+
+    # Now make alice the default through /voices' buttons, then cover by button twice.
+    listing_cmd = fake.send_text("/voices")
+    listing = _reply(fake, listing_cmd)
+    assert "No default voice yet" in listing["text"]
+    make_alice = next(
+        row[0] for row in listing["reply_markup"]["inline_keyboard"] if "alice" in row[0]["text"]
+    )
+    fake.press(listing, make_alice["callback_data"])
+    fake.wait_for(
+        lambda: "alice is your default" in fake.bot_message(ADA, listing["message_id"])["text"]
+    )
+
+    command = fake.send_text("/cover tester test")
+    menu = _reply(fake, command)
+    fake.press(menu, pick["callback_data"])
+    fake.press(menu, pick["callback_data"])  # a double click
+    fake.wait_for(lambda: len(fake.calls_of("sendAudio")) == 2, 120, "the second cover")
+    jobs = _wait_ended(tg_settings, fake, count=2)
+    assert len(jobs) == 2  # the double click made no third job
+    assert jobs[1].params["voice_id"] == _voice_id(tg_settings, "alice")
+    status = fake.bot_message(ADA, menu["message_id"])  # the menu became the status message
+    assert "sung by alice" in status["text"] and status["text"].endswith("✅ Done")
+    assert "reply_markup" not in status
+    answers = [c.params.get("text") for c in fake.calls_of("answerCallbackQuery")]
+    assert "Already on it." in answers
+    time.sleep(0.5)
+    assert len(fake.calls_of("sendAudio")) == 2
+
+
+def _voice_id(settings, name: str) -> str:
+    with session(settings.database) as db:
+        return db.query(Voice).filter(Voice.owner == OWNER, Voice.name == name).one().id
+
+
+def test_a_command_delivered_twice_makes_one_job_and_one_status_message(
+    fake, bot, tg_settings, alice, song
+):
+    command = fake.send_text("/karaoke test song")
+    fake.redeliver(command)
+    fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the karaoke track")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.kind == "karaoke" and job.state == "succeeded"
+    assert len(fake.replies_to(command)) == 2  # the status message and the track
+    audio = fake.calls_of("sendAudio")
+    assert len(audio) == 1 and audio[0].params["title"] == "Test Song (karaoke)"
+
+
+def test_a_bot_restart_mid_job_still_delivers_the_result(fake, tg_settings, alice, song, tmp_path):
+    first = BotProcess(tg_settings).start()
+    try:
+        command = fake.send_text("/cover test song")
+        status = _reply(fake, command)
+        fake.wait_for(lambda: _jobs(tg_settings) and _jobs(tg_settings)[0].state == "running")
+    finally:
+        first.stop()  # the bot goes away while the job runs
+    assert not fake.calls_of("sendAudio")
+    second = BotProcess(tg_settings).start()
+    try:
+        audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
+        [job] = _wait_ended(tg_settings, fake)
+        assert job.state == "succeeded"
+        cover = _audio_file(audio[0], tmp_path)
+        assert abs(decode(cover, SR, 2).shape[1] - 4 * SR) <= 0.010 * SR
+        assert fake.bot_message(ADA, status["message_id"])["text"].endswith("✅ Done")
+        ask = fake.send_text("/status")
+        assert "✅ done" in _reply(fake, ask)["text"]
+    finally:
+        second.stop()
+        _drain(tg_settings)
+    assert len(fake.calls_of("sendAudio")) == 1
+
+
+def test_queued_jobs_show_their_place_in_line(fake, tg_settings, song, monkeypatch):
+    from flows.jobs import _slots
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_MAX_RUNNING_JOBS", "1")
+    get_settings.cache_clear()
+    s = get_settings()
+    process = BotProcess(s).start()
+    try:
+        with _slots.hold(s, "someone-else"):  # the one slot is busy
+            first = fake.send_text("/karaoke test song", user_id=11)
+            _reply(fake, first)
+            fake.wait_for(lambda: _jobs(s, "telegram:11"))
+            second = fake.send_text("/karaoke test song", user_id=12)
+            status = _reply(fake, second)
+            fake.wait_for(
+                lambda: any("#2 in line" in t for t in fake.edits(12, status["message_id"])),
+                60,
+                "the place in line",
+            )
+        for uid in (11, 12):
+            _wait_ended(s, fake, owner=f"telegram:{uid}")
+    finally:
+        process.stop()
+        _drain(s)
+    assert len(fake.calls_of("sendAudio")) == 2
+    lines = [t.splitlines()[-1] for t in [status["text"], *fake.edits(12, status["message_id"])]]
+    assert lines[:2] == [
+        "⏳ Queued — yours is next",
+        "⏳ Queued — #2 in line (1 job ahead of yours)",
+    ]
+    assert "⏳ Queued — yours is next" in lines[2:]  # the first job started
+    assert lines[-1] == "✅ Done"
+
+
+def test_cover_of_a_file_the_user_sent(fake, bot, tg_settings, alice, song_wav, tmp_path):
+    mp3 = encode(song_wav, tmp_path / "my song.mp3", "mp3")
+    sent = fake.send_audio(mp3.read_bytes(), "my song.mp3", title="Homemade", performer="Ada")
+    hint = _reply(fake, sent)
+    assert "Reply to it with /cover" in hint["text"]
+    command = fake.send_text("/cover -3", reply_to=sent)
+    status = _reply(fake, command)
+    assert status["text"].startswith("🎤 Ada - Homemade — sung by alice, -3 semitones")
+    audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.params["options"]["pitch"] == -3
+    cover = _audio_file(audio[0], tmp_path)
+    assert abs(decode(cover, SR, 2).shape[1] - decode(mp3, SR, 2).shape[1]) <= 0.010 * SR
+
+
+# ------------------------------------------------------------------------------------------
+# What goes wrong, as users see it
+
+
+def test_unknown_songs_missing_voices_and_malformed_commands_get_one_helpful_sentence(
+    fake, bot, tg_settings, song
+):
+    def ask(text: str, user_id: int = ADA) -> str:
+        return _last_reply_text(fake, fake.send_text(text, user_id=user_id))
+
+    assert ask("/cover test song").startswith("You have no voice yet")  # no voice at all
+    assert ask("/cover").startswith("Tell me which song")
+    assert "-12 to +12" in ask("/cover test song +40")
+    assert ask("/karaoke").startswith("Tell me which song: /karaoke")
+    assert ask("/frobnicate").startswith("I don't know /frobnicate")
+    assert ask("/voice nobody").startswith("You have no voice called")
+    assert ask("/train").startswith("Give the voice a name")
+    assert ask("/train ../../etc").startswith("A voice name is")
+    assert ask("/done").startswith("Nothing to finish")
+    assert ask("/cancel").startswith("Nothing to cancel")
+    assert ask("/status").startswith("You have no jobs yet")
+    assert ask("hello there").startswith("Send /cover <song>")
+    for text in fake.sent_texts(ADA):
+        assert "Traceback" not in text and len(text.splitlines()) <= 12
+    assert not _jobs(tg_settings)
+
+
+def test_unknown_song_with_a_voice(fake, bot, tg_settings, alice, song):
+    reply = _last_reply_text(fake, fake.send_text("/cover zzqx wobble"))
+    assert reply.startswith("No song in the catalog matches “zzqx wobble”")
+    assert not _jobs(tg_settings)
+
+
+def test_oversized_files_are_refused_before_downloading(fake, bot, tg_settings):
+    start = fake.send_text("/train Me")
+    assert "voice notes" in _last_reply_text(fake, start)
+    big = b"\0" * (21 * 1024 * 1024)
+    note = fake.send_voice(big, duration=600)
+    reply = _last_reply_text(fake, note)
+    assert reply == (
+        "That file is 21 MB, and Telegram lets bots download at most 20 MB; "
+        "send a shorter or more compressed file."
+    )
+    assert not fake.calls_of("getFile")
+    # A file whose size the update does not tell: the Bot API refuses it, and so do we.
+    quiet = fake.send_voice(big, duration=600, announce_size=False)
+    assert _last_reply_text(fake, quiet).startswith("That file is")
+    assert len(fake.calls_of("getFile")) == 0  # refused by the API: no successful getFile
+    assert [c for c in fake.calls if c.method == "getFile" and c.status == 400]
+    with session(tg_settings.database) as db:
+        [upload] = db.query(UploadSession).filter(UploadSession.owner == OWNER).all()
+        assert upload.state == "open"
+
+
+def test_rate_limits_and_quotas_say_when_to_try_again(fake, tg_settings, alice, song, monkeypatch):
+    from datetime import timedelta
+
+    from flows.db import now
+    from flows.jobs import create_job, update_job
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_RATE_LIMIT_JOBS", "2")
+    monkeypatch.setenv("ENCORE_QUOTA_JOBS_PER_DAY", "3")
+    get_settings.cache_clear()
+    s = get_settings()
+    for _ in range(2):
+        update_job(s, create_job(s, "cover", OWNER, {}), state="succeeded")
+    process = BotProcess(s).start()
+    try:
+        reply = _last_reply_text(fake, fake.send_text("/cover test song"))
+        assert reply.startswith("That is a lot at once: at most 2 new jobs per 1 min.")
+        assert re.search(r"Try again in (\d+ s|1 min)\.$", reply), reply
+        update_job(s, create_job(s, "karaoke", OWNER, {}), state="succeeded")
+        with session(s.database) as db:  # the three jobs were made 23 hours ago
+            for job in db.query(Job).filter(Job.owner == OWNER):
+                job.created_at = now() - timedelta(hours=23)
+        reply = _last_reply_text(fake, fake.send_text("/stems test song"))
+        assert reply.startswith("You have used today's 3 covers, karaoke tracks and stems.")
+        assert "Try again in 1 h." in reply or "Try again in 59 min" in reply, reply
+    finally:
+        process.stop()
+        _drain(s)
+    assert len(_jobs(s)) == 3  # nothing new was submitted
+
+
+def test_an_unexpected_error_ends_in_one_sentence(fake, bot):
+    fake.fail_next("sendMessage", code=400, description="Bad Request: chat is being rebuilt")
+    fake.send_text("/help")
+    texts = fake.wait_for(lambda: fake.sent_texts(ADA), 30, "the apology")
+    assert texts == ["Something went wrong on our side; please try again in a minute."]
+
+
+# ------------------------------------------------------------------------------------------
+# Voices: training, importing, the default
+
+
+@pytest.fixture(scope="module")
+def voice_notes(tmp_path_factory) -> list[bytes]:
+    """Three spoken voice notes (Opus in Ogg, as Telegram records them)."""
+    root = tmp_path_factory.mktemp("notes")
+    lines = [
+        "I sing in the morning and I sing in the evening light.",
+        "The river runs along the valley where the tall trees grow.",
+        "Every song I know began as a voice somewhere far away.",
+    ]
+    notes = []
+    for i, line in enumerate(lines):
+        raw = root / f"raw{i}.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
+            check=True,
+            capture_output=True,
+        )
+        notes.append(encode(raw, root / f"note{i}.ogg", "opus").read_bytes())
+    return notes
+
+
+def test_training_a_voice_from_voice_notes(fake, settings, voice_notes, monkeypatch, tmp_path):
+    import json
+
+    from flows.settings import get_settings
+    from tests.tiny_rvc import TINY_TRAIN_OVERRIDE
+
+    _env(
+        monkeypatch,
+        fake,
+        train_config=json.dumps(TINY_TRAIN_OVERRIDE),
+        train_min_seconds=3,
+        train_epochs=1,
+        train_batch_size=2,
+        train_save_every=1,
+    )
+    get_settings.cache_clear()
+    s = get_settings()
+    process = BotProcess(s).start()
+    try:
+        assert "Let's clone “Me”" in _last_reply_text(fake, fake.send_text("/train Me"))
+        silent = write_wav(tmp_path / "quiet.wav", np.zeros((1, SR * 3), np.float32), SR)
+        quiet = encode(silent, tmp_path / "quiet.ogg", "opus").read_bytes()
+        refused = _last_reply_text(fake, fake.send_voice(quiet, duration=3))
+        assert refused.startswith("⚠️ I can't use that one: This clip is mostly silence")
+        counts = []
+        for note in voice_notes:
+            sent = fake.send_voice(note, duration=4)
+            counts.append(_last_reply_text(fake, sent))
+        assert counts[0].startswith("🎙 Got ") and "Total:" in counts[0]
+        assert "in 3 clips" in counts[-1]
+        fake.redeliver(sent)  # the same voice note again: counted once, no second answer
+
+        done = fake.send_text("/done")
+        ask = _reply(fake, done)
+        assert "is this your own voice" in ask["text"]
+        consent = ask["reply_markup"]["inline_keyboard"][0][0]
+        fake.press(ask, consent["callback_data"])
+        fake.press(ask, consent["callback_data"])  # a double click trains once
+
+        preview = fake.wait_for(lambda: fake.calls_of("sendAudio"), 300, "the preview")
+        [job] = _wait_ended(s, fake, timeout=300)
+        assert job.kind == "train" and job.state == "succeeded", job.reason
+        assert len(job.params["samples"]) == 3  # the silent clip and the repeat were left out
+        caption = preview[0].params["caption"]
+        assert caption.startswith("Your voice “Me” is ready")
+        assert "It is your default voice now" in caption
+        stages = _stages_any(fake.edits(ADA, ask["message_id"]))
+        assert "Training your voice" in stages and stages[-1] == "done", stages
+        assert "⭐ default" in _last_reply_text(fake, fake.send_text("/voices"))
+    finally:
+        process.stop()
+        _drain(s)
+    assert len(fake.calls_of("sendAudio")) == 1
+    with session(s.database) as db:
+        assert db.query(Job).filter(Job.kind == "train").count() == 1
+        voice = db.query(Voice).filter(Voice.owner == OWNER).one()
+        assert voice.name == "Me" and voice.source == "trained" and voice.consent
+
+
+def _stages_any(texts: list[str]) -> list[str]:
+    """Like `_stages`, but keeps the label of any step (training has its own)."""
+    out: list[str] = []
+    for text in texts:
+        line = text.splitlines()[-1]
+        label = "done" if "✅ Done" in line else line.split("…")[0].lstrip("⚙️⏳📤 ").strip()
+        if not out or out[-1] != label:
+            out.append(label)
+    return out
+
+
+def test_importing_a_zipped_model(fake, bot, tg_settings, voice_files, tmp_path):
+    pth, index = voice_files["bob"]
+    archive = tmp_path / "Bobby.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(pth, "bob/model.pth")
+        zf.write(index, "bob/added_IVF5_Flat_nprobe_1_bob_v2.index")
+    assert "📦 Send me the RVC model" in _last_reply_text(fake, fake.send_text("/import"))
+    sent = fake.send_document(archive.read_bytes(), "Bobby.zip", "application/zip")
+    status = _reply(fake, sent)
+    assert status["text"].startswith("📦 Importing the voice “Bobby”")
+    said = fake.wait_for(
+        lambda: [t for t in fake.sent_texts(ADA) if t.startswith("✅ Imported")], 60, "import"
+    )
+    assert said[0].startswith("✅ Imported “Bobby” (RVC v2, 40 kHz, with its index).")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.state == "succeeded"
+    listing = _last_reply_text(fake, fake.send_text("/voices"))
+    assert "• Bobby (imported) ⭐ default" in listing
+    bad = fake.send_document(b"not a model", "notes.txt", "text/plain")
+    assert _last_reply_text(fake, bad) == (
+        "That file is not audio I can use; send an mp3, m4a, ogg, wav or flac file."
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Cancelling and forgetting
+
+
+def test_cancel_then_forget_removes_everything(fake, bot, tg_settings, alice, song, monkeypatch):
+    command = fake.send_text("/cover test song")
+    status = _reply(fake, command)
+    cancelled = _last_reply_text(fake, fake.send_text("/cancel"))
+    assert cancelled.startswith("🚫 Cancelled: 🎤 Tester - Test Song")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.state == "cancelled"
+    fake.wait_for(
+        lambda: fake.bot_message(ADA, status["message_id"])["text"].endswith("Cancelled.")
+    )
+
+    fake.send_text("/karaoke test song")
+    fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the karaoke track")
+    _wait_ended(tg_settings, fake, count=2)
+    _reply(fake, fake.send_text("/train Later"))
+    files = tg_settings.data_dir / "files"
+    assert list(files.glob("results/*")) and list(files.glob("voices/*"))
+
+    ask = _reply(fake, fake.send_text("/forget"))
+    assert "cannot be undone" in ask["text"]
+    yes = ask["reply_markup"]["inline_keyboard"][0][0]
+    assert yes["callback_data"] == "fy"
+    fake.press(ask, "fy")
+    fake.wait_for(lambda: fake.bot_message(ADA, ask["message_id"])["text"].startswith("Done:"))
+    final = fake.bot_message(ADA, ask["message_id"])["text"]
+    assert final.startswith("Done: I deleted 1 voice, 2 jobs with their files")
+    with session(tg_settings.database) as db:
+        assert db.query(Voice).filter(Voice.owner == OWNER).count() == 0
+        assert db.query(Job).filter(Job.owner == OWNER).count() == 0
+        assert db.query(UploadSession).filter(UploadSession.owner == OWNER).count() == 0
+        assert db.get(User, OWNER) is None
+    assert not list(files.glob("results/*/*")) and not list(files.glob("voices/*/*"))
+    assert not list(files.glob("covers/*/*"))
+    assert list(files.glob("songs/*/*"))  # the song is the catalog's, not hers: it stays
+
+
+# ------------------------------------------------------------------------------------------
+# Chat administration, delivery limits, webhook mode
+
+
+def test_trending_is_for_chat_admins(fake, bot, tg_settings, alice):
+    group = fake.group_chat(-100555)
+    fake.make_admin(-100555, ADA)
+
+    def ask(text: str, user_id: int) -> str:
+        return _last_reply_text(fake, fake.send_text(text, user_id=user_id, chat=group))
+
+    assert ask("/trending on", 2).startswith("Only this chat's admins")
+    assert ask("/trending on", ADA).startswith("📈 This chat will get covers of the trending")
+    assert "sung by alice" in fake.sent_texts(-100555)[-1]
+    assert ask("/trending", 2).startswith("This chat gets the trending covers")
+    members = fake.calls_of("getChatMember")
+    assert [(c.int("chat_id"), c.int("user_id")) for c in members] == [(-100555, 2), (-100555, 1)]
+    from flows.db import ChatSubscription
+
+    with session(tg_settings.database) as db:
+        [sub] = db.query(ChatSubscription).all()
+        assert (sub.platform, sub.chat_id, sub.kind) == ("telegram", "-100555", "trending")
+    assert ask("/trending off", ADA).startswith("📉")
+    with session(tg_settings.database) as db:
+        assert db.query(ChatSubscription).count() == 0
+
+
+def _finished_job(settings, kind: str, result: dict, params: dict) -> str:
+    from flows.jobs import create_job, update_job
+
+    reply_to = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
+    job_id = create_job(settings, kind, OWNER, {**params, "reply_to": reply_to})
+    update_job(settings, job_id, state="succeeded", step="done", progress=1.0, result=result)
+    return job_id
+
+
+def test_results_over_the_upload_limit_go_as_a_link_or_a_reason(
+    fake, tg_settings, song, monkeypatch, tmp_path
+):
+    from flows.delivery import deliver, delivery_state
+    from flows.settings import get_settings
+    from flows.storage import open_storage
+
+    big = tmp_path / "big.mp3"
+    with open(big, "wb") as fh:
+        fh.truncate(UPLOAD_LIMIT + 1024)
+    uri = open_storage(tg_settings.storage).put(big, "covers/x/big.mp3")
+    result = {"uri": uri, "filename": "big.mp3", "duration": 4.0}
+
+    job = _finished_job(tg_settings, "karaoke", result, {"song_id": song.id})
+    assert deliver(tg_settings, job)
+    assert not deliver(tg_settings, job)  # exactly once
+    assert fake.sent_texts(ADA)[-1].endswith("this server cannot make download links; try a "
+                                             "shorter song.")  # fmt: skip
+
+    monkeypatch.setenv("ENCORE_PUBLIC_FILES_URL", "https://files.example.org/encore")
+    get_settings.cache_clear()
+    linked = get_settings()
+    job = _finished_job(linked, "karaoke", result, {"song_id": song.id})
+    assert deliver(linked, job)
+    assert fake.sent_texts(ADA)[-1].endswith(
+        "download it here: https://files.example.org/encore/covers/x/big.mp3"
+    )
+    assert not fake.calls_of("sendAudio")
+
+    # When the server's limit is below what we were told, its 413 leads to the link, too.
+    monkeypatch.setenv("ENCORE_TELEGRAM_UPLOAD_LIMIT_BYTES", str(2 * UPLOAD_LIMIT))
+    get_settings.cache_clear()
+    trusting = get_settings()
+    job = _finished_job(trusting, "karaoke", result, {"song_id": song.id})
+    assert deliver(trusting, job)
+    assert [c.status for c in fake.calls if c.method == "sendAudio"] == [413]
+    assert "download it here" in fake.sent_texts(ADA)[-1]
+    assert delivery_state(trusting, job) == "sent"
+
+
+def test_transient_api_errors_are_retried_and_the_result_is_sent_once(
+    fake, tg_settings, song, song_wav, tmp_path
+):
+    from flows.delivery import deliver, delivery_state
+    from flows.storage import open_storage
+
+    mp3 = encode(song_wav, tmp_path / "k.mp3", "mp3")
+    uri = open_storage(tg_settings.storage).put(mp3, "results/y/k.mp3")
+    job = _finished_job(
+        tg_settings, "karaoke", {"uri": uri, "filename": "k.mp3"}, {"song_id": song.id}
+    )
+    fake.fail_next("sendAudio", times=1, code=502, description="Bad Gateway")
+    fake.fail_next("sendAudio", times=1, code=429, description="Too Many Requests: retry after 1")
+    assert deliver(tg_settings, job)
+    assert [c.status for c in fake.calls if c.method == "sendAudio"] == [502, 429, 200]
+    assert len(fake.calls_of("sendAudio")) == 1
+    assert delivery_state(tg_settings, job) == "sent"
+
+    fake.fail_next("sendAudio", times=10, code=403, description="Forbidden: bot was blocked")
+    job = _finished_job(
+        tg_settings, "karaoke", {"uri": uri, "filename": "k.mp3"}, {"song_id": song.id}
+    )
+    assert deliver(tg_settings, job)
+    assert delivery_state(tg_settings, job) == "failed"  # not retried: the user blocked us
+    assert [c.status for c in fake.calls if c.method == "sendAudio"][-1] == 403
+    assert sum(1 for c in fake.calls if c.status == 403) == 1
+
+
+def test_webhook_mode_checks_the_secret_token(fake, tg_settings):
+    import asyncio
+    import json as jsonlib
+    import urllib.error
+    import urllib.request
+
+    from tests.fake_telegram import free_port
+
+    process = BotProcess(tg_settings)
+    process._loop = asyncio.new_event_loop()
+    import threading
+
+    process._thread = threading.Thread(target=process._loop.run_forever, daemon=True)
+    process._thread.start()
+    process.app = process.bot.build()
+    port = free_port()
+    url = "https://bot.example.org/telegram-hook"
+
+    async def start():
+        await process.app.initialize()
+        await process.app.start()
+        await process.app.updater.start_webhook(
+            listen="127.0.0.1",
+            port=port,
+            url_path="telegram-hook",
+            webhook_url=url,
+            secret_token="s3cret-token",
+        )
+
+    process.run(start())
+    try:
+        assert fake.webhook["url"] == url and fake.webhook["secret_token"] == "s3cret-token"
+        update = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": int(time.time()),
+                "chat": fake.private_chat(ADA),
+                "from": fake.user(ADA),
+                "text": "/help",
+                "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+            },
+        }
+
+        def post(secret: str | None) -> int:
+            headers = {"Content-Type": "application/json"}
+            if secret:
+                headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/telegram-hook",
+                data=jsonlib.dumps(update).encode(),
+                headers=headers,
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert post(None) == 403
+        assert post("wrong") == 403
+        assert not fake.sent_texts(ADA)
+        assert post("s3cret-token") == 200
+        texts = fake.wait_for(lambda: fake.sent_texts(ADA), 20, "the help")
+        assert "/cover" in texts[0]
+    finally:
+        process.stop()
+
+
+def test_encore_bot_telegram_runs_from_the_command_line(fake, tg_settings):
+    import os
+    import signal
+    import sys
+
+    from tests.conftest import cli_env
+
+    encore = str(Path(sys.executable).with_name("encore"))
+    env = cli_env(tg_settings)
+    env.pop("ENCORE_TELEGRAM_TOKEN", None)
+    missing = subprocess.run(
+        [encore, "bot", "telegram"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "Error: Set ENCORE_TELEGRAM_TOKEN to the token BotFather gave your bot "
+        "(see the README's Telegram section)."
+    )
+
+    env.update({k: v for k, v in os.environ.items() if k.startswith("ENCORE_TELEGRAM")})
+    fake.send_text("/start")  # waiting for the bot, as Telegram would keep it
+    proc = subprocess.Popen(
+        [encore, "bot", "telegram"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        texts = fake.wait_for(lambda: fake.sent_texts(ADA), 120, "the bot's answer")
+        assert texts[0].startswith("🎤 Encore makes AI covers")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Encore's Telegram bot is running (polling); Ctrl-C stops it." in out
+    assert "Traceback" not in out

@@ -1,0 +1,72 @@
+"""The platform-neutral chat logic (`bots/core.py`) and the bots' import boundary."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from bots.core import MAX_PITCH, ChatCore, Who, pack, parse_song_args, unpack
+from flows.api import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bohemian rhapsody +2", ("bohemian rhapsody", 2)),
+        ("bohemian rhapsody -3", ("bohemian rhapsody", -3)),
+        ("  yesterday   ", ("yesterday", 0)),
+        ("blink 182", ("blink 182", 0)),  # an unsigned number is part of the title
+        ("song pitch=4", ("song", 4)),
+        ("song key:-1", ("song", -1)),
+        ("+2", ("", 2)),
+        ("", ("", 0)),
+    ],
+)
+def test_song_arguments(text, expected):
+    assert parse_song_args(text) == expected
+
+
+def test_pitch_out_of_range_says_the_range():
+    with pytest.raises(UserError, match=f"-{MAX_PITCH} to \\+{MAX_PITCH}"):
+        parse_song_args("song +13")
+
+
+def test_button_data_fits_telegrams_64_bytes_and_round_trips():
+    song, voice = "f" * 32, "0123456789abcdef0123456789abcdef"
+    assert unpack(pack(voice)) == voice
+    data = f"cv|{pack(song)}|{pack(voice)}|{-12:+d}"
+    assert len(data.encode()) <= 64
+    assert unpack("not base64!") == ""
+
+
+def test_stale_or_forged_buttons_get_a_note_not_an_error(settings):
+    core = ChatCore(settings)
+    who = Who("telegram", "5", "5", "Eve")
+    for data in ("", "zz", "cv|x|y|+1", "cs|AAAA|+x", "dv|" + pack("a" * 32), "tc|" + "Q" * 22):
+        reply = core.button(who, data)
+        assert reply.toast or reply.text, data
+        assert not getattr(reply, "kind", None)  # never a job
+
+
+def test_bots_import_only_the_submission_and_query_api():
+    allowed = {"flows.api", "flows.submit"}
+    for path in (ROOT / "bots").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in ("flows", "gpu_worker"):
+                modules = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                assert top not in ("gpu_worker", "sqlalchemy", "prefect"), (path.name, module)
+                if top != "flows" or (path.name == "cli.py" and module == "flows.cli"):
+                    continue  # the console entry extends the flows CLI
+                assert module in allowed, (path.name, module)
