@@ -122,6 +122,82 @@ class StepRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+# Chat users and what the bots keep for them (see `flows.users` and `flows.delivery`).
+
+
+class User(Base):
+    """A chat user ("telegram:<id>"): their default voice and preferences."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    default_voice_id: Mapped[str | None] = mapped_column(
+        ForeignKey("voices.id", ondelete="SET NULL"), nullable=True
+    )
+    prefs: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class UploadSession(Base):
+    """Files a user is sending for one voice: samples to train on, or a model to import."""
+
+    __tablename__ = "upload_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # train|import
+    name: Mapped[str] = mapped_column(String(100))
+    # open (collecting) | submitting | submitted (to job_id) | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class UploadFile(Base):
+    """One file of an upload session, staged in storage until its job takes it."""
+
+    __tablename__ = "upload_files"
+    __table_args__ = (UniqueConstraint("session_id", "source"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("upload_sessions.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(200))  # the chat message it came from
+    uri: Mapped[str] = mapped_column(Text)
+    filename: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    voiced_s: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ChatSubscription(Base):
+    """A chat that asked for scheduled posts (`kind` "trending": the chart drops)."""
+
+    __tablename__ = "chat_subscriptions"
+    __table_args__ = (UniqueConstraint("platform", "chat_id", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    voice_id: Mapped[str | None] = mapped_column(
+        ForeignKey("voices.id", ondelete="SET NULL"), nullable=True
+    )
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Delivery(Base):
+    """That a job's outcome was (or is being) posted to its chat: at most once per job."""
+
+    __tablename__ = "deliveries"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="sending")  # sending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 _engines: dict[str, Engine] = {}
@@ -134,6 +210,25 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_lock_for_update(conn, cursor, _statement, _params, context, _many) -> None:
+    """SQLite has no `SELECT ... FOR UPDATE`: a read meant to lock the row takes the database's
+    write lock instead (`BEGIN IMMEDIATE`, until the transaction ends), so a read-modify-write
+    such as `update_job` or `cancel_job` cannot lose another thread's write in between."""
+    compiled = getattr(context, "compiled", None)
+    statement = getattr(compiled, "statement", None)
+    if getattr(statement, "_for_update_arg", None) is None:
+        return
+    if not conn.connection.dbapi_connection.in_transaction:
+        cursor.execute("BEGIN IMMEDIATE")
+
+
+def _postgres_utc(dbapi_conn, _record) -> None:
+    """Timestamps come back in UTC, as they were written (SQLite gives them back naive)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    dbapi_conn.commit()  # a rolled-back SET would be undone when the pool resets the connection
 
 
 def migrate(url: str) -> None:
@@ -158,6 +253,9 @@ def engine_for(url: str) -> Engine:
             engine = create_engine(url, pool_pre_ping=True)
             if engine.dialect.name == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
+                event.listen(engine, "before_cursor_execute", _sqlite_lock_for_update)
+            elif engine.dialect.name == "postgresql":
+                event.listen(engine, "connect", _postgres_utc)
             _engines[url] = engine
         return engine
 
