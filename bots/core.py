@@ -14,6 +14,7 @@ packed in base64), so buttons keep working across bot restarts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -26,6 +27,22 @@ from flows import submit as jobs
 from flows.api import UserError
 
 log = logging.getLogger("encore.bots")
+
+SWEEP_S = 120.0  # how often a bot posts outcomes that no job delivered (a dead process)
+
+
+async def sweep_deliveries(s, every_s: float = SWEEP_S) -> None:
+    """Forever: post the outcomes of jobs that ended without delivering them (their process
+    died between the two). Each bot runs this as a background task."""
+    while True:
+        try:
+            posted = await asyncio.to_thread(api.recover, s)
+            if posted:
+                log.info("posted %d outcomes that no job had delivered", posted)
+        except Exception:
+            log.warning("delivery sweep failed", exc_info=True)
+        await asyncio.sleep(every_s)
+
 
 GENERIC_ERROR = "Something went wrong on our side; please try again in a minute."
 MAX_PITCH = 12

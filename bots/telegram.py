@@ -57,13 +57,13 @@ from bots.core import (
     JobPlan,
     Reply,
     Who,
+    sweep_deliveries,
     too_big,
 )
 from flows import api
 
 log = logging.getLogger("encore.telegram")
 
-SWEEP_S = 120.0  # how often the bot posts outcomes that no job delivered (a dead process)
 SONG_VERBS = ("cover", "stems", "karaoke")
 
 
@@ -185,7 +185,7 @@ class TelegramBot:
 
     async def _post_init(self, app: Application) -> None:
         await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
-        self._sweeper = asyncio.create_task(self._sweep(), name="encore-delivery-sweep")
+        self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
     async def _post_stop(self, app: Application) -> None:
         if self._sweeper is not None:
@@ -193,16 +193,6 @@ class TelegramBot:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sweeper
             self._sweeper = None
-
-    async def _sweep(self) -> None:
-        while True:
-            try:
-                posted = await asyncio.to_thread(api.recover, self.s)
-                if posted:
-                    log.info("posted %d outcomes that no job had delivered", posted)
-            except Exception:
-                log.warning("delivery sweep failed", exc_info=True)
-            await asyncio.sleep(SWEEP_S)
 
     # -- helpers
 

@@ -481,10 +481,9 @@ class Courier:
         return {"sent": method, "message_id": (message or {}).get("message_id"), "bytes": size}
 
     def _too_big(self, storage, uri: str, what: str, size: int) -> dict:
-        limit_mb = self.upload_limit // 2**20
-        size_mb = f"{size / 2**20:.0f} MB"
+        limit_mb, size_mb = _megabytes(self.upload_limit), _megabytes(size)
         link = storage.link(uri, self.s.link_expiry_s)
-        over = f"Your {what} is {size_mb}, over {self.platform_name}'s {limit_mb} MB limit for bots"
+        over = f"Your {what} is {size_mb}, over {self.platform_name}'s {limit_mb} limit for bots"
         if link:
             self.say(f"{over}; download it here: {link}")
             return {"sent": "link", "bytes": size}
@@ -674,8 +673,8 @@ class DiscordCourier(Courier):
         content = content[:1900]
         if self.fresh() and self.reply_to.get("interaction_token"):
             try:
-                return self.api.call("POST", f"{self._webhook()}?wait=true", {"content": content},
-                                     files)  # fmt: skip
+                path = f"{self._webhook()}?wait=true"
+                return self.api.call("POST", path, {"content": content}, files)
             except BotApiError as exc:
                 if exc.code not in (401, 404):
                     raise
@@ -685,6 +684,14 @@ class DiscordCourier(Courier):
             "allowed_mentions": {"users": [str(user)] if user else []},
         }
         return self.api.call("POST", f"/channels/{self.chat_id}/messages", body, files, bot=True)
+
+
+def _megabytes(n: int) -> str:
+    if n >= 10 * 2**20:
+        return f"{n / 2**20:.0f} MB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    return f"{max(1, round(n / 1024))} KB"
 
 
 def _scratch(s: Settings) -> Path:

@@ -1,0 +1,488 @@
+"""The Discord bot end to end: a real discord.py Client talks to a fake REST API and gateway.
+
+Interactions go in as `INTERACTION_CREATE` events from the fake (`tests/fake_discord.py`);
+what users would see comes out as the interaction callbacks, webhook follow-ups, edits and
+channel messages the bot and the flows send there. Jobs run the real Prefect flows with the
+tiny random-weight models, and their results are posted by the flows, not by the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import discord
+import httpx
+import pytest
+import yarl
+
+from flows.catalog import add_song
+from flows.db import Delivery, Job, Voice, session
+from flows.voices import import_voice
+from gpu_worker.audio import decode, measure_loudness
+from tests.fake_discord import (
+    BOT_TOKEN,
+    CHANNEL_ID,
+    DEADLINE_S,
+    UPLOAD_LIMIT,
+    FakeDiscord,
+    Pending,
+)
+
+SR = 44100
+OWNER = "discord:1"
+EPHEMERAL = 64
+MANAGE_GUILD = 1 << 5
+SNAPSHOT = Path(__file__).with_name("snapshots") / "discord_commands.json"
+
+
+# ------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def fake():
+    server = FakeDiscord().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dc_settings(settings, fake, monkeypatch):
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_DISCORD_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("ENCORE_DISCORD_API_URL", fake.api_url)
+    monkeypatch.setenv("ENCORE_DISCORD_GATEWAY_URL", fake.gateway_url)
+    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
+    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_url)
+    gateway = yarl.URL(fake.gateway_url)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", gateway)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+class BotThread:
+    """A real `DiscordBot` connected to the fake, on an event loop in a thread of its own."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bot", daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> BotThread:
+        from bots.discord_bot import DiscordBot
+
+        async def make():
+            return DiscordBot(self.settings)
+
+        self.bot = self.run(make())
+        self.run(self.bot.start())
+        return self
+
+    def stop(self) -> None:
+        async def rest():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.run(self.bot.stop())
+            self.run(rest())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+
+def _drain(timeout: float = 300) -> None:
+    from flows import submit
+
+    deadline = time.monotonic() + timeout
+    for job_id, thread in list(submit._threads.items()):
+        thread.join(max(0.1, deadline - time.monotonic()))
+        submit._threads.pop(job_id, None)
+
+
+@pytest.fixture
+def bot(dc_settings, fake):
+    process = BotThread(dc_settings).start()
+    yield process
+    process.stop()
+    _drain()
+
+
+@pytest.fixture
+def alice(dc_settings, voice_files):
+    pth, index = voice_files["alice"]
+    return import_voice(dc_settings, OWNER, "alice", [pth, index])
+
+
+@pytest.fixture
+def song(dc_settings, song_wav):
+    return add_song(dc_settings, song_wav, title="Test Song", artist="Tester")
+
+
+def _callback(fake, pending, timeout: float = 10) -> dict:
+    return fake.wait_for(lambda: pending.callbacks, timeout, "the interaction callback")[0]
+
+
+def _ephemeral_text(fake, pending) -> str:
+    callback = _callback(fake, pending)
+    assert callback["type"] == 4, callback
+    assert callback["data"]["flags"] & EPHEMERAL
+    return callback["data"]["content"]
+
+
+def _wait_ended(settings, fake, owner: str = OWNER, timeout: float = 120) -> Job:
+    def ended():
+        with session(settings.database) as db:
+            job = db.query(Job).filter(Job.owner == owner).one_or_none()
+            if job is None or job.state not in ("succeeded", "failed", "cancelled"):
+                return None
+            row = db.get(Delivery, job.id)
+            return job if row is not None and row.state != "sending" else None
+
+    return fake.wait_for(ended, timeout, "the job to end and be delivered")
+
+
+def _check_cover(path: Path, source: Path, settings) -> None:
+    assert abs(decode(path, SR, 2).shape[1] - decode(source, SR, 2).shape[1]) <= 0.010 * SR
+    loud = measure_loudness(path)
+    assert abs(loud.integrated_lufs - settings.loudness_lufs) <= 0.5
+    assert loud.true_peak_dbtp <= settings.true_peak_dbtp
+
+
+# ------------------------------------------------------------------------------------------
+# /cover end to end
+
+
+def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
+    fake, bot, dc_settings, alice, song, song_wav, tmp_path
+):
+    pending = fake.command(
+        "cover",
+        [
+            {"name": "song", "type": 3, "value": song.id},
+            {"name": "voice", "type": 3, "value": alice.id},
+            {"name": "pitch", "type": 4, "value": 2},
+        ],
+    )
+    deferral = _callback(fake, pending)
+    assert deferral["type"] == 5  # deferred, public: "Encore is thinking…"
+    assert not (deferral.get("data") or {}).get("flags", 0) & EPHEMERAL
+    assert fake.calls_to("POST", "/callback")[0].status == 200  # inside the 3 s
+
+    followups = fake.wait_for(lambda: pending.followups, 120, "the cover")
+    [message] = followups
+    [attachment] = message["attachments"]
+    assert attachment["filename"] == "Tester - Test Song (alice cover).mp3"
+    assert "Test Song (alice cover)" in message["content"]
+    cover = tmp_path / attachment["filename"]
+    cover.write_bytes(fake.attachment(attachment))
+    _check_cover(cover, song_wav, dc_settings)
+
+    job = _wait_ended(dc_settings, fake)
+    assert job.state == "succeeded" and job.params["options"]["pitch"] == 2
+    assert job.params["reply_to"]["upload_limit"] == pending.limit
+    assert abs(job.params["reply_to"]["token_at"] - time.time()) < 120  # from the snowflake
+    edits = [c.json["content"] for c in fake.calls_to("PATCH", "/messages/@original")]
+    assert edits[0].startswith("🎤 Tester - Test Song — sung by alice, +2 semitones")
+    assert "Queued" in edits[0]
+    assert any("Separating" in e for e in edits), edits
+    assert any("Singing in your voice" in e for e in edits), edits
+    assert pending.original["content"].endswith("✅ Done")
+    assert not fake.channel_messages  # the token was fresh: no channel post
+
+
+def test_a_result_after_the_token_expired_is_posted_to_the_channel_with_a_mention(
+    fake, bot, dc_settings, song_wav, monkeypatch, tmp_path
+):
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_DISCORD_TOKEN_FRESH_S", "0")  # every token counts as old
+    get_settings.cache_clear()
+    bot.bot.s = bot.bot.core.s = get_settings()
+    data = song_wav.read_bytes()
+    pending = fake.command("karaoke", attachments={"file": ("my song.wav", data, "audio/wav")})
+    assert _callback(fake, pending)["type"] == 5
+    fake.wait_for(lambda: fake.calls_to("PATCH", pending.token), 30, "the status message")
+    fake.expire(pending)  # from now on Discord refuses the token, as 15 minutes later
+    posted = fake.wait_for(lambda: fake.channel_messages, 120, "the channel post")
+    [message] = posted
+    assert message["content"].startswith("<@1> ")
+    assert message["allowed_mentions"] == {"users": ["1"]}
+    [attachment] = message["attachments"]
+    karaoke = tmp_path / attachment["filename"]
+    karaoke.write_bytes(fake.attachment(attachment))
+    assert abs(decode(karaoke, SR, 2).shape[1] - decode(song_wav, SR, 2).shape[1]) <= 0.010 * SR
+    assert _wait_ended(dc_settings, fake).state == "succeeded"
+    assert not pending.followups
+    assert all(c.auth == f"Bot {BOT_TOKEN}" for c in fake.calls_to("POST", "/channels/"))
+
+
+def test_a_result_over_the_upload_limit_is_sent_as_a_link(
+    fake, bot, dc_settings, song, monkeypatch
+):
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_PUBLIC_FILES_URL", "http://files.test/encore")
+    get_settings.cache_clear()
+    bot.bot.s = bot.bot.core.s = get_settings()
+    limit = 20_000  # a 4 s karaoke track is larger
+    pending = fake.command("karaoke", [{"name": "song", "type": 3, "value": song.id}], limit=limit)
+    assert _callback(fake, pending)["type"] == 5
+    [message] = fake.wait_for(lambda: pending.followups, 120, "the link")
+    assert not message["attachments"]
+    assert "over Discord's 20 KB limit for bots" in message["content"]
+    assert "download it here: http://files.test/encore/" in message["content"]
+    assert _wait_ended(dc_settings, fake).state == "succeeded"
+
+
+# ------------------------------------------------------------------------------------------
+# Refusals
+
+
+def test_an_unknown_song_is_refused_privately(fake, bot, alice, song):
+    pending = fake.command("cover", [{"name": "song", "type": 3, "value": "zzqx nothing"}])
+    text = _ephemeral_text(fake, pending)
+    assert "No song in the catalog matches" in text
+    assert not pending.followups
+
+
+def test_an_oversized_attachment_is_refused_before_downloading(fake, bot, alice):
+    data = b"\0" * 4096
+    pending = fake.command(
+        "cover", attachments={"file": ("big.wav", data, "audio/wav")}, limit=1024
+    )
+    text = _ephemeral_text(fake, pending)
+    assert "accepts files up to" in text
+    assert not [c for c in fake.calls if "/attachments/" in c.path]
+
+
+def test_trending_needs_manage_server(fake, bot, dc_settings, alice):
+    from flows import api
+
+    refused = fake.command("trending", [{"name": "state", "type": 3, "value": "on"}])
+    assert "Only this chat's admins" in _ephemeral_text(fake, refused)
+    assert not api.is_subscribed("discord", str(CHANNEL_ID), "trending", s=dc_settings)
+    allowed = fake.command(
+        "trending", [{"name": "state", "type": 3, "value": "on"}], permissions=MANAGE_GUILD
+    )
+    assert "This chat will get covers of the trending songs" in _ephemeral_text(fake, allowed)
+    assert api.is_subscribed("discord", str(CHANNEL_ID), "trending", s=dc_settings)
+
+
+def test_the_fake_enforces_the_three_second_deadline_and_one_answer(fake):
+    pending = Pending(123, "tok123", time.monotonic() - DEADLINE_S - 0.1, UPLOAD_LIMIT)
+    fake.interactions[pending.token] = pending
+    url = f"{fake.api_url}/interactions/{pending.id}/{pending.token}/callback"
+    late = httpx.post(url, json={"type": 5})
+    assert late.status_code == 404 and late.json()["code"] == 10062
+    assert late.headers["Content-Type"] == "application/json"
+    pending.sent_at = time.monotonic()
+    assert httpx.post(url, json={"type": 5}).status_code == 200
+    again = httpx.post(url, json={"type": 5})
+    assert again.status_code == 400 and again.json()["code"] == 40060
+
+
+# ------------------------------------------------------------------------------------------
+# Autocomplete and the small commands
+
+
+def test_autocomplete_offers_catalog_songs_and_the_users_voices(fake, bot, alice, song):
+    pending = fake.autocomplete(
+        "cover", [{"name": "song", "type": 3, "value": "test so", "focused": True}]
+    )
+    callback = _callback(fake, pending)
+    assert callback["type"] == 8
+    assert {"name": "Tester - Test Song", "value": song.id} in callback["data"]["choices"]
+    pending = fake.autocomplete(
+        "cover", [{"name": "voice", "type": 3, "value": "ali", "focused": True}]
+    )
+    assert _callback(fake, pending)["data"]["choices"] == [{"name": "alice", "value": alice.id}]
+
+
+def test_voices_default_status_and_forget_with_a_confirmation_button(fake, bot, dc_settings, alice):
+    assert "alice" in _ephemeral_text(fake, fake.command("voices"))
+    chosen = fake.command("voice", [{"name": "default", "type": 3, "value": "alice"}])
+    assert "alice is your default voice now" in _ephemeral_text(fake, chosen)
+    assert "no jobs yet" in _ephemeral_text(fake, fake.command("status"))
+
+    asked = fake.command("forget")
+    callback = _callback(fake, asked)
+    assert callback["data"]["flags"] & EPHEMERAL
+    buttons = [c["custom_id"] for row in callback["data"]["components"] for c in row["components"]]
+    assert buttons == ["fy", "fn"]
+    pressed = fake.press(asked.original, "fy")
+    update = _callback(fake, pressed)
+    assert update["type"] == 7
+    assert update["data"]["content"].startswith("Done: I deleted 1 voice")
+    assert update["data"]["components"] == []
+    with session(dc_settings.database) as db:
+        assert db.query(Job).filter(Job.owner == OWNER).count() == 0
+    assert "no voice yet" in _ephemeral_text(fake, fake.command("voices"))
+
+
+# ------------------------------------------------------------------------------------------
+# Deploying the commands
+
+
+def test_sync_sends_the_command_schema_of_the_snapshot(fake, dc_settings):
+    from bots.discord_bot import sync_commands
+
+    names = sync_commands(dc_settings)
+    assert names == [c["name"] for c in fake.commands]
+    [put] = fake.calls_to("PUT", "/commands")
+    assert put.auth == f"Bot {BOT_TOKEN}"
+    if os.environ.get("ENCORE_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(fake.commands, indent=2, ensure_ascii=False) + "\n")
+    assert fake.commands == json.loads(SNAPSHOT.read_text())
+    trending = next(c for c in fake.commands if c["name"] == "trending")
+    assert int(trending["default_member_permissions"]) == MANAGE_GUILD
+    assert trending["dm_permission"] is False
+    cover = next(c for c in fake.commands if c["name"] == "cover")
+    options = {o["name"]: o for o in cover["options"]}
+    assert options["song"]["autocomplete"] and options["voice"]["autocomplete"]
+    assert (options["pitch"]["min_value"], options["pitch"]["max_value"]) == (-12, 12)
+    assert options["file"]["type"] == 11
+
+
+# ------------------------------------------------------------------------------------------
+# Voices: training from attachments, importing
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> list[bytes]:
+    """Three spoken recordings, as the WAV attachments a user uploads."""
+    root = tmp_path_factory.mktemp("recordings")
+    lines = [
+        "I sing in the morning and I sing in the evening light.",
+        "The river runs along the valley where the tall trees grow.",
+        "Every song I know began as a voice somewhere far away.",
+    ]
+    out = []
+    for i, line in enumerate(lines):
+        raw = root / f"take{i}.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
+            check=True,
+            capture_output=True,
+        )
+        out.append(raw.read_bytes())
+    return out
+
+
+def test_training_from_attachments_asks_consent_with_a_button(
+    fake, dc_settings, recordings, monkeypatch
+):
+    from flows.settings import get_settings
+    from tests.tiny_rvc import TINY_TRAIN_OVERRIDE
+
+    for key, value in dict(
+        train_config=json.dumps(TINY_TRAIN_OVERRIDE),
+        train_min_seconds=3,
+        train_epochs=1,
+        train_batch_size=2,
+        train_save_every=1,
+    ).items():
+        monkeypatch.setenv(f"ENCORE_{key.upper()}", str(value))
+    get_settings.cache_clear()
+    s = get_settings()
+    process = BotThread(s).start()
+    try:
+        first = fake.command(
+            "train",
+            [{"name": "new", "type": 1, "options": [{"name": "name", "type": 3, "value": "Me"}]}],
+            attachments={"sample1": ("take0.wav", recordings[0], "audio/wav")},
+        )
+        assert _callback(fake, first)["type"] == 5
+        shown = fake.wait_for(
+            lambda: first.original and "🎙 Got" in first.original["content"] and first.original,
+            60,
+            "the first sample counted",
+        )
+        assert "in 1 clip" in shown["content"]
+        added = fake.command(
+            "train",
+            [{"name": "add", "type": 1, "options": []}],
+            attachments={
+                "sample1": ("take1.wav", recordings[1], "audio/wav"),
+                "sample2": ("take2.wav", recordings[2], "audio/wav"),
+            },
+        )
+        asked = fake.wait_for(
+            lambda: added.original and added.original.get("components") and added.original,
+            60,
+            "the consent button",
+        )
+        assert "in 3 clips" in asked["content"] and "is this your own voice" in asked["content"]
+        consent = asked["components"][0]["components"][0]["custom_id"]
+        assert consent.startswith("tc|")
+        pressed = fake.press(asked, consent)
+        assert _callback(fake, pressed)["type"] == 7
+        preview = fake.wait_for(lambda: pressed.followups, 300, "the preview")
+        assert preview[0]["content"].startswith("Your voice “Me” is ready")
+        assert preview[0]["attachments"]
+        job = _wait_ended(s, fake, timeout=300)
+        assert job.kind == "train" and job.state == "succeeded", job.reason
+        assert len(job.params["samples"]) == 3
+    finally:
+        process.stop()
+        _drain()
+    with session(s.database) as db:
+        voice = db.query(Voice).filter(Voice.owner == OWNER).one()
+        assert voice.name == "Me" and voice.source == "trained" and voice.consent
+
+
+def test_importing_a_zipped_model(fake, bot, dc_settings, voice_files, tmp_path):
+    pth, index = voice_files["bob"]
+    archive = tmp_path / "Bobby.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(pth, "bob/model.pth")
+        zf.write(index, "bob/added_IVF5_Flat_nprobe_1_bob_v2.index")
+    pending = fake.command(
+        "import", attachments={"file": ("Bobby.zip", archive.read_bytes(), "application/zip")}
+    )
+    assert _callback(fake, pending)["type"] == 5
+    said = fake.wait_for(lambda: pending.followups, 60, "the import")
+    assert said[0]["content"].startswith("✅ Imported “Bobby” (RVC v2, 40 kHz, with its index).")
+    assert _wait_ended(dc_settings, fake).state == "succeeded"
+    bad = fake.command("import", attachments={"file": ("notes.txt", b"hello", "text/plain")})
+    assert _ephemeral_text(fake, bad).startswith("That is not an RVC model")
+
+
+def test_encore_bot_discord_sync_registers_the_commands_and_exits(fake, dc_settings):
+    from tests.conftest import cli_env
+
+    env = cli_env(dc_settings)
+    env.update(
+        ENCORE_DISCORD_TOKEN=BOT_TOKEN,
+        ENCORE_DISCORD_API_URL=fake.api_url,
+        ENCORE_DISCORD_GATEWAY_URL=fake.gateway_url,
+    )
+    encore = Path(sys.executable).with_name("encore")
+    command = [str(encore), "bot", "discord", "--sync"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Registered 11 slash commands: /cover, /stems, /karaoke, /train" in done.stdout
+    assert fake.commands == json.loads(SNAPSHOT.read_text())
+    del env["ENCORE_DISCORD_TOKEN"]
+    refused = subprocess.run(
+        [str(encore), "bot", "discord"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 1 and "Set ENCORE_DISCORD_TOKEN" in refused.stderr
