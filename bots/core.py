@@ -585,17 +585,24 @@ class ChatCore:
 
     # -- training
 
-    def train(self, who: Who, args: str) -> Reply:
-        api.ensure_user(who.owner, who.name, s=self.s)
-        raw = (args or "").strip()
-        if not raw:
-            return Reply("Give the voice a name: /train <name>, like /train my voice.")
+    def _new_voice_name(self, who: Who, raw: str) -> str | Reply:
+        """The checked name for a new voice of `who`, or the reply refusing it."""
         try:
             name = api.valid_voice_name(raw)
         except UserError as exc:
             return Reply(exc.message)
         if api.get_voice(who.owner, name, include_public=False, s=self.s) is not None:
             return Reply(f"You already have a voice called {quoted(name)}; pick another name.")
+        return name
+
+    def train(self, who: Who, args: str) -> Reply:
+        api.ensure_user(who.owner, who.name, s=self.s)
+        raw = (args or "").strip()
+        if not raw:
+            return Reply("Give the voice a name: /train <name>, like /train my voice.")
+        name = self._new_voice_name(who, raw)
+        if isinstance(name, Reply):
+            return name
         refused = self._quota(who, "train")
         if refused:
             return refused
@@ -706,12 +713,9 @@ class ChatCore:
         raw = (args or "").strip()
         name = ""
         if raw:
-            try:
-                name = api.valid_voice_name(raw)
-            except UserError as exc:
-                return Reply(exc.message)
-            if api.get_voice(who.owner, name, include_public=False, s=self.s) is not None:
-                return Reply(f"You already have a voice called {quoted(name)}; pick another name.")
+            name = self._new_voice_name(who, raw)
+            if isinstance(name, Reply):
+                return name
         refused = self._quota(who, "import")
         if refused:
             return refused
