@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from flows.db import TERMINAL, Job, StepRun, now, session
+from flows.db import TERMINAL, Job, StepRun, engine_for, now, session
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.errors import EngineError
@@ -55,6 +55,7 @@ def create_job(
     s: Settings, kind: str, owner: str, params: dict, idempotency_key: str | None = None
 ) -> str:
     """A new queued job, or the existing one with the same idempotency key."""
+    engine_for(s.database)  # migrate first: only a clash of keys may be caught below
     try:
         with session(s.database) as db:
             job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key)
@@ -62,6 +63,8 @@ def create_job(
             db.flush()
             return job.id
     except IntegrityError:
+        if idempotency_key is None:
+            raise
         with session(s.database) as db:
             job = db.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).one()
             return job.id
