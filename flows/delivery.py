@@ -247,13 +247,14 @@ class Courier:
     """Speaks for one job in its chat. All edits of the status message go through here."""
 
     platform_name = "Telegram"
+    api_class: type = TelegramApi  # the platform's HTTP client
 
     def __init__(self, s: Settings, job_id: str, reply_to: dict):
         self.s = s
         self.job_id = job_id
         self.reply_to = reply_to
         self.interval = max(0.0, s.status_edit_interval_s)
-        self._api: TelegramApi | None = None
+        self._api = None
         self._shown: str | None = None
         self._last_edit = float("-inf")
         self._message_gone = False
@@ -264,9 +265,9 @@ class Courier:
     # -- the API, made on first use so that a job without a token still runs
 
     @property
-    def api(self) -> TelegramApi:
+    def api(self):
         if self._api is None:
-            self._api = TelegramApi(self.s)
+            self._api = self.api_class(self.s)
         return self._api
 
     @property
@@ -618,12 +619,7 @@ class DiscordCourier(Courier):
     """
 
     platform_name = "Discord"
-
-    @property
-    def api(self) -> DiscordApi:
-        if self._api is None:
-            self._api = DiscordApi(self.s)
-        return self._api
+    api_class = DiscordApi
 
     @property
     def upload_limit(self) -> int:

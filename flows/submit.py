@@ -62,8 +62,16 @@ def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
 
 
 def _submit(
-    s: Settings, kind: str, owner: str, params: dict, key: str | None, flow_fn: Callable
+    s: Settings,
+    kind: str,
+    owner: str,
+    params: dict,
+    key: str | None,
+    flow_fn: Callable,
+    reply_to: dict | None = None,
 ) -> str:
+    if reply_to is not None:  # where the flow reports progress and delivers (flows.delivery)
+        params = {**params, "reply_to": reply_to}
     job_id = create_job(s, kind, owner, params, idempotency_key=key)
     job = get_job(s, job_id)
     if job is not None and job.state == "queued" and job_id not in _threads:
@@ -83,9 +91,9 @@ def submit_cover(
     from flows.cover import make_cover
 
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
-    if reply_to is not None:
-        params["reply_to"] = reply_to
-    return _submit(s or get_settings(), "cover", owner, params, idempotency_key, make_cover)
+    return _submit(
+        s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to
+    )
 
 
 def submit_stems(
@@ -98,9 +106,7 @@ def submit_stems(
     from flows.separation import stems
 
     params = {"song_id": song_id, "options": {}}
-    if reply_to is not None:
-        params["reply_to"] = reply_to
-    return _submit(s or get_settings(), "stems", owner, params, idempotency_key, stems)
+    return _submit(s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to)
 
 
 def submit_karaoke(
@@ -114,9 +120,9 @@ def submit_karaoke(
     from flows.separation import karaoke
 
     params = {"song_id": song_id, "options": options or {}}
-    if reply_to is not None:
-        params["reply_to"] = reply_to
-    return _submit(s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke)
+    return _submit(
+        s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to
+    )
 
 
 _SAFE = re.compile(r"[^\w.-]")
@@ -166,9 +172,9 @@ def submit_training(
         "consent": True,
         "options": options or {},
     }
-    if reply_to is not None:
-        params["reply_to"] = reply_to
-    return _submit(s or get_settings(), "train", owner, params, idempotency_key, train_voice)
+    return _submit(
+        s or get_settings(), "train", owner, params, idempotency_key, train_voice, reply_to
+    )
 
 
 def submit_import(
@@ -184,9 +190,9 @@ def submit_import(
     from flows.voices import valid_name
 
     params = {"owner": owner, "name": valid_name(name), "files": list(files)}
-    if reply_to is not None:
-        params["reply_to"] = reply_to
-    return _submit(s or get_settings(), "import", owner, params, idempotency_key, import_voice_flow)
+    return _submit(
+        s or get_settings(), "import", owner, params, idempotency_key, import_voice_flow, reply_to
+    )
 
 
 def view(job_id: str, s: Settings | None = None) -> JobView | None:
