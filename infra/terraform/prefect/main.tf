@@ -1,0 +1,141 @@
+# Work pools. Their names are the ones Encore uses (flows/settings.py: ENCORE_CPU_POOL,
+# ENCORE_GPU_POOL). The workers that serve them run as ECS services (../aws/ecs.tf) and wait
+# until these pools exist.
+#
+# Deployments are not declared here: `encore deploy` (Python) creates them, with their
+# parameters, schedules (the trending drop's cron) and job variables, from the same code
+# that defines the flows, so they cannot drift from it. Run it after this module.
+#
+# No global concurrency limit is declared for the GPU: a limit taken inside a running GPU
+# task keeps an instance billed while it waits. The GPU pool's own concurrency limit holds
+# flow runs back before any task starts instead.
+
+data "prefect_worker_metadata" "defaults" {}
+
+# Light steps (remix, delivery) and the parent flows, run as subprocesses of the worker.
+resource "prefect_work_pool" "cpu" {
+  name              = "encore-cpu"
+  type              = "process"
+  description       = "Encore: light steps and parent flows (process worker on Fargate)"
+  paused            = false
+  concurrency_limit = var.cpu_concurrency
+  base_job_template = data.prefect_worker_metadata.defaults.base_job_configs.process
+}
+
+# Separation, voice conversion and training: one ECS task of the GPU task definition per
+# flow run, placed on the GPU capacity provider (which starts an instance when needed).
+resource "prefect_work_pool" "gpu" {
+  name              = "encore-gpu"
+  type              = "ecs"
+  description       = "Encore: GPU steps (ECS tasks on the EC2 GPU capacity provider)"
+  paused            = false
+  concurrency_limit = var.gpu_count
+  base_job_template = local.gpu_base_job_template
+}
+
+locals {
+  # The ECS worker's job template, cut down to what a fixed task definition needs. Flow runs
+  # may still override these variables (job_variables), e.g. a longer start timeout.
+  gpu_base_job_template = jsonencode({
+    job_configuration = {
+      command                         = "{{ command }}"
+      env                             = "{{ env }}"
+      labels                          = "{{ labels }}"
+      name                            = "{{ name }}"
+      cluster                         = "{{ cluster }}"
+      container_name                  = "{{ container_name }}"
+      task_definition_arn             = "{{ task_definition_arn }}"
+      configure_cloudwatch_logs       = "{{ configure_cloudwatch_logs }}"
+      stream_output                   = "{{ stream_output }}"
+      task_start_timeout_seconds      = "{{ task_start_timeout_seconds }}"
+      task_watch_poll_interval        = "{{ task_watch_poll_interval }}"
+      match_latest_revision_in_family = false
+      auto_deregister_task_definition = false
+      task_run_request = {
+        cluster                  = "{{ cluster }}"
+        taskDefinition           = "{{ task_definition_arn }}"
+        capacityProviderStrategy = "{{ capacity_provider_strategy }}"
+        tags                     = "{{ labels }}"
+        overrides = {
+          containerOverrides = [{
+            name        = "{{ container_name }}"
+            command     = "{{ command }}"
+            environment = "{{ env }}"
+          }]
+        }
+      }
+    }
+    variables = {
+      type        = "object"
+      description = "Variables of an Encore GPU flow run on ECS."
+      properties = {
+        command = {
+          type        = "string"
+          title       = "Command"
+          description = "The flow run's command; leave empty for Prefect's own."
+        }
+        env = {
+          type                 = "object"
+          title                = "Environment variables"
+          description          = "Added to the task's environment (the task definition holds the rest)."
+          additionalProperties = { type = "string" }
+        }
+        labels = {
+          type                 = "object"
+          title                = "Labels"
+          description          = "Tags of the ECS task."
+          additionalProperties = { type = "string" }
+        }
+        name = {
+          type  = "string"
+          title = "Name"
+        }
+        cluster = {
+          type    = "string"
+          title   = "Cluster"
+          default = var.cluster
+        }
+        container_name = {
+          type    = "string"
+          title   = "Container name"
+          default = "prefect"
+        }
+        task_definition_arn = {
+          type        = "string"
+          title       = "Task definition ARN"
+          description = "The GPU task definition made by infra/terraform/aws (resourceRequirements GPU = 1)."
+          default     = var.gpu_task_definition_arn
+        }
+        capacity_provider_strategy = {
+          type        = "array"
+          title       = "Capacity provider strategy"
+          description = "The EC2 GPU capacity provider, which scales from zero."
+          items       = { type = "object" }
+          default     = [{ capacityProvider = var.gpu_capacity_provider, weight = 1, base = 0 }]
+        }
+        configure_cloudwatch_logs = {
+          type        = "boolean"
+          title       = "Configure CloudWatch logs"
+          description = "The task definition already sends logs to CloudWatch."
+          default     = false
+        }
+        stream_output = {
+          type    = "boolean"
+          title   = "Stream output"
+          default = false
+        }
+        task_start_timeout_seconds = {
+          type        = "integer"
+          title       = "Task start timeout (seconds)"
+          description = "A cold start boots a GPU instance and pulls the GPU image."
+          default     = var.gpu_task_start_timeout_seconds
+        }
+        task_watch_poll_interval = {
+          type    = "number"
+          title   = "Task watch poll interval (seconds)"
+          default = 10
+        }
+      }
+    }
+  })
+}
