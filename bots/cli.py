@@ -1,13 +1,15 @@
 """The `encore` console command: the backend's CLI (`flows.cli`) plus `encore bot ...`.
 
 This module owns the console entry point. `flows` must not import `bots`, so the command
-that starts a chat bot (`encore bot telegram`, `encore bot discord [--sync]`) is added
-here, on top of the flows CLI's typer app.
+that starts a chat bot (`encore bot telegram`, `encore bot discord [--sync]`) and `encore
+serve`, which runs the bots beside a Prefect server and its workers, are added here, on top
+of the flows CLI's typer app.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated
 
@@ -101,6 +103,52 @@ def discord_bot(
             f"Waiting for {len(running)} running job(s) to finish; they post their results "
             "themselves."
         )
+
+
+@app.command()
+def serve(
+    port: Annotated[
+        int, typer.Option(help="Port of the Prefect server started here (and of its UI).")
+    ] = 4200,
+):
+    """Run Encore as a service on this machine: the Prefect server (unless PREFECT_API_URL is
+    set), the deployments, a worker per work pool, and the bots whose tokens are set."""
+    from flows import api
+    from flows.serve import Service, Supervisor
+
+    s = api.settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    encore = [sys.executable, "-m", "bots.cli"]
+    bots = []
+    if s.telegram_token:
+        bots.append(Service("telegram bot", [*encore, "bot", "telegram"]))
+    if s.discord_token:
+        bots.append(Service("discord bot", [*encore, "bot", "discord"]))
+    supervisor = Supervisor(s, extra=bots, port=port)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        api_url = supervisor.start()
+        ui = api_url.removesuffix("/api")
+        names = (
+            ", ".join(b.name for b in bots)
+            or "no bots (set ENCORE_TELEGRAM_TOKEN or ENCORE_DISCORD_TOKEN)"
+        )
+        typer.echo(
+            f"Encore is serving: Prefect UI at {ui}; workers for {s.cpu_pool} and "
+            f"{s.gpu_pool}; {names}. Ctrl-C stops it."
+        )
+        supervisor.watch()
+    except KeyboardInterrupt:
+        typer.echo("Stopping…")
+    except RuntimeError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        supervisor.stop()
 
 
 if __name__ == "__main__":

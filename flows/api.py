@@ -19,7 +19,7 @@ from pathlib import Path
 from flows import catalog, users, voices
 from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
-from flows.jobs import reap_interrupted
+from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
 from flows.submit import stage_upload
 from flows.users import Forgotten, Limit
@@ -420,10 +420,10 @@ def is_subscribed(platform: str, chat_id: str, kind: str, s: Settings | None = N
 
 
 def recover(s: Settings | None = None) -> int:
-    """End jobs whose process died, drop week-old upload sessions, and post the outcomes
-    nobody delivered; returns how many were posted."""
+    """Rerun or end jobs whose process died, drop week-old upload sessions, and post the
+    outcomes nobody delivered; returns how many were posted."""
     s = _s(s)
-    reap_interrupted(s)
+    recover_lost_jobs(s)
     users.expire_upload_sessions(s)
     return deliver_pending(s)
 

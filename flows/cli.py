@@ -50,9 +50,9 @@ def main(
         reexec_with_fast_allocator()
     state["debug"] = debug
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
-        from flows.jobs import reap_interrupted
+        from flows.recovery import recover_lost_jobs
 
-        reap_interrupted(get_settings())  # jobs of an embedded run that was killed
+        recover_lost_jobs(get_settings())  # jobs of an earlier run that was killed
     if debug:
         logging.basicConfig(level=logging.DEBUG)
     else:  # Prefect's run logs belong in its UI, not between the progress bar and the result
@@ -301,14 +301,14 @@ def voices_train(
     Run it again with the same samples after an interruption: it resumes from the last
     checkpoint.
     """
-    from flows.jobs import reap_interrupted
+    from flows.recovery import recover_lost_jobs
     from flows.submit import CONSENT_NEEDED, stage_upload, submit_training
 
     s = get_settings()
     if not consent:
         fail(f"{CONSENT_NEEDED} Add --consent.")
     require(s, training=True)
-    reap_interrupted(s)
+    recover_lost_jobs(s)
     uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in samples]
     options = {
         "isolate": isolate,
@@ -360,6 +360,28 @@ def voices_delete(name: str):
     console.print(f"Deleted voice {name}.")
 
 
+@app.command()
+@guarded
+def deploy(
+    schedules: Annotated[
+        bool, typer.Option(help="Schedule the trending drop and the janitor.")
+    ] = True,
+):
+    """Create or update the work pools and deployments on the Prefect server (PREFECT_API_URL)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        fail("Set PREFECT_API_URL to your Prefect server's API (or run `encore serve`).")
+    from flows.deployments import deploy as deploy_all
+
+    s = get_settings()
+    names = deploy_all(s, schedules=schedules)
+    console.print(
+        f"Deployed {len(names)} flows: parents on pool {s.cpu_pool}, heavy steps on "
+        f"{s.gpu_pool} (at most {max(1, s.gpu_count)} at once)."
+    )
+    for name in names:
+        console.print(f"  {name}", highlight=False)
+
+
 @models_app.command("download")
 @guarded
 def models_download():
@@ -397,6 +419,79 @@ def demo(output: Annotated[Path, typer.Option("--output", "-o")] = Path("encore-
     song_id, voice_id = prepare_demo(s)
     job_id = submit_cover(CLI_USER, song_id, voice_id, {"format": output.suffix[1:] or None}, s=s)
     console.print(f"Demo cover written to [bold]{_run(job_id, output)}[/bold]")
+
+
+# ------------------------------------------------------------------------------------------
+# Trending drops
+
+trending_app = typer.Typer(help="Trending chart drops to subscribed chats.", no_args_is_help=True)
+app.add_typer(trending_app, name="trending")
+
+
+@trending_app.command("run")
+@guarded
+def trending_run(
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the covers until they are posted.")
+    ] = False,
+    day: Annotated[
+        str | None, typer.Option("--date", help="The drop's date (YYYY-MM-DD); default today.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Run one trending drop now: covers of the chart's catalog songs for subscribed chats.
+
+    Embedded, the covers are made in this process, so it stays until they are posted.
+    """
+    import json
+
+    from flows.recovery import recover_lost_jobs
+    from flows.submit import follow
+    from flows.trending import trending_drop
+
+    s = get_settings()
+    recover_lost_jobs(s)
+    summary = trending_drop(day=day)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        from rich.markup import escape
+
+        def entry(m: dict) -> str:
+            return escape(f"{m['artist']} - {m['title']}" if m["artist"] else m["title"])
+
+        table = Table("#", "chart entry", "catalog song", "score")
+        for m in summary["matched"]:
+            table.add_row(str(m["rank"]), entry(m), escape(m["song"]), str(m["score"]))
+        for m in summary["missing"]:
+            table.add_row(str(m["rank"]), entry(m), f"[yellow]{escape(m['reason'])}[/yellow]", "")
+        console.print(table)
+        console.print(
+            f"Drop {summary['date']}: {len(summary['matched'])} of {summary['chart']} chart songs "
+            f"in the catalog; {len(summary['submitted'])} covers submitted, "
+            f"{len(summary['existing'])} already submitted today.",
+            highlight=False,
+        )
+        for chat in summary["skipped"]:
+            console.print(
+                f"Skipped {chat['platform']} chat {chat['chat_id']}: {escape(chat['reason'])}.",
+                highlight=False,
+            )
+    jobs = summary["submitted"] + summary["existing"]
+    if not (wait or s.run_mode == "embedded") or not jobs:
+        return
+    failed = 0
+    for row in jobs:
+        final = follow(row["job_id"], s=s)
+        failed += final.state != "succeeded"
+        if not as_json:
+            reason = f": {final.reason}" if final.reason and final.state != "succeeded" else ""
+            console.print(
+                f"{row['platform']} {row['chat_id']} #{row['rank']}: {final.state}{reason}",
+                highlight=False,
+            )
+    if failed:
+        fail(f"{failed} of {len(jobs)} covers did not succeed.")
 
 
 if __name__ == "__main__":

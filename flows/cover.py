@@ -1,6 +1,7 @@
 """The `make-cover` flow: resolve → separate (cached) → convert → remix → store.
 
-Each step is a Prefect task around the step module of the same name; the job row shows the
+Resolve and remix are tasks of this flow; separation and conversion are one heavy step
+(`flows.heavy.sing_vocal`), which a cluster runs on its GPU work pool. The job row shows the
 user where the work is, and always ends in a terminal state (see `flows.jobs.run_job`).
 """
 
@@ -12,25 +13,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.catalog import label
-from flows.db import Voice, session
+from flows.heavy import run_heavy, sing_vocal, voice_named
 from flows.jobs import run_job
 from flows.settings import get_settings
-from flows.steps import convert, remix, resolve, separate
-from gpu_worker.errors import EngineError
+from flows.steps import remix, resolve
 
 step_task = task(cache_policy=NO_CACHE, persist_result=False)
 resolve_task = step_task(resolve.resolve, name="resolve")
-separate_task = step_task(separate.separate, name="separate")
-convert_task = step_task(convert.convert, name="convert")
 remix_task = step_task(remix.remix, name="remix")
-
-
-def _voice(voice_id: str) -> Voice:
-    with session(get_settings().database) as db:
-        voice = db.get(Voice, voice_id)
-    if voice is None:
-        raise EngineError("That voice was deleted; pick another voice.")
-    return voice
 
 
 @flow(name="make-cover", flow_run_name="cover-{job_id}", persist_result=False)
@@ -49,11 +39,10 @@ def make_cover(
     options = options or {}
 
     def body(workdir: Path) -> dict:
-        song, audio = resolve_task(s, job_id, song_id, workdir)
-        voice = _voice(voice_id)
-        stems = separate_task(s, job_id, song, audio, workdir)
-        vocal = convert_task(s, job_id, stems["vocals"], voice, options, workdir)
+        song, _audio = resolve_task(s, job_id, song_id, workdir)
+        voice = voice_named(s, voice_id)
+        sung = run_heavy(s, sing_vocal, job_id, song_id=song_id, voice_id=voice_id, options=options)
         title = f"{label(song)} ({voice.name} cover)"
-        return remix_task(s, job_id, vocal, stems["instrumental"], options, title, workdir)
+        return remix_task(s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir)
 
     return run_job(s, job_id, body)

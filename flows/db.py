@@ -86,6 +86,7 @@ class StemSet(Base):
     model: Mapped[str] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(16), default="computing")  # computing|ready
     stems: Mapped[dict] = mapped_column(JSON, default=dict)  # stem name -> URI
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # who computes
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
@@ -105,6 +106,7 @@ class Job(Base):
     result: Mapped[dict] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 

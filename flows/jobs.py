@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,14 @@ def cancel_job(s: Settings, job_id: str) -> bool:
 INTERRUPTED = "The job was interrupted before it finished; please run it again."
 
 
+def untouched_s(job: Job) -> float:
+    """Seconds since anything touched the job's row."""
+    touched = job.updated_at
+    if touched.tzinfo is None:  # SQLite hands back naive UTC
+        touched = touched.replace(tzinfo=UTC)
+    return (now() - touched).total_seconds()
+
+
 def reap_interrupted(s: Settings, idle_seconds: float | None = None) -> int:
     """End jobs that nothing has touched for `idle_seconds` (their process died).
 
@@ -107,15 +115,11 @@ def reap_interrupted(s: Settings, idle_seconds: float | None = None) -> int:
     flow behind it; failing it keeps the promise that every job ends where users see it.
     """
     idle = s.reap_after_seconds if idle_seconds is None else idle_seconds
-    cutoff = now() - timedelta(seconds=idle)
     reaped = 0
     with session(s.database) as db:
         open_jobs = db.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
         for job in open_jobs:
-            touched = job.updated_at
-            if touched.tzinfo is None:  # SQLite hands back naive UTC
-                touched = touched.replace(tzinfo=UTC)
-            if touched < cutoff:
+            if untouched_s(job) > idle:
                 job.state, job.step, job.reason = "failed", "done", INTERRUPTED
                 job.updated_at = now()
                 reaped += 1
@@ -200,6 +204,9 @@ def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     """
     from flows.delivery import courier_for
 
+    job = get_job(s, job_id)
+    if job is not None and job.state in TERMINAL:  # a late duplicate run: nothing to do
+        return {"state": job.state, **(job.result or {})}
     courier = courier_for(s, job_id)
     if courier is not None:
         courier.start()

@@ -2,6 +2,7 @@
 
 `stems` gives every stem Demucs makes plus the instrumental; `karaoke` gives the instrumental
 encoded for listening. Both reuse the stems cache, so they cost nothing after a cover.
+Separation is a heavy step (`flows.heavy`): a cluster runs it on the GPU work pool.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.catalog import label
+from flows.heavy import run_heavy, separate_song
 from flows.jobs import job_step, run_job
 from flows.settings import get_settings
-from flows.steps import resolve, separate
+from flows.steps import resolve
 from flows.steps.remix import file_title
 from flows.storage import open_storage
 from gpu_worker.audio import encode
 
 step_task = task(cache_policy=NO_CACHE, persist_result=False)
 resolve_task = step_task(resolve.resolve, name="resolve")
-separate_task = step_task(separate.separate, name="separate")
 
 
 def _separation_job(job_id: str, song_id: str, kind: str, package: Callable) -> dict:
@@ -32,8 +33,8 @@ def _separation_job(job_id: str, song_id: str, kind: str, package: Callable) -> 
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        song, audio = resolve_task(s, job_id, song_id, workdir)
-        uris = separate_task(s, job_id, song, audio, workdir)
+        song, _audio = resolve_task(s, job_id, song_id, workdir)
+        uris = run_heavy(s, separate_song, job_id, song_id=song_id)
         with job_step(s, job_id, "storing", 0.9):
             storage = open_storage(s.storage)
             local, extra = package(storage, uris, workdir)

@@ -64,6 +64,24 @@ class Settings(BaseSettings):
     # Jobs running at once in one process; more wait in a queue (users see their place).
     max_running_jobs: int = 2
 
+    # Where flows run. "embedded": in the submitting process (no server needed). "cluster":
+    # submitted to the Prefect server at PREFECT_API_URL as deployments that workers pick up;
+    # `encore deploy` creates them and `encore serve` runs a single-machine cluster.
+    run_mode: Literal["embedded", "cluster"] = "embedded"
+    cpu_pool: str = "encore-cpu"  # work pool of the light steps and the parent flows
+    gpu_pool: str = "encore-gpu"  # work pool of separation, conversion and training
+    gpu_pool_type: str = "process"  # "ecs" on AWS (see infra/terraform)
+    gpu_count: int = 1  # the GPU pool's concurrency limit: one heavy step per GPU
+    job_attempts: int = 3  # runs of one job when workers die under it (cluster)
+    janitor_interval_s: float = 30.0  # how often lost jobs are looked for (cluster)
+
+    # Trending drops: covers of the chart's songs, posted to subscribed chats on a schedule.
+    chart_url: str | None = None  # JSON chart (Apple Music RSS shape or a plain list); or file
+    chart_limit: int = 10  # chart entries considered per drop
+    chart_match_score: float = 88.0  # rapidfuzz score an entry needs to match a catalog song
+    trending_cron: str = "0 17 * * 5"  # when drops happen (cron, in trending_timezone)
+    trending_timezone: str = "UTC"
+
     # Chat front ends (`encore bot telegram`) and delivery of results to chats.
     telegram_token: str | None = None  # from BotFather
     telegram_api_url: str = "https://api.telegram.org/bot"  # the token is appended

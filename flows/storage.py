@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlparse
 
 class Storage(Protocol):
     def put(self, local: Path, key: str) -> str: ...
+    def uri(self, key: str) -> str: ...
     def fetch(self, uri: str, workdir: Path) -> Path: ...
     def exists(self, uri: str) -> bool: ...
     def delete(self, uri: str) -> None: ...
@@ -66,6 +67,10 @@ class LocalStorage:
         finally:
             tmp.unlink(missing_ok=True)
         return dst.as_uri()
+
+    def uri(self, key: str) -> str:
+        """The URI `put` gives a file stored under `key`."""
+        return (self.root / _safe_key(key)).as_uri()
 
     def fetch(self, uri: str, workdir: Path) -> Path:
         """Local files need no copy: the stored path itself is returned (read it only)."""
@@ -158,6 +163,10 @@ class S3Storage:
             str(local), self.bucket, full, ExtraArgs={"ContentType": kind}, Config=self.transfer
         )
         return self._uri(full)
+
+    def uri(self, key: str) -> str:
+        """The URI `put` gives an object stored under `key`."""
+        return self._uri(self._full(key))
 
     def fetch(self, uri: str, workdir: Path) -> Path:
         """Download into `workdir` under the object's own file name, atomically.

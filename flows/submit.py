@@ -1,7 +1,9 @@
 """Submitting jobs and following them: the API the CLI and the bots call.
 
 `submit_*` creates the job row (one per idempotency key) and starts its flow, returning the
-job id at once. Embedded, the flow runs in this process on a worker thread. `follow` polls the
+job id at once. Embedded, the flow runs in this process on a worker thread; in a cluster
+(`ENCORE_RUN_MODE=cluster`) it is submitted to the job's deployment with
+`run_deployment(timeout=0)` and a worker runs it (`flows.deployments`). `follow` polls the
 job row until it ends, reporting each change, which works the same wherever the flow runs.
 """
 
@@ -74,7 +76,15 @@ def _submit(
         params = {**params, "reply_to": reply_to}
     job_id = create_job(s, kind, owner, params, idempotency_key=key)
     job = get_job(s, job_id)
-    if job is not None and job.state == "queued" and job_id not in _threads:
+    if job is None or job.state != "queued":
+        return job_id
+    if s.run_mode == "cluster":
+        if job.flow_run_id is None:
+            from flows.deployments import start_run
+
+            run_id = start_run(s, job_id, kind, job.params, job.attempts)
+            update_job(s, job_id, flow_run_id=run_id)
+    elif job_id not in _threads:
         _start(job_id, flow_fn, {"job_id": job_id, **params})
     return job_id
 

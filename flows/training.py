@@ -1,41 +1,31 @@
 """The voice flows: `train-voice` (samples → a new RVC voice) and `import-voice`.
 
-Training runs intake → train (with the index) → register → preview. The training task retries
-after a crash, and each retry resumes from the last checkpoint; what the user did wrong
-(samples, consent, a taken name) or a cancel is not retried. The user's uploaded samples are
-deleted when the job ends, and the training folder once the voice is registered.
+Training runs intake → train (with the index) → register → preview. Intake and training form
+one heavy step, as does the preview (`flows.heavy`; a cluster runs them on the GPU pool). The
+training task retries after a crash, and each retry resumes from the last checkpoint; what the
+user did wrong (samples, consent, a taken name) or a cancel is not retried. The user's uploaded
+samples are deleted when the job ends, and the training folder once the model is stored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.jobs import JobCancelled, job_step, run_job
+from flows.heavy import render_preview, run_heavy, train_model
+from flows.jobs import job_step, run_job
 from flows.settings import get_settings
-from flows.steps import intake, preview, register, train
+from flows.steps import register
 from flows.storage import open_storage
 from flows.submit import CONSENT_NEEDED
 from flows.voices import get_voice, import_voice, name_taken, valid_name
-from gpu_worker.errors import Crashed, EngineError
+from gpu_worker.errors import EngineError
 
 step_task = task(cache_policy=NO_CACHE, persist_result=False)
-intake_task = step_task(intake.intake, name="intake")
 register_task = step_task(register.register, name="register")
-preview_task = step_task(preview.preview, name="preview")
-
-
-def _worth_retrying(_task, _run, state) -> bool:
-    """Crashes are retried (and resume); the user's mistakes and cancels are not."""
-    error = state.data
-    return isinstance(error, Crashed) or not isinstance(error, EngineError | JobCancelled)
-
-
-train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retrying)
 
 
 def _delete_uploads(uris: list[str]) -> None:
@@ -65,24 +55,17 @@ def train_voice(
         voice_name = valid_name(name)
         if get_voice(s, owner, voice_name, include_public=False) is not None:
             raise EngineError(name_taken(voice_name))
-        train.sweep_stale(s)
-        storage = open_storage(s.storage)
-        local = [storage.fetch(uri, workdir) for uri in samples]
-        names = [uri.rsplit("/", 1)[-1] for uri in samples]
-        exp_dir = train.training_dir(s, owner, voice_name, local)
-        isolate = bool(options.get("isolate", s.train_isolate))
-        found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
-        retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
-        trained = retries(s, job_id, voice_name, exp_dir / "samples", exp_dir, options)
-        voice = register_task(s, job_id, owner, voice_name, trained)
-        shutil.rmtree(exp_dir, ignore_errors=True)
-        heard = preview_task(s, job_id, voice, workdir)
+        trained = run_heavy(
+            s, train_model, job_id, owner=owner, name=voice_name, samples=samples, options=options
+        )
+        voice = register_task(s, job_id, owner, voice_name, trained, workdir)
+        heard = run_heavy(s, render_preview, job_id, voice_id=voice.id)
         return {
             **heard,
             "voice_id": voice.id,
             "voice": voice.name,
             "preview_uri": heard["uri"],
-            "voiced_seconds": found["voiced_seconds"],
+            "voiced_seconds": trained["voiced_seconds"],
             "epochs": trained["epochs"],
             "steps": trained["steps"],
             "resumed_from_epoch": trained["resumed_from_epoch"],

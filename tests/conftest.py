@@ -7,6 +7,7 @@ exact file formats the real loaders read, once per session.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,89 @@ def run_cli(settings, *args: str, cwd: Path | None = None) -> subprocess.Complet
         text=True,
         timeout=600,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Real services: PostgreSQL and S3 (moto's HTTP server)
+
+S3_REGION = "us-east-1"
+
+ADMIN_URL = os.environ.get(
+    "ENCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def forget_engine(url: str) -> None:
+    from flows import db
+
+    engine = db._engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_databases():
+    """Makes fresh databases on the server (`make()` returns a URL); drops them all at the end."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {ADMIN_URL}: {exc.orig}. Start it with "
+            "./scripts/postgres (as .ci/run does), or point ENCORE_TEST_POSTGRES_URL at a server.",
+            pytrace=False,
+        )
+    prefix = f"encore_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    made: list[str] = []
+
+    def url_of(name: str) -> str:
+        return admin.url.set(database=name).render_as_string(hide_password=False)
+
+    def make() -> str:
+        name = f"{prefix}_{len(made)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return url_of(name)
+
+    def drop(url: str) -> None:
+        forget_engine(url)
+        name = url.rsplit("/", 1)[-1]
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    make.drop = drop
+    yield make
+    for name in made:
+        drop(url_of(name))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3 server, once per session; boto3 reaches it over real HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    env = pytest.MonkeyPatch()
+    env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setenv("AWS_DEFAULT_REGION", S3_REGION)
+    env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    env.setenv("AWS_CONFIG_FILE", os.devnull)  # nothing from this machine's AWS setup
+    env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    env.delenv("AWS_PROFILE", raising=False)
+    env.delenv("AWS_SESSION_TOKEN", raising=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        env.undo()

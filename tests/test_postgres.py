@@ -21,61 +21,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from flows import db
 from flows.db import Base, Job, migrate
 from flows.settings import Settings
-
-ADMIN_URL = os.environ.get(
-    "ENCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def _forget_engine(url: str) -> None:
-    engine = db._engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def pg_databases():
-    """Makes fresh databases on the server (`make()` returns a URL); drops them all at the end."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {ADMIN_URL}: {exc.orig}. Start it with "
-            "./scripts/postgres (as .ci/run does), or point ENCORE_TEST_POSTGRES_URL at a server.",
-            pytrace=False,
-        )
-    prefix = f"encore_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    made: list[str] = []
-
-    def url_of(name: str) -> str:
-        return admin.url.set(database=name).render_as_string(hide_password=False)
-
-    def make() -> str:
-        name = f"{prefix}_{len(made)}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        made.append(name)
-        return url_of(name)
-
-    def drop(url: str) -> None:
-        _forget_engine(url)
-        name = url.rsplit("/", 1)[-1]
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    make.drop = drop
-    yield make
-    for name in made:
-        drop(url_of(name))
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")

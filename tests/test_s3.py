@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import logging
-import os
 import threading
 import urllib.request
 import uuid
@@ -21,34 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from flows.storage import S3Storage, open_storage
-from tests.conftest import _free_port
-
-REGION = "us-east-1"
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """moto's S3 server, once per session; boto3 reaches it over real HTTP."""
-    from moto.server import ThreadedMotoServer
-
-    env = pytest.MonkeyPatch()
-    env.setenv("AWS_ACCESS_KEY_ID", "testing")
-    env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    env.setenv("AWS_DEFAULT_REGION", REGION)
-    env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    env.setenv("AWS_CONFIG_FILE", os.devnull)  # nothing from this machine's AWS setup
-    env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    env.delenv("AWS_PROFILE", raising=False)
-    env.delenv("AWS_SESSION_TOKEN", raising=False)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        env.undo()
+from tests.conftest import S3_REGION as REGION
 
 
 def _raw_client(endpoint: str):

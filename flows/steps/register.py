@@ -7,15 +7,19 @@ from pathlib import Path
 from flows.db import Voice
 from flows.jobs import job_step
 from flows.settings import Settings
+from flows.storage import open_storage
 from flows.voices import register_voice
 
 CONSENT = "The owner confirmed that the voice is theirs or that they have permission to clone it."
 
 
-def register(s: Settings, job_id: str, owner: str, name: str, trained: dict) -> Voice:
-    """The new voice's row; its files are in storage under the voice's own prefix."""
+def register(
+    s: Settings, job_id: str, owner: str, name: str, trained: dict, workdir: Path
+) -> Voice:
+    """The new voice's row; its files (stored by the training step, `trained["pth"]` and
+    `trained["index"]`) are copied under the voice's own prefix."""
     with job_step(s, job_id, "registering", 0.86):
-        index = Path(trained["index"]) if trained.get("index") else None
-        return register_voice(
-            s, owner, name, Path(trained["pth"]), index, source="trained", consent=CONSENT
-        )
+        storage = open_storage(s.storage)
+        pth = storage.fetch(trained["pth"], workdir)
+        index = storage.fetch(trained["index"], workdir) if trained.get("index") else None
+        return register_voice(s, owner, name, pth, index, source="trained", consent=CONSENT)

@@ -2,7 +2,8 @@
 
 The stems cache is a row per (content hash, model). The first run claims the row and computes;
 a run that finds the row ready reuses the stored stems; a run that finds it being computed by
-someone else waits for it. A claim whose owner died is taken over after `stems_wait_seconds`.
+someone else waits for it. A claim whose owner died is taken over after `stems_wait_seconds`,
+or at once by a later attempt of the same job (a cluster re-runs a job whose worker died).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ def stems_key(song: Song, model: str) -> str:
     return f"tmp/stems/{song.content_hash}/{model}"
 
 
-def _claim(s: Settings, song: Song, model: str) -> StemSet | None:
+def _claim(s: Settings, song: Song, model: str, job_id: str | None) -> StemSet | None:
     """Our new claim, or None if a row for this song and model exists."""
     try:
         with session(s.database) as db:
-            row = StemSet(content_hash=song.content_hash, model=model, state="computing")
+            row = StemSet(
+                content_hash=song.content_hash, model=model, state="computing", job_id=job_id
+            )
             db.add(row)
             db.flush()
             return row
@@ -87,13 +90,13 @@ def _compute(
 
 
 def get_stems(
-    s: Settings, song: Song, audio_path: Path, workdir: Path, progress=None
+    s: Settings, song: Song, audio_path: Path, workdir: Path, progress=None, job_id=None
 ) -> tuple[dict, bool]:
-    """Stem URIs for `song` and whether they came from the cache."""
+    """Stem URIs for `song` and whether they came from the cache; `job_id` names the claim."""
     opts = options(s)
     deadline = time.monotonic() + s.stems_wait_seconds
     while True:
-        row = _claim(s, song, opts.model)
+        row = _claim(s, song, opts.model, job_id)
         if row is not None:
             try:
                 stems = _compute(s, song, audio_path, workdir, opts, progress)
@@ -113,6 +116,7 @@ def get_stems(
         if touched.tzinfo is None:  # SQLite hands back naive UTC
             touched = touched.replace(tzinfo=UTC)
         stale = touched < now() - timedelta(seconds=s.stems_wait_seconds)
+        stale = stale or (job_id is not None and other.job_id == job_id)  # our dead attempt
         if other.state == "ready" or stale:
             _drop(s, other.id)  # files gone or owner dead: compute again
             continue
@@ -125,7 +129,7 @@ def separate(s: Settings, job_id: str, song: Song, audio_path: Path, workdir: Pa
     """The job's separation step: stems from the cache or freshly computed."""
     with job_step(s, job_id, "separating", 0.1) as record:
         progress = job_progress(s, job_id, 0.1, 0.45)
-        stems, cached = get_stems(s, song, audio_path, workdir, progress)
+        stems, cached = get_stems(s, song, audio_path, workdir, progress, job_id)
         record.cached = cached
         record.detail = {"model": options(s).model}
         return stems

@@ -1,0 +1,162 @@
+"""Deployments: what a cluster runs where, `encore deploy`, and starting a job's run.
+
+Every Encore flow is deployed as `<flow name>/encore`. The parent flows (covers, stems,
+karaoke, training and import jobs, the trending drop, the janitor) go to the `cpu` work pool;
+the heavy steps (`flows.heavy`) go to the `gpu` pool, whose concurrency limit is the number of
+GPUs, so a GPU never runs two heavy steps and a waiting step bills no GPU. Deployments name
+their flows by module path (`flows.cover.make_cover`): a worker imports them from the
+installed package, or from the image that a container pool runs.
+
+`deploy` creates or updates the pools and the deployments against `PREFECT_API_URL`;
+`start_run` submits one attempt of a job (`run_deployment(timeout=0)`, returning at once).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flows.heavy import DEPLOYMENT
+from flows.settings import Settings
+
+log = logging.getLogger("encore.deploy")
+
+
+@dataclass(frozen=True)
+class Spec:
+    entrypoint: str  # module path of the flow function
+    pool: str  # "cpu" or "gpu"
+    schedule: str | None = None  # "trending" (cron from settings) or "janitor" (interval)
+
+
+SPECS = (
+    Spec("flows.cover.make_cover", "cpu"),
+    Spec("flows.separation.stems", "cpu"),
+    Spec("flows.separation.karaoke", "cpu"),
+    Spec("flows.training.train_voice", "cpu"),
+    Spec("flows.training.import_voice_flow", "cpu"),
+    Spec("flows.trending.trending_drop", "cpu", schedule="trending"),
+    Spec("flows.recovery.recover_jobs", "cpu", schedule="janitor"),
+    Spec("flows.heavy.separate_song", "gpu"),
+    Spec("flows.heavy.sing_vocal", "gpu"),
+    Spec("flows.heavy.train_model", "gpu"),
+    Spec("flows.heavy.render_preview", "gpu"),
+)
+
+# The flow each kind of job runs (its deployment is "<flow name>/encore").
+JOB_FLOWS = {
+    "cover": "make-cover",
+    "stems": "stems",
+    "karaoke": "karaoke",
+    "train": "train-voice",
+    "import": "import-voice",
+}
+
+
+def _load(entrypoint: str):
+    from prefect.utilities.importtools import import_object
+
+    return import_object(entrypoint)
+
+
+def pool_name(s: Settings, pool: str) -> str:
+    return s.gpu_pool if pool == "gpu" else s.cpu_pool
+
+
+def ensure_pools(s: Settings) -> dict[str, str]:
+    """Create the work pools if missing; set the GPU pool's limit to the number of GPUs.
+
+    A process pool is created here. A container pool (`ENCORE_GPU_POOL_TYPE=ecs`) needs a job
+    template naming the GPU task definition, so infra/terraform/prefect creates it.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    wanted = {
+        s.cpu_pool: ("process", None),
+        s.gpu_pool: (s.gpu_pool_type, max(1, s.gpu_count)),
+    }
+    made = {}
+    with get_client(sync_client=True) as client:
+        for name, (kind, limit) in wanted.items():
+            try:
+                pool = client.read_work_pool(name)
+            except ObjectNotFound:
+                if kind != "process":
+                    raise RuntimeError(
+                        f"Work pool {name!r} ({kind}) does not exist; create it with "
+                        "infra/terraform/prefect, then run `encore deploy` again."
+                    ) from None
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=name,
+                        type="process",
+                        base_job_template=ProcessWorker.get_default_base_job_template(),
+                        concurrency_limit=limit,
+                    )
+                )
+                made[name] = "created"
+                continue
+            if pool.concurrency_limit != limit:
+                client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
+            made[name] = "updated"
+    return made
+
+
+def _schedules(s: Settings, spec: Spec) -> dict[str, Any]:
+    from prefect.schedules import Cron, Interval
+
+    if spec.schedule == "trending":
+        return {"schedules": [Cron(s.trending_cron, timezone=s.trending_timezone)]}
+    if spec.schedule == "janitor":
+        return {"schedules": [Interval(timedelta(seconds=s.janitor_interval_s))]}
+    return {}
+
+
+def deploy(s: Settings, schedules: bool = True) -> list[str]:
+    """Create or update the pools and every deployment; returns the deployments' names.
+
+    `schedules=False` leaves the trending drop and the janitor unscheduled (they still run
+    when started by hand or by `run_deployment`).
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    ensure_pools(s)
+    names = []
+    for spec in SPECS:
+        flow_fn = _load(spec.entrypoint)
+        extra = _schedules(s, spec) if schedules else {}
+        deployment = flow_fn.to_deployment(
+            name=DEPLOYMENT,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            work_pool_name=pool_name(s, spec.pool),
+            tags=["encore", spec.pool],
+            description=(flow_fn.description or "").strip().split("\n")[0] or None,
+            **extra,
+        )
+        deployment.apply()
+        names.append(f"{flow_fn.name}/{DEPLOYMENT}")
+    return names
+
+
+def start_run(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -> str:
+    """Submit attempt `attempt` of a job to its deployment; returns the flow run's id.
+
+    The idempotency key makes a repeated call for the same attempt (two bots, a retried
+    request) return the same run instead of starting a second one.
+    """
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        f"{JOB_FLOWS[kind]}/{DEPLOYMENT}",
+        parameters={"job_id": job_id, **params},
+        timeout=0,
+        idempotency_key=f"{job_id}:{attempt}",
+        as_subflow=False,
+        tags=["encore", kind],
+    )
+    return str(run.id)

@@ -1,0 +1,265 @@
+"""The heavy steps as flows of their own: separation, singing, training and the preview.
+
+Each is a flow so that a cluster can run it as its own deployment on the GPU work pool, where
+only these steps occupy a GPU. A cover's separation and conversion form one run
+(`sing-vocal`), which saves a second start-up and model load per cover.
+
+The parent flow calls `run_heavy(s, flow, job_id, ...)`:
+
+- embedded (`ENCORE_RUN_MODE=embedded`), that is a plain subflow call in this process;
+- in a cluster, it is `run_deployment` of the step's deployment. The parent waits for it,
+  touching the job row so the job is not taken for lost while it waits for a GPU, and stops
+  the step when the user cancels. The step hands its output back as a small JSON object in the
+  job's temporary storage prefix, since the two runs share neither memory nor disk. A user's
+  mistake found by the step (an `EngineError`) crosses over as its message.
+
+Inputs and outputs are storage URIs and ids, never local paths or audio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.catalog import get_song
+from flows.db import Voice, session
+from flows.jobs import JobCancelled, get_job, job_key_prefix, untouched_s, update_job
+from flows.settings import Settings, get_settings
+from flows.steps import convert, intake, preview, separate, train
+from flows.storage import open_storage
+from gpu_worker import errors
+from gpu_worker.errors import Crashed, EngineError
+
+log = logging.getLogger("encore.heavy")
+
+DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
+POLL_S = 0.5  # how often a waiting parent looks at its step's run
+TOUCH_S = 20.0  # how often a waiting parent touches the job row
+LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
+
+
+def deployment_name(flow_fn) -> str:
+    return f"{flow_fn.name}/{DEPLOYMENT}"
+
+
+def voice_named(s: Settings, voice_id: str) -> Voice:
+    """The voice row; a user-facing error if it was deleted."""
+    with session(s.database) as db:
+        voice = db.get(Voice, voice_id)
+    if voice is None:
+        raise EngineError("That voice was deleted; pick another voice.")
+    return voice
+
+
+def _handoff_key(job_id: str, run_id: str) -> str:
+    return f"{job_key_prefix(job_id)}/handoff/{run_id}.json"
+
+
+def _step(s: Settings, job_id: str, name: str, body: Callable[[Path], Any]) -> Any:
+    """Run a heavy step's body in a scratch folder of its own; in a cluster, hand off."""
+    workdir = s.work_dir / f"{job_id}.{name}"  # beside the parent's folder, not in it
+    workdir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] | None = None  # stays None on an unexpected error
+    try:
+        out = body(workdir)
+        record = {"ok": out}
+        return out
+    except JobCancelled:
+        record = {"cancelled": True}
+        raise
+    except EngineError as exc:
+        record = {"error": exc.message, "type": type(exc).__name__}
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if s.run_mode == "cluster" and record is not None:
+            _hand_off(s, job_id, record)
+
+
+def _hand_off(s: Settings, job_id: str, record: dict) -> None:
+    from prefect.runtime import flow_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "handoff.json"
+        path.write_text(json.dumps(record))
+        open_storage(s.storage).put(path, _handoff_key(job_id, flow_run.id))
+
+
+def _received(s: Settings, job_id: str, run_id: str) -> dict | None:
+    storage = open_storage(s.storage)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = storage.fetch(storage.uri(_handoff_key(job_id, run_id)), Path(tmp))
+        except (FileNotFoundError, OSError):
+            return None
+        return json.loads(path.read_text())
+
+
+def _raise(record: dict) -> None:
+    if record.get("cancelled"):
+        raise JobCancelled()
+    kind = getattr(errors, str(record.get("type")), EngineError)
+    if not (isinstance(kind, type) and issubclass(kind, EngineError)):
+        kind = EngineError
+    raise kind(record["error"])
+
+
+def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
+    """Run a heavy step for `job_id` where the run mode says, and return its output."""
+    if s.run_mode != "cluster":
+        return step_flow(job_id=job_id, **params)
+    for attempt in range(1, LOST_RUN_TRIES + 1):
+        run_id, state = _run_deployment(s, step_flow, job_id, params)
+        record = _received(s, job_id, run_id)
+        if record is not None:
+            if "ok" in record:
+                return record["ok"]
+            _raise(record)
+        if state == "CRASHED" and attempt < LOST_RUN_TRIES:
+            log.warning("%s for job %s crashed; running it again", step_flow.name, job_id)
+            continue
+        raise RuntimeError(f"{step_flow.name} for job {job_id} ended {state} without output")
+    raise AssertionError("unreachable")
+
+
+def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[str, str]:
+    """Start the step's deployment and wait for its run to end; (run id, final state type).
+
+    While the run waits for a worker (or a GPU), the parent touches the job row. Once it runs,
+    the step's own progress touches it; a running step that leaves the row untouched for
+    `reap_after_seconds` has lost its worker, and is marked crashed so it can run again.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+    from prefect.states import Crashed as CrashedState
+
+    run = run_deployment(
+        deployment_name(step_flow),
+        parameters={"job_id": job_id, **params},
+        timeout=0,
+        as_subflow=True,
+    )
+    touched = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            current = client.read_flow_run(run.id)
+            state = current.state.type.value if current.state is not None else "SCHEDULED"
+            if current.state is not None and current.state.is_final():
+                return str(run.id), state
+            job = get_job(s, job_id)
+            if job is not None and job.state == "cancelled":
+                client.set_flow_run_state(run.id, Cancelling(), force=True)
+                raise JobCancelled()
+            if state == "RUNNING":
+                if job is not None and untouched_s(job) > s.reap_after_seconds:
+                    lost = CrashedState(message="The step's worker was lost.")
+                    client.set_flow_run_state(run.id, lost, force=True)
+                    return str(run.id), "CRASHED"
+            elif time.monotonic() - touched > TOUCH_S:
+                update_job(s, job_id)  # still alive: waiting for a worker or a GPU
+                touched = time.monotonic()
+            time.sleep(POLL_S)
+
+
+# ------------------------------------------------------------------------------------------
+# The steps
+
+
+@flow(name="separate-song", flow_run_name="separate-{job_id}", persist_result=False)
+def separate_song(job_id: str, song_id: str) -> dict:
+    """Stem URIs of the song (from the stems cache, or separated now)."""
+    s = get_settings()
+
+    return _step(s, job_id, "separate", lambda workdir: _separate(s, job_id, song_id, workdir))
+
+
+def _separate(s: Settings, job_id: str, song_id: str, workdir: Path) -> dict:
+    song = get_song(s, song_id)
+    if song is None:
+        raise EngineError("That song is no longer in the catalog; pick another one.")
+    audio = open_storage(s.storage).fetch(song.uri, workdir)
+    return separate.separate(s, job_id, song, audio, workdir)
+
+
+@flow(name="sing-vocal", flow_run_name="sing-{job_id}", persist_result=False)
+def sing_vocal(job_id: str, song_id: str, voice_id: str, options: dict | None = None) -> dict:
+    """Separate the song (cached) and sing its lead vocal in the voice: one GPU run per cover.
+
+    Returns the URIs of the sung vocal and of the instrumental it is mixed with.
+    """
+    s = get_settings()
+
+    def body(workdir: Path) -> dict:
+        voice = voice_named(s, voice_id)
+        stems = _separate(s, job_id, song_id, workdir)
+        vocal = convert.convert(s, job_id, stems["vocals"], voice, options or {}, workdir)
+        return {"vocal": vocal, "instrumental": stems["instrumental"]}
+
+    return _step(s, job_id, "sing", body)
+
+
+def _worth_retrying(_task, _run, state) -> bool:
+    """Crashes are retried (and resume); the user's mistakes and cancels are not."""
+    error = state.data
+    return isinstance(error, Crashed) or not isinstance(error, EngineError | JobCancelled)
+
+
+step_task = task(cache_policy=NO_CACHE, persist_result=False)
+intake_task = step_task(intake.intake, name="intake")
+train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retrying)
+
+
+@flow(name="train-model", flow_run_name="train-model-{job_id}", persist_result=False)
+def train_model(
+    job_id: str, owner: str, name: str, samples: list[str], options: dict | None = None
+) -> dict:
+    """Check the samples and train the model; the model and index go to the job's storage.
+
+    The training folder is kept until the model is stored, so a retry (Prefect's, or the user
+    sending the same samples after a crash) resumes from the last checkpoint.
+    """
+    s = get_settings()
+    options = options or {}
+
+    def body(workdir: Path) -> dict:
+        train.sweep_stale(s)
+        storage = open_storage(s.storage)
+        local = [storage.fetch(uri, workdir) for uri in samples]
+        names = [uri.rsplit("/", 1)[-1] for uri in samples]
+        exp_dir = train.training_dir(s, owner, name, local)
+        isolate = bool(options.get("isolate", s.train_isolate))
+        found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
+        retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
+        trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options)
+        prefix = f"{job_key_prefix(job_id)}/model"
+        trained["pth"] = storage.put(Path(trained["pth"]), f"{prefix}/model.pth")
+        if trained.get("index"):
+            trained["index"] = storage.put(Path(trained["index"]), f"{prefix}/added.index")
+        shutil.rmtree(exp_dir, ignore_errors=True)
+        return {**trained, "voiced_seconds": found["voiced_seconds"]}
+
+    return _step(s, job_id, "train", body)
+
+
+@flow(name="render-preview", flow_run_name="preview-{job_id}", persist_result=False)
+def render_preview(job_id: str, voice_id: str) -> dict:
+    """A short preview of a voice: its stored URI, file name and duration."""
+    s = get_settings()
+
+    def body(workdir: Path) -> dict:
+        return preview.preview(s, job_id, voice_named(s, voice_id), workdir)
+
+    return _step(s, job_id, "preview", body)
+
+
+HEAVY_FLOWS = (separate_song, sing_vocal, train_model, render_preview)

@@ -1,0 +1,168 @@
+"""`encore serve`: a whole single-machine cluster from one command.
+
+It starts, as child processes: the Prefect server (unless `PREFECT_API_URL` names one), then
+creates the work pools and deployments (`flows.deployments.deploy`), then a process worker
+per pool and whatever extra services the caller adds (the chat bots, from `bots.cli`). Every
+child gets `ENCORE_RUN_MODE=cluster` and the server's URL, so the bots submit to the server
+and the workers run the flows. A child that dies is started again (after a pause that grows
+if it keeps dying); Ctrl-C or SIGTERM stops them all, the server last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.settings import Settings
+
+log = logging.getLogger("encore.serve")
+
+HEALTHY_WAIT_S = 90.0
+WORKER_QUERY_S = "2"  # how often a worker asks for runs (Prefect's default is 10 s)
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+
+def _prefect() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def wait_healthy(api_url: str, timeout: float = HEALTHY_WAIT_S, process=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("The Prefect server exited at start; see its log above.")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"The Prefect server at {api_url} did not answer in {timeout:.0f} s.")
+
+
+class Supervisor:
+    """Starts the services, restarts the ones that die, and stops them all on request."""
+
+    def __init__(self, s: Settings, extra: list[Service] | None = None, port: int | None = None):
+        self.s = s
+        self.extra = extra or []
+        self.port = port
+        self.services: list[Service] = []
+        self.server: Service | None = None
+        self._stopping = False
+
+    def _child_env(self, api_url: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PREFECT_API_URL": api_url,
+            "ENCORE_RUN_MODE": "cluster",
+            "PREFECT_WORKER_QUERY_SECONDS": os.environ.get(
+                "PREFECT_WORKER_QUERY_SECONDS", WORKER_QUERY_S
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get(
+                "PREFECT_SERVER_ANALYTICS_ENABLED", "false"
+            ),
+            "DO_NOT_TRACK": os.environ.get("DO_NOT_TRACK", "1"),
+        }
+
+    def start_server(self) -> str:
+        """The API URL: the configured server's, or one started here."""
+        configured = os.environ.get("PREFECT_API_URL")
+        if configured:
+            wait_healthy(configured)
+            return configured
+        port = self.port or 4200
+        home = self.s.data_dir / "prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {**self._child_env(""), "PREFECT_HOME": str(home)}
+        env.pop("PREFECT_API_URL")
+        argv = [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        self.server = Service("prefect-server", argv, env)
+        self._spawn(self.server)
+        api_url = f"http://127.0.0.1:{port}/api"
+        wait_healthy(api_url, process=self.server.process)
+        return api_url
+
+    def start(self) -> str:
+        api_url = self.start_server()
+        os.environ["PREFECT_API_URL"] = api_url  # deploy() below talks to it
+        from flows.deployments import deploy
+
+        names = deploy(self.s)
+        log.info("deployed %d flows to %s", len(names), api_url)
+        env = self._child_env(api_url)
+        pools = [self.s.cpu_pool]
+        if self.s.gpu_pool_type == "process":  # a container pool runs its own (ECS) worker
+            pools.append(self.s.gpu_pool)
+        for pool in pools:
+            argv = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
+            self.services.append(Service(f"worker {pool}", argv, env))
+        for extra in self.extra:
+            extra.env = {**env, **extra.env}
+            self.services.append(extra)
+        for service in self.services:
+            self._spawn(service)
+        return api_url
+
+    def _spawn(self, service: Service) -> None:
+        log.info("starting %s", service.name)
+        service.process = subprocess.Popen(service.argv, env=service.env, start_new_session=True)
+
+    def watch(self, poll_s: float = 1.0) -> None:
+        """Keep the services up until `stop()` (or a signal) ends the watch."""
+        while not self._stopping:
+            for service in [*self.services, *([self.server] if self.server else [])]:
+                if service.process is None or service.process.poll() is None:
+                    continue
+                if service.next_start == 0.0:
+                    delay = min(60.0, 2.0 ** min(service.restarts, 6))
+                    log.warning(
+                        "%s exited with %s; starting it again in %.0f s",
+                        service.name,
+                        service.process.returncode,
+                        delay,
+                    )
+                    service.next_start = time.monotonic() + delay
+                elif time.monotonic() >= service.next_start:
+                    service.restarts += 1
+                    service.next_start = 0.0
+                    self._spawn(service)
+            time.sleep(poll_s)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the workers and bots, then the server; kill whatever does not stop in time."""
+        self._stopping = True
+        groups = [self.services, [self.server] if self.server else []]
+        for group in groups:
+            running = [x for x in group if x.process is not None and x.process.poll() is None]
+            for service in running:
+                _signal(service.process, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for service in running:
+                try:
+                    service.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _signal(service.process, signal.SIGKILL)
+                    service.process.wait()
+
+
+def _signal(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)  # the service and the flow runs it started
