@@ -17,6 +17,10 @@ zip, a voice's preview, or the failure's reason (already one sentence for a user
 errors (network, 5xx, 429 with its retry_after) are retried with tenacity. A file over the
 bot upload limit goes as a link when storage can make one, or as a sentence saying why not.
 
+A job may come unprompted, with no status message (a trending drop's cover, `flows.trending`):
+its file then carries `reply_to["headline"]` as the caption (Telegram) or the message text
+(Discord's channel post), so that the chat can tell what it got and why.
+
 `deliver_pending` is the safety net for jobs that ended without anyone delivering them (their
 process died between the two): the bot runs it at start and every few minutes.
 """
@@ -143,6 +147,24 @@ def _voice(s: Settings, voice_id: str | None) -> Voice | None:
 
 
 UNDELIVERABLE = "❌ It is ready, but it could not be posted here; please ask again later."
+
+CAPTION_LIMIT = 1024  # Telegram's, in UTF-16 code units
+
+
+def clip(text: str, limit: int = CAPTION_LIMIT) -> str:
+    """`text` in at most `limit` UTF-16 code units (as Telegram counts), cut between
+    characters and ended with an ellipsis when it is longer."""
+    if len(text.encode("utf-16-le")) // 2 <= limit:
+        return text
+    kept, used = [], 0
+    for char in text:
+        units = 2 if ord(char) > 0xFFFF else 1
+        if used + units > limit - 1:  # room for the ellipsis
+            break
+        kept.append(char)
+        used += units
+    return "".join(kept).rstrip().rstrip("\u200d") + "…"
+
 
 # ------------------------------------------------------------------------------------------
 # The Bot API client
@@ -351,6 +373,17 @@ class Courier:
     def say(self, text: str):
         return self.send("sendMessage", {"text": text})
 
+    def unprompted(self) -> bool:
+        """True when no status message tells the chat what this job is."""
+        return not self.reply_to.get("status_message_id")
+
+    def _captioned(self, caption: str | None) -> str | None:
+        """A file's caption; an unprompted job's starts with its headline."""
+        head = self.reply_to.get("headline")
+        if head and self.unprompted():
+            return f"{head}\n{caption}" if caption else str(head)
+        return caption
+
     def uploading(self) -> None:
         """Show that the result is on its way (before a file upload, which takes a while)."""
         self.edit(status_text(self._head, status_line("running", "delivering", 1.0)), wait=True)
@@ -470,8 +503,9 @@ class Courier:
         if size > limit:
             return self._too_big(storage, uri, what, size)
         data = {key: value for key, value in extra.items() if value is not None}
+        caption = self._captioned(caption)
         if caption:
-            data["caption"] = caption[:1024]
+            data["caption"] = clip(caption)
         self.uploading()
         try:
             message = self.send(method, data, {field: (local, name)})
@@ -632,6 +666,9 @@ class DiscordCourier(Courier):
     def fresh(self) -> bool:
         age = time.time() - float(self.reply_to.get("token_at") or 0)
         return age < self.s.discord_token_fresh_s
+
+    def unprompted(self) -> bool:
+        return not self.reply_to.get("interaction_token")
 
     def _webhook(self) -> str:
         return f"/webhooks/{self.reply_to['application_id']}/{self.reply_to['interaction_token']}"

@@ -110,22 +110,45 @@ def ensure_pools(s: Settings) -> dict[str, str]:
 def _schedules(s: Settings, spec: Spec) -> dict[str, Any]:
     from prefect.schedules import Cron, Interval
 
-    if spec.schedule == "trending":
-        return {"schedules": [Cron(s.trending_cron, timezone=s.trending_timezone)]}
+    if spec.schedule == "trending":  # paused until there is a chart to read
+        cron = Cron(s.trending_cron, timezone=s.trending_timezone)
+        return {"schedules": [cron], "paused": not s.chart_url}
     if spec.schedule == "janitor":
         return {"schedules": [Interval(timedelta(seconds=s.janitor_interval_s))]}
     return {}
 
 
-def deploy(s: Settings, schedules: bool = True) -> list[str]:
+# What a pool's warm fork server imports ahead of the runs (see `flows.warm`).
+PRELOAD = {
+    "cpu": [spec.entrypoint.rsplit(".", 1)[0] for spec in SPECS if spec.pool == "cpu"],
+    "gpu": [
+        "torch",
+        "soundfile",
+        "demucs.pretrained",
+        "demucs.apply",
+        "rvc_next.engine",
+        "gpu_worker.separate",
+        "gpu_worker.convert",
+        "gpu_worker.remix",
+        "flows.heavy",
+    ],
+}
+
+
+def deploy(
+    s: Settings, schedules: bool = True, commands: dict[str, str] | None = None
+) -> list[str]:
     """Create or update the pools and every deployment; returns the deployments' names.
 
     `schedules=False` leaves the trending drop and the janitor unscheduled (they still run
-    when started by hand or by `run_deployment`).
+    when started by hand or by `run_deployment`). `commands` maps "cpu"/"gpu" to the command
+    a process worker runs for that pool's flow runs (a warm start, `flows.warm`); without
+    it, Prefect's own `python -m prefect.engine`.
     """
     from prefect.deployments.runner import EntrypointType
 
     ensure_pools(s)
+    commands = commands or {}
     names = []
     for spec in SPECS:
         flow_fn = _load(spec.entrypoint)
@@ -135,6 +158,7 @@ def deploy(s: Settings, schedules: bool = True) -> list[str]:
             entrypoint_type=EntrypointType.MODULE_PATH,
             work_pool_name=pool_name(s, spec.pool),
             tags=["encore", spec.pool],
+            job_variables={"command": commands[spec.pool]} if spec.pool in commands else {},
             description=(flow_fn.description or "").strip().split("\n")[0] or None,
             **extra,
         )

@@ -42,7 +42,7 @@ from gpu_worker.errors import Crashed, EngineError
 log = logging.getLogger("encore.heavy")
 
 DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
-POLL_S = 0.5  # how often a waiting parent looks at its step's run
+POLL_S = 0.25  # how often a waiting parent looks at its step's run
 TOUCH_S = 20.0  # how often a waiting parent touches the job row
 LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
 

@@ -11,11 +11,14 @@ if it keeps dying); Ctrl-C or SIGTERM stops them all, the server last.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from flows.settings import Settings
 log = logging.getLogger("encore.serve")
 
 HEALTHY_WAIT_S = 90.0
-WORKER_QUERY_S = "2"  # how often a worker asks for runs (Prefect's default is 10 s)
+WORKER_QUERY_S = "1"  # how often a worker asks for runs (Prefect's default is 10 s)
 
 
 @dataclass
@@ -41,6 +44,14 @@ class Service:
 
 def _prefect() -> str:
     return str(Path(sys.executable).with_name("prefect"))
+
+
+def _socket_path(path: Path) -> str:
+    """`path`, or a short one in /tmp when it is too long for a Unix socket (108 bytes)."""
+    if len(str(path)) < 100:
+        return str(path)
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return str(Path(tempfile.gettempdir()) / f"encore-{digest}.sock")
 
 
 def wait_healthy(api_url: str, timeout: float = HEALTHY_WAIT_S, process=None) -> None:
@@ -60,10 +71,17 @@ def wait_healthy(api_url: str, timeout: float = HEALTHY_WAIT_S, process=None) ->
 class Supervisor:
     """Starts the services, restarts the ones that die, and stops them all on request."""
 
-    def __init__(self, s: Settings, extra: list[Service] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        s: Settings,
+        extra: list[Service] | None = None,
+        port: int | None = None,
+        output: Path | None = None,
+    ):
         self.s = s
         self.extra = extra or []
         self.port = port
+        self.output = output  # where the services' output goes (default: this terminal)
         self.services: list[Service] = []
         self.server: Service | None = None
         self._stopping = False
@@ -103,17 +121,26 @@ class Supervisor:
     def start(self) -> str:
         api_url = self.start_server()
         os.environ["PREFECT_API_URL"] = api_url  # deploy() below talks to it
-        from flows.deployments import deploy
+        from flows.deployments import PRELOAD, deploy
 
-        names = deploy(self.s)
-        log.info("deployed %d flows to %s", len(names), api_url)
         env = self._child_env(api_url)
-        pools = [self.s.cpu_pool]
+        pools = {"cpu": self.s.cpu_pool}
         if self.s.gpu_pool_type == "process":  # a container pool runs its own (ECS) worker
-            pools.append(self.s.gpu_pool)
-        for pool in pools:
+            pools["gpu"] = self.s.gpu_pool
+        commands = {}
+        run_dir = self.s.data_dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for kind, pool in pools.items():
+            sock = _socket_path(run_dir / f"warm-{kind}.sock")
+            warm = [sys.executable, "-m", "flows.warm"]
+            commands[kind] = shlex.join([*warm, "run", sock])
+            self.services.append(
+                Service(f"warm starts {pool}", [*warm, "serve", sock, *PRELOAD[kind]], env)
+            )
             argv = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
             self.services.append(Service(f"worker {pool}", argv, env))
+        names = deploy(self.s, commands=commands)
+        log.info("deployed %d flows to %s", len(names), api_url)
         for extra in self.extra:
             extra.env = {**env, **extra.env}
             self.services.append(extra)
@@ -123,7 +150,16 @@ class Supervisor:
 
     def _spawn(self, service: Service) -> None:
         log.info("starting %s", service.name)
-        service.process = subprocess.Popen(service.argv, env=service.env, start_new_session=True)
+        out = open(self.output, "a") if self.output else None  # noqa: SIM115 - the child's
+        service.process = subprocess.Popen(
+            service.argv,
+            env=service.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
+        if out is not None:
+            out.close()  # the child holds its own copy
 
     def watch(self, poll_s: float = 1.0) -> None:
         """Keep the services up until `stop()` (or a signal) ends the watch."""

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     gpu_pool_type: str = "process"  # "ecs" on AWS (see infra/terraform)
     gpu_count: int = 1  # the GPU pool's concurrency limit: one heavy step per GPU
     job_attempts: int = 3  # runs of one job when workers die under it (cluster)
-    janitor_interval_s: float = 30.0  # how often lost jobs are looked for (cluster)
+    janitor_interval_s: float = 60.0  # how often lost jobs are looked for (cluster)
 
     # Trending drops: covers of the chart's songs, posted to subscribed chats on a schedule.
     chart_url: str | None = None  # JSON chart (Apple Music RSS shape or a plain list); or file

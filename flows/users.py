@@ -438,7 +438,8 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
     """Remove everything `owner` has: voices, jobs and results, songs, samples, the user row.
 
     Open jobs are cancelled first (a running flow stops at its next step and removes what it
-    half-wrote). Chat subscriptions belong to their chat and stay, without the user's name.
+    half-wrote). Covers sung in the user's voices go too, whoever owns them (a chat's trending
+    drop). Chat subscriptions belong to their chat and stay, without the user's name.
     """
     storage = open_storage(s.storage)
     with session(s.database) as db:
@@ -457,6 +458,18 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
 
     with session(s.database) as db:
         voices = list(db.scalars(select(Voice).where(Voice.owner == owner)))
+        # Covers sung in the user's voices that others own (a chat's trending drop) go too.
+        sung = list(
+            db.scalars(
+                select(Job.id).where(
+                    Job.owner != owner,
+                    Job.kind == "cover",
+                    Job.params["voice_id"].as_string().in_([v.id for v in voices]),
+                )
+            )
+        )
+    sung_open = [job_id for job_id in sung if cancel_job(s, job_id)]
+    open_jobs += sung_open
     for voice in voices:
         delete_voice(s, owner, voice.name)
     with contextlib.suppress(OSError, ValueError):
@@ -464,6 +477,7 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
 
     with session(s.database) as db:
         jobs = list(db.scalars(select(Job).where(Job.owner == owner)))
+        jobs += list(db.scalars(select(Job).where(Job.id.in_(sung))))
     for job in jobs:
         _delete_uris(s, _job_uris(job))
         for prefix in (f"covers/{job.id}", f"results/{job.id}", f"tmp/jobs/{job.id}"):
@@ -490,6 +504,7 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
     with session(s.database) as db:
         db.execute(delete(UploadSession).where(UploadSession.owner == owner))
         db.execute(delete(Job).where(Job.owner == owner, Job.id.not_in(open_jobs)))
+        db.execute(delete(Job).where(Job.id.in_(sung), Job.id.not_in(open_jobs)))
         # A cancelled flow may still be finishing; it must find its row to see the cancel, so
         # the row stays, with nothing left in it that names the user.
         db.execute(

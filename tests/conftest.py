@@ -7,6 +7,7 @@ exact file formats the real loaders read, once per session.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -144,6 +145,46 @@ def song_wav(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("songs") / "test-song.wav"
     return write_wav(path, synth_song(4.0, seed=3), SR)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+LINES = [
+    "I sing in the morning and I sing in the evening light.",
+    "The river runs along the valley where the tall trees grow.",
+    "Every song I know began as a voice somewhere far away.",
+]
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory) -> list[Path]:
+    """Three spoken samples: a wav, an Opus voice note and an m4a, as users send them."""
+    from gpu_worker.audio import encode
+
+    root = tmp_path_factory.mktemp("speech")
+    out = []
+    for i, (line, fmt) in enumerate(zip(LINES, ("wav", "ogg", "m4a"), strict=True)):
+        raw = root / f"raw{i}.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
+            check=True,
+            capture_output=True,
+        )
+        out.append(raw if fmt == "wav" else encode(raw, root / f"sample{i}.{fmt}", fmt))
+    return out
 
 
 def cli_env(settings) -> dict:

@@ -11,6 +11,7 @@ bots included, from one command.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -28,8 +29,9 @@ from flows.db import Delivery, Job, session
 from flows.demo import synth_song
 from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness, write_wav
-from tests.conftest import S3_REGION
+from tests.conftest import S3_REGION, descendants
 from tests.fake_telegram import FakeTelegram
+from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
 SR = 44100
 CHAT = 4242
@@ -66,7 +68,7 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL the worker and every process under it (flow runs get sessions of their own)."""
         if self.process is not None and self.process.poll() is None:
-            for pid in [self.process.pid, *_descendants(self.process.pid)]:
+            for pid in [self.process.pid, *descendants(self.process.pid)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.process.wait()
@@ -78,20 +80,6 @@ class Worker:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +116,8 @@ def cluster(tmp_path_factory, models_dir, pg_databases, moto_endpoint, fake):
         "ENCORE_TELEGRAM_API_URL": fake.api_url,
         "ENCORE_TELEGRAM_FILE_URL": fake.file_url,
         "ENCORE_STATUS_EDIT_INTERVAL_S": "0.2",
+        "ENCORE_TRAIN_CONFIG": json.dumps(TINY_TRAIN_CONFIG),  # the tiny model's shapes
+        "ENCORE_TRAIN_MIN_SECONDS": "3",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
@@ -188,7 +178,13 @@ def _runs_of(job_id: str, flow_name: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    prefix = {"make-cover": "cover", "sing-vocal": "sing"}[flow_name]
+    prefix = {
+        "make-cover": "cover",
+        "sing-vocal": "sing",
+        "train-voice": "train",
+        "train-model": "train-model",
+        "render-preview": "preview",
+    }[flow_name]
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{prefix}-{job_id}"]))
@@ -284,3 +280,43 @@ def test_a_job_whose_worker_dies_runs_again_and_is_delivered_once(cluster, alice
         assert client.read_flow_run(UUID(first_run)).state.type.value == "CRASHED"
     time.sleep(2)
     assert len(_audio_for(fake, "Phoenix Song")) == 1
+
+
+def test_training_runs_its_heavy_steps_on_the_gpu_pool_and_posts_the_preview(
+    cluster, fake, speech, tmp_path
+):
+    from flows.db import Voice
+    from flows.storage import open_storage
+    from flows.submit import stage_upload, submit_training
+
+    s, _workers, bucket, endpoint = cluster
+    owner = "telegram:5151"
+    uploads = [stage_upload(owner, f, f.name, s=s) for f in speech]
+    reply_to = {"platform": "telegram", "chat_id": 5151, "user": "Bo", "headline": "🎙 Bo"}
+    options = {"epochs": 2, "batch_size": 2, "save_every": 1}
+    job_id = submit_training(
+        owner, "Bo", uploads, consent=True, options=options, s=s, reply_to=reply_to
+    )
+
+    def preview():
+        return [c for c in fake.calls_of("sendAudio") if c.params.get("chat_id") == "5151"]
+
+    [call] = fake.wait_for(preview, 420, "the new voice's preview")
+    filename, data = call.files["audio"]
+    assert "preview" in filename and len(data) > 1000
+    fake.wait_for(lambda: _deliveries(s, job_id) == 1, 30, "the delivery record")
+    job = _job(s, job_id)
+    assert job.state == "succeeded", job.reason
+    assert job.result["epochs"] == 2
+    with session(s.database) as db:
+        voice = db.get(Voice, job.result["voice_id"])
+    assert voice.pth_uri.startswith(f"s3://{bucket}/files/voices/")
+    storage = open_storage(s.storage)
+    assert storage.exists(voice.pth_uri) and storage.exists(voice.index_uri)
+    for flow_name, pool in (("train-voice", s.cpu_pool), ("train-model", s.gpu_pool),
+                            ("render-preview", s.gpu_pool)):  # fmt: skip
+        [run] = _runs_of(job_id, flow_name)
+        assert run.state.is_completed() and run.work_pool_name == pool, flow_name
+    # The uploads, the trained files' hand-off and the job's scratch space are gone from S3.
+    for prefix in ("files/tmp/uploads/telegram_5151", f"files/tmp/jobs/{job_id}"):
+        assert _raw_s3(endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0

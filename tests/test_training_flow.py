@@ -24,7 +24,7 @@ from flows.jobs import step_runs
 from flows.storage import open_storage
 from flows.submit import follow, stage_upload, submit_cover, submit_import, submit_training
 from flows.voices import delete_voice, get_voice, list_voices
-from gpu_worker.audio import decode, encode, measure_loudness, write_wav
+from gpu_worker.audio import decode, measure_loudness, write_wav
 from gpu_worker.convert import inspect_voice
 from gpu_worker.errors import EngineError
 from tests.conftest import cli_env, run_cli
@@ -33,11 +33,6 @@ from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
 SR = 44100
 TINY = {"epochs": 2, "batch_size": 2, "save_every": 1}
-LINES = [
-    "I sing in the morning and I sing in the evening light.",
-    "The river runs along the valley where the tall trees grow.",
-    "Every song I know began as a voice somewhere far away.",
-]
 
 
 @pytest.fixture
@@ -50,22 +45,6 @@ def train_settings(settings, monkeypatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
-
-
-@pytest.fixture(scope="session")
-def speech(tmp_path_factory) -> list[Path]:
-    """Three spoken samples: a wav, an Opus voice note and an m4a, as users send them."""
-    root = tmp_path_factory.mktemp("speech")
-    out = []
-    for i, (line, fmt) in enumerate(zip(LINES, ("wav", "ogg", "m4a"), strict=True)):
-        raw = root / f"raw{i}.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
-            check=True,
-            capture_output=True,
-        )
-        out.append(raw if fmt == "wav" else encode(raw, root / f"sample{i}.{fmt}", fmt))
-    return out
 
 
 def _uploads(settings, files: list[Path]) -> list[str]:

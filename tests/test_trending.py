@@ -355,6 +355,12 @@ def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
     for chat_id, voice in ((GROUP, "alice"), (BOBS, "bob")):
         titles = sorted(c.params["title"] for c in _audio_to(fake, chat_id))
         assert titles == [f"Midnight Drive ({voice} cover)", f"Test Song ({voice} cover)"]
+        # No status message came first: the caption says why the chat gets this.
+        captions = sorted(c.params["caption"] for c in _audio_to(fake, chat_id))
+        assert captions == [
+            f"📈 #1 on the chart: Tester - Test Song — sung by {voice}",
+            f"📈 #3 on the chart: Night Owls - Midnight Drive — sung by {voice}",
+        ]
     sources = {"Test Song": short_songs["first"], "Midnight Drive": short_songs["second"]}
     for call in fake.calls_of("sendAudio"):
         source = sources[call.params["title"].split(" (")[0]]
@@ -452,3 +458,141 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
     assert reply_to["headline"] == "📈 #1 on the chart: Tester - Test Song — sung by alice"
     with pytest.raises(EngineError, match="1 covers of drop 2026-03-06 could not be submitted"):
         trending.trending_drop(day=DAY)
+
+
+def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
+    fake, chart, drop_settings, catalog, voice_files
+):
+    from flows.db import ChatSubscription
+    from flows.jobs import create_job
+    from flows.storage import open_storage
+    from flows.submit import follow
+    from flows.trending import trending_drop
+    from flows.users import forget_user
+
+    s = drop_settings
+    alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
+    bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
+    subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
+    subscribe(s, "telegram", str(BOBS), "trending", bob.id, f"telegram:{BOBS}")
+    chart.serve([{"title": "Quiet Morning", "artist": "Nobody Famous"}])  # the shortest song
+    summary = trending_drop(day=DAY)
+    by_chat = {j["chat_id"]: j["job_id"] for j in summary["submitted"]}
+    for job_id in by_chat.values():
+        assert follow(job_id, timeout=240, s=s).state == "succeeded"
+    fake.wait_for(lambda: len(_delivered(s, list(by_chat.values()))) == 2, 60, "the deliveries")
+    storage = open_storage(s.storage)
+    uris = {chat: _result_uri(s, job_id) for chat, job_id in by_chat.items()}
+    assert all(storage.exists(uri) for uri in uris.values())
+    # Another chat's cover in alice's voice, still waiting to run.
+    waiting = create_job(
+        s, "cover", "trending:discord:555", {"song_id": catalog["other"].id, "voice_id": alice.id}
+    )
+
+    gone = forget_user(s, ADMIN)
+
+    assert (gone.voices, gone.jobs) == (1, 2)
+    with session(s.database) as db:
+        assert db.get(Job, by_chat[str(GROUP)]) is None  # sung by alice: gone, with its file
+        assert db.get(Delivery, by_chat[str(GROUP)]) is None
+        assert db.get(Job, by_chat[str(BOBS)]).state == "succeeded"  # bob's stays
+        left = db.get(Job, waiting)  # cancelled; its row kept for the flow, naming no one
+        assert (left.state, left.owner, left.params) == ("cancelled", "forgotten", {})
+        subs = {sub.chat_id: sub for sub in db.query(ChatSubscription)}
+        assert subs[str(GROUP)].created_by is None  # the chat's, it stays
+    assert not storage.exists(uris[str(GROUP)])
+    assert storage.exists(uris[str(BOBS)])
+
+
+def _result_uri(s, job_id: str) -> str:
+    with session(s.database) as db:
+        return db.get(Job, job_id).result["uri"]
+
+
+# ------------------------------------------------------------------------------------------
+# An unprompted cover's caption, on both platforms
+
+
+class RecordingApi:
+    """Stands in for a courier's HTTP client (`Courier.api_class`); records every call."""
+
+    calls: list[tuple] = []
+
+    def __init__(self, s):
+        pass
+
+    def call(self, *args, **kwargs):
+        RecordingApi.calls.append(args)
+        return {"message_id": 7, "id": "7"}
+
+    def close(self):
+        pass
+
+
+def _ended_cover(s, song_wav, reply_to: dict) -> str:
+    from flows.jobs import create_job, update_job
+    from flows.storage import open_storage
+
+    uri = open_storage(s.storage).put(song_wav, f"covers/{len(RecordingApi.calls)}/c.wav")
+    job_id = create_job(s, "cover", "trending:x:1", {"reply_to": reply_to})
+    result = {"uri": uri, "filename": "c.wav", "duration": 4.0}
+    update_job(s, job_id, state="succeeded", step="done", progress=1.0, result=result)
+    return job_id
+
+
+def _posted(courier_class, s, song_wav, reply_to: dict, monkeypatch) -> list[tuple]:
+    from flows.delivery import deliver
+
+    monkeypatch.setattr(courier_class, "api_class", RecordingApi)
+    monkeypatch.setattr(RecordingApi, "calls", [])
+    job_id = _ended_cover(s, song_wav, reply_to)
+    assert deliver(s, job_id, courier=courier_class(s, job_id, reply_to))
+    return RecordingApi.calls
+
+
+def test_an_unprompted_telegram_cover_has_its_headline_as_the_caption(
+    settings, song_wav, monkeypatch
+):
+    from flows.delivery import Courier
+
+    head = "📈 #1 on the chart: Tester - Test Song — sung by alice"
+    to = {"platform": "telegram", "chat_id": GROUP, "headline": head}
+    [(method, data, files)] = _posted(Courier, settings, song_wav, to, monkeypatch)
+    assert method == "sendAudio" and data["caption"] == head and "audio" in files
+
+    # Over Telegram's 1024 (UTF-16 units, an emoji being two): cut between characters.
+    to["headline"] = "📈 " + "🎤" * 600
+    [(_, data, _)] = _posted(Courier, settings, song_wav, to, monkeypatch)
+    assert data["caption"] == "📈 " + "🎤" * 510 + "…"
+    assert len(data["caption"].encode("utf-16-le")) // 2 == 1024
+
+    # A job asked for in the chat has its status message: no caption, as before.
+    prompted = {**to, "status_message_id": 45, "reply_to_message_id": 44}
+    calls = _posted(Courier, settings, song_wav, prompted, monkeypatch)
+    [(_, data, _)] = [c for c in calls if c[0] == "sendAudio"]
+    assert "caption" not in data
+    assert calls[-1][0] == "editMessageText"  # ✅ Done, in the status message
+
+
+def test_an_unprompted_discord_cover_has_its_headline_as_the_channel_post(
+    settings, song_wav, monkeypatch
+):
+    from flows.delivery import DiscordCourier
+
+    head = "📈 #1 on the chart: Tester - Test Song — sung by alice"
+    to = {"platform": "discord", "chat_id": "555", "channel_id": "555", "headline": head}
+    [(verb, path, body, files)] = _posted(DiscordCourier, settings, song_wav, to, monkeypatch)
+    assert (verb, path) == ("POST", "/channels/555/messages")
+    assert body == {"content": head, "allowed_mentions": {"users": []}} and files
+
+    # From an interaction, the deferred response is the status message: as before.
+    prompted = {
+        **to,
+        "application_id": "9",
+        "interaction_token": "tok",
+        "token_at": time.time(),
+        "user_id": "3",
+    }
+    calls = _posted(DiscordCourier, settings, song_wav, prompted, monkeypatch)
+    [(_, path, body, _)] = [c for c in calls if c[0] == "POST"]
+    assert path == "/webhooks/9/tok?wait=true" and body == {"content": "🎧 c"}

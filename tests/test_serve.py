@@ -1,0 +1,114 @@
+"""`encore serve` as a newcomer runs it: one command, the embedded defaults (SQLite, a local
+folder), a Prefect server (the session's, through PREFECT_API_URL), a worker per pool and the
+Telegram bot. A `/cover` sent to the bot goes through the server and the workers and arrives
+in the chat; SIGTERM stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from flows.catalog import add_song
+from flows.db import Job, session
+from flows.voices import import_voice
+from gpu_worker.audio import decode
+from tests.conftest import cli_env, descendants
+from tests.fake_telegram import FakeTelegram
+
+SR = 44100
+ADA = 1
+
+
+@pytest.fixture
+def fake():
+    server = FakeTelegram().start()
+    yield server
+    server.stop()
+
+
+def test_serve_runs_a_cover_from_the_bot_through_the_workers(
+    settings, fake, voice_files, song_wav, tmp_path, monkeypatch
+):
+    from prefect.client.orchestration import get_client
+
+    from flows.settings import get_settings
+
+    tag = uuid.uuid4().hex[:6]
+    values = {
+        "ENCORE_TELEGRAM_TOKEN": fake.token,
+        "ENCORE_TELEGRAM_API_URL": fake.api_url,
+        "ENCORE_TELEGRAM_FILE_URL": fake.file_url,
+        "ENCORE_STATUS_EDIT_INTERVAL_S": "0.2",
+        "ENCORE_CPU_POOL": f"serve-cpu-{tag}",
+        "ENCORE_GPU_POOL": f"serve-gpu-{tag}",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    s = get_settings()
+    pth, index = voice_files["alice"]
+    import_voice(s, f"telegram:{ADA}", "alice", [pth, index])
+    add_song(s, song_wav, title="Test Song", artist="Tester")
+
+    encore = Path(sys.executable).with_name("encore")
+    serve = subprocess.Popen(
+        [str(encore), "serve"],
+        env={**cli_env(s), **values},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(serve.stdout), daemon=True)
+    reader.start()
+    try:
+        fake.wait_for(lambda: any("Encore is serving" in x for x in lines), 120, "serve to start")
+        fake.wait_for(lambda: fake.calls_of("getUpdates"), 60, "the bot to poll")
+        command = fake.send_text("/cover test song")
+        [call] = fake.wait_for(lambda: fake.calls_of("sendAudio"), 300, "the cover")
+        filename, data = call.files["audio"]
+        cover = tmp_path / filename
+        cover.write_bytes(data)
+        assert abs(decode(cover, SR, 2).shape[1] - decode(song_wav, SR, 2).shape[1]) <= 0.010 * SR
+        assert call.params["reply_parameters"]["message_id"] == command["message_id"]
+
+        with session(s.database) as db:
+            [job] = db.query(Job).all()
+        assert job.state == "succeeded"
+        with get_client(sync_client=True) as client:  # it ran on a worker, as a deployment
+            run = client.read_flow_run(UUID(job.flow_run_id))
+        assert run.deployment_id is not None and run.work_pool_name == s.cpu_pool
+        assert run.state.is_completed()
+        children = descendants(serve.pid)
+        assert len(children) >= 3  # two workers and the bot, at least
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            code = serve.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            raise
+        reader.join(5)
+        sys.stderr.write("".join(lines[-40:]))
+    assert code == 0, "".join(lines[-40:])
+    assert not [pid for pid in children if _alive(pid)]  # nothing it started is left running
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
