@@ -29,7 +29,7 @@ from flows.settings import Settings
 log = logging.getLogger("encore.serve")
 
 HEALTHY_WAIT_S = 90.0
-WORKER_QUERY_S = "1"  # how often a worker asks for runs (Prefect's default is 10 s)
+WORKER_QUERY_S = "0.5"  # how often a worker asks for runs (Prefect's default is 10 s)
 
 
 @dataclass

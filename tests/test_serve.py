@@ -112,3 +112,36 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_deploy_creates_the_pools_and_deployments_and_says_what_it_did(settings, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.importtools import import_object
+
+    from flows.deployments import SPECS
+    from tests.conftest import run_cli
+
+    tag = uuid.uuid4().hex[:6]
+    monkeypatch.setenv("ENCORE_CPU_POOL", f"deploy-cpu-{tag}")
+    monkeypatch.setenv("ENCORE_GPU_POOL", f"deploy-gpu-{tag}")
+    monkeypatch.setenv("ENCORE_GPU_COUNT", "2")
+    done = run_cli(settings, "deploy")
+    assert done.returncode == 0, done.stderr
+    assert f"on deploy-gpu-{tag} (at most 2 at once)" in " ".join(done.stdout.split())
+    with get_client(sync_client=True) as client:
+        gpu = client.read_work_pool(f"deploy-gpu-{tag}")
+        cpu = client.read_work_pool(f"deploy-cpu-{tag}")
+        assert gpu.type == cpu.type == "process"
+        assert gpu.concurrency_limit == 2 and cpu.concurrency_limit is None
+        for spec in SPECS:  # every flow has a deployment on its pool, by module path
+            flow_name = import_object(spec.entrypoint).name
+            deployment = client.read_deployment_by_name(f"{flow_name}/encore")
+            assert deployment.entrypoint == spec.entrypoint
+            assert deployment.work_pool_name == (gpu.name if spec.pool == "gpu" else cpu.name)
+        trending = client.read_deployment_by_name("trending-drop/encore")
+        assert trending.paused  # no chart to read (ENCORE_CHART_URL unset)
+
+    monkeypatch.delenv("PREFECT_API_URL")
+    refused = run_cli(settings, "deploy")
+    assert refused.returncode == 1
+    assert "Set PREFECT_API_URL" in refused.stderr and "Traceback" not in refused.stderr
