@@ -47,19 +47,6 @@ SR = 44100
 CHAT = 777
 
 
-def build_models(root: Path) -> Path:
-    from gpu_worker.convert import export_voice
-    from tests.tiny_demucs import build_demucs_repo
-    from tests.tiny_rvc import build_hubert, build_pretrained, build_rmvpe, small_config
-
-    build_demucs_repo(root / "demucs", "htdemucs")
-    build_hubert(root / "rvc")
-    build_rmvpe(root / "rvc")
-    generator, _ = build_pretrained(root / "rvc")
-    export_voice(generator, root / "voices" / "demo" / "demo.pth", config=small_config())
-    return root
-
-
 def _wall(monotonic_at: float) -> float:
     return time.time() - (time.monotonic() - monotonic_at)
 
@@ -157,6 +144,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
 
+    from tests.conftest import build_model_folder
     from tests.fake_telegram import FakeTelegram
 
     with tempfile.TemporaryDirectory(prefix="encore-bench-orch-") as tmp:
@@ -165,7 +153,7 @@ def main() -> None:
         tag = uuid.uuid4().hex[:6]
         env = {
             "ENCORE_DATA_DIR": str(work / "data"),
-            "ENCORE_MODEL_DIR": str(build_models(work / "models")),
+            "ENCORE_MODEL_DIR": str(build_model_folder(work / "models")),
             "ENCORE_DEVICE": "cpu",
             "ENCORE_F0_METHOD": "pm",
             "ENCORE_TELEGRAM_TOKEN": fake.token,

@@ -42,7 +42,7 @@ from gpu_worker.errors import Crashed, EngineError
 log = logging.getLogger("encore.heavy")
 
 DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
-POLL_S = 0.25  # how often a waiting parent looks at its step's run
+POLL_S = (0.25, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
 TOUCH_S = 20.0  # how often a waiting parent touches the job row
 LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
 
@@ -149,7 +149,7 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
         timeout=0,
         as_subflow=True,
     )
-    touched = time.monotonic()
+    started = touched = time.monotonic()
     with get_client(sync_client=True) as client:
         while True:
             current = client.read_flow_run(run.id)
@@ -168,7 +168,8 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
             elif time.monotonic() - touched > TOUCH_S:
                 update_job(s, job_id)  # still alive: waiting for a worker or a GPU
                 touched = time.monotonic()
-            time.sleep(POLL_S)
+            waited = time.monotonic() - started  # a long step (training) is asked less often
+            time.sleep(POLL_S[0] if waited < 60 else POLL_S[1])
 
 
 # ------------------------------------------------------------------------------------------

@@ -63,6 +63,23 @@ def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     thread.start()
 
 
+SERVER_DOWN = "Encore's job server is not answering; please try again in a few minutes."
+
+
+def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -> None:
+    """Hand the job to the Prefect server; a job the server did not take ends at once, so
+    nothing runs it later behind the user's back."""
+    from flows.deployments import start_run
+
+    try:
+        run_id = start_run(s, job_id, kind, params, attempt)
+    except Exception as exc:
+        log.warning("could not submit job %s: %s", job_id, exc)
+        update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
+        raise EngineError(SERVER_DOWN) from exc
+    update_job(s, job_id, flow_run_id=run_id)
+
+
 def _submit(
     s: Settings,
     kind: str,
@@ -80,10 +97,7 @@ def _submit(
         return job_id
     if s.run_mode == "cluster":
         if job.flow_run_id is None:
-            from flows.deployments import start_run
-
-            run_id = start_run(s, job_id, kind, job.params, job.attempts)
-            update_job(s, job_id, flow_run_id=run_id)
+            _start_deployment(s, job_id, kind, job.params, job.attempts)
     elif job_id not in _threads:
         _start(job_id, flow_fn, {"job_id": job_id, **params})
     return job_id

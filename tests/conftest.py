@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -52,18 +50,12 @@ def _start_prefect_server() -> None:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if _server.poll() is not None:
-            raise RuntimeError(f"prefect server exited; see {_server_home}/server.log")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        raise RuntimeError("prefect server did not become healthy in 90 s")
+    from flows.serve import wait_healthy  # (imports no Prefect)
+
+    try:
+        wait_healthy(url, 90, process=_server)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc} (log: {_server_home}/server.log)") from None
     os.environ["PREFECT_API_URL"] = url
     os.environ["PREFECT_HOME"] = _server_home
 
@@ -94,11 +86,15 @@ SR = 44100
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A model folder with a tiny htdemucs and tiny rvc-next assets."""
+    return build_model_folder(tmp_path_factory.mktemp("models"))
+
+
+def build_model_folder(root: Path) -> Path:
+    """What `encore models download` fills, with tiny random-weight models in the real formats."""
     from gpu_worker.convert import export_voice
     from tests.tiny_demucs import build_demucs_repo
     from tests.tiny_rvc import build_hubert, build_pretrained, build_rmvpe, small_config
 
-    root = tmp_path_factory.mktemp("models")
     build_demucs_repo(root / "demucs", "htdemucs")
     build_hubert(root / "rvc")
     build_rmvpe(root / "rvc")

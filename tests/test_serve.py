@@ -145,3 +145,29 @@ def test_deploy_creates_the_pools_and_deployments_and_says_what_it_did(settings,
     refused = run_cli(settings, "deploy")
     assert refused.returncode == 1
     assert "Set PREFECT_API_URL" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_job_the_server_does_not_take_ends_at_once_with_a_sentence(
+    settings, voice_files, song_wav, monkeypatch
+):
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from flows.settings import get_settings
+    from flows.submit import SERVER_DOWN, submit_cover
+    from gpu_worker.errors import EngineError
+    from tests.conftest import _free_port
+
+    monkeypatch.setenv("ENCORE_RUN_MODE", "cluster")
+    get_settings.cache_clear()
+    s = get_settings()
+    pth, index = voice_files["alice"]
+    voice = import_voice(s, "u1", "alice", [pth, index])
+    song = add_song(s, song_wav, title="Test Song", artist="Tester")
+    dead = f"http://127.0.0.1:{_free_port()}/api"  # nothing listens there
+    offline = temporary_settings({PREFECT_API_URL: dead, PREFECT_CLIENT_MAX_RETRIES: 0})
+    with offline, pytest.raises(EngineError) as refused:
+        submit_cover("u1", song.id, voice.id, idempotency_key="k1", s=s)
+    assert refused.value.message == SERVER_DOWN
+    with session(s.database) as db:
+        [job] = db.query(Job).all()
+    assert job.state == "failed" and job.reason == SERVER_DOWN and job.flow_run_id is None
