@@ -376,7 +376,7 @@ def deploy(
     names = deploy_all(s, schedules=schedules)
     console.print(
         f"Deployed {len(names)} flows: parents on pool {s.cpu_pool}, heavy steps on "
-        f"{s.gpu_pool} (at most {max(1, s.gpu_count)} at once)."
+        f"{s.gpu_pool} (at most {s.gpus()} at once)."
     )
     for name in names:
         console.print(f"  {name}", highlight=False)

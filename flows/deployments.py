@@ -78,7 +78,7 @@ def ensure_pools(s: Settings) -> dict[str, str]:
 
     wanted = {
         s.cpu_pool: ("process", None),
-        s.gpu_pool: (s.gpu_pool_type, max(1, s.gpu_count)),
+        s.gpu_pool: (s.gpu_pool_type, s.gpus()),
     }
     made = {}
     with get_client(sync_client=True) as client:

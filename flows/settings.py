@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     cpu_pool: str = "encore-cpu"  # work pool of the light steps and the parent flows
     gpu_pool: str = "encore-gpu"  # work pool of separation, conversion and training
     gpu_pool_type: str = "process"  # "ecs" on AWS (see infra/terraform)
-    gpu_count: int = 1  # the GPU pool's concurrency limit: one heavy step per GPU
+    gpu_count: int | None = None  # the GPU pool's limit, one heavy step per GPU (None: count)
     job_attempts: int = 3  # runs of one job when workers die under it (cluster)
     janitor_interval_s: float = 60.0  # how often lost jobs are looked for (cluster)
 
@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space for one step's local files; removed when the step ends."""
         return self.data_dir / "work"
+
+    def gpus(self) -> int:
+        """How many heavy steps may run at once: `gpu_count`, or the GPUs here (at least 1)."""
+        if self.gpu_count is not None:
+            return max(1, self.gpu_count)
+        import torch
+
+        return max(1, torch.cuda.device_count())
 
     def resolved_device(self) -> str:
         if self.device != "auto":
