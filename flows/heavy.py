@@ -32,7 +32,15 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.catalog import get_song
 from flows.db import Voice, session
-from flows.jobs import JobCancelled, get_job, job_key_prefix, untouched_s, update_job
+from flows.jobs import (
+    JobCancelled,
+    get_job,
+    heartbeat,
+    heartbeat_s,
+    job_key_prefix,
+    untouched_s,
+    update_job,
+)
 from flows.settings import Settings, get_settings
 from flows.steps import convert, intake, preview, separate, train
 from flows.storage import open_storage
@@ -43,7 +51,6 @@ log = logging.getLogger("encore.heavy")
 
 DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
 POLL_S = (0.25, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
-TOUCH_S = 20.0  # how often a waiting parent touches the job row
 LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
 
 
@@ -65,12 +72,17 @@ def _handoff_key(job_id: str, run_id: str) -> str:
 
 
 def _step(s: Settings, job_id: str, name: str, body: Callable[[Path], Any]) -> Any:
-    """Run a heavy step's body in a scratch folder of its own; in a cluster, hand off."""
-    workdir = s.work_dir / f"{job_id}.{name}"  # beside the parent's folder, not in it
+    """Run a heavy step's body in a scratch folder of its own, with a heartbeat on the job's
+    row (the parent takes a quiet row for a lost step); in a cluster, hand off the output."""
+    from prefect.runtime import flow_run
+
+    # Beside the parent's folder, not in it; one per run, should a step ever run twice.
+    workdir = s.work_dir / f"{job_id}.{name}.{str(flow_run.id)[:8]}"
     workdir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] | None = None  # stays None on an unexpected error
     try:
-        out = body(workdir)
+        with heartbeat(s, job_id):
+            out = body(workdir)
         record = {"ok": out}
         return out
     except JobCancelled:
@@ -135,8 +147,8 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
     """Start the step's deployment and wait for its run to end; (run id, final state type).
 
     While the run waits for a worker (or a GPU), the parent touches the job row. Once it runs,
-    the step's own progress touches it; a running step that leaves the row untouched for
-    `reap_after_seconds` has lost its worker, and is marked crashed so it can run again.
+    the step's heartbeat does; a running step whose row stays untouched for
+    `reap_after_seconds` has lost its process, and is marked crashed so it can run again.
     """
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -165,7 +177,7 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
                     lost = CrashedState(message="The step's worker was lost.")
                     client.set_flow_run_state(run.id, lost, force=True)
                     return str(run.id), "CRASHED"
-            elif time.monotonic() - touched > TOUCH_S:
+            elif time.monotonic() - touched > heartbeat_s(s):
                 update_job(s, job_id)  # still alive: waiting for a worker or a GPU
                 touched = time.monotonic()
             waited = time.monotonic() - started  # a long step (training) is asked less often

@@ -108,6 +108,33 @@ def untouched_s(job: Job) -> float:
     return (now() - touched).total_seconds()
 
 
+def heartbeat_s(s: Settings) -> float:
+    """How often a live process touches its job's row: well inside `reap_after_seconds`."""
+    return max(0.5, min(20.0, s.reap_after_seconds / 4))
+
+
+@contextmanager
+def heartbeat(s: Settings, job_id: str) -> Iterator[None]:
+    """Touch the job's row every `heartbeat_s` while the block runs, from a thread of this
+    process: the row stays fresh exactly as long as the process is alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s(s)):
+            try:
+                update_job(s, job_id)
+            except Exception:  # a database hiccup: the next beat tries again
+                log.warning("heartbeat of job %s failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def reap_interrupted(s: Settings, idle_seconds: float | None = None) -> int:
     """End jobs that nothing has touched for `idle_seconds` (their process died).
 
@@ -255,8 +282,6 @@ class _Slots:
     embedded mode, a bot with many users) from running every submitted job at once.
     """
 
-    TOUCH_S = 30.0  # a waiting job's row is touched this often, so it is not reaped
-
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._running = 0
@@ -296,7 +321,7 @@ class _Slots:
                 job = get_job(s, job_id)
                 if job is not None and job.state == "cancelled":
                     raise JobCancelled()
-                if time.monotonic() - touched > self.TOUCH_S:
+                if time.monotonic() - touched > heartbeat_s(s):
                     update_job(s, job_id)
                     touched = time.monotonic()
         finally:

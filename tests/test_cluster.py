@@ -36,7 +36,7 @@ from tests.tiny_rvc import TINY_TRAIN_CONFIG
 SR = 44100
 CHAT = 4242
 OWNER = f"telegram:{CHAT}"
-REAP_S = 8  # a job untouched this long has lost its worker (the default is 10 minutes)
+REAP_S = 12  # a job untouched this long has lost its worker (the default is 10 minutes)
 
 
 def _raw_s3(endpoint: str):
