@@ -44,12 +44,17 @@ DECIDE_S = 2.0  # answer directly if core decides this fast; defer otherwise (Di
 SONG_HELP = "Start typing and pick a song from the catalog"
 
 
+_DISCORD_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+
 def point_at(s) -> None:
-    """Use the REST and gateway addresses from the settings (a proxy, or a test's fake)."""
-    if s.discord_api_url and s.discord_api_url.rstrip("/") != DEFAULT_API:
-        discord.http.Route.BASE = s.discord_api_url.rstrip("/")
-    if s.discord_gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(s.discord_gateway_url)
+    """Use the REST and gateway addresses from the settings (Discord's own, a proxy, or a
+    test's fake). Both are set every time, so a bot never inherits an earlier one's."""
+    discord.http.Route.BASE = (s.discord_api_url or DEFAULT_API).rstrip("/")
+    gateway = s.discord_gateway_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = (
+        yarl.URL(gateway) if gateway else _DISCORD_GATEWAY
+    )
 
 
 def _who(interaction: discord.Interaction) -> Who:

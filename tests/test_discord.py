@@ -18,10 +18,8 @@ import time
 import zipfile
 from pathlib import Path
 
-import discord
 import httpx
 import pytest
-import yarl
 
 from flows.catalog import add_song
 from flows.db import Delivery, Job, Voice, session
@@ -62,9 +60,6 @@ def dc_settings(settings, fake, monkeypatch):
     monkeypatch.setenv("ENCORE_DISCORD_API_URL", fake.api_url)
     monkeypatch.setenv("ENCORE_DISCORD_GATEWAY_URL", fake.gateway_url)
     monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
-    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_url)
-    gateway = yarl.URL(fake.gateway_url)
-    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", gateway)
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
