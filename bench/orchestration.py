@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
 
-    from tests.conftest import build_model_folder
+    from tests.conftest import _free_port, build_model_folder
     from tests.fake_telegram import FakeTelegram
 
     with tempfile.TemporaryDirectory(prefix="encore-bench-orch-") as tmp:
@@ -201,14 +201,6 @@ def main() -> None:
         "goal_met": c["median_overhead_s"] <= GOAL_OVERHEAD_S,
     }
     print(json.dumps(result, indent=2))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

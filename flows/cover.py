@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.catalog import label
 from flows.heavy import run_heavy, sing_vocal, voice_named
 from flows.jobs import run_job
 from flows.settings import get_settings
-from flows.steps import remix, resolve
+from flows.steps import remix, resolve, step_task
 
-step_task = task(cache_policy=NO_CACHE, persist_result=False)
 resolve_task = step_task(resolve.resolve, name="resolve")
 remix_task = step_task(remix.remix, name="remix")
 

@@ -27,8 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.catalog import get_song
 from flows.db import Voice, session
@@ -42,7 +41,7 @@ from flows.jobs import (
     update_job,
 )
 from flows.settings import Settings, get_settings
-from flows.steps import convert, intake, preview, separate, train
+from flows.steps import convert, intake, preview, separate, step_task, train
 from flows.storage import open_storage
 from gpu_worker import errors
 from gpu_worker.errors import Crashed, EngineError
@@ -227,7 +226,6 @@ def _worth_retrying(_task, _run, state) -> bool:
     return isinstance(error, Crashed) or not isinstance(error, EngineError | JobCancelled)
 
 
-step_task = task(cache_policy=NO_CACHE, persist_result=False)
 intake_task = step_task(intake.intake, name="intake")
 train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retrying)
 

@@ -97,6 +97,7 @@ def cancel_job(s: Settings, job_id: str) -> bool:
         return True
 
 
+OPEN = ("queued", "running")
 INTERRUPTED = "The job was interrupted before it finished; please run it again."
 
 
@@ -135,21 +136,31 @@ def heartbeat(s: Settings, job_id: str) -> Iterator[None]:
         thread.join()
 
 
-def reap_interrupted(s: Settings, idle_seconds: float | None = None) -> int:
-    """End jobs that nothing has touched for `idle_seconds` (their process died).
+def quiet_job_ids(s: Settings, idle_seconds: float | None = None) -> list[str]:
+    """Open jobs that nothing has touched for `idle_seconds` (default `reap_after_seconds`).
 
-    Running steps report progress at least every few seconds, so a job this quiet has no
-    flow behind it; failing it keeps the promise that every job ends where users see it.
+    A live job's process keeps its row fresh (steps report progress, heavy steps and waiting
+    jobs beat a heartbeat), so a job this quiet has no process behind it. Callers lock each
+    row and look again (`untouched_s`) before acting on it.
     """
     idle = s.reap_after_seconds if idle_seconds is None else idle_seconds
-    reaped = 0
     with session(s.database) as db:
-        open_jobs = db.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
-        for job in open_jobs:
-            if untouched_s(job) > idle:
-                job.state, job.step, job.reason = "failed", "done", INTERRUPTED
-                job.updated_at = now()
-                reaped += 1
+        rows = db.scalars(select(Job).where(Job.state.in_(OPEN)))
+        return [job.id for job in rows if untouched_s(job) > idle]
+
+
+def reap_interrupted(s: Settings, idle_seconds: float | None = None) -> int:
+    """End the quiet jobs (their process died): every job ends where users see it."""
+    idle = s.reap_after_seconds if idle_seconds is None else idle_seconds
+    reaped = 0
+    for job_id in quiet_job_ids(s, idle):
+        with session(s.database) as db:
+            job = db.get(Job, job_id, with_for_update=True)
+            if job is None or job.state not in OPEN or untouched_s(job) <= idle:
+                continue  # ended or touched meanwhile
+            job.state, job.step, job.reason = "failed", "done", INTERRUPTED
+            job.updated_at = now()
+            reaped += 1
     return reaped
 
 

@@ -20,22 +20,15 @@ import logging
 from uuid import UUID
 
 from prefect import flow
-from sqlalchemy import select
 
 from flows.db import Job, now, session
-from flows.jobs import INTERRUPTED, reap_interrupted, untouched_s
+from flows.jobs import INTERRUPTED, OPEN, quiet_job_ids, reap_interrupted, untouched_s
 from flows.settings import Settings, get_settings
 
 log = logging.getLogger("encore.recovery")
 
 WAITING = ("SCHEDULED", "PENDING", "PAUSED")  # the run waits for a worker: not lost
 CANCELLED = ("CANCELLED", "CANCELLING")
-
-
-def _stale_ids(s: Settings) -> list[str]:
-    with session(s.database) as db:
-        rows = db.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
-        return [job.id for job in rows if untouched_s(job) > s.reap_after_seconds]
 
 
 def _run_state(client, run_id: str | None) -> str | None:
@@ -67,11 +60,11 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 
     counts = {"rerun": 0, "failed": 0, "cancelled": 0}
     with get_client(sync_client=True) as client:
-        for job_id in _stale_ids(s):
+        for job_id in quiet_job_ids(s):
             with session(s.database) as db:
                 job = db.get(Job, job_id, with_for_update=True)  # one janitor per job
-                if job is None or job.state not in ("queued", "running"):
-                    continue
+                if job is None or job.state not in OPEN or untouched_s(job) <= s.reap_after_seconds:
+                    continue  # ended or touched meanwhile
                 state = _run_state(client, job.flow_run_id)
                 if state in WAITING:
                     continue  # no worker has taken it yet; it is queued, not lost

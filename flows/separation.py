@@ -11,19 +11,17 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.catalog import label
 from flows.heavy import run_heavy, separate_song
 from flows.jobs import job_step, run_job
 from flows.settings import get_settings
-from flows.steps import resolve
+from flows.steps import resolve, step_task
 from flows.steps.remix import file_title
 from flows.storage import open_storage
 from gpu_worker.audio import encode
 
-step_task = task(cache_policy=NO_CACHE, persist_result=False)
 resolve_task = step_task(resolve.resolve, name="resolve")
 
 

@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.heavy import render_preview, run_heavy, train_model
 from flows.jobs import job_step, run_job
 from flows.settings import get_settings
-from flows.steps import register
+from flows.steps import register, step_task
 from flows.storage import open_storage
 from flows.submit import CONSENT_NEEDED
 from flows.voices import get_voice, import_voice, name_taken, valid_name
 from gpu_worker.errors import EngineError
 
-step_task = task(cache_policy=NO_CACHE, persist_result=False)
 register_task = step_task(register.register, name="register")
 
 

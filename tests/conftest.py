@@ -291,3 +291,10 @@ def moto_endpoint():
     finally:
         server.stop()
         env.undo()
+
+
+def s3_client(endpoint: str):
+    """A plain boto3 client, to look at a bucket behind the storage's back."""
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=S3_REGION)

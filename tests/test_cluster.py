@@ -29,7 +29,7 @@ from flows.db import Delivery, Job, session
 from flows.demo import synth_song
 from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness, write_wav
-from tests.conftest import S3_REGION, descendants
+from tests.conftest import S3_REGION, descendants, s3_client
 from tests.fake_telegram import FakeTelegram
 from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
@@ -37,12 +37,6 @@ SR = 44100
 CHAT = 4242
 OWNER = f"telegram:{CHAT}"
 REAP_S = 12  # a job untouched this long has lost its worker (the default is 10 minutes)
-
-
-def _raw_s3(endpoint: str):
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=S3_REGION)
 
 
 class Worker:
@@ -97,7 +91,7 @@ def cluster(tmp_path_factory, models_dir, pg_databases, moto_endpoint, fake):
 
     root = tmp_path_factory.mktemp("cluster")
     bucket = f"encore-cluster-{uuid.uuid4().hex[:10]}"
-    _raw_s3(moto_endpoint).create_bucket(Bucket=bucket)
+    s3_client(moto_endpoint).create_bucket(Bucket=bucket)
     tag = uuid.uuid4().hex[:6]
     values = {
         "ENCORE_RUN_MODE": "cluster",
@@ -223,7 +217,7 @@ def test_a_cover_runs_on_the_workers_lands_in_s3_and_reaches_the_chat_once(
     # The stored cover is in S3, byte for byte what the chat got.
     assert job.result["uri"].startswith(f"s3://{bucket}/files/covers/{job_id}/")
     key = unquote(job.result["uri"].split(f"s3://{bucket}/", 1)[1])
-    stored = _raw_s3(endpoint).get_object(Bucket=bucket, Key=key)
+    stored = s3_client(endpoint).get_object(Bucket=bucket, Key=key)
     assert stored["Body"].read() == data
     # Prefect ran one parent on the cpu pool and its heavy step on the gpu pool.
     [parent] = _runs_of(job_id, "make-cover")
@@ -232,7 +226,7 @@ def test_a_cover_runs_on_the_workers_lands_in_s3_and_reaches_the_chat_once(
     assert parent.work_pool_name == s.cpu_pool and heavy.work_pool_name == s.gpu_pool
     assert str(parent.id) == job.flow_run_id
     # Nothing of the job is left in temporary storage.
-    listed = _raw_s3(endpoint).list_objects_v2(Bucket=bucket, Prefix=f"files/tmp/jobs/{job_id}")
+    listed = s3_client(endpoint).list_objects_v2(Bucket=bucket, Prefix=f"files/tmp/jobs/{job_id}")
     assert listed.get("KeyCount", 0) == 0
     time.sleep(2)
     assert len(_audio_for(fake, "Cluster Song")) == 1
@@ -319,4 +313,4 @@ def test_training_runs_its_heavy_steps_on_the_gpu_pool_and_posts_the_preview(
         assert run.state.is_completed() and run.work_pool_name == pool, flow_name
     # The uploads, the trained files' hand-off and the job's scratch space are gone from S3.
     for prefix in ("files/tmp/uploads/telegram_5151", f"files/tmp/jobs/{job_id}"):
-        assert _raw_s3(endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
+        assert s3_client(endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0

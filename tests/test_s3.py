@@ -20,19 +20,13 @@ from botocore.exceptions import ClientError
 
 from flows.storage import S3Storage, open_storage
 from tests.conftest import S3_REGION as REGION
-
-
-def _raw_client(endpoint: str):
-    """A plain boto3 client, to look at the bucket behind the storage's back."""
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=REGION)
+from tests.conftest import s3_client
 
 
 @pytest.fixture
 def bucket(moto_endpoint) -> str:
     name = f"encore-test-{uuid.uuid4().hex[:12]}"
-    _raw_client(moto_endpoint).create_bucket(Bucket=name)
+    s3_client(moto_endpoint).create_bucket(Bucket=name)
     return name
 
 
@@ -42,7 +36,7 @@ def store(moto_endpoint, bucket) -> S3Storage:
 
 
 def _keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
-    pages = _raw_client(endpoint).get_paginator("list_objects_v2")
+    pages = s3_client(endpoint).get_paginator("list_objects_v2")
     return sorted(
         item["Key"]
         for page in pages.paginate(Bucket=bucket, Prefix=prefix)
@@ -68,7 +62,7 @@ def test_put_fetch_exists_delete_round_trip(store, moto_endpoint, bucket, tmp_pa
     assert uri.startswith(f"s3://{bucket}/encore/covers/j1/")
     assert unquote(urlparse(uri).path) == f"/encore/covers/j1/{name}"
     assert _keys(moto_endpoint, bucket) == [f"encore/covers/j1/{name}"]
-    head = _raw_client(moto_endpoint).head_object(Bucket=bucket, Key=f"encore/covers/j1/{name}")
+    head = s3_client(moto_endpoint).head_object(Bucket=bucket, Key=f"encore/covers/j1/{name}")
     assert head["ContentType"] in ("audio/x-wav", "audio/wav")
     assert store.exists(uri)
 
@@ -133,7 +127,7 @@ def test_large_file_goes_up_in_parts_and_comes_back_equal(moto_endpoint, bucket,
     )
     big = _file(tmp_path / "stems.zip", 12 * mib + 123, seed=7)
     uri = store.put(big, "results/j/stems.zip")
-    head = _raw_client(moto_endpoint).head_object(Bucket=bucket, Key="big/results/j/stems.zip")
+    head = s3_client(moto_endpoint).head_object(Bucket=bucket, Key="big/results/j/stems.zip")
     assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of three parts
     assert head["ContentLength"] == big.stat().st_size
     back = store.fetch(uri, tmp_path / "work")
@@ -141,7 +135,7 @@ def test_large_file_goes_up_in_parts_and_comes_back_equal(moto_endpoint, bucket,
 
     small = _file(tmp_path / "small.wav", mib, seed=8)
     store.put(small, "results/j/small.wav")
-    head = _raw_client(moto_endpoint).head_object(Bucket=bucket, Key="big/results/j/small.wav")
+    head = s3_client(moto_endpoint).head_object(Bucket=bucket, Key="big/results/j/small.wav")
     assert "-" not in head["ETag"]  # under the threshold: one plain PUT
 
 
@@ -160,7 +154,7 @@ def test_signed_link_downloads_the_file_over_http(store, tmp_path):
 
 
 def test_lifecycle_rule_expires_tmp_and_keeps_other_rules(store, moto_endpoint, bucket):
-    client = _raw_client(moto_endpoint)
+    client = s3_client(moto_endpoint)
     theirs = {
         "ID": "someone-elses",
         "Filter": {"Prefix": "logs/"},
