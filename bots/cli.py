@@ -26,6 +26,14 @@ NO_TOKEN = (
 )
 
 
+def _logging(s) -> None:
+    """Log lines at INFO, none with a token (httpx is quieted unless `encore --debug`)."""
+    from flows.logs import protect_logs
+
+    protect_logs(s)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
 @bot_app.command("telegram")
 def telegram(
     webhook_url: Annotated[
@@ -46,8 +54,7 @@ def telegram(
         typer.echo(f"Error: {NO_TOKEN}", err=True)
         raise typer.Exit(1)
     api.prepare_process()  # jobs run in this process: give Demucs the fast allocator
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    _logging(s)
     from bots.telegram import run
 
     mode = f"webhook at {webhook_url}" if webhook_url else "polling"
@@ -85,7 +92,7 @@ def discord_bot(
     if not s.discord_token:
         typer.echo(f"Error: {NO_DISCORD_TOKEN}", err=True)
         raise typer.Exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _logging(s)
     if sync:
         from bots.discord_bot import sync_commands
 
@@ -117,7 +124,7 @@ def serve(
     from flows.serve import Service, Supervisor
 
     s = api.settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _logging(s)
     encore = [sys.executable, "-m", "bots.cli"]
     bots = []
     if s.telegram_token:

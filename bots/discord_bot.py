@@ -91,7 +91,11 @@ class DiscordBot:
     def __init__(self, s=None):
         self.s = s or api.settings()
         self.core = ChatCore(self.s)
-        self.client = discord.Client(intents=discord.Intents(guilds=True), guild_ready_timeout=0.5)
+        self.client = discord.Client(
+            intents=discord.Intents(guilds=True),
+            guild_ready_timeout=0.5,
+            allowed_mentions=discord.AllowedMentions.none(),  # a song title pings nobody
+        )
         self.tree = app_commands.CommandTree(self.client)
         self.client.event(self.on_interaction)
         self.client.setup_hook = self._setup_hook

@@ -436,7 +436,11 @@ def jobs_in_process() -> list[str]:
 
 
 def prepare_process() -> None:
-    """For a long-lived process that runs jobs in-process: the fast allocator, if present."""
+    """For a long-lived process that runs jobs in-process: the fast allocator, if present,
+    and logs that never show a token."""
+    from flows.logs import protect_logs
     from gpu_worker.separate import reexec_with_fast_allocator
+
+    protect_logs()
 
     reexec_with_fast_allocator()

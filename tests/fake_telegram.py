@@ -7,7 +7,9 @@ sendMessage, editMessageText, sendAudio/sendDocument/sendVoice (multipart), send
 answerCallbackQuery, getChatMember and deleteMessage. Like Telegram, it refuses downloads over
 20 MB ("file is too big") and uploads over 50 MB (413), and says "message is not modified"
 for an edit that changes nothing. Every request is recorded (`calls`), and tests can make the
-next calls of a method fail (`fail_next`) to exercise retries.
+next calls of a method fail (`fail_next`: a 429 with any `retry_after`, a 5xx), fail for a
+while (`fail_for`: an outage), or be done but answered too late (`delay_next`: the answer
+is lost past the client's read timeout).
 
 Tests play the users: `send_text`, `send_voice`, `send_audio`, `send_document`, `press` and
 `redeliver` push updates that the bot's long poll picks up. `BotProcess` runs a real
@@ -45,6 +47,7 @@ class Call:
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     at: float = 0.0  # time.monotonic() when it arrived
     status: int = 200  # what the fake answered
+    late: bool = False  # answered after a delay (`delay_next`): the client may not have seen it
 
     def int(self, name: str) -> int | None:
         value = self.params.get(name)
@@ -83,7 +86,9 @@ class FakeTelegram:
         self.owners: dict[int, int] = {}
         self.webhook: dict | None = None
         self.commands: list = []
-        self._failures: dict[str, list[tuple[int, str, int | None]]] = {}
+        self._failures: dict[str, list[tuple[int, str, float | None]]] = {}
+        self._outages: dict[str, tuple[float, int]] = {}  # method -> (until, code)
+        self._delays: dict[str, list[float]] = {}
         self._updates: list[dict] = []
         self._update_id = 100
         self._message_ids: dict[int, int] = {}
@@ -150,11 +155,29 @@ class FakeTelegram:
     # -- what tests set up
 
     def fail_next(
-        self, method: str, times: int = 1, code: int = 500, description: str = "Internal Server"
+        self,
+        method: str,
+        times: int = 1,
+        code: int = 500,
+        description: str = "Internal Server",
+        retry_after: float | None = None,
     ) -> None:
-        retry_after = 1 if code == 429 else None
+        """Refuse the next `times` calls of `method` (a 429 says `retry_after`, default 1 s)."""
+        if code == 429 and retry_after is None:
+            retry_after = 1
         with self._lock:
             self._failures.setdefault(method, []).extend([(code, description, retry_after)] * times)
+
+    def fail_for(self, method: str, seconds: float, code: int = 502) -> None:
+        """Answer every call of `method` with `code` for the next `seconds` (an outage)."""
+        with self._lock:
+            self._outages[method] = (time.monotonic() + seconds, code)
+
+    def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Do the next `times` calls of `method` (the message is sent) but answer `seconds`
+        late: past a client's read timeout, its answer is lost."""
+        with self._lock:
+            self._delays.setdefault(method, []).extend([seconds] * times)
 
     def make_admin(self, chat_id: int, user_id: int, owner: bool = False) -> None:
         with self._lock:
@@ -389,6 +412,11 @@ class FakeTelegram:
             self.calls.append(call)
             failing = self._failures.get(method)
             failure = failing.pop(0) if failing else None
+            outage = self._outages.get(method)
+            if failure is None and outage is not None and time.monotonic() < outage[0]:
+                failure = (outage[1], "Bad Gateway", None)
+            delays = self._delays.get(method)
+            delay = delays.pop(0) if delays else 0.0
         if request.match_info["token"] != self.token:
             return self._error(call, 401, "Unauthorized")
         if failure is not None:
@@ -402,6 +430,9 @@ class FakeTelegram:
             )
         except _ApiError as exc:
             return self._error(call, exc.code, exc.description)
+        if delay:
+            call.late = True  # done (the chat shows it), but its answer came too late
+            await asyncio.sleep(delay)
         return web.json_response({"ok": True, "result": result})
 
     async def _download(self, request: web.Request) -> web.Response:
