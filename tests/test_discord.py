@@ -149,7 +149,7 @@ def _wait_ended(settings, fake, owner: str = OWNER, timeout: float = 120) -> Job
             if job is None or job.state not in ("succeeded", "failed", "cancelled"):
                 return None
             row = db.get(Delivery, job.id)
-            return job if row is not None and row.state != "sending" else None
+            return job if row is not None and row.state in ("sent", "failed") else None
 
     return fake.wait_for(ended, timeout, "the job to end and be delivered")
 

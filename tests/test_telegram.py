@@ -101,7 +101,7 @@ def _wait_ended(settings, fake, count: int = 1, owner: str = OWNER, timeout: flo
         with session(settings.database) as db:  # and delivered
             if db.query(Delivery).filter(Delivery.job_id.in_([j.id for j in done])).count() < count:
                 return None
-            if db.query(Delivery).filter(Delivery.state == "sending").count():
+            if db.query(Delivery).filter(Delivery.state.in_(("sending", "waiting"))).count():
                 return None
         return done
 
@@ -698,6 +698,151 @@ def test_transient_api_errors_are_retried_and_the_result_is_sent_once(
     assert delivery_state(tg_settings, job) == "failed"  # not retried: the user blocked us
     assert [c.status for c in fake.calls if c.method == "sendAudio"][-1] == 403
     assert sum(1 for c in fake.calls if c.status == 403) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Delivery faults: nothing lost, at most one duplicate, and only when an answer was lost
+
+
+def _scaled(monkeypatch, **values):
+    """Settings with `values` (delivery times compressed by `delivery_time_scale`)."""
+    from flows.settings import get_settings
+
+    for key, value in values.items():
+        monkeypatch.setenv(f"ENCORE_{key.upper()}", str(value))
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _ledger(settings, job_id: str) -> Delivery:
+    with session(settings.database) as db:
+        return db.get(Delivery, job_id)
+
+
+def _karaoke_ready(settings, song, song_wav, tmp_path, fake, status: bool = False) -> str:
+    """A finished karaoke job whose track waits to be delivered (with a status message)."""
+    from flows.jobs import create_job, update_job
+    from flows.storage import open_storage
+
+    mp3 = encode(song_wav, tmp_path / "k.mp3", "mp3")
+    uri = open_storage(settings.storage).put(mp3, f"results/{time.monotonic_ns()}/k.mp3")
+    reply_to = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
+    if status:
+        shown = fake._bot_message({"chat_id": ADA}, text="🎶 Karaoke: Test Song\n⚙️ Saving…")
+        reply_to["status_message_id"] = shown["message_id"]
+    params = {"song_id": song.id, "reply_to": reply_to}
+    job_id = create_job(settings, "karaoke", OWNER, params)
+    result = {"uri": uri, "filename": "k.mp3"}
+    update_job(settings, job_id, state="succeeded", step="done", progress=1.0, result=result)
+    return job_id
+
+
+def test_a_429_longer_than_a_minute_is_waited_out_and_the_cover_arrives_once(
+    fake, tg_settings, alice, song, monkeypatch
+):
+    s = _scaled(monkeypatch, delivery_time_scale=0.02)  # 90 s of Telegram's wait is 1.8 s
+    fake.fail_next("sendAudio", code=429, description="Too Many Requests", retry_after=90)
+    process = BotProcess(s).start()
+    try:
+        status = _reply(fake, fake.send_text("/cover test song"))
+        [job] = _wait_ended(s, fake, timeout=180)
+        texts = [status["text"], *fake.edits(ADA, status["message_id"])]
+        assert any(t.endswith("⏳ Waiting for Telegram to accept the upload…") for t in texts)
+        assert fake.bot_message(ADA, status["message_id"])["text"].endswith("✅ Done")
+    finally:
+        process.stop()
+        _drain(s)
+    refused, sent = [c for c in fake.calls if c.method == "sendAudio"]
+    assert (refused.status, sent.status) == (429, 200)
+    assert sent.at - refused.at >= 90 * 0.02  # retry_after honoured in full, not capped
+    assert job.state == "succeeded" and _ledger(s, job.id).state == "sent"
+    assert _ledger(s, job.id).attempts == 2
+
+
+def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
+    fake, tg_settings, song, song_wav, tmp_path, monkeypatch
+):
+    import os
+    import sys
+
+    from tests.conftest import cli_env
+
+    s = _scaled(monkeypatch, delivery_time_scale=0.02)  # a 60 s lease runs out in 1.2 s
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
+    crash = (
+        "import os, signal, sys\n"
+        "from flows.delivery import claim\n"
+        "from flows.settings import get_settings\n"
+        "assert claim(get_settings(), sys.argv[1]) is not None\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**cli_env(s), **{k: v for k, v in os.environ.items() if k.startswith("ENCORE_")}}
+    died = subprocess.run([sys.executable, "-c", crash, job], env=env, timeout=120)
+    assert died.returncode == -9
+    assert _ledger(s, job).state == "sending" and not fake.calls_of("sendAudio")
+    process = BotProcess(s).start()  # its sweeper finds the claim of a dead holder
+    try:
+        fake.wait_for(lambda: _ledger(s, job).state == "sent", 60, "the sweeper's delivery")
+        from flows.delivery import deliver_pending
+
+        assert deliver_pending(s) == 0  # a second sweep finds nothing to do
+    finally:
+        process.stop()
+    assert len(fake.calls_of("sendAudio")) == 1
+
+
+def test_a_lost_answer_after_an_upload_gives_at_most_two_copies_and_says_why(
+    fake, tg_settings, song, song_wav, tmp_path, monkeypatch
+):
+    from flows.delivery import deliver
+
+    s = _scaled(monkeypatch, delivery_read_timeout_s=1, delivery_time_scale=0.02)
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
+    fake.delay_next("sendAudio", 2.5)  # sent, but its answer comes after the client gave up
+    assert deliver(s, job)
+    copies = fake.calls_of("sendAudio")
+    assert len(copies) == 2 and copies[0].late and not copies[1].late
+    row = _ledger(s, job)
+    assert row.state == "sent"
+    assert row.detail["parts"]["1"]["lost"] == 1
+    assert "ReadTimeout" in row.detail["parts"]["1"]["why"]
+
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
+    fake.delay_next("sendAudio", 2.5, times=5)  # every answer lost: never a third copy
+    assert deliver(s, job)
+    fake.wait_for(lambda: len(fake.calls_of("sendAudio")) == 4, 10, "the late answers")
+    assert len(fake.calls_of("sendAudio")) == 4  # two for this job
+    row = _ledger(s, job)
+    assert row.state == "sent" and row.detail["parts"]["1"]["unconfirmed"]
+
+
+def test_a_delivery_refused_past_the_give_up_time_ends_in_one_sentence(
+    fake, tg_settings, song, song_wav, tmp_path, monkeypatch
+):
+    from flows.delivery import deliver, deliver_pending
+    from flows.jobs import get_job
+
+    s = _scaled(monkeypatch, delivery_give_up_s=600, delivery_time_scale=0.005)  # 3 s
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake, status=True)
+    status_id = get_job(s, job).params["reply_to"]["status_message_id"]
+    fake.fail_for("sendAudio", 3600)
+    assert deliver(s, job)  # tries, waits what it may, then leaves the rest to the sweeper
+
+    def swept():
+        deliver_pending(s)
+        return _ledger(s, job).state == "gave_up"
+
+    fake.wait_for(swept, 60, "giving up")
+    sentence = (
+        "❌ It was ready, but Telegram refused it for 10 min, so I stopped trying; "
+        "please ask again."
+    )
+    shown = fake.edits(ADA, status_id)
+    assert any(t.endswith("⏳ Waiting for Telegram to accept the upload…") for t in shown)
+    assert fake.bot_message(ADA, status_id)["text"].endswith(sentence)
+    assert get_job(s, job).result["undelivered"] == sentence
+    assert not fake.calls_of("sendAudio")
+    assert _ledger(s, job).attempts > 3
 
 
 def test_webhook_mode_checks_the_secret_token(fake, tg_settings):
