@@ -6,7 +6,8 @@ token and the webhook secret travel in headers that libraries may log when debug
 interaction token is part of every follow-up URL. `protect_logs` installs, once per process,
 a log record factory whose records redact all of them from their message, their formatted
 traceback and their stack: the tokens read from the settings, and anything shaped like a bot
-token or an interaction token in a URL. A record factory (rather than a filter on some
+token or an interaction token in a URL, and the value of any `token` or `secret` field in a
+logged payload. A record factory (rather than a filter on some
 handler) keeps working whoever configures handlers later (Prefect's engine, `basicConfig`,
 pytest) and covers every logger at every level, including records of libraries' loggers that
 only propagate. It also quiets httpx and httpcore to WARNING unless `debug` asks for them.
@@ -25,7 +26,7 @@ import threading
 
 REDACTED = "<redacted>"
 
-# Shapes of secrets in URLs, whatever the settings say.
+# Shapes of secrets, whatever the settings say.
 _PATTERNS = (
     # a Telegram bot token: /bot123456:AA.../method, /file/bot123456:AA.../path
     (re.compile(r"(bot)\d{3,}:[A-Za-z0-9_-]{6,}"), r"\1" + REDACTED),
@@ -35,8 +36,15 @@ _PATTERNS = (
     (re.compile(r"(/webhooks/\d+/)[^/?#\s\"']+"), r"\1" + REDACTED),
     # /interactions/<id>/<token>/callback
     (re.compile(r"(/interactions/\d+/)[^/?#\s\"']+"), r"\1" + REDACTED),
+    # a token in a logged payload (discord.py logs gateway events at DEBUG): 'token': '...'
+    (re.compile(r"""(["'](?:\w+_)?(?:token|secret)["']\s*:\s*["'])[^"']+"""), r"\1" + REDACTED),
+    # token=... in a query string or a form
+    (re.compile(r"\b((?:\w+_)?(?:token|secret)=)[^&\s\"']+"), r"\1" + REDACTED),
     # an Authorization header's value: "Bot <token>", "Bearer <token>"
-    (re.compile(r"\b(Bot|Bearer) [A-Za-z0-9._-]{8,}"), r"\1 " + REDACTED),
+    (
+        re.compile(r"""(authorization["']?\s*[:=]\s*["']?(?:Bot|Bearer) )[^\s"',}]+""", re.I),
+        r"\1" + REDACTED,
+    ),
 )
 
 _secrets: list[str] = []

@@ -282,6 +282,18 @@ class FakeDiscord:
     def calls_to(self, method: str, fragment: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and fragment in c.path]
 
+    def message_payloads(self) -> list[tuple[Call, dict]]:
+        """Every message body that was posted or edited (JSON or multipart `payload_json`):
+        interaction responses with content, follow-ups, edits and channel posts."""
+        out = []
+        for call in list(self.calls):
+            body = call.json if isinstance(call.json, dict) else {}
+            if call.path.endswith("/callback"):
+                body = body.get("data") or {}
+            if "content" in body:
+                out.append((call, body))
+        return out
+
     # -- the gateway
 
     def _dispatch(self, event: str, data: dict) -> None:

@@ -161,7 +161,10 @@ def test_redaction_covers_tokens_in_messages_arguments_and_tracebacks(s, monkeyp
     try:
         logger.debug("POST https://api.telegram.org/bot%s/sendAudio", token)
         logger.info("auth header Bot MTIz.discord-secret.value and hook-secret-42")
+        logger.debug("headers {'Authorization': 'Bot other.bot-token-9'}")
         logger.info("follow-up to /webhooks/900/tok1234567/messages/@original")
+        logger.debug("event %s", {"t": "INTERACTION_CREATE", "d": {"token": "tok7654321"}})
+        logger.debug('{"secret_token": "s3cr3t-value"} and ?access_token=abcdef123')
         try:
             raise RuntimeError(f"failed: https://api.telegram.org/file/bot{token}/x.oga")
         except RuntimeError:
@@ -169,8 +172,9 @@ def test_redaction_covers_tokens_in_messages_arguments_and_tracebacks(s, monkeyp
     finally:
         logger.removeHandler(handler)
     text = "\n".join(lines)
-    for secret in (token, "discord-secret", "hook-secret-42", "tok1234567"):
+    for secret in (token, "discord-secret", "hook-secret-42", "tok1234567", "tok7654321",
+                   "s3cr3t-value", "abcdef123", "bot-token-9"):  # fmt: skip
         assert secret not in text
-    assert text.count(REDACTED) >= 5
+    assert text.count(REDACTED) >= 9
     assert "RuntimeError: failed: https://api.telegram.org/file/bot<redacted>/x.oga" in text
     assert redact("no secrets here") == "no secrets here"

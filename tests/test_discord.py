@@ -203,6 +203,34 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
     assert not fake.channel_messages  # the token was fresh: no channel post
 
 
+def test_a_hostile_song_title_pings_nobody_and_no_token_reaches_the_logs(
+    fake, bot, dc_settings, alice, song_wav, debug_logs
+):
+    title = "@everyone <@&123> <@456>"
+    hostile = add_song(dc_settings, song_wav, title=title, artist="@here")
+    pending = fake.command(
+        "cover",
+        [
+            {"name": "song", "type": 3, "value": hostile.id},
+            {"name": "voice", "type": 3, "value": alice.id},
+        ],
+    )
+    [message] = fake.wait_for(lambda: pending.followups, 120, "the cover")
+    assert title in message["content"] and message["attachments"]
+    assert _wait_ended(dc_settings, fake).state == "succeeded"
+    assert title in _ephemeral_text(fake, fake.command("status"))  # the bot's own reply
+    payloads = fake.message_payloads()
+    assert {c.method for c, _body in payloads} >= {"PATCH", "POST"}
+    assert sum(title in body["content"] for _c, body in payloads) >= 4
+    for call, body in payloads:
+        assert body.get("allowed_mentions", {}).get("parse") == [], (call.path, body)
+        assert not body["allowed_mentions"].get("roles")
+    text = "\n".join(debug_logs)
+    assert "HTTP Request: POST http://127.0.0.1" in text  # the courier's requests were logged
+    assert "/webhooks/900000000000000001/<redacted>" in text
+    assert BOT_TOKEN not in text and pending.token not in text
+
+
 def test_a_result_after_the_token_expired_is_posted_to_the_channel_with_a_mention(
     fake, bot, dc_settings, song_wav, monkeypatch, tmp_path
 ):
@@ -219,7 +247,7 @@ def test_a_result_after_the_token_expired_is_posted_to_the_channel_with_a_mentio
     posted = fake.wait_for(lambda: fake.channel_messages, 120, "the channel post")
     [message] = posted
     assert message["content"].startswith("<@1> ")
-    assert message["allowed_mentions"] == {"users": ["1"]}
+    assert message["allowed_mentions"] == {"parse": [], "users": ["1"]}  # only who asked
     [attachment] = message["attachments"]
     karaoke = tmp_path / attachment["filename"]
     karaoke.write_bytes(fake.attachment(attachment))

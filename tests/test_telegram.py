@@ -195,6 +195,19 @@ def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
     assert fake.bot_message(ADA, status["message_id"])["text"].endswith("✅ Done")
 
 
+def test_a_cover_logged_at_debug_shows_no_token_in_any_line(
+    fake, bot, tg_settings, alice, song, debug_logs
+):
+    fake.send_text("/cover test song")
+    fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.state == "succeeded"
+    text = "\n".join(debug_logs)
+    assert "HTTP Request: POST http://127.0.0.1" in text  # httpx's lines were captured
+    assert "/bot<redacted>/sendAudio" in text  # the courier's upload, by URL
+    assert fake.token not in text and fake.token.split(":")[1] not in text
+
+
 def test_choosing_song_and_voice_with_buttons_and_a_double_click_make_one_job(
     fake, bot, tg_settings, voice_files, song, tmp_path
 ):
@@ -951,3 +964,33 @@ def test_encore_bot_telegram_runs_from_the_command_line(fake, tg_settings):
     assert proc.returncode == 0, out
     assert "Encore's Telegram bot is running (polling); Ctrl-C stops it." in out
     assert "Traceback" not in out
+    assert "HTTP Request" not in out  # httpx is quiet unless --debug
+    assert fake.token not in out
+
+
+def test_encore_debug_bot_telegram_logs_requests_without_the_token(fake, tg_settings):
+    import os
+    import signal
+    import sys
+
+    from tests.conftest import cli_env
+
+    encore = str(Path(sys.executable).with_name("encore"))
+    env = cli_env(tg_settings)
+    env.update({k: v for k, v in os.environ.items() if k.startswith("ENCORE_TELEGRAM")})
+    fake.send_text("/help")
+    proc = subprocess.Popen(
+        [encore, "--debug", "bot", "telegram"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        fake.wait_for(lambda: fake.sent_texts(ADA), 120, "the bot's answer")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "/bot<redacted>/getUpdates" in out  # the library's debug lines, URLs included
+    assert fake.token not in out and fake.token.split(":")[1] not in out
