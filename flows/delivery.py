@@ -12,17 +12,20 @@ A job submitted from a chat carries `params["reply_to"]`, made by the bot:
 `run_job` (`flows.jobs`) gives such a job a `Courier`. While the job runs, a watcher thread
 edits the one status message when the step, the progress or the place in the queue changes,
 at most once every `status_edit_interval_s`. When the job ends, `deliver` posts the outcome
-exactly once (a `deliveries` row is claimed first): the cover as playable audio, stems as a
-zip, a voice's preview, or the failure's reason (already one sentence for a user). Transient
-errors (network, 5xx, 429 with its retry_after) are retried with tenacity. A file over the
-bot upload limit goes as a link when storage can make one, or as a sentence saying why not.
+once (a `deliveries` row is claimed first, as a lease): the cover as playable audio, stems as
+a zip, a voice's preview, or the failure's reason (already one sentence for a user). Transient
+errors (network, 5xx, 429) are retried with backoff, honouring retry_after in full, until the
+give-up time (see "The ledger" below). A file over the bot upload limit goes as a link when
+storage can make one, or as a sentence saying why not. Nothing posted on Discord pings
+anyone but the user who asked (`allowed_mentions`).
 
 A job may come unprompted, with no status message (a trending drop's cover, `flows.trending`):
 its file then carries `reply_to["headline"]` as the caption (Telegram) or the message text
 (Discord's channel post), so that the chat can tell what it got and why.
 
-`deliver_pending` is the safety net for jobs that ended without anyone delivering them (their
-process died between the two): the bot runs it at start and every few minutes.
+`deliver_pending` is the safety net: jobs that ended without anyone delivering them (their
+process died between the two), retries whose wait is over, and claims whose holder died. The
+bots run it at start and every few minutes; a cluster's janitor runs it too.
 """
 
 from __future__ import annotations
