@@ -124,7 +124,7 @@ def serve(
     from flows.serve import Service, Supervisor
 
     s = api.settings()
-    _logging(s)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     encore = [sys.executable, "-m", "bots.cli"]
     bots = []
     if s.telegram_token:
