@@ -50,7 +50,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flows.catalog import get_song
 from flows.db import TERMINAL, Delivery, Job, Voice, now, session
-from flows.jobs import STEP_LABELS, get_job, update_job
+from flows.jobs import STEP_LABELS, get_job
 from flows.logs import protect_logs
 from flows.settings import Settings
 from flows.storage import open_storage
@@ -1090,7 +1090,7 @@ def _deliver_held(s: Settings, job: Job, courier: Courier, lease: Lease) -> None
                 sentence = gave_up_sentence(s, courier.platform_name)
                 log.warning("job %s: delivery given up after %d tries", job.id, lease.attempts)
                 courier.gave_up(job, sentence)
-                update_job(s, job.id, result={**(job.result or {}), "undelivered": sentence})
+                _note_undelivered(s, job.id, sentence)
                 lease.end("gave_up", error=error)
                 return
             log.info("job %s: delivery failed (%s); next try in %gs", job.id, error, wait)
@@ -1103,6 +1103,14 @@ def _deliver_held(s: Settings, job: Job, courier: Courier, lease: Lease) -> None
         else:
             lease.end("sent", sent=detail)
             return
+
+
+def _note_undelivered(s: Settings, job_id: str, sentence: str) -> None:
+    """Keep the give-up sentence in the ended job's result (the job itself stays succeeded)."""
+    with session(s.database) as db:
+        row = db.get(Job, job_id, with_for_update=True)
+        if row is not None:
+            row.result = {**(row.result or {}), "undelivered": sentence}
 
 
 def deliver_pending(s: Settings, max_age: timedelta = timedelta(days=1)) -> int:

@@ -26,6 +26,7 @@ from flows.db import Delivery, Job, Voice, session
 from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness
 from tests.fake_discord import (
+    APP_ID,
     BOT_TOKEN,
     CHANNEL_ID,
     DEADLINE_S,
@@ -273,6 +274,40 @@ def test_a_result_over_the_upload_limit_is_sent_as_a_link(
     assert "over Discord's 20 KB limit for bots" in message["content"]
     assert "download it here: http://files.test/encore/" in message["content"]
     assert _wait_ended(dc_settings, fake).state == "succeeded"
+
+
+def test_a_rate_limited_follow_up_is_retried_after_its_retry_after_and_arrives_once(
+    fake, dc_settings, song, song_wav, monkeypatch
+):
+    from flows.delivery import deliver, deliver_pending
+    from flows.jobs import create_job, update_job
+    from flows.settings import get_settings
+    from flows.storage import open_storage
+
+    monkeypatch.setenv("ENCORE_DELIVERY_TIME_SCALE", "0.02")  # 90 s of Discord's are 1.8 s
+    get_settings.cache_clear()
+    s = get_settings()
+    pending = Pending(fake._snowflake(), "tok-rl", time.monotonic(), UPLOAD_LIMIT)
+    fake.interactions[pending.token] = pending
+    reply_to = {"platform": "discord", "application_id": str(APP_ID),
+                "interaction_token": pending.token, "token_at": time.time(),
+                "channel_id": str(CHANNEL_ID), "user_id": "1"}  # fmt: skip
+    job = create_job(s, "karaoke", OWNER, {"song_id": song.id, "reply_to": reply_to})
+    uri = open_storage(s.storage).put(song_wav, "results/rl/k.wav")
+    update_job(s, job, state="succeeded", step="done", result={"uri": uri, "filename": "k.wav"})
+    fake.fail_next("POST", f"/webhooks/{APP_ID}/{pending.token}", 429, retry_after=90)
+    assert deliver(s, job)  # refused; a 90 s wait is the sweeper's to make
+
+    def swept():
+        deliver_pending(s)
+        with session(s.database) as db:
+            return db.get(Delivery, job).state == "sent"
+
+    fake.wait_for(swept, 30, "the retried follow-up")
+    posts = fake.calls_to("POST", f"/webhooks/{APP_ID}/{pending.token}")
+    assert [c.status for c in posts] == [429, 200]
+    assert posts[1].at - posts[0].at >= 90 * 0.02
+    assert len(pending.followups) == 1 and pending.followups[0]["attachments"]
 
 
 # ------------------------------------------------------------------------------------------
