@@ -1,4 +1,4 @@
-"""The delivery ledger's rules and the log redaction: fast tests on a real SQLite database.
+"""The delivery ledger's rules (on SQLite and PostgreSQL) and the log redaction: fast tests.
 
 The end-to-end fault tests (a 429 longer than a minute, a crash between claim and send, a
 lost answer, giving up) run through the fake chat servers in `tests/test_telegram.py`.
@@ -20,9 +20,17 @@ from flows.logs import REDACTED, protect_logs, redact
 from flows.settings import Settings
 
 
-@pytest.fixture
-def s(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", delivery_time_scale=1.0, delivery_lease_s=60)
+@pytest.fixture(scope="module")
+def pg_url(pg_databases) -> str:
+    return pg_databases()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def s(request, tmp_path) -> Settings:
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    return Settings(
+        data_dir=tmp_path / "data", database_url=url, delivery_time_scale=1.0, delivery_lease_s=60
+    )
 
 
 def _job(s: Settings) -> str:
@@ -49,6 +57,19 @@ def test_a_claim_is_held_by_one_process_and_taken_over_when_its_lease_runs_out(s
     second.end("sent")
     assert delivery_state(s, job) == "sent"
     assert claim(s, job) is None  # delivered: never again
+
+
+def test_concurrent_claims_give_one_holder(s):
+    from concurrent.futures import ThreadPoolExecutor
+
+    job = _job(s)
+    with ThreadPoolExecutor(8) as pool:
+        leases = list(pool.map(lambda _: claim(s, job), range(8)))
+    assert sum(lease is not None for lease in leases) == 1
+    _set(s, job, lease_until=now() - timedelta(seconds=1))  # its holder died
+    with ThreadPoolExecutor(8) as pool:
+        heirs = list(pool.map(lambda _: claim(s, job), range(8)))
+    assert sum(lease is not None for lease in heirs) == 1
 
 
 def test_a_long_wait_releases_the_claim_until_its_time(s):
@@ -142,11 +163,11 @@ def test_the_give_up_time_is_set_at_the_claim_and_scaled(tmp_path):
     assert lease.past_give_up(7300)
 
 
-def test_redaction_covers_tokens_in_messages_arguments_and_tracebacks(s, monkeypatch):
+def test_redaction_covers_tokens_in_messages_arguments_and_tracebacks(tmp_path, monkeypatch):
     token = "7123456789:AAH-realistic_Token_shape_0123456789ab"
     monkeypatch.setenv("ENCORE_DISCORD_TOKEN", "MTIz.discord-secret.value")
     monkeypatch.setenv("ENCORE_TELEGRAM_WEBHOOK_SECRET", "hook-secret-42")
-    protect_logs(Settings(data_dir=s.data_dir))
+    protect_logs(Settings(data_dir=tmp_path))
     lines: list[str] = []
 
     class Keep(logging.Handler):
