@@ -366,8 +366,11 @@ class Courier:
             except NoBotToken:
                 log.warning("job %s: no bot token, so no status edits", self.job_id)
                 return
-            except Exception:  # a status edit is never worth failing the job for
-                log.warning("job %s: status edit failed", self.job_id, exc_info=True)
+            except Exception as exc:  # a status edit is never worth failing the job for
+                log.warning("job %s: status edit failed: %s", self.job_id, exc)
+                pause = _retry_after(exc)
+                if pause:  # asked to slow down: no edit until then
+                    self._stop.wait(pause * self.s.delivery_time_scale)
 
     def edit(self, text: str, wait: bool = False) -> bool:
         """Show `text` in the status message; False if there is no message to edit."""
