@@ -113,10 +113,10 @@ def serve(
 ):
     """Run Encore as a service on this machine: the Prefect server (unless PREFECT_API_URL is
     set), the deployments, a worker per work pool, and the bots whose tokens are set."""
-    from flows import api
     from flows.serve import Service, Supervisor
+    from flows.settings import get_settings
 
-    s = api.settings()
+    s = get_settings()  # (not flows.api: this process must not import Prefect; see flows.serve)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     encore = [sys.executable, "-m", "bots.cli"]
     bots = []
@@ -127,9 +127,12 @@ def serve(
     supervisor = Supervisor(s, extra=bots, port=port)
 
     def stop(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         api_url = supervisor.start()
         ui = api_url.removesuffix("/api")
