@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -207,11 +208,22 @@ def main(argv: list[str]) -> int:
     `COMMANDS` is `deploy`'s `commands` as JSON. `encore serve` deploys this way, from a
     process that starts with its server's URL (Prefect reads its settings when imported).
     """
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import wait_healthy
     from flows.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        print("Error: Set PREFECT_API_URL to your Prefect server's API.", file=sys.stderr)
+        return 1
     commands = json.loads(argv[0]) if argv else None
+    for spec in SPECS:  # import the flows while the server may still be starting
+        _load(spec.entrypoint)
     try:
+        wait_healthy(api_url)
         names = deploy(get_settings(), commands=commands)
     except RuntimeError as exc:  # a sentence for the operator (a pool to create first)
         print(f"Error: {exc}", file=sys.stderr)
@@ -221,4 +233,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # all is sent; tearing down ~1500 modules takes seconds on a busy machine

@@ -100,6 +100,7 @@ class Supervisor:
         self.output = output  # where the services' output goes (default: this terminal)
         self.services: list[Service] = []
         self.server: Service | None = None
+        self.deployer: Service | None = None  # while the deploy runs
         self.own_server = not os.environ.get("PREFECT_API_URL")  # else the one it names
         self._stopping = False
 
@@ -125,13 +126,12 @@ class Supervisor:
         return env
 
     def start_server(self) -> str:
-        """The API URL: the configured server's, or one started here."""
+        """The API URL: the configured server's, or that of one started here (which may
+        still be starting: see `wait_healthy`)."""
         if not self.own_server:
-            configured = os.environ["PREFECT_API_URL"]
-            wait_healthy(configured)
-            return configured
+            return os.environ["PREFECT_API_URL"]
         port = self.port or 4200
-        if _listening(port):  # else the health check below could find another server
+        if _listening(port):  # else the health check could find another server
             raise RuntimeError(
                 f"Port {port} is in use (another Encore or Prefect server?); stop it or "
                 "choose another port with --port."
@@ -149,12 +149,14 @@ class Supervisor:
         argv = [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         self.server = Service("prefect-server", argv, env)
         self._spawn(self.server)
-        api_url = f"http://127.0.0.1:{port}/api"
-        wait_healthy(api_url, process=self.server.process)
-        return api_url
+        return f"http://127.0.0.1:{port}/api"
 
     def start(self) -> str:
-        """Start everything; returns the Prefect API URL that the services use."""
+        """Start everything; returns the Prefect API URL that the services use.
+
+        The server's start, the warm starters' imports and the deploy's imports overlap;
+        the workers and bots start once the deployments exist.
+        """
         from flows.deployments import PRELOAD  # (imports no Prefect)
 
         api_url = self.start_server()
@@ -162,22 +164,25 @@ class Supervisor:
         pools = {"cpu": self.s.cpu_pool}
         if self.s.gpu_pool_type == "process":  # a container pool runs its own (ECS) worker
             pools["gpu"] = self.s.gpu_pool
-        commands, warm, workers = {}, [], []
+        commands, workers = {}, []
         run_dir = self.s.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         for kind, pool in pools.items():
             sock = _socket_path(run_dir / f"warm-{kind}.sock")
             module = [sys.executable, "-m", "flows.warm"]
             commands[kind] = shlex.join([*module, "run", sock])
-            warm.append(
-                Service(f"warm starts {pool}", [*module, "serve", sock, *PRELOAD[kind]], env)
-            )
+            warm = Service(f"warm starts {pool}", [*module, "serve", sock, *PRELOAD[kind]], env)
+            self.services.append(warm)  # talks to no server
+            self._spawn(warm)
             argv = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
             workers.append(Service(f"worker {pool}", argv, env))
-        self.services.extend(warm)
-        for service in warm:  # they talk to no server; they import while the deploy runs
-            self._spawn(service)
-        self.deploy(env, commands)
+        # The deploy imports every flow, then waits for the server itself.
+        argv = [sys.executable, "-m", "flows.deployments", json.dumps(commands)]
+        self.deployer = Service("deploy", argv, env)
+        self._spawn(self.deployer)
+        wait_healthy(api_url, process=self.server.process if self.server else None)
+        log.info("the Prefect server answers at %s", api_url)
+        self._wait_deployed()
         for extra in self.extra:
             extra.env = {**env, **extra.env}
         for service in [*workers, *self.extra]:
@@ -188,20 +193,19 @@ class Supervisor:
         os.environ["PREFECT_API_URL"] = api_url
         return api_url
 
-    def deploy(self, env: dict[str, str], commands: dict[str, str]) -> None:
-        """Create the pools and deployments on the server named in `env`, in a child process
-        that starts with that URL (see the module's docstring)."""
-        argv = [sys.executable, "-m", "flows.deployments", json.dumps(commands)]
-        deployer = Service("deploy", argv, env)
-        self._spawn(deployer)
+    def _wait_deployed(self) -> None:
+        """Wait for the deploy, a child process that starts with the server's URL in its
+        environment (see the module's docstring), to create the pools and deployments."""
+        process = self.deployer.process
         try:
-            code = deployer.process.wait(DEPLOY_WAIT_S)
+            code = process.wait(DEPLOY_WAIT_S)
         except subprocess.TimeoutExpired:
             code = None
         finally:  # also on Ctrl-C or SIGTERM while it runs
-            if deployer.process.poll() is None:
-                _signal(deployer.process, signal.SIGKILL)
-                deployer.process.wait()
+            if process.poll() is None:
+                _signal(process, signal.SIGKILL)
+                process.wait()
+            self.deployer = None
         if code is None:
             raise RuntimeError(
                 f"Creating the deployments took over {DEPLOY_WAIT_S:.0f} s; check the Prefect "
@@ -250,7 +254,8 @@ class Supervisor:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the workers and bots, then the server; kill whatever does not stop in time."""
         self._stopping = True
-        groups = [self.services, [self.server] if self.server else []]
+        first = [*self.services, *([self.deployer] if self.deployer else [])]
+        groups = [first, [self.server] if self.server else []]
         for group in groups:
             running = [x for x in group if x.process is not None and x.process.poll() is None]
             for service in running:
