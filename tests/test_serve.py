@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -131,6 +132,35 @@ def test_serve_on_a_clean_machine_runs_a_cover_from_the_bot_on_its_own_server(
     assert not [pid for pid in children if _alive(pid)]  # nothing it started is left running
     marker = f"HOME={home}".encode()  # nor anything they started, even in a session of its own
     assert not [pid for pid in _pids() if marker in _environ(pid).split(b"\0")]
+
+
+def test_serve_that_cannot_create_its_deployments_stops_with_a_sentence(settings, monkeypatch):
+    from tests.conftest import run_cli
+
+    tag = uuid.uuid4().hex[:6]
+    monkeypatch.setenv("ENCORE_CPU_POOL", f"nodeploy-cpu-{tag}")
+    monkeypatch.setenv("ENCORE_GPU_POOL", f"nodeploy-gpu-{tag}")
+    monkeypatch.setenv("ENCORE_GPU_POOL_TYPE", "ecs")  # a container pool nobody created
+    done = run_cli(settings, "serve")
+    assert done.returncode == 1
+    assert f"Work pool 'nodeploy-gpu-{tag}' (ecs) does not exist" in done.stderr
+    assert "Creating the deployments failed" in done.stderr and "Traceback" not in done.stderr
+    marker = f"ENCORE_CPU_POOL=nodeploy-cpu-{tag}".encode()  # in every process it started
+    assert not [pid for pid in _pids() if marker in _environ(pid).split(b"\0")]
+
+
+def test_serve_refuses_a_port_in_use_with_a_sentence(settings, monkeypatch):
+    from tests.conftest import run_cli
+
+    monkeypatch.delenv("PREFECT_API_URL")  # so it starts its own server
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_cli(settings, "serve", "--port", str(port))
+    assert done.returncode == 1
+    assert f"Port {port} is in use" in done.stderr and "--port" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def _pids() -> list[int]:
