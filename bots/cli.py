@@ -113,10 +113,11 @@ def serve(
 ):
     """Run Encore as a service on this machine: the Prefect server (unless PREFECT_API_URL is
     set), the deployments, a worker per work pool, and the bots whose tokens are set."""
+    # Not flows.api, which imports Prefect: this process never talks to it (see flows.serve).
+    from flows.cli import get_settings
     from flows.serve import Service, Supervisor
-    from flows.settings import get_settings
 
-    s = get_settings()  # (not flows.api: this process must not import Prefect; see flows.serve)
+    s = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     encore = [sys.executable, "-m", "bots.cli"]
     bots = []
