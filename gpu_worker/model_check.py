@@ -429,7 +429,7 @@ def check_index(path: Path, dim: int, name: str | None = None) -> int:
         if not 1 <= ntotal <= size // vector:
             raise r.fail(f"declares {ntotal} vectors, which do not fit in its {size} bytes")
         nlist, nprobe = r.u64(), r.u64()
-        if not 1 <= nlist <= min(MAX_NLIST, ntotal) or not 1 <= nprobe <= nlist:
+        if not 1 <= nlist <= MAX_NLIST or nlist * vector > size or not 1 <= nprobe <= nlist:
             raise r.fail("declares an impossible number of clusters")
         if r.fourcc() != b"IxF2":
             raise r.fail("has a quantizer RVC does not use")
