@@ -1,12 +1,12 @@
 """Reading untrusted zip files: a user's model archive, and a `.pth` (torch saves a zip).
 
-`zip_entries` counts the entries from the end-of-central-directory record before `zipfile`
-lists them (so a forged count cannot make it parse a huge directory), then refuses what no
-honest archive holds: encrypted entries, entries whose data overlap (the overlapping-file zip
-bomb), duplicate names, absolute or `..` paths, symlinks and compression methods other than
-stored/deflated. It returns the entries; extracting is the caller's (see `flows.voices`).
-Every refusal is a `BadVoice` with one sentence about `subject` ("The zip", "The voice file
-x.pth").
+`zip_entries` reads the entry count and directory size from the end-of-central-directory
+record before `zipfile` lists them (so a forged directory cannot make it parse a huge one),
+then refuses what no honest archive holds: encrypted entries, entries whose data overlap (the
+overlapping-file zip bomb), duplicate names, absolute or `..` paths, symlinks and compression
+methods other than stored/deflated. It returns the entries; extracting is the caller's (see
+`flows.voices`). Every refusal is a `BadVoice` with one sentence about `subject` ("The zip",
+"The voice file x.pth").
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ ZIP64_LOCATOR = b"PK\x06\x07"
 ZIP64_EOCD = b"PK\x06\x06"
 LOCAL_HEADER = b"PK\x03\x04"
 MAX_COMMENT = 0xFFFF
+MAX_RECORD = 1024
+"""Bytes one central-directory record may average (46 fixed, then its name and extras)."""
 
 
 def _damaged(subject: str, fix: str) -> BadVoice:
     return BadVoice(f"{subject} is damaged; {fix}.")
 
 
-def declared_entries(path: Path, subject: str, fix: str) -> int:
-    """The entry count the end-of-central-directory record (or its zip64 twin) declares."""
+def declared_directory(path: Path, subject: str, fix: str) -> tuple[int, int]:
+    """The entry count and central-directory size that the end-of-central-directory record (or
+    its zip64 twin) declares: `zipfile` reads that many bytes and parses every entry in them."""
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -40,9 +43,9 @@ def declared_entries(path: Path, subject: str, fix: str) -> int:
         at = tail.rfind(EOCD)
         if at < 0 or len(tail) - at < 22:
             raise _damaged(subject, fix)
-        count = struct.unpack("<H", tail[at + 10 : at + 12])[0]
-        if count != 0xFFFF:
-            return count
+        count, cd_size = struct.unpack("<HI", tail[at + 10 : at + 16])
+        if count != 0xFFFF and cd_size != 0xFFFFFFFF:
+            return count, cd_size
         locator = tail[at - 20 : at] if at >= 20 else b""
         if not locator.startswith(ZIP64_LOCATOR):
             raise _damaged(subject, fix)
@@ -53,7 +56,7 @@ def declared_entries(path: Path, subject: str, fix: str) -> int:
         record = fh.read(56)
         if not record.startswith(ZIP64_EOCD):
             raise _damaged(subject, fix)
-        return struct.unpack("<Q", record[32:40])[0]
+        return struct.unpack("<QQ", record[32:48])
 
 
 def _unsafe_name(name: str) -> bool:
@@ -74,7 +77,8 @@ def zip_entries(
     `fix` ends each sentence (what the user should do). The caller closes the ZipFile."""
     path = Path(path)
     size = path.stat().st_size
-    if declared_entries(path, subject, fix) > max_entries:
+    count, cd_size = declared_directory(path, subject, fix)
+    if count > max_entries or cd_size > max_entries * MAX_RECORD:
         raise BadVoice(f"{subject} holds too many files; {fix}.")
     try:
         zf = zipfile.ZipFile(path)

@@ -342,6 +342,18 @@ def zip_forged_entry_count(folder: Path, pth: Path, index: Path) -> Built:
 
 
 @case
+def zip_directory_beyond_its_count(folder: Path, pth: Path, index: Path) -> Built:
+    """The end record says 1 entry; the directory it points at lists 3,000."""
+    data = bytearray(
+        _zip(folder / "plain.zip", [(f"{i}.pth", b"") for i in range(3000)]).read_bytes()
+    )
+    struct.pack_into("<HH", data, _eocd(data) + 8, 1, 1)
+    bad = folder / "dense.zip"
+    bad.write_bytes(bytes(data))
+    return [bad], f"The zip holds too many files; {ZIP_FIX}."
+
+
+@case
 def zip_encrypted(folder: Path, pth: Path, index: Path) -> Built:
     data = bytearray(_zip(folder / "plain.zip", [("voice.pth", pth.read_bytes())]).read_bytes())
     struct.pack_into("<H", data, 6, 0x1)  # local header flags
