@@ -89,39 +89,51 @@ def test_hostile_import_is_refused_cleanly(name, cases, settings, voice_files):
 
 # -- the rules, directly -------------------------------------------------------------------------
 
-REAL_GEOMETRIES = {  # (rate, version): (upsample rates, kernel sizes), as RVC's configs have them
-    (32000, "v1"): ([10, 4, 2, 2, 2], [16, 16, 4, 4, 4]),
-    (40000, "v1"): ([10, 10, 2, 2], [16, 16, 4, 4]),
-    (48000, "v1"): ([10, 6, 2, 2, 2], [16, 16, 4, 4, 4]),
-    (32000, "v2"): ([10, 8, 2, 2], [20, 16, 4, 4]),
-    (40000, "v2"): ([10, 10, 2, 2], [16, 16, 4, 4]),
-    (48000, "v2"): ([12, 10, 2, 2], [24, 20, 4, 4]),
-}
+RATES = {"32k": 32000, "40k": 40000, "48k": 48000}
+TINY_SIZES = {2: 8, 3: 16, 4: 32, 5: 2, 6: 1, 7: 3, 10: [3], 11: [[1, 3, 5]], 13: 32, 16: 16}
+"""`config` positions and values that shrink a real geometry to the tests' tiny one."""
 
 
 @pytest.mark.parametrize("f0", [True, False])
-@pytest.mark.parametrize("rate, version", sorted(REAL_GEOMETRIES))
+@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("rate", sorted(RATES))
 def test_every_real_geometry_passes_and_matches_the_engine(rate, version, f0):
-    """The shapes the rules expect are exactly the engine's, full size and tiny."""
+    """rvc-next's own configs pass, full size and shrunk, and the shapes the rules expect are
+    exactly those of the synthesizer rvc-next builds from them."""
     import torch
+    from rvc_next.engine.models.extract import config_for
     from rvc_next.engine.models.loader import synthesizer_class
 
     from gpu_worker.model_check import check_voice, expected_shapes, parse_config, posterior_shapes
-    from tests.tiny_rvc import FULL_MODEL, TINY_MODEL, small_config
 
-    rates, kernels = REAL_GEOMETRIES[(rate, version)]
-    for model in (FULL_MODEL, TINY_MODEL):
-        config = small_config(
-            {**model, "upsample_rates": rates, "upsample_kernel_sizes": kernels}, rate
-        )
-        config[0] = 513 if rate == 32000 else 1025
+    full = config_for(rate, version)
+    tiny = [TINY_SIZES.get(i, value) for i, value in enumerate(full)]
+    for config in (full, tiny):
         with torch.device("meta"):
             state = synthesizer_class(version, f0)(*config, is_half=False).state_dict()
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         geo = parse_config(config, "x.pth")
+        assert geo.sample_rate == RATES[rate]
         assert shapes == {**expected_shapes(geo, version, f0, 109), **posterior_shapes(geo)}
-        without_enc_q = {k: (v, "float16") for k, v in shapes.items() if not k.startswith("enc_q.")}
-        check_voice(config, without_enc_q, version, f0, "x.pth")
+        voice = {k: (v, "float16") for k, v in shapes.items() if not k.startswith("enc_q.")}
+        check_voice(config, voice, version, f0, "x.pth")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("rate", sorted(RATES))
+def test_what_training_exports_passes(rate, version):
+    """The config a trained voice is exported with (rvc-next's, and the tests' tiny one)."""
+    from rvc_next.engine.models.checkpoint import small_config_from_hparams
+    from rvc_next.engine.train.hparams import HParams, default_config
+
+    from gpu_worker.model_check import parse_config
+    from tests.tiny_rvc import TINY_TRAIN_OVERRIDE
+
+    real = default_config(version, rate)
+    shrink = {k: v for k, v in TINY_TRAIN_OVERRIDE["model"].items() if "upsample_" not in k}
+    tiny = {**real, "model": {**real["model"], **shrink, "upsample_initial_channel": 32}}
+    for config in (real, tiny):
+        parse_config(small_config_from_hparams(HParams(**config)), "trained.pth")
 
 
 def test_newer_weight_norm_names_are_read(tmp_path, voice_files):
