@@ -10,12 +10,16 @@
 # it needs no escaping inside a URL.
 
 ephemeral "aws_secretsmanager_random_password" "db" {
+  count    = var.generate_secrets ? 1 : 0
+  provider = aws.secrets
+
   password_length     = 40
   exclude_punctuation = true
   include_space       = false
 }
 
 locals {
+  db_password  = var.generate_secrets ? ephemeral.aws_secretsmanager_random_password.db[0].random_password : var.db_password
   db_user      = "encore"
   db_prefect   = "prefect"
   db_encore    = "encore"
@@ -40,7 +44,7 @@ resource "aws_db_instance" "main" {
 
   db_name             = local.db_prefect
   username            = local.db_user
-  password_wo         = ephemeral.aws_secretsmanager_random_password.db.random_password
+  password_wo         = local.db_password
   password_wo_version = var.secrets_version
 
   db_subnet_group_name   = aws_db_subnet_group.main.name
@@ -64,7 +68,7 @@ resource "aws_secretsmanager_secret" "database_url" {
 
 resource "aws_secretsmanager_secret_version" "database_url" {
   secret_id                = aws_secretsmanager_secret.database_url.id
-  secret_string_wo         = "postgresql+psycopg://${local.db_user}:${ephemeral.aws_secretsmanager_random_password.db.random_password}@${local.db_host_port}/${local.db_encore}"
+  secret_string_wo         = "postgresql+psycopg://${local.db_user}:${local.db_password}@${local.db_host_port}/${local.db_encore}"
   secret_string_wo_version = var.secrets_version
 }
 
@@ -76,6 +80,6 @@ resource "aws_secretsmanager_secret" "prefect_database_url" {
 
 resource "aws_secretsmanager_secret_version" "prefect_database_url" {
   secret_id                = aws_secretsmanager_secret.prefect_database_url.id
-  secret_string_wo         = "postgresql+asyncpg://${local.db_user}:${ephemeral.aws_secretsmanager_random_password.db.random_password}@${local.db_host_port}/${local.db_prefect}"
+  secret_string_wo         = "postgresql+asyncpg://${local.db_user}:${local.db_password}@${local.db_host_port}/${local.db_prefect}"
   secret_string_wo_version = var.secrets_version
 }

@@ -25,6 +25,9 @@ resource "aws_secretsmanager_secret" "discord_token" {
 # (PREFECT_SERVER_API_AUTH_STRING) and every client sends it (PREFECT_API_AUTH_STRING):
 # workers, bots, GPU tasks, and the operator through the port forward (README).
 ephemeral "aws_secretsmanager_random_password" "prefect_auth" {
+  count    = var.generate_secrets ? 1 : 0
+  provider = aws.secrets
+
   password_length     = 40
   exclude_punctuation = true
   include_space       = false
@@ -38,7 +41,7 @@ resource "aws_secretsmanager_secret" "prefect_auth" {
 
 resource "aws_secretsmanager_secret_version" "prefect_auth" {
   secret_id                = aws_secretsmanager_secret.prefect_auth.id
-  secret_string_wo         = "encore:${ephemeral.aws_secretsmanager_random_password.prefect_auth.random_password}"
+  secret_string_wo         = "encore:${var.generate_secrets ? ephemeral.aws_secretsmanager_random_password.prefect_auth[0].random_password : var.prefect_auth_password}"
   secret_string_wo_version = var.secrets_version
 }
 

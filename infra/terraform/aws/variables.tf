@@ -137,6 +137,28 @@ variable "discord_enabled" {
   default     = true
 }
 
+variable "generate_secrets" {
+  description = "Draw the database password and the Prefect API password in Secrets Manager (ephemeral, never stored). false: give them as db_password and prefect_auth_password (e.g. TF_VAR_... from your own vault) whenever secrets_version changes."
+  type        = bool
+  default     = true
+}
+
+variable "db_password" {
+  description = "With generate_secrets = false: the database master password (alphanumeric). Ephemeral: never stored."
+  type        = string
+  default     = null
+  ephemeral   = true
+  sensitive   = true
+}
+
+variable "prefect_auth_password" {
+  description = "With generate_secrets = false: the password of the Prefect API's basic auth (user encore). Ephemeral: never stored."
+  type        = string
+  default     = null
+  ephemeral   = true
+  sensitive   = true
+}
+
 variable "secrets_version" {
   description = "Bump to draw new generated secrets (the database password and the Prefect API auth string) and write them again; see README, Secrets."
   type        = number

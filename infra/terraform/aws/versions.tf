@@ -28,5 +28,12 @@ provider "aws" {
   }
 }
 
+# The same account and region, for the ephemeral password generators only: the offline tests
+# mock the default provider, and a mocked provider cannot open ephemeral resources.
+provider "aws" {
+  alias  = "secrets"
+  region = var.region
+}
+
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
