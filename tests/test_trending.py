@@ -440,7 +440,7 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
     chart.serve([{"title": "Test Song", "artist": "Tester"}])
     made = []
 
-    def submit_cover(owner, song_id, voice_id, reply_to, idempotency_key, s):
+    def submit_cover(owner, song_id, voice_id, reply_to, idempotency_key, s, quota):
         if reply_to["platform"] == "telegram":
             raise ConnectionError("the Prefect API is down")
         made.append((owner, reply_to, idempotency_key))
