@@ -460,6 +460,29 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
         trending.trending_drop(day=DAY)
 
 
+def test_a_drop_past_the_operators_budget_skips_the_rest_and_fails_nothing(
+    drop_settings, chart, catalog, voice_files, monkeypatch
+):
+    from flows import trending
+    from flows.settings import get_settings
+    from flows.users import create_counted_job
+
+    monkeypatch.setenv("ENCORE_TRENDING_COVERS_PER_DAY", "2")
+    get_settings.cache_clear()
+    s = get_settings()
+    alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
+    subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
+    chart.serve([{"title": "Test Song", "artist": "Tester"}])
+    for chat in ("-1", "-2"):  # today's budget went on other chats' drops
+        create_counted_job(s, "cover", f"trending:telegram:{chat}", {})
+    summary = trending.trending_drop(day=DAY)  # skipped, not failed: the run does not raise
+    assert summary["submitted"] == [] and summary["errors"] == []
+    [skipped] = summary["skipped"]
+    assert skipped["chat_id"] == str(GROUP)
+    assert skipped["reason"].startswith("the budget of 2 drop covers a day is spent")
+    assert [j.owner for j in _jobs(s)] == ["trending:telegram:-1", "trending:telegram:-2"]
+
+
 def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
     fake, chart, drop_settings, catalog, voice_files
 ):
