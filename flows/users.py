@@ -236,8 +236,8 @@ def stage_file(
         )
         if s.max_session_files > 0 and in_session >= s.max_session_files:
             raise EngineError(
-                f"That makes more than {s.max_session_files} files, the most one voice takes; "
-                "send /done to use the ones you sent."
+                f"One voice takes at most {s.max_session_files} files; send /done to use the "
+                "ones you sent, or /cancel to start again."
             )
         files, stored = staged_usage(db, owner)
         over_files = s.max_user_upload_files > 0 and files + 1 > s.max_user_upload_files
@@ -491,7 +491,7 @@ def _excuse(job: Job | None, row: Usage) -> str | None:
     return "cancelled" if job.state == "cancelled" else None
 
 
-def _counted(db: Session, s: Settings, who: str, since: datetime) -> list[tuple[Usage, str]]:
+def _counted(db: Session, who: str, since: datetime) -> list[tuple[Usage, str | None]]:
     """The subject's ledger rows since `since` that count, oldest first, with their excuse."""
     rows = db.execute(
         select(Usage, Job)
@@ -519,7 +519,7 @@ def _limit(db: Session, s: Settings, owner: str, kind: str) -> Limit | None:
     who = subject(s, owner)
     if owner.startswith(DROPS):
         budget = s.trending_covers_per_day
-        spent = [row for row, _ in _counted(db, s, who, moment - day)]
+        spent = [row for row, _ in _counted(db, who, moment - day)]
         if budget > 0 and len(spent) >= budget:
             return Limit("budget", budget, _wait(spent, budget, day, moment), kind)
         return None
@@ -528,17 +528,22 @@ def _limit(db: Session, s: Settings, owner: str, kind: str) -> Limit | None:
     )
     if s.max_active_jobs > 0 and active >= s.max_active_jobs:
         return Limit("active", s.max_active_jobs, None, kind)
-    counted = _counted(db, s, who, moment - day)
     window = timedelta(seconds=s.rate_limit_window_s)
-    recent = [row for row, excuse in counted if excuse is None and row.created_at is not None]
-    recent = [row for row in recent if _aware(row.created_at) >= moment - window]
+    counted = _counted(db, who, moment - max(day, window))
+    recent = [
+        row
+        for row, excuse in counted
+        if excuse != "cancelled" and _aware(row.created_at) >= moment - window
+    ]
     if s.rate_limit_jobs > 0 and len(recent) >= s.rate_limit_jobs:
         return Limit(
             "rate", s.rate_limit_jobs, _wait(recent, s.rate_limit_jobs, window, moment), kind
         )
     kinds = VOICE_JOBS if kind in VOICE_JOBS else SONG_JOBS
     quota = s.quota_trainings_per_day if kind in VOICE_JOBS else s.quota_jobs_per_day
-    today = [row for row, _ in counted if row.kind in kinds]
+    today = [
+        row for row, _ in counted if row.kind in kinds and _aware(row.created_at) >= moment - day
+    ]
     if quota > 0 and len(today) >= quota:
         return Limit("daily", quota, _wait(today, quota, day, moment), kind)
     return None
@@ -601,8 +606,9 @@ def settle_usage(s: Settings, owner: str) -> None:
             row.excused, row.job_id = _excuse(job, row), None
 
 
-def prune_usage(s: Settings, keep: timedelta = timedelta(days=2)) -> int:
-    """Drop ledger rows too old to count for anything."""
+def prune_usage(s: Settings) -> int:
+    """Drop ledger rows too old to count for anything (two days, or the rate window)."""
+    keep = max(timedelta(days=2), timedelta(seconds=s.rate_limit_window_s))
     with session(s.database) as db:
         gone = db.execute(delete(Usage).where(Usage.created_at < now() - keep))
         return gone.rowcount or 0

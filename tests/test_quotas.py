@@ -217,7 +217,7 @@ def test_staged_uploads_are_capped_per_session_and_per_user(tmp_path):
         assert users.stage_file(s, first.id, OWNER, f"m{i}", clip, clip.name, f"h{i}")
     # The same chat message again is taken once.
     assert users.stage_file(s, first.id, OWNER, "m0", clip, clip.name, "h0") is None
-    with pytest.raises(EngineError, match=r"more than 2 files, .* send /done"):
+    with pytest.raises(EngineError, match=r"^One voice takes at most 2 files; send /done"):
         users.stage_file(s, first.id, OWNER, "m9", clip, clip.name, "h9")
     assert len(_files_under(uploads)) == 2
     # A session submitting still holds its files: a new one may not pile up beyond the cap.
@@ -233,6 +233,22 @@ def test_staged_uploads_are_capped_per_session_and_per_user(tmp_path):
     # Another user's cap is their own.
     other = users.open_upload_session(s, "telegram:2", "import", "x")
     assert users.stage_file(s, other.id, "telegram:2", "m1", big, big.name, "h1")
+
+
+def test_a_model_file_over_the_cap_gets_one_sentence_from_the_bot(tmp_path):
+    s = _settings(tmp_path, max_session_files=1)
+    core = ChatCore(s)
+    me = Who("telegram", "1", "1", "Ada")
+    assert core.import_command(me, "mine").text.startswith("📦")
+    pth = _clip(tmp_path, "mine.pth", 100)
+    assert core.model_downloaded(me, "m1", pth, "mine.pth").text.startswith("Got the model")
+    index = _clip(tmp_path, "mine.index", 100)
+    refused = core.model_downloaded(me, "m2", index, "mine.index")
+    assert refused.text == (
+        "One voice takes at most 1 files; send /done to use the ones you sent, or /cancel to "
+        "start again."
+    )
+    assert [p.name for p in _files_under(s.data_dir / "files")] == ["mine.pth"]
 
 
 def test_a_user_has_one_open_session_however_fast_they_ask(tmp_path):
