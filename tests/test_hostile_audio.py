@@ -294,3 +294,26 @@ def test_telegram_refuses_a_playlist_and_a_lying_mp3_then_takes_a_good_song(
     [job] = _wait_ended(tg, fake, owner=f"telegram:{user}")
     assert job.state == "succeeded"
     assert [song.title for song in rows(tg, Song)] == ["Good"]
+
+
+# ------------------------------------------------------------------------------------------
+# The engine's decode (the separate and intake steps): same allowlist, limits on what decodes
+
+
+def test_decode_stops_at_the_limit_whatever_the_headers_say(tmp_path, good):
+    from gpu_worker.audio import Limits, decode
+    from gpu_worker.errors import BadAudio, TooLong
+
+    short = Limits(max_seconds=60)
+    lying = vbr_mp3_without_xing(tmp_path / "song.mp3", 2_000_000)  # probes 50 s, holds 8 min
+    started = time.monotonic()
+    with pytest.raises(TooLong, match="longer than the 1-minute limit"):
+        decode(lying, 8000, 1, short)
+    assert time.monotonic() - started < 30  # ffmpeg stopped at the limit, not at 8 minutes
+    assert decode(good, 8000, 1, short).shape == (1, pytest.approx(3 * 8000, abs=80))
+    for hostile in (
+        hls_playlist(tmp_path / "a.mp3", good),
+        ffconcat_script(tmp_path / "b.mp3", good),
+    ):
+        with pytest.raises(BadAudio, match=NOT_AUDIO):
+            decode(hostile, 8000, 1, None)  # even without limits, only the allowlist opens
