@@ -52,6 +52,9 @@ CODECS = frozenset({"mp3", "mp2", "aac", "vorbis", "opus", "flac", "alac"})
 # Only local files: ffmpeg's other protocols (http, concat:, subfile:, data:...) stay closed.
 PROTOCOLS = "file"
 LENGTH_SLACK_S = 0.5  # encoder padding: a song of exactly the limit may decode a little longer
+# A decoded sample beyond this (about +36 dBFS) is invalid, as are NaN and infinity: float
+# files may go a little over full scale, but 1e30 only overflows the steps after.
+MAX_SAMPLE = 64.0
 CHUNK_BYTES = 1 << 20  # decoded audio is read from ffmpeg in pieces of about this size
 MAX_ERROR_LINES = 20  # of ffmpeg's error output kept while decoding
 # A file that decodes shorter than it declares by more than both of these is cut off.
@@ -297,7 +300,7 @@ def _pcm_chunks(
             if frames * frame_bytes + usable > byte_cap:
                 raise _too_long(limits)
             data = np.frombuffer(block[:usable], dtype="<f4").reshape(-1, channels)
-            if not np.isfinite(data).all():
+            if not (np.abs(data) <= MAX_SAMPLE).all():  # (false for NaN too)
                 raise BadAudio(
                     "This file decodes to invalid samples; export it again and resend it."
                 )

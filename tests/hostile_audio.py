@@ -279,6 +279,13 @@ def inf_samples(path: Path) -> Path:
     return _float_wav(path, audio)
 
 
+def huge_samples(path: Path) -> Path:
+    """Finite float samples of 1e30: no NaN, but they overflow any gain or sum."""
+    audio = np.sin(np.arange(3 * 44100) * 0.06).astype(np.float32) * 0.3
+    audio[5000:5100] = 1e30
+    return _float_wav(path, audio)
+
+
 # -- absurd formats ------------------------------------------------------------------------
 
 
@@ -348,6 +355,7 @@ def corpus(elsewhere: Path) -> list[Hostile]:
         Hostile("garbage-tail", garbage_tail, DAMAGED),
         Hostile("nan-samples", nan_samples, "invalid samples", "song.wav"),
         Hostile("inf-samples", inf_samples, "invalid samples", "song.wav"),
+        Hostile("huge-samples", huge_samples, "invalid samples", "song.wav"),
         Hostile("768-khz", rate_768khz, "sample rate (768 kHz)", "song.wav"),
         Hostile("2-hz", rate_2hz, "sample rate (2 Hz)", "song.wav"),
         Hostile("64-channels", channels_64, "64 channels", "song.wav"),
