@@ -40,6 +40,11 @@ def good_song(path: Path, seconds: float = 3.0) -> Path:
     return path
 
 
+def song_named_like_protocols(path: Path) -> Path:
+    """A good song at `path`, whose name ffmpeg would read as protocols (concat:, pipe:)."""
+    return good_song(path.with_name("plain.mp3"), 4.0).rename(path)
+
+
 # -- lengths that lie ----------------------------------------------------------------------
 
 
@@ -340,6 +345,8 @@ def corpus(elsewhere: Path) -> list[Hostile]:
         ),  # fmt: skip
         Hostile("exactly-15-00", exactly_the_limit, Accepted(LIMIT_S), "song.wav"),
         Hostile("15-01", one_second_over, "15:01 long, over the 15-minute limit", "song.wav"),
+        # A good song whose name reads as ffmpeg protocols: it must open as this file alone.
+        Hostile("protocol-in-name", song_named_like_protocols, Accepted(4.0), "concat:a|pipe:0"),
         Hostile("hls-playlist", lambda p: hls_playlist(p, elsewhere), NOT_AUDIO),
         Hostile("ffconcat-script", lambda p: ffconcat_script(p, elsewhere), NOT_AUDIO),
         Hostile("sdp", sdp_session, NOT_AUDIO),
