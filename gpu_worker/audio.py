@@ -222,6 +222,13 @@ def probe(path: Path, limits: Limits = Limits()) -> AudioInfo:
     return info
 
 
+def _frame_cap(limits: Limits, rate: int) -> int | None:
+    """The most frames ffmpeg may write: the length limit, -t's slack and a second more."""
+    if limits.max_seconds == float("inf"):
+        return None
+    return int((limits.max_seconds + LENGTH_SLACK_S + 1) * rate)
+
+
 def _cut_off(info: AudioInfo, decoded_s: float) -> bool:
     """Whether far less decodes than the file declares: the rest of it is missing or broken."""
     return decoded_s < info.duration - max(CUT_OFF_SLACK_S, CUT_OFF_SHARE * info.duration)
@@ -261,6 +268,7 @@ def _pcm_chunks(
     rate = sample_rate or info.sample_rate
     frame_bytes = 4 * channels
     max_frames: float = float("inf")
+    most = _frame_cap(limits, rate)
     cmd = [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
         *_input_args(info.demuxer), "-i", _url(path),
@@ -273,7 +281,7 @@ def _pcm_chunks(
         max_frames = allowed * rate
         cmd += ["-t", f"{allowed + 0.25:.3f}"]  # a little past it, to see that it is longer
     cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
-    byte_cap = (max_frames + rate) * frame_bytes  # -t's slack plus a second, then kill
+    byte_cap = float("inf") if most is None else most * frame_bytes  # past it: kill ffmpeg
     chunk = max(frame_bytes, CHUNK_BYTES // frame_bytes * frame_bytes)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
@@ -337,14 +345,25 @@ def decode(
     limits hold for what is decoded, whatever its headers say."""
     limits = NO_LIMITS if limits is None else limits
     info = probe(path, limits)
-    pieces = list(_pcm_chunks(Path(path), info, sample_rate, channels, limits, timeout))
-    audio = np.empty((channels, sum(len(p) for p in pieces)), dtype=np.float32)
-    at = 0
-    pieces.reverse()
-    while pieces:  # each piece is freed once copied: the peak is about one copy of the audio
-        piece = pieces.pop()
-        audio[:, at : at + len(piece)] = piece.T
-        at += len(piece)
+    chunks = _pcm_chunks(Path(path), info, sample_rate, channels, limits, timeout)
+    most = _frame_cap(limits, sample_rate)
+    if most is None:  # no length limit (Encore's own files): gather, then copy once
+        pieces = list(chunks)
+        audio = np.empty((channels, sum(len(p) for p in pieces)), dtype=np.float32)
+        at = 0
+        for piece in pieces:
+            audio[:, at : at + len(piece)] = piece.T
+            at += len(piece)
+        del pieces
+    else:
+        # Room for the most the limits let through; only the pages written become memory, so
+        # the peak is one copy of what decodes. Each channel's row is contiguous.
+        audio = np.empty((channels, most), dtype=np.float32)
+        at = 0
+        for piece in chunks:
+            audio[:, at : at + len(piece)] = piece.T
+            at += len(piece)
+        audio = audio[:, :at]
     if audio.shape[1] < limits.min_seconds * sample_rate:
         raise BadAudio("The audio is too short; send at least a few seconds.")
     return audio

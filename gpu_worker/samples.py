@@ -211,12 +211,18 @@ def _analyse(audio: np.ndarray, sample_rate: int) -> _Frames:
         n = frame
     clip = np.zeros(n, dtype=bool)
     peak = max(_mark_clipping(channel, clip) for channel in audio)
-    mono = audio.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else audio[0]
     count = n // frame
-    frames = mono[: count * frame].reshape(count, frame)
+    sums = np.empty(count, dtype=np.float64)
+    squares = np.empty(count, dtype=np.float64)
+    step = max(1, _BLOCK // frame)  # frames per block: the mono mix is made a block at a time
+    for first in range(0, count, step):
+        last = min(count, first + step)
+        part = audio[:, first * frame : last * frame]
+        mono = part.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else part[0]
+        frames = mono.reshape(last - first, frame)
+        sums[first:last] = frames.sum(axis=1, dtype=np.float64)
+        squares[first:last] = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
     # Mean square per frame with the recording's DC offset taken out, without a centred copy.
-    sums = frames.sum(axis=1, dtype=np.float64)
-    squares = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
     dc = float(sums.sum()) / (count * frame)
     power = np.maximum(squares / frame - 2 * dc * sums / frame + dc * dc, 0.0)
     frame_db = _db(power)
