@@ -12,10 +12,12 @@ to train (at least 1 min, 5-10 min is best) and the report's `ok` says whether t
 rate: long silences shortened, clipped stretches cut out, level brought to a steady speech
 level with headroom.
 
-How the measurements work: every file is probed (`gpu_worker.audio.probe`, for its original
-rate and channels) and decoded once at `ANALYSIS_RATE`. The decoded audio is cut into 30 ms
-frames; a frame is silence when its RMS is below a threshold that is the highest of a fixed
-floor (`SILENCE_FLOOR_DBFS`), a fixed distance below the loud part of the recording, and (when
+How the measurements work: every file is opened as untrusted audio (`gpu_worker.audio.inspect`:
+allowed formats and codecs only, for its original rate and channels) and decoded once at
+`ANALYSIS_RATE`, within `decode_limits` (what decodes, not what headers claim). The decoded
+audio is cut into 30 ms frames; a frame is silence when its RMS is below a threshold that
+is the highest of a fixed floor (`SILENCE_FLOOR_DBFS`), a fixed distance below the loud part
+of the recording, and (when
 the recording has quiet gaps) just above its background noise. A sample counts as clipped at
 full scale (`CLIP_LEVEL`) or where it holds one value for several samples at a high level (a
 flat top: clipped, then turned down). A frame with more than `CLIPPED_FRAME` of its samples
