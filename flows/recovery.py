@@ -10,7 +10,8 @@ A running job touches its row every few seconds, so a row left untouched for
   checkpoint), and the chat still gets one status message and one result, since delivery is
   claimed once per job. A run the operator cancelled in Prefect's UI cancels the job.
 
-The `recover-jobs` flow does this, then delivers ended jobs that nobody delivered; a cluster
+The `recover-jobs` flow does this, retries deletions that failed (`flows.erase.sweep`), then
+delivers ended jobs that nobody delivered; a cluster
 runs it on an interval schedule (`ENCORE_JANITOR_INTERVAL_S`).
 """
 
@@ -90,10 +91,13 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 
 @flow(name="recover-jobs", flow_run_name="recover-jobs", persist_result=False)
 def recover_jobs() -> dict:
-    """Rerun jobs whose worker died, then deliver ended jobs nobody delivered."""
+    """Rerun jobs whose worker died, retry pending deletions, then deliver ended jobs nobody
+    delivered."""
     from flows.delivery import deliver_pending
+    from flows.erase import sweep
 
     s = get_settings()
     found = recover_lost_jobs(s)
+    found["erased"] = sweep(s)  # deletions that failed before, and what forgotten jobs left
     found["delivered"] = deliver_pending(s)
     return found

@@ -89,9 +89,9 @@ def _submit(
     flow_fn: Callable,
     reply_to: dict | None = None,
 ) -> str:
-    if reply_to is not None:  # where the flow reports progress and delivers (flows.delivery)
-        params = {**params, "reply_to": reply_to}
-    job_id = create_job(s, kind, owner, params, idempotency_key=key)
+    # The reply target (where the flow reports progress and delivers, `flows.delivery`) is
+    # kept in the database; the parameters, which Prefect stores, hold ids and options only.
+    job_id = create_job(s, kind, owner, params, idempotency_key=key, reply_to=reply_to)
     job = get_job(s, job_id)
     if job is None or job.state != "queued":
         return job_id

@@ -627,7 +627,7 @@ def _finished_job(settings, kind: str, result: dict, params: dict) -> str:
     from flows.jobs import create_job, update_job
 
     reply_to = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
-    job_id = create_job(settings, kind, OWNER, {**params, "reply_to": reply_to})
+    job_id = create_job(settings, kind, OWNER, params, reply_to=reply_to)
     update_job(settings, job_id, state="succeeded", step="done", progress=1.0, result=result)
     return job_id
 
