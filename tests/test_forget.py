@@ -172,3 +172,46 @@ def test_s3_failing_during_forget_is_told_and_the_sweeper_finishes(
     fake.wait_for(lambda: ALL_GONE in fake.sent_texts(ADA), 10, "the all-gone message")
     api.recover(s)  # a second sweep has nothing to do and says nothing again
     assert sum(ALL_GONE in text for text in fake.sent_texts(ADA)) == 1
+
+
+def test_an_import_finishing_after_forget_registers_and_keeps_nothing(
+    fake, bot, s, proxy, bucket, moto_endpoint, voice_files
+):
+    from flows import submit
+
+    kept = _bucket_keys(moto_endpoint, bucket)
+    pth, _index = voice_files["alice"]
+    staged = stage_upload(OWNER, pth, "alice.pth", s=s)
+    proxy.hold("tmp/uploads")  # the job's download of the model waits for the test
+    target = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
+    job_id = submit.submit_import(OWNER, "alice", [staged], s=s, reply_to=target)
+    assert proxy.held.wait(60), "the import never started downloading"
+    with session(s.database) as db:
+        assert db.get(Job, job_id).step == "importing"
+
+    answer = _forget_through_the_bot(fake)
+    assert "Your running job is stopping" in answer, answer
+    with session(s.database) as db:
+        job = db.get(Job, job_id)
+        assert (job.state, job.owner, job.params) == ("cancelled", "forgotten", {})
+        assert db.get(ReplyTarget, job_id) is None
+
+    proxy.fail_deletes(after=0)  # and S3 fails every deletion of the job's cleanup
+    proxy.release()
+    submit._threads[job_id].join(120)  # the job's flow has ended
+    assert not submit._threads[job_id].is_alive()
+
+    with session(s.database) as db:
+        assert db.scalar(select(func.count()).select_from(Voice)) == 0  # nothing registered
+        assert db.scalar(select(func.count()).select_from(PendingDeletion)) > 0
+    assert proxy.refused > 0
+    assert any("/voices/" in key for key in _bucket_keys(moto_endpoint, bucket))  # was stored
+
+    proxy.heal()
+    api.recover(s)
+    with session(s.database) as db:
+        assert db.scalar(select(func.count()).select_from(PendingDeletion)) == 0
+    assert _bucket_keys(moto_endpoint, bucket) == kept
+    _nothing_of_hers_in_the_database(s)
+    fake.wait_for(lambda: ALL_GONE in fake.sent_texts(ADA), 10, "the all-gone message")
+    assert not any("Imported" in text for text in fake.sent_texts(ADA))
