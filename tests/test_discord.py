@@ -34,6 +34,7 @@ from tests.fake_discord import (
     FakeDiscord,
     Pending,
 )
+from tests.privacy import assert_parameters_name_nobody
 
 SR = 44100
 OWNER = "discord:1"
@@ -194,7 +195,8 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
     job = _wait_ended(dc_settings, fake)
     assert job.state == "succeeded" and job.params["options"]["pitch"] == 2
     target = reply_target(dc_settings, job.id)  # in the database, not in the run parameters
-    assert "reply_to" not in job.params
+    assert target["interaction_token"] == pending.token
+    assert_parameters_name_nobody(job, pending.token, "Ada", target["channel_id"])
     assert target["upload_limit"] == pending.limit
     assert abs(target["token_at"] - time.time()) < 120  # from the snowflake
     edits = [c.json["content"] for c in fake.calls_to("PATCH", "/messages/@original")]
