@@ -215,3 +215,24 @@ def test_an_import_finishing_after_forget_registers_and_keeps_nothing(
     _nothing_of_hers_in_the_database(s)
     fake.wait_for(lambda: ALL_GONE in fake.sent_texts(ADA), 10, "the all-gone message")
     assert not any("Imported" in text for text in fake.sent_texts(ADA))
+
+
+def test_forget_removes_her_training_folders_and_leaves_others(settings):
+    from flows.steps.train import training_dir, training_root
+    from flows.users import forget_user
+
+    sample = settings.data_dir / "sample.wav"
+    sample.parent.mkdir(parents=True, exist_ok=True)
+    sample.write_bytes(b"voice")
+    hers = training_dir(settings, OWNER, "Me - take 2", [sample])
+    near = training_dir(settings, f"{OWNER}0", "Me", [sample])  # telegram:10, not her
+    other = training_dir(settings, "discord:1", "Me", [sample])
+    for folder in (hers, near, other):
+        (folder / "rvc").mkdir(parents=True)
+        (folder / "rvc" / "G_2.pth").write_bytes(b"checkpoint")
+
+    gone = forget_user(settings, OWNER)
+    assert (gone.pending, gone.stopping) == (0, 0)
+    assert sorted(p.name for p in training_root(settings).iterdir()) == sorted(
+        [near.name, other.name]
+    )
