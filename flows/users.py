@@ -8,12 +8,14 @@ This module owns what the bots keep about a person beyond their voices and jobs:
 - chat subscriptions (`chat_subscriptions`), such as a chat's trending drops;
 - quotas and rate limits, derived from the jobs table (a double-submitted command is one job,
   so it is counted once);
-- `forget_user`, which removes everything a user has: voices, jobs and their files, uploaded
-  songs, staged samples and the user row.
+- `forget_user`, which removes everything a user has: voices, jobs and their files, reply
+  targets, uploaded songs, staged samples, training folders and the user row; files that
+  cannot be deleted now are left to the sweeper of `flows.erase`, never skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ from flows.settings import Settings
 from flows.steps.train import owner_folders
 from flows.voices import get_voice, voice_prefix
 from gpu_worker.errors import EngineError
+
+log = logging.getLogger("encore.users")
 
 # ------------------------------------------------------------------------------------------
 # Users and their default voice
@@ -528,7 +532,10 @@ def forget_user(s: Settings, owner: str, notify: dict | None = None) -> Forgotte
         )
         db.execute(delete(User).where(User.id == owner))
     for folder in owner_folders(s, owner):  # checkpoints of runs on this machine
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            shutil.rmtree(folder)
+        except OSError:  # a run still writing there: it is cancelled, and removes it
+            log.warning("could not remove the training folder %s", folder, exc_info=True)
     erase.attempt(s, scheduled)
     failed, stopping = erase.batch_state(s, batch)
     return Forgotten(
