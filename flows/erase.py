@@ -104,17 +104,15 @@ def schedule(
     db: Session, targets: Iterable[Target], batch: str | None = None, notify: dict | None = None
 ) -> list[int]:
     """Record `targets` as to be deleted, in the caller's transaction (so that rows and files
-    go together: should the process die before `attempt`, the sweeper finishes)."""
+    go together: should the process die before `attempt`, the sweeper finishes). They are
+    tried in this order; a target may come twice (again after a job, to sweep what it left)."""
     rows = [
         PendingDeletion(kind=kind, target=value, batch=batch, notify=notify)
-        for kind, value in dict.fromkeys(targets)
+        for kind, value in targets
     ]
     db.add_all(rows)
     db.flush()
     return [row.id for row in rows]
-
-
-_finished_by_us: set[str] = set()  # batches this process deleted files of, in this sweep
 
 
 def attempt(s: Settings, ids: list[int]) -> int:
@@ -123,12 +121,18 @@ def attempt(s: Settings, ids: list[int]) -> int:
     When one fails, the storage is taken to be down and the rest wait for the sweeper, so a
     user is not kept waiting through every file's retries.
     """
+    return _attempt(s, ids)[0]
+
+
+def _attempt(s: Settings, ids: list[int]) -> tuple[int, set[str]]:
+    """(how many of `ids` are still pending, the batches this call deleted rows of)."""
     storage = open_storage(s.storage)
     with session(s.database) as db:
         query = select(PendingDeletion).where(PendingDeletion.id.in_(ids))
         rows = list(db.scalars(query.order_by(PendingDeletion.id)))
     failed: str | None = None
     waiting: set[str | None] = set()  # batches behind a job that is still running
+    touched: set[str] = set()
     for row in rows:
         if row.batch in waiting:
             continue
@@ -142,14 +146,14 @@ def attempt(s: Settings, ids: list[int]) -> int:
                 with session(s.database) as db:
                     gone = db.execute(delete(PendingDeletion).where(PendingDeletion.id == row.id))
                 if gone.rowcount and row.batch:
-                    _finished_by_us.add(row.batch)
+                    touched.add(row.batch)
                 continue
         with session(s.database) as db:
             found = db.get(PendingDeletion, row.id)
             if found is not None:
                 found.attempts += 1
                 found.error, found.updated_at = failed, now()
-    return len(rows) - _gone(s, ids)
+    return len(rows) - _gone(s, ids), touched
 
 
 def _gone(s: Settings, ids: list[int]) -> int:
@@ -198,10 +202,9 @@ def sweep(s: Settings, min_age: timedelta = timedelta(0)) -> int:
         )
     if not rows:
         return 0
-    _finished_by_us.clear()
-    left = attempt(s, [row.id for row in rows])
+    left, touched = _attempt(s, [row.id for row in rows])
     done = len(rows) - left
-    batches = {row.batch: row.notify for row in rows if row.batch in _finished_by_us}
+    batches = {row.batch: row.notify for row in rows if row.batch in touched}
     for batch, notify in batches.items():  # the sweeper that deleted a batch's last file tells
         with session(s.database) as db:
             open_rows = db.scalar(
