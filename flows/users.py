@@ -504,6 +504,9 @@ def forget_user(s: Settings, owner: str, notify: dict | None = None) -> Forgotte
         afterwards += [erase.prefix(p) for p in job_prefixes(job_id)]
     if open_jobs:
         afterwards += [erase.prefix(f"voices/{key}"), erase.prefix(f"tmp/uploads/{key}")]
+        for content_hash in hashes:  # a running cover of her song may still cache its stems
+            afterwards += [erase.prefix(f"songs/{content_hash}")]
+            afterwards += [erase.prefix(f"tmp/stems/{content_hash}")]
 
     batch = new_id()
     with session(s.database) as db:
