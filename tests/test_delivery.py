@@ -34,7 +34,7 @@ def s(request, tmp_path) -> Settings:
 
 
 def _job(s: Settings) -> str:
-    job_id = create_job(s, "cover", "telegram:1", {"reply_to": {"platform": "telegram"}})
+    job_id = create_job(s, "cover", "telegram:1", {}, reply_to={"platform": "telegram"})
     update_job(s, job_id, state="succeeded", step="done", progress=1.0)
     return job_id
 

@@ -1,15 +1,15 @@
 """delivery leases: who holds a delivery and until when, when to retry, when to give up
 
-Revision ID: 0005_delivery_lease
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02 04:30:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_delivery_lease"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
