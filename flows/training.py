@@ -14,8 +14,9 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.db import TERMINAL
 from flows.heavy import render_preview, run_heavy, train_model
-from flows.jobs import job_step, run_job
+from flows.jobs import get_job, job_step, run_job
 from flows.settings import get_settings
 from flows.steps import register, step_task
 from flows.storage import open_storage
@@ -26,8 +27,14 @@ from gpu_worker.errors import EngineError
 register_task = step_task(register.register, name="register")
 
 
-def _delete_uploads(uris: list[str]) -> None:
-    storage = open_storage(get_settings().storage)
+def _delete_uploads(job_id: str, uris: list[str]) -> None:
+    """Delete the job's uploaded files once it ended (a job stopped by a shutdown keeps them:
+    it runs again when Encore starts again)."""
+    s = get_settings()
+    job = get_job(s, job_id)
+    if job is not None and job.state not in TERMINAL:
+        return
+    storage = open_storage(s.storage)
     for uri in uris:
         with contextlib.suppress(OSError, ValueError):
             storage.delete(uri)
@@ -72,7 +79,7 @@ def train_voice(
     try:
         return run_job(s, job_id, body)
     finally:
-        _delete_uploads(samples)
+        _delete_uploads(job_id, samples)
 
 
 @flow(name="import-voice", flow_run_name="import-{job_id}", persist_result=False)
@@ -99,4 +106,4 @@ def import_voice_flow(
     try:
         return run_job(s, job_id, body)
     finally:
-        _delete_uploads(files)
+        _delete_uploads(job_id, files)

@@ -18,6 +18,7 @@ import ffmpeg
 import numpy as np
 import soundfile as sf
 
+from gpu_worker import cancel
 from gpu_worker.errors import BadAudio, EngineError
 
 # ffmpeg runs as a subprocess with its own timeout: a thread-level timeout cannot stop it.
@@ -112,7 +113,7 @@ def decode(
         "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
     ]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+        proc = cancel.run(cmd, timeout=FFMPEG_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise BadAudio("Decoding this file took too long; send a shorter file.") from None
     if proc.returncode != 0 or not proc.stdout:
@@ -152,9 +153,7 @@ def run_ffmpeg(args: list[str], what: str) -> str:
     """Run ffmpeg with `args`; return its stderr. Failures raise EngineError naming `what`."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-y", *args]
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False
-        )
+        proc = cancel.run(cmd, timeout=FFMPEG_TIMEOUT_S, text=True)
     except subprocess.TimeoutExpired:
         raise EngineError(f"{what} took too long; try a shorter song.") from None
     if proc.returncode != 0:
