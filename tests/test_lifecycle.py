@@ -1,0 +1,282 @@
+"""The bot process's lifecycle in the embedded mode: restarts resume, bursts lose nothing,
+/cancel stops the work.
+
+The real `encore bot telegram` runs as a subprocess against the fake Bot API
+(`tests/fake_telegram.py`) and is stopped the way a redeploy (SIGTERM) or a crash (SIGKILL)
+stops it; the cancel test runs the bot in-process to look at its job threads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.catalog import add_song
+from flows.db import Job, StemSet, StepRun, session
+from flows.demo import synth_song
+from flows.voices import import_voice
+from gpu_worker.audio import decode, write_wav
+from tests.conftest import cli_env, descendants
+from tests.fake_telegram import BotProcess, FakeTelegram
+
+SR = 44100
+ENCORE = str(Path(sys.executable).with_name("encore"))
+GENERIC = "Something went wrong"
+
+
+@pytest.fixture
+def fake():
+    server = FakeTelegram().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tg(settings, fake, monkeypatch):
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("ENCORE_TELEGRAM_TOKEN", fake.token)
+    monkeypatch.setenv("ENCORE_TELEGRAM_API_URL", fake.api_url)
+    monkeypatch.setenv("ENCORE_TELEGRAM_FILE_URL", fake.file_url)
+    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def _song(s, tmp_path: Path, seconds: float):
+    path = write_wav(tmp_path / f"song-{seconds:g}.wav", synth_song(seconds, seed=5), SR)
+    return add_song(s, path, title="Test Song", artist="Tester"), path
+
+
+def _voice(s, voice_files, user_id: int):
+    pth, index = voice_files["alice"]
+    return import_voice(s, f"telegram:{user_id}", "alice", [pth, index])
+
+
+def _jobs(s) -> list[Job]:
+    with session(s.database) as db:
+        return list(db.query(Job).order_by(Job.created_at))
+
+
+def _bot_env(s, **extra) -> dict:
+    env = cli_env(s)
+    env.update({k: v for k, v in os.environ.items() if k.startswith("ENCORE_TELEGRAM")})
+    env["ENCORE_STATUS_EDIT_INTERVAL_S"] = "0.2"
+    env.update(extra)
+    return env
+
+
+class Bot:
+    """`encore bot telegram` as a subprocess, its output in a file."""
+
+    def __init__(self, env: dict, log: Path):
+        self.log = log
+        self._out = open(log, "a")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [ENCORE, "bot", "telegram"], env=env, stdout=self._out, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._out.close()
+        return code
+
+
+def _texts(fake, chat_id: int, message_id: int) -> list[str]:
+    return [fake.bot_message(chat_id, message_id)["text"], *fake.edits(chat_id, message_id)]
+
+
+# ------------------------------------------------------------------------------------------
+# A restart mid-cover
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_restart_mid_cover_resumes_it_and_the_cover_arrives_once(
+    fake, tg, voice_files, tmp_path, how
+):
+    song, path = _song(tg, tmp_path, 12.0)
+    _voice(tg, voice_files, 1)
+    env = _bot_env(tg)
+    command = fake.send_text("/cover test song")  # waiting for the bot, as Telegram keeps it
+    first = Bot(env, tmp_path / "bot1.log")
+    try:
+        fake.wait_for(
+            lambda: [j for j in _jobs(tg) if j.step == "separating" and j.progress > 0.12],
+            120,
+            "the cover to be separating",
+        )
+    finally:
+        code = first.stop(how)
+    [job] = _jobs(tg)
+    assert job.state in ("queued", "running"), (job.state, job.reason)  # open, not failed
+    if how == signal.SIGTERM:
+        assert code == 0, first.output()
+        assert "they continue when Encore starts again" in first.output()
+        assert (job.state, job.step, job.runner) == ("queued", "interrupted", "released")
+    assert not fake.calls_of("sendAudio")
+
+    second = Bot(env, tmp_path / "bot2.log")
+    try:
+        audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 150, "the cover")
+        done = fake.wait_for(
+            lambda: [j for j in _jobs(tg) if j.state == "succeeded"], 30, "the job to end"
+        )
+    finally:
+        assert second.stop() == 0, second.output()
+    assert len(fake.calls_of("sendAudio")) == 1
+    assert done[0].attempts == (2 if how == signal.SIGKILL else 1)  # a crash counts, a stop not
+    filename, data = audio[0].files["audio"]
+    cover = tmp_path / filename
+    cover.write_bytes(data)
+    assert abs(decode(cover, SR, 2).shape[1] - decode(path, SR, 2).shape[1]) <= 0.010 * SR
+    status = fake.replies_to(command)[0]
+    texts = _texts(fake, 1, status["message_id"])
+    assert any("Encore restarted; your cover continues." in t for t in texts), texts
+    if how == signal.SIGTERM:
+        assert any("Encore is restarting; your cover continues" in t for t in texts), texts
+    assert texts[-1].endswith("✅ Done")
+    assert not any(GENERIC in t for t in [*texts, *fake.sent_texts(1)])
+    assert "Resuming 1 job(s)" in second.output()
+
+
+# ------------------------------------------------------------------------------------------
+# A burst at a fresh start, with the process's own Prefect backend
+
+
+def _backends(pid: int) -> list[int]:
+    found = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"flows.backend" in cmdline:
+            found.append(child)
+    return found
+
+
+def _listening(pid: int) -> list[int]:
+    """TCP ports `pid` listens on (from /proc/net/tcp and its sockets)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+            ports.append(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+def test_a_burst_at_a_fresh_start_loses_nothing_and_leaves_no_server(
+    fake, tg, voice_files, tmp_path
+):
+    song, path = _song(tg, tmp_path, 2.5)
+    users = (11, 12, 13, 14)
+    for uid in users:
+        _voice(tg, voice_files, uid)
+    env = _bot_env(tg, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.pop("PREFECT_API_URL")  # embedded: the bot runs its own Prefect backend
+    commands = [fake.send_text("/cover test song", user_id=uid) for uid in users for _ in "ab"]
+    bot = Bot(env, tmp_path / "bot.log")
+    seen: set[int] = set()
+    ports: set[int] = set()
+
+    def delivered():
+        for pid in _backends(bot.proc.pid):
+            seen.add(pid)
+            ports.update(_listening(pid))
+        assert len(_backends(bot.proc.pid)) <= 1, "a second Prefect server"
+        return len(fake.calls_of("sendAudio")) >= 8
+
+    try:
+        fake.wait_for(delivered, 240, "8 covers")
+        # (two commands of a user in one second: the second gets its own job)
+        assert all(fake.replies_to(c) for c in commands)
+    finally:
+        code = bot.stop()
+    assert code == 0, bot.output()
+    assert len(seen) == 1, seen  # one server for the process, whatever the burst
+    [port] = ports
+    gone = fake.wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in seen), 20, "the server to stop"
+    )
+    assert gone
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # nobody listens there any more
+    assert not list((tg.data_dir / "prefect").iterdir())  # its database went with it
+    audio = fake.calls_of("sendAudio")
+    assert len(audio) == 8
+    assert sorted(int(c.params["chat_id"]) for c in audio) == sorted(u for u in users for _ in "ab")
+    want = decode(path, SR, 2).shape[1]
+    for n, call in enumerate(audio):
+        filename, data = call.files["audio"]
+        cover = tmp_path / f"{n}-{filename}"
+        cover.write_bytes(data)
+        assert abs(decode(cover, SR, 2).shape[1] - want) <= 0.010 * SR
+    assert {j.state for j in _jobs(tg)} == {"succeeded"}
+    assert "Traceback" not in bot.output()
+
+
+# ------------------------------------------------------------------------------------------
+# /cancel
+
+
+def test_cancel_stops_the_separation_within_seconds(fake, tg, voice_files, tmp_path):
+    from flows import submit
+
+    song, _path = _song(tg, tmp_path, 60.0)  # takes a while to separate with the tiny model
+    _voice(tg, voice_files, 1)
+    process = BotProcess(tg).start()
+    try:
+        command = fake.send_text("/cover test song")
+        status = fake.wait_for(lambda: fake.replies_to(command), 30, "the status message")[0]
+        [job] = fake.wait_for(
+            lambda: [j for j in _jobs(tg) if j.step == "separating" and j.progress > 0.11],
+            120,
+            "the separation to be under way",
+        )
+        thread = submit._threads[job.id]
+        asked = time.monotonic()
+        ask = fake.send_text("/cancel")
+        fake.wait_for(lambda: fake.replies_to(ask), 30, "the answer to /cancel")
+        fake.wait_for(lambda: not thread.is_alive(), 20, "the job's thread to end")
+        took = time.monotonic() - asked
+        fake.wait_for(
+            lambda: fake.bot_message(1, status["message_id"])["text"].endswith("🚫 Cancelled."),
+            20,
+            "the status to say cancelled",
+        )
+    finally:
+        process.stop()
+    assert took < 10, took  # not the ~30 s the separation would have taken
+    [ended] = _jobs(tg)
+    assert ended.state == "cancelled"
+    with session(tg.database) as db:  # the separation was stopped half way, not finished
+        assert not db.query(StepRun).filter(StepRun.step == "separating").count()
+        assert not db.query(StemSet).count()
+    assert not fake.calls_of("sendAudio")
+    assert not (tg.work_dir / job.id).exists()
