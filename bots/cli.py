@@ -59,7 +59,11 @@ def telegram(
 
 def _prepare(api) -> None:
     """Before the bot accepts work: the process's Prefect backend, and jobs to resume."""
-    resumed = api.prepare_process()
+    try:
+        resumed = api.prepare_process()
+    except RuntimeError as exc:  # the process's Prefect backend did not start
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if resumed:
         typer.echo(f"Resuming {resumed} job(s) that were running when Encore stopped.")
 

@@ -130,7 +130,12 @@ def _submit(
     elif job_id not in _threads and job.runner == runner:
         # (a repeated submission of another process's job is that process's to run, or,
         # if it died, the next recovery's: `flows.recovery`)
-        _start(s, job_id, flow_fn, {"job_id": job_id, **params})
+        try:
+            _start(s, job_id, flow_fn, {"job_id": job_id, **params})
+        except Exception as exc:  # the Prefect backend did not start: nothing will run it
+            log.warning("could not start job %s: %s", job_id, exc)
+            update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
+            raise EngineError(SERVER_DOWN) from exc
     return job_id
 
 
