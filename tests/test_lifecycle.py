@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -290,3 +291,97 @@ def test_cancel_stops_the_separation_within_seconds(fake, tg, voice_files, tmp_p
         assert not db.query(StemSet).count()
     assert not fake.calls_of("sendAudio")
     assert not (tg.work_dir / job.id).exists()
+
+
+# ------------------------------------------------------------------------------------------
+# The rules, fast
+
+
+def _runner_of(pid: int) -> str:
+    from flows.jobs import _boot_id, _proc_start
+
+    return f"{socket.gethostname()[:100]}|{_boot_id()}|{pid}|{_proc_start(pid)}"
+
+
+def test_which_open_jobs_a_starting_process_takes_over(settings):
+    from datetime import timedelta
+
+    from flows.db import now
+    from flows.jobs import RELEASED, create_job, get_job, runner_alive, this_runner
+    from flows.recovery import _lost
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_runner = _runner_of(gone.pid)
+    gone.wait()
+    try:
+        cases = {
+            this_runner(): None,  # ours
+            _runner_of(live.pid): None,  # another live process: never stolen
+            RELEASED: "released",  # let go of at a shutdown
+            gone_runner: "died",  # its process is gone
+            f"{_runner_of(live.pid).rsplit('|', 1)[0]}|1": "died",  # its pid, reused since
+            "elsewhere|x|1|1": None,  # another machine, row still fresh
+        }
+        assert runner_alive(_runner_of(live.pid)) is True
+        assert runner_alive(gone_runner) is False
+        assert runner_alive("elsewhere|x|1|1") is None
+        for runner, want in cases.items():
+            job = get_job(settings, create_job(settings, "cover", "u1", {}, runner=runner))
+            assert _lost(settings, job, this_runner()) == want, runner
+        stale = create_job(settings, "cover", "u1", {}, runner="elsewhere|x|1|1")
+        with session(settings.database) as db:
+            db.get(Job, stale).updated_at = now() - timedelta(hours=1)
+        assert _lost(settings, get_job(settings, stale), this_runner()) == "died"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_job_nobody_can_be_told_about_ends_with_a_sentence(settings):
+    from flows.jobs import INTERRUPTED, RELEASED, create_job, get_job
+    from flows.recovery import resume_lost_jobs
+
+    cli_job = create_job(settings, "cover", "local", {"song_id": "x"}, runner=RELEASED)
+    assert resume_lost_jobs(settings) == {"resumed": 0, "failed": 1}
+    job = get_job(settings, cli_job)
+    assert (job.state, job.reason) == ("failed", INTERRUPTED)
+
+
+def test_status_lines_of_a_restart():
+    from flows.delivery import status_line
+
+    assert status_line("queued", "interrupted", 0.3, kind="cover") == (
+        "⏸ Encore is restarting; your cover continues when it is back."
+    )
+    assert status_line("queued", "restarted", 0.3, kind="cover") == (
+        "🔄 Encore restarted; your cover continues."
+    )
+    assert status_line("queued", "restarted", 0.0, kind="train") == (
+        "🔄 Encore restarted; your voice continues."
+    )
+    assert status_line("cancelled", "done", 0.3, kind="cover") == "🚫 Cancelled."
+
+
+def test_a_subprocess_is_killed_as_soon_as_the_work_should_stop(tmp_path):
+    from gpu_worker import cancel
+
+    pidfile = tmp_path / "pid"
+    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    started = time.monotonic()
+
+    class Stop(Exception):
+        pass
+
+    def check() -> None:
+        if pidfile.exists() and pidfile.read_text():
+            raise Stop
+
+    with pytest.raises(Stop), cancel.watching(check):
+        cancel.run([sys.executable, "-c", script], timeout=120)
+    assert time.monotonic() - started < 30
+    pid = int(pidfile.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    # Without a check it is plain subprocess.run.
+    done = cancel.run([sys.executable, "-c", "print('hi')"], timeout=60, text=True)
+    assert (done.returncode, done.stdout) == (0, "hi\n")
