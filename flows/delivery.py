@@ -83,6 +83,7 @@ def progress_bar(fraction: float, cells: int = 10) -> str:
     return "▰" * filled + "▱" * (cells - filled)
 
 
+RESTART_STEPS = ("restarted", "interrupted")
 JOB_NOUNS = {"cover": "cover", "karaoke": "karaoke track", "stems": "stems", "train": "voice"}
 
 
@@ -319,10 +320,11 @@ class Courier:
         self._thread.start()
 
     def _show_now(self) -> None:
-        """Show where the job is now, unless it ended (its outcome is `deliver`'s to post)."""
+        """Show at once that the job was taken over after a restart, or that it waits for one
+        (the watcher shows everything else, and `deliver` the outcome)."""
         try:
             job = get_job(self.s, self.job_id)
-            if job is not None and job.state not in TERMINAL:
+            if job is not None and job.state not in TERMINAL and job.step in RESTART_STEPS:
                 line = status_line(job.state, job.step, job.progress, kind=job.kind)
                 self.edit(status_text(job_headline(self.s, job), line))
         except Exception:  # a status edit is never worth failing the job for
