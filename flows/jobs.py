@@ -2,6 +2,12 @@
 
 `run_job` is the one wrapper every flow body runs in. It turns any failure into a terminal row
 with a short reason, removes what the job half-wrote, and never lets a traceback reach a user.
+
+While a job runs, `watch_job` watches its row: a user's cancel, or this process shutting down
+(`stop_all_jobs`), stops the work within seconds through the engine's stop check
+(`gpu_worker.cancel`). A shutdown never fails a job: it is released (`release_job`) for the
+next process to resume. An embedded job's row names the process that runs it (`this_runner`),
+so a starting process can tell a dead process's jobs from a live one's (`flows.recovery`).
 """
 
 from __future__ import annotations
