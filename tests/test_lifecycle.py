@@ -385,3 +385,38 @@ def test_a_subprocess_is_killed_as_soon_as_the_work_should_stop(tmp_path):
     # Without a check it is plain subprocess.run.
     done = cancel.run([sys.executable, "-c", "print('hi')"], timeout=60, text=True)
     assert (done.returncode, done.stdout) == (0, "hi\n")
+
+
+def test_a_killed_process_leaves_no_prefect_server_behind(settings, tmp_path):
+    script = (
+        "import time\n"
+        "from flows import backend\n"
+        "from flows.settings import get_settings\n"
+        "backend.start(get_settings())\n"
+        "print(backend.server_pid(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**cli_env(settings), "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        server = int(proc.stdout.readline())
+        assert _listening(server)  # it serves
+        assert _backends(proc.pid) == [server]
+    finally:
+        proc.kill()  # SIGKILL: no exit handler runs
+        proc.wait()
+        proc.stdout.close()
+
+    def gone() -> bool:  # exited (a zombie that nobody reaped yet counts)
+        try:
+            return Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(), "the Prefect server outlived its process"
