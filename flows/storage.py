@@ -83,7 +83,9 @@ class LocalStorage:
         return self._path(uri).is_file()
 
     def delete(self, uri: str) -> None:
-        self._path(uri).unlink(missing_ok=True)
+        path = self._path(uri)
+        path.unlink(missing_ok=True)
+        self._prune(path.parent)
 
     def delete_prefix(self, key_prefix: str) -> None:
         target = self.root / _safe_key(key_prefix)
@@ -91,6 +93,16 @@ class LocalStorage:
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+        self._prune(target.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove the folders a deletion left empty, up to the root (as S3 has no folders)."""
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): what is above stays too
+                return
+            folder = folder.parent
 
     def link(self, uri: str, expires_s: int) -> str | None:
         """A download address for a stored file, or None when the folder is not published.

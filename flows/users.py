@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from flows.db import (
@@ -55,6 +55,12 @@ def ensure_user(s: Settings, owner: str, display_name: str = "") -> None:
         elif display_name and user.display_name != display_name:
             user.display_name, user.updated_at = display_name, now()
     return None
+
+
+def display_name(s: Settings, owner: str) -> str:
+    with session(s.database) as db:
+        user = db.get(User, owner)
+        return user.display_name if user is not None else ""
 
 
 def default_voice(s: Settings, owner: str) -> Voice | None:
@@ -488,6 +494,15 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
         songs = list(db.scalars(select(Song).where(Song.owner == owner)))
     for song in songs:
         _delete_uris(s, [song.uri])
+        with session(s.database) as db:
+            shared = db.scalars(
+                select(Song.id).where(
+                    Song.content_hash == song.content_hash,
+                    or_(Song.owner.is_(None), Song.owner != owner),
+                )
+            ).first()
+        if shared is not None:
+            continue  # another user (or the catalog) has the same file: its stems stay
         with session(s.database) as db:
             stem_sets = list(
                 db.scalars(select(StemSet).where(StemSet.content_hash == song.content_hash))
