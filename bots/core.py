@@ -773,6 +773,7 @@ class ChatCore:
 
     @personal
     def sample_downloaded(self, who: Who, source: str, local: Path, filename: str) -> Reply | None:
+        filename = clean_filename(filename)  # as the platform named it: made safe here too
         upload = api.current_upload(who.owner, s=self.s)
         if upload is None or upload.kind != "train":
             return Reply("Start a voice first: /train <name>.")
@@ -896,6 +897,7 @@ class ChatCore:
 
     @personal
     def model_downloaded(self, who: Who, source: str, local: Path, filename: str) -> Outcome | None:
+        filename = clean_filename(filename)  # as the platform named it: made safe here too
         upload = api.current_upload(who.owner, s=self.s)
         if upload is None or upload.kind != "import":
             refused = self._quota(who, "import")

@@ -221,24 +221,31 @@ def test_a_song_a_user_sends_is_theirs_alone(settings, song_wav, tmp_path):
     assert not (files / "uploads" / "telegram_1").exists()  # no empty folder left behind
 
 
-def test_identical_uploads_at_once_from_one_user_give_one_song(settings, song_wav):
+def race_identical_uploads(settings, song: Path, racers: int = 4) -> None:
+    """`racers` threads send the same file as one user at once: one song, no error."""
     got: list = []
     errors: list = []
+    start = threading.Barrier(racers)
 
     def upload():
+        start.wait()
         try:
-            got.append(api.add_uploaded_song("telegram:1", song_wav, "Twice", s=settings).id)
+            got.append(api.add_uploaded_song("telegram:1", song, "Twice", s=settings).id)
         except Exception as exc:  # noqa: BLE001 - the test reports any failure
             errors.append(exc)
 
-    threads = [threading.Thread(target=upload) for _ in range(4)]
+    threads = [threading.Thread(target=upload) for _ in range(racers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert not errors and len(got) == 4 and len(set(got)) == 1
+    assert not errors and len(got) == racers and len(set(got)) == 1, errors
     with session(settings.database) as db:
         assert db.query(Song).count() == 1
+
+
+def test_identical_uploads_at_once_from_one_user_give_one_song(settings, song_wav):
+    race_identical_uploads(settings, song_wav)
 
 
 def test_a_catalog_song_sent_again_is_the_catalog_song(settings, song_wav):
