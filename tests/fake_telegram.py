@@ -164,6 +164,13 @@ class FakeTelegram:
                 self.owners[chat_id] = user_id
             self.admins.setdefault(chat_id, set()).add(user_id)
 
+    def _file_path(self, folder: str, filename: str) -> str:
+        """Telegram names stored files itself (`documents/file_12.mp3`), never by the name the
+        sender gave, which only travels as `file_name`."""
+        suffix = filename.rpartition(".")[2] if "." in filename.strip(".") else ""
+        tail = f".{suffix}" if suffix.isalnum() else ""
+        return f"{folder}/file_{self._file_seq + 1}{tail}"
+
     def add_file(self, data: bytes, path: str, size: int | None = None) -> str:
         with self._lock:
             self._file_seq += 1
@@ -259,7 +266,7 @@ class FakeTelegram:
         user_id: int = 1,
         chat: dict | None = None,
     ) -> dict:
-        file_id = self.add_file(data, f"music/{filename}")
+        file_id = self.add_file(data, self._file_path("music", filename))
         audio = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",
@@ -282,7 +289,7 @@ class FakeTelegram:
         user_id: int = 1,
         chat: dict | None = None,
     ) -> dict:
-        file_id = self.add_file(data, f"documents/{filename}")
+        file_id = self.add_file(data, self._file_path("documents", filename))
         document = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",

@@ -12,7 +12,7 @@ import pytest
 from bots.core import COVER_USAGE, EXPIRED, TOO_LONG, ChatCore, Reply, Who
 from flows import api
 from flows.catalog import add_song
-from flows.db import Job, UploadSession, session
+from flows.db import Job, UploadFile, UploadSession, session
 from flows.voices import import_voice
 from tests.fake_telegram import BotProcess, FakeTelegram
 from tests.test_telegram import _drain, _env, _last_reply_text
@@ -142,3 +142,18 @@ def test_odd_text_through_telegram(telegram, settings):
     with session(settings.database) as db:
         assert db.query(Job).count() == 0
         assert db.query(UploadSession).count() == 0
+
+
+def test_odd_file_names_through_telegram(telegram, settings, song_wav):
+    """Names a client may send for a file (`..`, `.`, a path, control characters) are made
+    safe where they enter: the file is read and answered like any other."""
+    fake = telegram
+    assert _last_reply_text(fake, fake.send_text("/train me")).startswith("🎙 Let's clone")
+    data = song_wav.read_bytes()
+    for name in ("..", ".", "../../x.wav", "\x00\u202e.wav"):
+        sent = fake.send_document(data, name, mime="audio/wav")
+        reply = _last_reply_text(fake, sent, timeout=60)
+        assert reply.startswith(("🎙 Got", "⚠️ I can't use that one")), (name, reply)
+    with session(settings.database) as db:
+        names = sorted(f.filename for f in db.query(UploadFile).all())
+    assert all(n and "/" not in n and not n.startswith(".") for n in names), names
