@@ -113,10 +113,11 @@ def serve(
 ):
     """Run Encore as a service on this machine: the Prefect server (unless PREFECT_API_URL is
     set), the deployments, a worker per work pool, and the bots whose tokens are set."""
-    from flows import api
+    # Not flows.api, which imports Prefect: this process never talks to it (see flows.serve).
+    from flows.cli import get_settings
     from flows.serve import Service, Supervisor
 
-    s = api.settings()
+    s = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     encore = [sys.executable, "-m", "bots.cli"]
     bots = []
@@ -127,9 +128,12 @@ def serve(
     supervisor = Supervisor(s, extra=bots, port=port)
 
     def stop(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         api_url = supervisor.start()
         ui = api_url.removesuffix("/api")

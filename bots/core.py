@@ -67,7 +67,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("status", "Your jobs"),
     ("cancel", "Stop the latest job or session"),
     ("forget", "Delete everything Encore keeps about you"),
-    ("trending", "Chat admins: /trending on|off"),
+    ("trending", "Group admins: /trending on|off"),
     ("help", "What this bot does"),
 )
 
@@ -84,7 +84,7 @@ HELP = (
     "/stems <song> — vocals, drums, bass and other as files\n"
     "/status — your jobs · /cancel — stop the latest\n"
     "/forget — delete everything I keep about you\n"
-    "/trending on|off — chat admins: post trending covers here"
+    "/trending on|off — group admins: post trending covers here"
 )
 
 COVER_USAGE = (
@@ -544,6 +544,9 @@ class ChatCore:
         title: str | None,
         artist: str = "",
     ) -> Outcome:
+        refused = self._quota(who, verb)  # checked again before the song is stored
+        if refused:
+            return refused
         try:
             query, pitch = parse_song_args(clean_arg(args))
             title = visible(query or title or "")[:MAX_ARG]
@@ -904,7 +907,12 @@ class ChatCore:
             if refused:
                 return refused
             upload = api.open_upload(who.owner, "import", "", s=self.s)
-        upload, fresh = api.add_model_file(upload.id, who.owner, source, local, filename, s=self.s)
+        try:
+            upload, fresh = api.add_model_file(
+                upload.id, who.owner, source, local, filename, s=self.s
+            )
+        except UserError as exc:
+            return Reply(exc.message)
         if not fresh:
             return None
         suffix = Path(filename).suffix.lower()
@@ -970,14 +978,27 @@ class ChatCore:
 
     @personal
     def trending(self, who: Who, args: str, is_admin: bool) -> Reply:
+        """`/trending [on|off]`. Drops go to groups and channels, switched by their admins; a
+        private chat may have them only where the operator allows it
+        (`ENCORE_TRENDING_PRIVATE_CHATS`). Either way they spend the operator's daily budget."""
         arg = visible(args)[:MAX_ARG].lower()
         subscribed = api.is_subscribed(who.platform, who.chat_id, "trending", s=self.s)
+        private_ok = self.s.trending_private_chats
         if arg not in ("on", "off"):
             if arg:
                 return Reply("Use /trending on or /trending off.")
             state = "gets" if subscribed else "does not get"
+            rule = (
+                "Admins switch them with /trending on|off."
+                if private_ok or not who.private
+                else "They go to groups and channels, where an admin switches them with "
+                "/trending on|off."
+            )
+            return Reply(f"This chat {state} the trending covers. {rule}")
+        if arg == "on" and who.private and not private_ok:
             return Reply(
-                f"This chat {state} the trending covers. Admins switch them with /trending on|off."
+                "Trending covers go to groups and channels: add me to one and send "
+                "/trending on there as an admin."
             )
         if not is_admin:
             return Reply("Only this chat's admins can switch the trending covers on or off.")
@@ -1074,7 +1095,11 @@ class ChatCore:
     # -- submitting
 
     def submit(self, plan: JobPlan, key: str, reply_to: dict) -> tuple[str, bool] | Reply:
-        """Submit the plan once per `key`; (job id, whether this call made it) or a refusal."""
+        """Submit the plan once per `key`; (job id, whether this call made it) or a refusal.
+
+        The user's quotas are checked again where the job is made, atomically, so a burst of
+        commands cannot make more jobs than the quotas allow.
+        """
         try:
             if plan.kind == "cover":
                 job_id = jobs.submit_cover(
@@ -1085,10 +1110,16 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "stems":
                 job_id = jobs.submit_stems(
-                    plan.owner, plan.song_id, idempotency_key=key, s=self.s, reply_to=reply_to
+                    plan.owner,
+                    plan.song_id,
+                    idempotency_key=key,
+                    s=self.s,
+                    reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "karaoke":
                 job_id = jobs.submit_karaoke(
@@ -1098,6 +1129,7 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "train":
                 job_id = jobs.submit_training(
@@ -1108,6 +1140,7 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "import":
                 job_id = jobs.submit_import(
@@ -1117,12 +1150,15 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             else:
                 raise ValueError(plan.kind)
         except UserError as exc:
             if plan.upload_id:
                 api.release_upload(plan.upload_id, s=self.s)
+            if isinstance(exc, api.QuotaExceeded):  # a quota filled up since the plan
+                return Reply(limit_text(exc.limit, self.s))
             return Reply(exc.message)
         if plan.upload_id:
             api.mark_submitted(plan.upload_id, job_id, s=self.s)

@@ -21,8 +21,7 @@ from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
-from flows.submit import stage_upload
-from flows.users import Forgotten, Limit
+from flows.users import Forgotten, Limit, QuotaExceeded
 from gpu_worker.errors import EngineError as UserError
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
 
@@ -30,6 +29,7 @@ __all__ = [
     "Forgotten",
     "JobInfo",
     "Limit",
+    "QuotaExceeded",
     "SampleResult",
     "SongInfo",
     "UploadInfo",
@@ -377,9 +377,9 @@ def add_sample(
         if problem.startswith("Sample 1 "):
             problem = "This clip " + problem.removeprefix("Sample 1 ")
         return SampleResult(False, False, check.voiced_s, problem, session)
-    uri = stage_upload(owner, Path(local), filename, s=s)
-    size = Path(local).stat().st_size
-    row = users.add_upload_file(s, upload_id, source, uri, filename, digest, size, check.voiced_s)
+    row = users.stage_file(
+        s, upload_id, owner, source, Path(local), filename, digest, check.voiced_s
+    )
     return SampleResult(
         row is not None, row is None, check.voiced_s, None, get_upload(upload_id, s)
     )
@@ -393,12 +393,13 @@ def add_model_file(
     filename: str,
     s: Settings | None = None,
 ) -> tuple[UploadInfo, bool]:
-    """Stage a model file (.pth, .index or .zip) in an import session; (session, was it new)."""
+    """Stage a model file (.pth, .index or .zip) in an import session; (session, was it new).
+
+    Raises UserError, storing nothing, when the session is over or a cap is reached.
+    """
     s = _s(s)
-    uri = stage_upload(owner, Path(local), filename, s=s)
     digest = _sha256(Path(local))
-    size = Path(local).stat().st_size
-    row = users.add_upload_file(s, upload_id, source, uri, filename, digest, size)
+    row = users.stage_file(s, upload_id, owner, source, Path(local), filename, digest)
     return get_upload(upload_id, s), row is not None
 
 
@@ -430,11 +431,12 @@ def is_subscribed(platform: str, chat_id: str, kind: str, s: Settings | None = N
 
 
 def recover(s: Settings | None = None) -> int:
-    """Rerun or end jobs whose process died, drop week-old upload sessions, and post the
-    outcomes nobody delivered; returns how many were posted."""
+    """Rerun or end jobs whose process died, expire stale upload sessions and old scratch
+    files (`flows.users.sweep`), and post the outcomes nobody delivered; returns how many
+    were posted."""
     s = _s(s)
     recover_lost_jobs(s)
-    users.expire_upload_sessions(s)
+    users.sweep(s)
     return deliver_pending(s)
 
 

@@ -204,6 +204,24 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class Usage(Base):
+    """One job a user (or the trending drops) started, counted against their quotas.
+
+    Keyed by an HMAC of the user id (`flows.users.subject`), it names nobody, so `/forget`
+    keeps it and cannot reset the counters; rows older than two days are swept away. While
+    the job exists its row says whether it counts (`flows.users`); `/forget` copies that
+    into `excused` and drops the link.
+    """
+
+    __tablename__ = "usage_ledger"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    excused: Mapped[str | None] = mapped_column(String(16), nullable=True)  # ours|cancelled
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 _engines: dict[str, Engine] = {}

@@ -7,18 +7,22 @@ GPUs, so a GPU never runs two heavy steps and a waiting step bills no GPU. Deplo
 their flows by module path (`flows.cover.make_cover`): a worker imports them from the
 installed package, or from the image that a container pool runs.
 
-`deploy` creates or updates the pools and the deployments against `PREFECT_API_URL`;
+`deploy` creates or updates the pools and the deployments against `PREFECT_API_URL`
+(`python -m flows.deployments` runs it in a process of its own, as `encore serve` does);
 `start_run` submits one attempt of a job (`run_deployment(timeout=0)`, returning at once).
+Importing this module imports no Prefect and no flow, so `encore serve` can read `PRELOAD`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from flows.heavy import DEPLOYMENT
 from flows.settings import Settings
 
 log = logging.getLogger("encore.deploy")
@@ -155,6 +159,8 @@ def deploy(
     """
     from prefect.deployments.runner import EntrypointType
 
+    from flows.heavy import DEPLOYMENT
+
     ensure_pools(s)
     commands = commands or {}
     names = []
@@ -183,6 +189,8 @@ def start_run(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -
     """
     from prefect.deployments import run_deployment
 
+    from flows.heavy import DEPLOYMENT
+
     run = run_deployment(
         f"{JOB_FLOWS[kind]}/{DEPLOYMENT}",
         parameters={"job_id": job_id, **params},
@@ -192,3 +200,40 @@ def start_run(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -
         tags=["encore", kind],
     )
     return str(run.id)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m flows.deployments [COMMANDS]`: deploy to the server at `PREFECT_API_URL`.
+
+    `COMMANDS` is `deploy`'s `commands` as JSON. `encore serve` deploys this way, from a
+    process that starts with its server's URL (Prefect reads its settings when imported).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import wait_healthy
+    from flows.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        print("Error: Set PREFECT_API_URL to your Prefect server's API.", file=sys.stderr)
+        return 1
+    commands = json.loads(argv[0]) if argv else None
+    for spec in SPECS:  # import the flows while the server may still be starting
+        _load(spec.entrypoint)
+    try:
+        wait_healthy(api_url)
+        names = deploy(get_settings(), commands=commands)
+    except RuntimeError as exc:  # a sentence for the operator (a pool to create first)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    log.info("deployed %d flows: %s", len(names), ", ".join(names))
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # all is sent; tearing down ~1500 modules takes seconds on a busy machine

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from flows.db import TERMINAL, Job, StepRun, engine_for, now, session
 from flows.settings import Settings
 from flows.storage import open_storage
-from gpu_worker.errors import EngineError
+from gpu_worker.errors import Crashed, EngineError, ModelMissing
 
 log = logging.getLogger("encore.jobs")
 
@@ -99,6 +99,19 @@ def cancel_job(s: Settings, job_id: str) -> bool:
 
 OPEN = ("queued", "running")
 INTERRUPTED = "The job was interrupted before it finished; please run it again."
+SERVER_DOWN = "Encore's job server is not answering; please try again in a few minutes."
+# Failures that are Encore's, not the user's: they use up no quota (`flows.users`).
+OUR_FAILURES = (GENERIC_FAILURE, INTERRUPTED, SERVER_DOWN)
+
+
+def failed_on_our_side(job: Job) -> bool:
+    """Did the job fail for a reason of ours (a crash, a restart, a server down)?
+
+    Any other failure comes from what the user sent, and counts against their quota.
+    """
+    if job.state != "failed":
+        return False
+    return job.reason in OUR_FAILURES or (job.result or {}).get("fault") == "ours"
 
 
 def untouched_s(job: Job) -> float:
@@ -267,7 +280,8 @@ def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     except JobCancelled:
         return {"state": "cancelled"}
     except EngineError as exc:
-        _finish(s, job_id, "failed", reason=exc.message)
+        ours = {"fault": "ours"} if isinstance(exc, Crashed | ModelMissing) else None
+        _finish(s, job_id, "failed", reason=exc.message, result=ours)
         return {"state": "failed", "reason": exc.message}
     except Exception:
         log.exception("job %s failed", job_id)

@@ -10,8 +10,9 @@ A running job touches its row every few seconds, so a row left untouched for
   checkpoint), and the chat still gets one status message and one result, since delivery is
   claimed once per job. A run the operator cancelled in Prefect's UI cancels the job.
 
-The `recover-jobs` flow does this, then delivers ended jobs that nobody delivered; a cluster
-runs it on an interval schedule (`ENCORE_JANITOR_INTERVAL_S`).
+The `recover-jobs` flow does this, then delivers ended jobs that nobody delivered and sweeps
+stale uploads and scratch files; a cluster runs it on an interval schedule
+(`ENCORE_JANITOR_INTERVAL_S`).
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 
 @flow(name="recover-jobs", flow_run_name="recover-jobs", persist_result=False)
 def recover_jobs() -> dict:
-    """Rerun jobs whose worker died, then deliver ended jobs nobody delivered."""
+    """Rerun jobs whose worker died, deliver ended jobs nobody delivered, and sweep stale
+    upload sessions and old scratch files (`flows.users.sweep`)."""
     from flows.delivery import deliver_pending
+    from flows.users import sweep
 
     s = get_settings()
     found = recover_lost_jobs(s)
     found["delivered"] = deliver_pending(s)
+    found.update(sweep(s))
     return found

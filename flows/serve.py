@@ -1,21 +1,30 @@
 """`encore serve`: a whole single-machine cluster from one command.
 
-It starts, as child processes: the Prefect server (unless `PREFECT_API_URL` names one), then
-creates the work pools and deployments (`flows.deployments.deploy`), then a process worker
-per pool and whatever extra services the caller adds (the chat bots, from `bots.cli`). Every
-child gets `ENCORE_RUN_MODE=cluster` and the server's URL, so the bots submit to the server
-and the workers run the flows. A child that dies is started again (after a pause that grows
-if it keeps dying); Ctrl-C or SIGTERM stops them all, the server last.
+It starts, as child processes: the Prefect server (unless `PREFECT_API_URL` names one; its
+state under `<data folder>/prefect`), then creates the work pools and deployments on it
+(`python -m flows.deployments`), then a process worker per pool and whatever extra services
+the caller adds (the chat bots, from `bots.cli`). Every child gets `ENCORE_RUN_MODE=cluster`
+and the server's URL, so the bots submit to the server and the workers run the flows. A child
+that dies is started again (after a pause that grows if it keeps dying); Ctrl-C or SIGTERM
+stops them all, the server last.
+
+This process never talks to Prefect itself. Prefect reads its settings once, when it is first
+imported, so a URL set in this process's environment afterwards would not reach it: the
+deployments would go to a throwaway server. Every process that talks to Prefect is therefore
+a child started with the server's URL in its environment, and with Prefect's temporary
+("ephemeral") servers turned off, so a child without a URL fails loudly instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +38,7 @@ from flows.settings import Settings
 log = logging.getLogger("encore.serve")
 
 HEALTHY_WAIT_S = 90.0
+DEPLOY_WAIT_S = 300.0  # creating the pools and deployments (imports every flow first)
 WORKER_QUERY_S = "0.5"  # how often a worker asks for runs (Prefect's default is 10 s)
 
 
@@ -52,6 +62,12 @@ def _socket_path(path: Path) -> str:
         return str(path)
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     return str(Path(tempfile.gettempdir()) / f"encore-{digest}.sock")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_healthy(api_url: str, timeout: float = HEALTHY_WAIT_S, process=None) -> None:
@@ -84,12 +100,18 @@ class Supervisor:
         self.output = output  # where the services' output goes (default: this terminal)
         self.services: list[Service] = []
         self.server: Service | None = None
+        self.deployer: Service | None = None  # while the deploy runs
+        self.own_server = not os.environ.get("PREFECT_API_URL")  # else the one it names
         self._stopping = False
 
+    def _prefect_home(self) -> Path:
+        return self.s.data_dir / "prefect"
+
     def _child_env(self, api_url: str) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",  # no throwaway servers, ever
             "ENCORE_RUN_MODE": "cluster",
             "PREFECT_WORKER_QUERY_SECONDS": os.environ.get(
                 "PREFECT_WORKER_QUERY_SECONDS", WORKER_QUERY_S
@@ -99,54 +121,101 @@ class Supervisor:
             ),
             "DO_NOT_TRACK": os.environ.get("DO_NOT_TRACK", "1"),
         }
+        if self.own_server:  # Prefect's files beside its server's, not in ~/.prefect
+            env.setdefault("PREFECT_HOME", str(self._prefect_home()))
+        return env
 
     def start_server(self) -> str:
-        """The API URL: the configured server's, or one started here."""
-        configured = os.environ.get("PREFECT_API_URL")
-        if configured:
-            wait_healthy(configured)
-            return configured
+        """The API URL: the configured server's, or that of one started here (which may
+        still be starting: see `wait_healthy`)."""
+        if not self.own_server:
+            return os.environ["PREFECT_API_URL"]
         port = self.port or 4200
-        home = self.s.data_dir / "prefect"
+        if _listening(port):  # else the health check could find another server
+            raise RuntimeError(
+                f"Port {port} is in use (another Encore or Prefect server?); stop it or "
+                "choose another port with --port."
+            )
+        home = self._prefect_home()
         home.mkdir(parents=True, exist_ok=True)
-        env = {**self._child_env(""), "PREFECT_HOME": str(home)}
-        env.pop("PREFECT_API_URL")
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),  # its database, prefect.db, and its profile
+            "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get(
+                "PREFECT_SERVER_ANALYTICS_ENABLED", "false"
+            ),
+            "DO_NOT_TRACK": os.environ.get("DO_NOT_TRACK", "1"),
+        }
         argv = [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         self.server = Service("prefect-server", argv, env)
         self._spawn(self.server)
-        api_url = f"http://127.0.0.1:{port}/api"
-        wait_healthy(api_url, process=self.server.process)
-        return api_url
+        return f"http://127.0.0.1:{port}/api"
 
     def start(self) -> str:
-        api_url = self.start_server()
-        os.environ["PREFECT_API_URL"] = api_url  # deploy() below talks to it
-        from flows.deployments import PRELOAD, deploy
+        """Start everything; returns the Prefect API URL that the services use.
 
+        The server's start, the warm starters' imports and the deploy's imports overlap;
+        the workers and bots start once the deployments exist.
+        """
+        from flows.deployments import PRELOAD  # (imports no Prefect)
+
+        api_url = self.start_server()
         env = self._child_env(api_url)
         pools = {"cpu": self.s.cpu_pool}
         if self.s.gpu_pool_type == "process":  # a container pool runs its own (ECS) worker
             pools["gpu"] = self.s.gpu_pool
-        commands = {}
+        commands, workers = {}, []
         run_dir = self.s.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         for kind, pool in pools.items():
             sock = _socket_path(run_dir / f"warm-{kind}.sock")
-            warm = [sys.executable, "-m", "flows.warm"]
-            commands[kind] = shlex.join([*warm, "run", sock])
-            self.services.append(
-                Service(f"warm starts {pool}", [*warm, "serve", sock, *PRELOAD[kind]], env)
-            )
+            module = [sys.executable, "-m", "flows.warm"]
+            commands[kind] = shlex.join([*module, "run", sock])
+            warm = Service(f"warm starts {pool}", [*module, "serve", sock, *PRELOAD[kind]], env)
+            self.services.append(warm)  # talks to no server
+            self._spawn(warm)
             argv = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
-            self.services.append(Service(f"worker {pool}", argv, env))
-        names = deploy(self.s, commands=commands)
-        log.info("deployed %d flows to %s", len(names), api_url)
+            workers.append(Service(f"worker {pool}", argv, env))
+        # The deploy imports every flow, then waits for the server itself.
+        argv = [sys.executable, "-m", "flows.deployments", json.dumps(commands)]
+        self.deployer = Service("deploy", argv, env)
+        self._spawn(self.deployer)
+        wait_healthy(api_url, process=self.server.process if self.server else None)
+        log.info("the Prefect server answers at %s", api_url)
+        self._wait_deployed()
         for extra in self.extra:
             extra.env = {**env, **extra.env}
-            self.services.append(extra)
-        for service in self.services:
+        for service in [*workers, *self.extra]:
+            self.services.append(service)
             self._spawn(service)
+        # For a caller that uses Prefect in this process afterwards (bench/orchestration.py);
+        # it works only if that caller has not imported Prefect yet.
+        os.environ["PREFECT_API_URL"] = api_url
         return api_url
+
+    def _wait_deployed(self) -> None:
+        """Wait for the deploy, a child process that starts with the server's URL in its
+        environment (see the module's docstring), to create the pools and deployments."""
+        process = self.deployer.process
+        try:
+            code = process.wait(DEPLOY_WAIT_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:  # also on Ctrl-C or SIGTERM while it runs
+            if process.poll() is None:
+                _signal(process, signal.SIGKILL)
+                process.wait()
+            self.deployer = None
+        if code is None:
+            raise RuntimeError(
+                f"Creating the deployments took over {DEPLOY_WAIT_S:.0f} s; check the Prefect "
+                "server's log above and run `encore serve` again."
+            )
+        if code != 0:
+            raise RuntimeError(
+                "Creating the deployments failed; fix the error in the log above and run "
+                "`encore serve` again."
+            )
 
     def _spawn(self, service: Service) -> None:
         log.info("starting %s", service.name)
@@ -185,7 +254,8 @@ class Supervisor:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the workers and bots, then the server; kill whatever does not stop in time."""
         self._stopping = True
-        groups = [self.services, [self.server] if self.server else []]
+        first = [*self.services, *([self.deployer] if self.deployer else [])]
+        groups = [first, [self.server] if self.server else []]
         for group in groups:
             running = [x for x in group if x.process is not None and x.process.poll() is None]
             for service in running:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.db import TERMINAL, Job
-from flows.jobs import GENERIC_FAILURE, create_job, get_job, update_job
+from flows.jobs import GENERIC_FAILURE, SERVER_DOWN, create_job, get_job, update_job
 from flows.settings import Settings, get_settings
 from flows.storage import open_storage
 from gpu_worker.errors import EngineError
@@ -63,9 +63,6 @@ def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     thread.start()
 
 
-SERVER_DOWN = "Encore's job server is not answering; please try again in a few minutes."
-
-
 def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -> None:
     """Hand the job to the Prefect server; a job the server did not take ends at once, so
     nothing runs it later behind the user's back."""
@@ -88,10 +85,18 @@ def _submit(
     key: str | None,
     flow_fn: Callable,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
+    """Make the job (counted against the owner's quotas when `quota`: a refusal raises
+    `flows.users.QuotaExceeded` with nothing made) and start its flow."""
     if reply_to is not None:  # where the flow reports progress and delivers (flows.delivery)
         params = {**params, "reply_to": reply_to}
-    job_id = create_job(s, kind, owner, params, idempotency_key=key)
+    if quota:
+        from flows.users import create_counted_job
+
+        job_id = create_counted_job(s, kind, owner, params, idempotency_key=key)
+    else:
+        job_id = create_job(s, kind, owner, params, idempotency_key=key)
     job = get_job(s, job_id)
     if job is None or job.state != "queued":
         return job_id
@@ -111,12 +116,13 @@ def submit_cover(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     from flows.cover import make_cover
 
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
     return _submit(
-        s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to
+        s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to, quota
     )
 
 
@@ -126,11 +132,14 @@ def submit_stems(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     from flows.separation import stems
 
     params = {"song_id": song_id, "options": {}}
-    return _submit(s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to)
+    return _submit(
+        s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to, quota
+    )
 
 
 def submit_karaoke(
@@ -140,12 +149,13 @@ def submit_karaoke(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     from flows.separation import karaoke
 
     params = {"song_id": song_id, "options": options or {}}
     return _submit(
-        s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to
+        s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to, quota
     )
 
 
@@ -159,9 +169,15 @@ def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = No
     consumes them deletes them when it ends.
     """
     s = s or get_settings()
-    safe = _SAFE.sub("_", Path(filename).name)[-80:] or "upload"
-    key = f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
-    return open_storage(s.storage).put(Path(local), key)
+    return open_storage(s.storage).put(Path(local), upload_key(owner, filename))
+
+
+def upload_key(owner: str, filename: str) -> str:
+    """A fresh storage key for a file `owner` sent: `tmp/uploads/<owner>/<random>/<name>`."""
+    safe = _SAFE.sub("_", Path(filename).name)[-80:]
+    if not safe.strip("."):  # "", "." and ".." name no file
+        safe = "upload"
+    return f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
 
 
 CONSENT_NEEDED = (
@@ -179,6 +195,7 @@ def submit_training(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     """Train voice `name` for `owner` from sample URIs (see `stage_upload`).
 
@@ -197,7 +214,7 @@ def submit_training(
         "options": options or {},
     }
     return _submit(
-        s or get_settings(), "train", owner, params, idempotency_key, train_voice, reply_to
+        s or get_settings(), "train", owner, params, idempotency_key, train_voice, reply_to, quota
     )
 
 
@@ -208,6 +225,7 @@ def submit_import(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`) as `owner`'s voice `name`."""
     from flows.training import import_voice_flow
@@ -215,7 +233,14 @@ def submit_import(
 
     params = {"owner": owner, "name": valid_name(name), "files": list(files)}
     return _submit(
-        s or get_settings(), "import", owner, params, idempotency_key, import_voice_flow, reply_to
+        s or get_settings(),
+        "import",
+        owner,
+        params,
+        idempotency_key,
+        import_voice_flow,
+        reply_to,
+        quota,
     )
 
 

@@ -1,14 +1,14 @@
 """uploaded songs belong to their uploader: one song row per owner and content hash
 
 Revision ID: 0005_song_owner
-Revises: 0004
+Revises: 0005_quotas
 Create Date: 2026-12-02 04:30:00
 """
 
 from alembic import op
 
 revision = "0005_song_owner"
-down_revision = "0004"
+down_revision = "0005_quotas"
 branch_labels = None
 depends_on = None
 
