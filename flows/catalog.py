@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from flows.db import Song, session
 from flows.settings import Settings
 from flows.storage import open_storage
-from gpu_worker.audio import Limits, probe
+from gpu_worker.audio import Limits, scan
 from gpu_worker.errors import EngineError
 
 MAX_TEXT = 200
@@ -69,9 +69,12 @@ def add_song(
     s: Settings, path: Path, title: str | None = None, artist: str = "", owner: str | None = None
 ) -> Song:
     """Validate `path` as audio within the limits and add it as `owner`'s song (None: the
-    catalog's), or return the one they already have with the same content."""
+    catalog's), or return the one they already have with the same content.
+
+    The whole file is decoded once, in chunks and within the limits, so a song whose headers
+    lie or whose samples are invalid is refused here, before anything is stored or queued."""
     path = Path(path)
-    info = probe(path, limits(s))
+    info = scan(path, limits(s))
     digest = file_hash(path)
     existing = _existing(s, digest, None)  # a catalog song is everyone's already
     if existing is None and owner is not None:
