@@ -53,6 +53,19 @@ async def sweep_deliveries(s, every_s: float = SWEEP_S) -> None:
 
 
 GENERIC_ERROR = "Something went wrong on our side; please try again in a minute."
+FORGET_PENDING = (
+    "Some of your files could not be deleted yet; Encore keeps trying and will tell you here."
+)
+FORGET_STOPPING = "Your running job is stopping; Encore deletes what it leaves and tells you here."
+
+
+def where_to_tell(who: Who) -> dict:
+    """A reply target for a message to `who`'s chat later (a finished `/forget`)."""
+    if who.platform == "discord":
+        return {"platform": "discord", "channel_id": who.chat_id, "user_id": who.user_id}
+    return {"platform": who.platform, "chat_id": who.chat_id}
+
+
 MAX_PITCH = 12
 
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -719,12 +732,17 @@ class ChatCore:
 
     @personal
     def forget_confirmed(self, who: Who) -> Reply:
-        gone = api.forget_user(who.owner, s=self.s)
-        return Reply(
+        gone = api.forget_user(who.owner, s=self.s, notify=where_to_tell(who))
+        done = (
             f"Done: I deleted {plural(gone.voices, 'voice')}, {plural(gone.jobs, 'job')} with "
             f"their files, {plural(gone.songs, 'uploaded song')} and "
-            f"{plural(gone.samples, 'staged sample')}. I keep nothing else about you."
+            f"{plural(gone.samples, 'staged sample')}."
         )
+        if gone.pending:
+            return Reply(f"{done} {FORGET_PENDING}")
+        if gone.stopping:
+            return Reply(f"{done} {FORGET_STOPPING}")
+        return Reply(f"{done} I keep nothing else about you.")
 
     # -- training
 

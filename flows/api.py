@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flows import catalog, users, voices
+from flows import catalog, erase, users, voices
 from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
+from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
 from flows.users import Forgotten, Limit, QuotaExceeded
@@ -215,7 +216,7 @@ def _job(job: Job | None, s: Settings) -> JobInfo | None:
         job.reason,
         head,
         job.created_at,
-        (job.params or {}).get("reply_to"),
+        reply_target(s, job.id),
     )
 
 
@@ -238,8 +239,9 @@ def check_quota(owner: str, kind: str, s: Settings | None = None) -> Limit | Non
     return users.check_quota(_s(s), owner, kind)
 
 
-def forget_user(owner: str, s: Settings | None = None) -> Forgotten:
-    return users.forget_user(_s(s), owner)
+def forget_user(owner: str, s: Settings | None = None, notify: dict | None = None) -> Forgotten:
+    """Erase everything of `owner`; `notify` (a chat) is told when files left pending are gone."""
+    return users.forget_user(_s(s), owner, notify)
 
 
 # ------------------------------------------------------------------------------------------
@@ -432,11 +434,12 @@ def is_subscribed(platform: str, chat_id: str, kind: str, s: Settings | None = N
 
 def recover(s: Settings | None = None) -> int:
     """Rerun or end jobs whose process died, expire stale upload sessions and old scratch
-    files (`flows.users.sweep`), and post the outcomes nobody delivered; returns how many
-    were posted."""
+    files (`flows.users.sweep`), retry pending deletions, and post the outcomes nobody
+    delivered; returns how many were posted."""
     s = _s(s)
     recover_lost_jobs(s)
     users.sweep(s)
+    erase.sweep(s)  # deletions that failed before (S3 down) and what forgotten jobs left
     return deliver_pending(s)
 
 

@@ -222,6 +222,35 @@ class Usage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class ReplyTarget(Base):
+    """Where a job reports to: the chat, its status message, a Discord interaction token.
+
+    Kept apart from the job's parameters, which go to Prefect as run parameters: these
+    never leave the database, and `/forget` deletes them with the job.
+    """
+
+    __tablename__ = "reply_targets"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    target: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class PendingDeletion(Base):
+    """A stored file (`kind` "uri") or prefix ("prefix") that must go but could not be
+    deleted yet; a sweeper retries it until it is gone (`flows.erase`)."""
+
+    __tablename__ = "pending_deletions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # uri|prefix
+    target: Mapped[str] = mapped_column(Text)
+    batch: Mapped[str | None] = mapped_column(String(32), nullable=True)  # one /forget
+    notify: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # who to tell when done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 _engines: dict[str, Engine] = {}

@@ -4,10 +4,11 @@ This module owns everything a flow says to a chat, over the platform's HTTP API 
 Bot API, or Discord's REST API: the interaction's follow-up webhook while its token is fresh,
 then the channel API with a mention). The bot process takes no part: a bot restart loses nothing.
 
-A job submitted from a chat carries `params["reply_to"]`, made by the bot:
+A job submitted from a chat has a reply target, made by the bot and kept in the database
+(`flows.jobs.reply_target`; never in the job's parameters, which Prefect stores):
 
     {"platform": "telegram", "chat_id": 123, "status_message_id": 45,
-     "reply_to_message_id": 44, "user": "Ada", "headline": "🎤 Song — sung by alice"}
+     "reply_to_message_id": 44, "headline": "🎤 Song — sung by alice"}
 
 `run_job` (`flows.jobs`) gives such a job a `Courier`. While the job runs, a watcher thread
 edits the one status message when the step, the progress or the place in the queue changes,
@@ -45,7 +46,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from flows.catalog import get_song
 from flows.db import TERMINAL, Delivery, Job, Voice, now, session
-from flows.jobs import STEP_LABELS, get_job
+from flows.jobs import STEP_LABELS, get_job, reply_target
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.samples import format_duration
@@ -126,7 +127,7 @@ def queue_position(s: Settings, job: Job) -> int:
 
 def job_headline(s: Settings, job: Job) -> str:
     """The headline the bot stored, or one made from the job's parameters."""
-    reply_to = (job.params or {}).get("reply_to") or {}
+    reply_to = reply_target(s, job.id) or {}
     if reply_to.get("headline"):
         return str(reply_to["headline"])
     params = job.params or {}
@@ -749,9 +750,8 @@ def _default_hint(s: Settings, owner: str, result: dict) -> str:
 
 def courier_for(s: Settings, job_id: str) -> Courier | None:
     """The courier for a job submitted from a chat this module can post to, else None."""
-    job = get_job(s, job_id)
-    reply_to = (job.params or {}).get("reply_to") if job is not None else None
-    if not isinstance(reply_to, dict):
+    reply_to = reply_target(s, job_id)  # kept in the database, never in run parameters
+    if reply_to is None:
         return None
     if reply_to.get("platform") == "telegram":
         return Courier(s, job_id, reply_to)

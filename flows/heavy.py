@@ -237,7 +237,8 @@ def train_model(
     """Check the samples and train the model; the model and index go to the job's storage.
 
     The training folder is kept until the model is stored, so a retry (Prefect's, or the user
-    sending the same samples after a crash) resumes from the last checkpoint.
+    sending the same samples after a crash) resumes from the last checkpoint; a cancelled
+    job's folder goes at once.
     """
     s = get_settings()
     options = options or {}
@@ -249,9 +250,13 @@ def train_model(
         names = [uri.rsplit("/", 1)[-1] for uri in samples]
         exp_dir = train.training_dir(s, owner, name, local)
         isolate = bool(options.get("isolate", s.train_isolate))
-        found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
-        retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
-        trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options)
+        try:
+            found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
+            retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
+            trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options)
+        except JobCancelled:  # nothing will resume a cancelled (or forgotten) job's training
+            shutil.rmtree(exp_dir, ignore_errors=True)
+            raise
         prefix = f"{job_key_prefix(job_id)}/model"
         trained["pth"] = storage.put(Path(trained["pth"]), f"{prefix}/model.pth")
         if trained.get("index"):

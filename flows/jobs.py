@@ -19,9 +19,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from flows.db import TERMINAL, Job, StepRun, engine_for, now, session
+from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session
 from flows.settings import Settings
-from flows.storage import open_storage
 from gpu_worker.errors import Crashed, EngineError, ModelMissing
 
 log = logging.getLogger("encore.jobs")
@@ -52,15 +51,26 @@ class JobCancelled(Exception):
 
 
 def create_job(
-    s: Settings, kind: str, owner: str, params: dict, idempotency_key: str | None = None
+    s: Settings,
+    kind: str,
+    owner: str,
+    params: dict,
+    idempotency_key: str | None = None,
+    reply_to: dict | None = None,
 ) -> str:
-    """A new queued job, or the existing one with the same idempotency key."""
+    """A new queued job, or the existing one with the same idempotency key.
+
+    `reply_to` (the chat to report to, see `flows.delivery`) is kept in its own table, never
+    in `params`: parameters go to Prefect, and must name nobody.
+    """
     engine_for(s.database)  # migrate first: only a clash of keys may be caught below
     try:
         with session(s.database) as db:
             job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key)
             db.add(job)
             db.flush()
+            if reply_to is not None:
+                db.add(ReplyTarget(job_id=job.id, target=reply_to))
             return job.id
     except IntegrityError:
         if idempotency_key is None:
@@ -73,6 +83,13 @@ def create_job(
 def get_job(s: Settings, job_id: str) -> Job | None:
     with session(s.database) as db:
         return db.get(Job, job_id)
+
+
+def reply_target(s: Settings, job_id: str) -> dict | None:
+    """Where the job reports to (a chat), or None: a job from the CLI, or a forgotten user."""
+    with session(s.database) as db:
+        row = db.get(ReplyTarget, job_id)
+        return dict(row.target) if row is not None and isinstance(row.target, dict) else None
 
 
 def update_job(s: Settings, job_id: str, **fields: Any) -> None:
@@ -246,6 +263,14 @@ def job_key_prefix(job_id: str) -> str:
     return f"tmp/jobs/{job_id}"
 
 
+def job_prefixes(job_id: str) -> list[str]:
+    """Every storage prefix a job writes under: its results and its scratch."""
+    return [f"covers/{job_id}", f"results/{job_id}", job_key_prefix(job_id)]
+
+
+FORGOTTEN = "forgotten"  # the owner of a job whose user was forgotten while it ran
+
+
 def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens.
 
@@ -264,14 +289,32 @@ def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     try:
         return _run(s, job_id, body)
     finally:
-        if courier is not None:
-            courier.close()
+        try:
+            if courier is not None:
+                courier.close()
+        finally:
+            _drop_if_forgotten(s, job_id)
+
+
+def _drop_if_forgotten(s: Settings, job_id: str) -> None:
+    """The flow of a job whose user was forgotten has ended: its row goes, and whatever it
+    stored meanwhile (the sweeper also looks, `flows.erase`)."""
+    from flows.erase import erase, prefix
+
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.owner != FORGOTTEN:
+            return
+        db.delete(job)
+    erase(s, [prefix(p) for p in job_prefixes(job_id)])
 
 
 def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
-    workdir = job_workdir(s, job_id)
-    storage = open_storage(s.storage)
     from prefect.runtime import flow_run
+
+    from flows.erase import erase, prefix, uri
+
+    workdir = job_workdir(s, job_id)
 
     update_job(s, job_id, flow_run_id=flow_run.id)  # links the job to its run in Prefect's UI
     try:
@@ -289,15 +332,24 @@ def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        storage.delete_prefix(job_key_prefix(job_id))
-    job = get_job(s, job_id)
-    if job is not None and job.state == "cancelled":  # cancelled during its last step
-        for key in ("uri", "preview_uri"):
-            if isinstance(result.get(key), str):
-                storage.delete(result[key])
+        erase(s, [prefix(job_key_prefix(job_id))])
+    if not _succeed(s, job_id, result):  # cancelled (or its user forgotten) meanwhile
+        stored = [result[key] for key in ("uri", "preview_uri") if isinstance(result.get(key), str)]
+        erase(s, [uri(u) for u in stored])
         return {"state": "cancelled"}
-    _finish(s, job_id, "succeeded", result=result)
     return {"state": "succeeded", **result}
+
+
+def _succeed(s: Settings, job_id: str, result: dict) -> bool:
+    """Record the result, under the row's lock: False if the job was cancelled or its row
+    removed (`/forget`) before it could, so what it stored must go."""
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in TERMINAL:
+            return False
+        job.state, job.step, job.reason, job.progress = "succeeded", "done", None, 1.0
+        job.result, job.updated_at = result, now()
+        return True
 
 
 class _Slots:

@@ -10,9 +10,9 @@ A running job touches its row every few seconds, so a row left untouched for
   checkpoint), and the chat still gets one status message and one result, since delivery is
   claimed once per job. A run the operator cancelled in Prefect's UI cancels the job.
 
-The `recover-jobs` flow does this, then delivers ended jobs that nobody delivered and sweeps
-stale uploads and scratch files; a cluster runs it on an interval schedule
-(`ENCORE_JANITOR_INTERVAL_S`).
+The `recover-jobs` flow does this, retries deletions that failed (`flows.erase.sweep`),
+delivers ended jobs that nobody delivered and sweeps stale uploads and scratch files; a
+cluster runs it on an interval schedule (`ENCORE_JANITOR_INTERVAL_S`).
 """
 
 from __future__ import annotations
@@ -91,13 +91,15 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 
 @flow(name="recover-jobs", flow_run_name="recover-jobs", persist_result=False)
 def recover_jobs() -> dict:
-    """Rerun jobs whose worker died, deliver ended jobs nobody delivered, and sweep stale
-    upload sessions and old scratch files (`flows.users.sweep`)."""
+    """Rerun jobs whose worker died, retry pending deletions, deliver ended jobs nobody
+    delivered, and sweep stale upload sessions and old scratch files (`flows.users.sweep`)."""
+    from flows import erase
     from flows.delivery import deliver_pending
     from flows.users import sweep
 
     s = get_settings()
     found = recover_lost_jobs(s)
+    found["erased"] = erase.sweep(s)  # deletions that failed before, what forgotten jobs left
     found["delivered"] = deliver_pending(s)
     found.update(sweep(s))
     return found

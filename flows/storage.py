@@ -96,9 +96,11 @@ class LocalStorage:
         self._prune(path.parent)
 
     def delete_prefix(self, key_prefix: str) -> None:
+        """Remove the file or folder `key_prefix`; an error other than "already gone" raises
+        (a deletion must not be skipped silently, see `flows.erase`)."""
         target = self.root / _safe_key(key_prefix)
         if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(target, onerror=_unless_missing)
         else:
             target.unlink(missing_ok=True)
         self._prune(target.parent)
@@ -147,6 +149,11 @@ class LocalStorage:
             return None
         relative = self._path(uri).relative_to(self.root).as_posix()
         return f"{self.public_url}/{quote(relative)}"
+
+
+def _unless_missing(_function, _path, exc_info) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 class S3Storage:

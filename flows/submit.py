@@ -88,15 +88,16 @@ def _submit(
     quota: bool = False,
 ) -> str:
     """Make the job (counted against the owner's quotas when `quota`: a refusal raises
-    `flows.users.QuotaExceeded` with nothing made) and start its flow."""
-    if reply_to is not None:  # where the flow reports progress and delivers (flows.delivery)
-        params = {**params, "reply_to": reply_to}
+    `flows.users.QuotaExceeded` with nothing made) and start its flow.
+
+    The reply target (where the flow reports progress and delivers, `flows.delivery`) is kept
+    in the database; the parameters, which Prefect stores, hold ids and options only."""
     if quota:
         from flows.users import create_counted_job
 
-        job_id = create_counted_job(s, kind, owner, params, idempotency_key=key)
+        job_id = create_counted_job(s, kind, owner, params, idempotency_key=key, reply_to=reply_to)
     else:
-        job_id = create_job(s, kind, owner, params, idempotency_key=key)
+        job_id = create_job(s, kind, owner, params, idempotency_key=key, reply_to=reply_to)
     job = get_job(s, job_id)
     if job is None or job.state != "queued":
         return job_id

@@ -9,11 +9,11 @@ samples are deleted when the job ends, and the training folder once the model is
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from prefect import flow
 
+from flows import erase
 from flows.heavy import render_preview, run_heavy, train_model
 from flows.jobs import job_step, run_job
 from flows.settings import get_settings
@@ -27,10 +27,8 @@ register_task = step_task(register.register, name="register")
 
 
 def _delete_uploads(uris: list[str]) -> None:
-    storage = open_storage(get_settings().storage)
-    for uri in uris:
-        with contextlib.suppress(OSError, ValueError):
-            storage.delete(uri)
+    """The user's uploads go when the job ends; one S3 refuses now is left to the sweeper."""
+    erase.erase(get_settings(), [erase.uri(uri) for uri in uris])
 
 
 @flow(name="train-voice", flow_run_name="train-{job_id}", persist_result=False)
@@ -41,7 +39,6 @@ def train_voice(
     samples: list[str],
     consent: bool,
     options: dict | None = None,
-    reply_to: dict | None = None,
 ) -> dict:
     """Train `owner`'s voice `name` from sample URIs; registers it and renders a preview."""
     s = get_settings()
@@ -76,9 +73,7 @@ def train_voice(
 
 
 @flow(name="import-voice", flow_run_name="import-{job_id}", persist_result=False)
-def import_voice_flow(
-    job_id: str, owner: str, name: str, files: list[str], reply_to: dict | None = None
-) -> dict:
+def import_voice_flow(job_id: str, owner: str, name: str, files: list[str]) -> dict:
     """Check an uploaded RVC model (`.pth`, `.index` or `.zip`) and register it."""
     s = get_settings()
 
@@ -86,7 +81,7 @@ def import_voice_flow(
         with job_step(s, job_id, "importing", 0.1):
             storage = open_storage(s.storage)
             local = [storage.fetch(uri, workdir) for uri in files]
-            voice = import_voice(s, owner, name, local)
+            voice = import_voice(s, owner, name, local, job_id=job_id)
         return {
             "voice_id": voice.id,
             "voice": voice.name,

@@ -9,16 +9,18 @@ This module owns what the bots keep about a person beyond their voices and jobs:
 - quotas and rate limits: checked and counted atomically with each job's creation, in a usage
   ledger that names nobody and outlives `/forget` (a double-submitted command is one job, so
   it is counted once);
-- `forget_user`, which removes everything a user has: voices, jobs and their files, uploaded
-  songs, staged samples and the user row.
+- `forget_user`, which removes everything a user has: voices, jobs and their files, reply
+  targets, uploaded songs, staged samples, training folders and the user row; files that
+  cannot be deleted now are left to the sweeper of `flows.erase`, never skipped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
+import logging
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,10 +29,12 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from flows import erase
 from flows.db import (
     TERMINAL,
     ChatSubscription,
     Job,
+    ReplyTarget,
     Song,
     StemSet,
     UploadFile,
@@ -39,14 +43,18 @@ from flows.db import (
     User,
     Voice,
     engine_for,
+    new_id,
     now,
     session,
 )
-from flows.jobs import OPEN, cancel_job, failed_on_our_side
+from flows.jobs import FORGOTTEN, OPEN, cancel_job, failed_on_our_side, job_prefixes
 from flows.settings import Settings
+from flows.steps.train import owner_folders
 from flows.storage import open_storage
-from flows.voices import delete_voice, get_voice
+from flows.voices import get_voice, voice_prefix
 from gpu_worker.errors import EngineError
+
+log = logging.getLogger("encore.users")
 
 # ------------------------------------------------------------------------------------------
 # Users and their default voice
@@ -361,10 +369,8 @@ def sweep(s: Settings) -> dict[str, int]:
 
 
 def _delete_uris(s: Settings, uris: list[str]) -> None:
-    storage = open_storage(s.storage)
-    for uri in uris:
-        with contextlib.suppress(OSError, ValueError):
-            storage.delete(uri)
+    """Delete staged files; one that cannot be deleted now is left to the sweeper."""
+    erase.erase(s, [erase.uri(uri) for uri in uris])
 
 
 # ------------------------------------------------------------------------------------------
@@ -566,7 +572,12 @@ def check_quota(s: Settings, owner: str, kind: str) -> Limit | None:
 
 
 def create_counted_job(
-    s: Settings, kind: str, owner: str, params: dict, idempotency_key: str | None = None
+    s: Settings,
+    kind: str,
+    owner: str,
+    params: dict,
+    idempotency_key: str | None = None,
+    reply_to: dict | None = None,
 ) -> str:
     """A new queued job counted against `owner`'s quotas (or the existing one with the same
     idempotency key); QuotaExceeded, with nothing made, when a limit stops it.
@@ -591,6 +602,8 @@ def create_counted_job(
             db.add(job)
             db.flush()
             db.add(Usage(subject=subject(s, owner), kind=kind, job_id=job.id))
+            if reply_to is not None:  # kept apart from the parameters (`create_job`)
+                db.add(ReplyTarget(job_id=job.id, target=reply_to))
             return job.id
     except IntegrityError:
         if idempotency_key is None:
@@ -653,15 +666,14 @@ def cancel_latest(s: Settings, owner: str) -> Job | None:
 # Forgetting a user
 
 
-FORGOTTEN = "forgotten"
-
-
 @dataclass(frozen=True)
 class Forgotten:
     voices: int
     jobs: int
     songs: int
     samples: int
+    pending: int = 0  # files that could not be deleted yet (the sweeper keeps trying)
+    stopping: int = 0  # jobs still stopping; what they leave is deleted when they stop
 
 
 def _owner_key(owner: str) -> str:
@@ -681,14 +693,21 @@ def _job_uris(job: Job) -> list[str]:
     return uris
 
 
-def forget_user(s: Settings, owner: str) -> Forgotten:
-    """Remove everything `owner` has: voices, jobs and results, songs, samples, the user row.
+def forget_user(s: Settings, owner: str, notify: dict | None = None) -> Forgotten:
+    """Remove everything `owner` has: voices, jobs and results, songs, samples, reply targets,
+    training folders and the user row.
 
-    Open jobs are cancelled first (a running flow stops at its next step and removes what it
-    half-wrote). Covers sung in the user's voices go too, whoever owns them (a chat's trending
-    drop). Chat subscriptions belong to their chat and stay, without the user's name.
+    Open jobs are cancelled first; one that is still running stops at its next step, and
+    stores and registers nothing from then on (its register and store steps check its row,
+    see `flows.voices.register_voice` and `flows.jobs.run_job`). Covers sung in the user's
+    voices go too, whoever owns them (a chat's trending drop). Chat subscriptions belong to
+    their chat and stay, without the user's name. The usage ledger of quotas is not the
+    user's data and stays.
+
+    Rows go in one transaction with the record of every file to delete (`flows.erase`), so
+    a file whose deletion fails now (S3 down) is retried by the sweeper, and the result says
+    how many are pending. `notify` (a chat, as a reply target) is told once they are gone.
     """
-    storage = open_storage(s.storage)
     with session(s.database) as db:
         open_jobs = list(
             db.scalars(select(Job.id).where(Job.owner == owner, Job.state.not_in(TERMINAL)))
@@ -697,14 +716,9 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
         cancel_job(s, job_id)
     settle_usage(s, owner)  # the usage ledger stays: forgetting resets no quota
 
-    samples = 0
     with session(s.database) as db:
         ids = list(db.scalars(select(UploadSession.id).where(UploadSession.owner == owner)))
         files = list(db.scalars(select(UploadFile).where(UploadFile.session_id.in_(ids))))
-    _delete_uris(s, [f.uri for f in files])
-    samples = len(files)
-
-    with session(s.database) as db:
         voices = list(db.scalars(select(Voice).where(Voice.owner == owner)))
         # Covers sung in the user's voices that others own (a chat's trending drop) go too.
         sung = list(
@@ -716,59 +730,69 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
                 )
             )
         )
-    sung_open = [job_id for job_id in sung if cancel_job(s, job_id)]
-    open_jobs += sung_open
-    for voice in voices:
-        delete_voice(s, owner, voice.name)
-    with contextlib.suppress(OSError, ValueError):
-        storage.delete_prefix(f"voices/{_owner_key(owner)}")
+    open_jobs += [job_id for job_id in sung if cancel_job(s, job_id)]
 
     with session(s.database) as db:
-        jobs = list(db.scalars(select(Job).where(Job.owner == owner)))
-        jobs += list(db.scalars(select(Job).where(Job.id.in_(sung))))
-    for job in jobs:
-        _delete_uris(s, _job_uris(job))
-        for prefix in (f"covers/{job.id}", f"results/{job.id}", f"tmp/jobs/{job.id}"):
-            with contextlib.suppress(OSError, ValueError):
-                storage.delete_prefix(prefix)
-
-    with session(s.database) as db:
+        jobs = list(db.scalars(select(Job).where(or_(Job.owner == owner, Job.id.in_(sung)))))
         songs = list(db.scalars(select(Song).where(Song.owner == owner)))
-    for song in songs:
-        _delete_uris(s, [song.uri])
-        with session(s.database) as db:
-            shared = db.scalars(
-                select(Song.id).where(
-                    Song.content_hash == song.content_hash,
-                    or_(Song.owner.is_(None), Song.owner != owner),
+        hashes = [song.content_hash for song in songs]
+        # Another user's song (or the catalog's) with the same file keeps its stems.
+        shared = set(
+            db.scalars(
+                select(Song.content_hash).where(
+                    Song.content_hash.in_(hashes), or_(Song.owner.is_(None), Song.owner != owner)
                 )
-            ).first()
-        if shared is not None:
-            continue  # another user (or the catalog) has the same file: its stems stay
-        with session(s.database) as db:
-            stem_sets = list(
-                db.scalars(select(StemSet).where(StemSet.content_hash == song.content_hash))
             )
-            for stem_set in stem_sets:
-                _delete_uris(s, list(stem_set.stems.values()))
-                db.delete(stem_set)
-        with contextlib.suppress(OSError, ValueError):
-            storage.delete_prefix(f"songs/{song.content_hash}")
-            storage.delete_prefix(f"tmp/stems/{song.content_hash}")
-    with contextlib.suppress(OSError, ValueError):
-        storage.delete_prefix(f"tmp/uploads/{_owner_key(owner)}")
+        )
+        hashes = [h for h in hashes if h not in shared]
+        stem_sets = list(db.scalars(select(StemSet).where(StemSet.content_hash.in_(hashes))))
 
+    key = _owner_key(owner)
+    targets: list[erase.Target] = [erase.uri(f.uri) for f in files]
+    for voice in voices:
+        targets += [erase.uri(u) for u in (voice.pth_uri, voice.index_uri, voice.preview_uri) if u]
+        targets.append(erase.prefix(voice_prefix(owner, voice.id)))
+    for job in jobs:
+        targets += [erase.uri(u) for u in _job_uris(job)]
+        targets += [erase.prefix(p) for p in job_prefixes(job.id)]
+    targets += [erase.uri(song.uri) for song in songs]
+    for content_hash in hashes:
+        targets += [erase.prefix(f"songs/{content_hash}")]
+        targets += [erase.prefix(f"tmp/stems/{content_hash}")]
+    for stem_set in stem_sets:
+        targets += [erase.uri(u) for u in stem_set.stems.values()]
+    targets += [erase.prefix(f"voices/{key}"), erase.prefix(f"tmp/uploads/{key}")]
+    targets.append(erase.prefix(f"uploads/{key}"))  # the songs she sent (`catalog.song_key`)
+    # A job still running may store more before it stops: once it has stopped, its places
+    # and the user's are swept again (the batch waits for it, see `flows.erase`).
+    afterwards = [erase.job(job_id) for job_id in open_jobs]
+    for job_id in open_jobs:
+        afterwards += [erase.prefix(p) for p in job_prefixes(job_id)]
+    if open_jobs:
+        afterwards += [erase.prefix(f"voices/{key}"), erase.prefix(f"tmp/uploads/{key}")]
+        for content_hash in hashes:  # a running cover of her song may still cache its stems
+            afterwards += [erase.prefix(f"songs/{content_hash}")]
+            afterwards += [erase.prefix(f"tmp/stems/{content_hash}")]
+
+    batch = new_id()
     with session(s.database) as db:
+        scheduled = erase.schedule(db, targets + afterwards, batch=batch, notify=notify)
+        db.execute(delete(UploadFile).where(UploadFile.session_id.in_(ids)))
         db.execute(delete(UploadSession).where(UploadSession.owner == owner))
-        db.execute(delete(Job).where(Job.owner == owner, Job.id.not_in(open_jobs)))
-        db.execute(delete(Job).where(Job.id.in_(sung), Job.id.not_in(open_jobs)))
+        db.execute(delete(Voice).where(Voice.owner == owner))
+        db.execute(
+            delete(Job).where(or_(Job.owner == owner, Job.id.in_(sung)), Job.id.not_in(open_jobs))
+        )
         # A cancelled flow may still be finishing; it must find its row to see the cancel, so
-        # the row stays, with nothing left in it that names the user.
+        # the row stays, with nothing left in it that names the user, until the flow ends
+        # (`flows.jobs.run_job` removes it then, or the sweeper once it is quiet).
+        db.execute(delete(ReplyTarget).where(ReplyTarget.job_id.in_(open_jobs)))
         db.execute(
             update(Job)
             .where(Job.id.in_(open_jobs))
-            .values(owner=FORGOTTEN, params={}, result={}, idempotency_key=None)
+            .values(owner=FORGOTTEN, params={}, result={}, idempotency_key=None, updated_at=now())
         )
+        db.execute(delete(StemSet).where(StemSet.content_hash.in_(hashes)))
         db.execute(delete(Song).where(Song.owner == owner))
         db.execute(
             update(ChatSubscription)
@@ -776,4 +800,18 @@ def forget_user(s: Settings, owner: str) -> Forgotten:
             .values(created_by=None)
         )
         db.execute(delete(User).where(User.id == owner))
-    return Forgotten(voices=len(voices), jobs=len(jobs), songs=len(songs), samples=samples)
+    for folder in owner_folders(s, owner):  # checkpoints of runs on this machine
+        try:
+            shutil.rmtree(folder)
+        except OSError:  # a run still writing there: it is cancelled, and removes it
+            log.warning("could not remove the training folder %s", folder, exc_info=True)
+    erase.attempt(s, scheduled)
+    failed, stopping = erase.batch_state(s, batch)
+    return Forgotten(
+        voices=len(voices),
+        jobs=len(jobs),
+        songs=len(songs),
+        samples=len(files),
+        pending=failed,
+        stopping=stopping,
+    )

@@ -28,7 +28,11 @@ from confusable_homoglyphs.confusables import confusables_data
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
-from flows.db import Voice, new_id, now, session
+from flows.db import TERMINAL, Job, Voice, new_id, now, session
+from flows.erase import erase
+from flows.erase import prefix as erase_prefix
+from flows.erase import uri as erase_uri
+from flows.jobs import JobCancelled
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.archives import zip_entries
@@ -194,12 +198,17 @@ def gather(files: list[Path], into: Path) -> VoiceFiles:
     return VoiceFiles(pth, index)
 
 
-def import_voice(s: Settings, owner: str, name: str, files: list[Path]) -> Voice:
-    """Check and register an RVC model as `owner`'s voice `name`."""
+def import_voice(
+    s: Settings, owner: str, name: str, files: list[Path], job_id: str | None = None
+) -> Voice:
+    """Check and register an RVC model as `owner`'s voice `name` (for job `job_id`, if any:
+    see `register_voice`)."""
     name = valid_name(name)
     with tempfile.TemporaryDirectory(dir=_tmp_root(s)) as tmp:
         found = gather([Path(f) for f in files], Path(tmp))
-        return register_voice(s, owner, name, found.pth, found.index, source="imported")
+        return register_voice(
+            s, owner, name, found.pth, found.index, source="imported", job_id=job_id
+        )
 
 
 def name_taken(name: str) -> str:
@@ -215,11 +224,15 @@ def register_voice(
     index: Path | None,
     source: str,
     consent: str | None = None,
+    job_id: str | None = None,
 ) -> Voice:
     """Store a checked model's files and record it as `owner`'s voice `name`.
 
     The checkpoint is inspected (safely) first, so nothing is stored for a bad model; if the
     row cannot be written (the name was taken meanwhile), the stored files are removed again.
+    A job's voice is recorded only while the job is still open and still `owner`'s, checked
+    under the job row's lock in the transaction that writes the voice: a job cancelled
+    meanwhile, or whose user was forgotten (`/forget`), registers nothing and keeps no file.
     """
     info = inspect_voice(pth)
     if index is not None:
@@ -246,10 +259,17 @@ def register_voice(
     )
     try:
         with session(s.database) as db:
+            if job_id is not None:
+                job = db.get(Job, job_id, with_for_update=True)
+                if job is None or job.state in TERMINAL or job.owner != owner:
+                    raise JobCancelled()
             db.add(voice)
     except IntegrityError:
-        storage.delete_prefix(prefix)
+        erase(s, [erase_prefix(prefix)])
         raise EngineError(name_taken(name)) from None
+    except JobCancelled:
+        erase(s, [erase_prefix(prefix)])
+        raise
     return voice
 
 
@@ -289,11 +309,8 @@ def delete_voice(s: Settings, owner: str, name: str) -> bool:
     voice = get_voice(s, owner, name, include_public=False)
     if voice is None:
         return False
-    storage = open_storage(s.storage)
-    for uri in (voice.pth_uri, voice.index_uri, voice.preview_uri):
-        if uri:
-            storage.delete(uri)
-    storage.delete_prefix(voice_prefix(voice.owner, voice.id))
     with session(s.database) as db:
         db.delete(db.get(Voice, voice.id))
+    stored = [erase_uri(u) for u in (voice.pth_uri, voice.index_uri, voice.preview_uri) if u]
+    erase(s, [*stored, erase_prefix(voice_prefix(voice.owner, voice.id))])
     return True

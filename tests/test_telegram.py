@@ -22,6 +22,7 @@ from flows.demo import synth_song
 from flows.voices import import_voice
 from gpu_worker.audio import decode, encode, measure_loudness, write_wav
 from tests.fake_telegram import UPLOAD_LIMIT, BotProcess, FakeTelegram
+from tests.privacy import assert_parameters_name_nobody
 
 SR = 44100
 ADA = 1  # the user id (and private chat id) most tests talk as
@@ -183,6 +184,8 @@ def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
 
     [job] = _wait_ended(tg_settings, fake)
     assert job.state == "succeeded" and job.params["options"]["pitch"] == 2
+    # What Prefect keeps of the job names nobody: the chat and its messages stay in our database.
+    assert_parameters_name_nobody(job, "Ada", status["text"].splitlines()[0])
     edits = fake.edits(ADA, status["message_id"])
     stages = _stages([status["text"], *edits])
     order = [name for name, _marker in STAGES]
@@ -631,7 +634,7 @@ def _finished_job(settings, kind: str, result: dict, params: dict) -> str:
     from flows.jobs import create_job, update_job
 
     reply_to = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
-    job_id = create_job(settings, kind, OWNER, {**params, "reply_to": reply_to})
+    job_id = create_job(settings, kind, OWNER, params, reply_to=reply_to)
     update_job(settings, job_id, state="succeeded", step="done", progress=1.0, result=result)
     return job_id
 

@@ -557,7 +557,7 @@ def _ended_cover(s, song_wav, reply_to: dict) -> str:
     from flows.storage import open_storage
 
     uri = open_storage(s.storage).put(song_wav, f"covers/{len(RecordingApi.calls)}/c.wav")
-    job_id = create_job(s, "cover", "trending:x:1", {"reply_to": reply_to})
+    job_id = create_job(s, "cover", "trending:x:1", {}, reply_to=reply_to)
     result = {"uri": uri, "filename": "c.wav", "duration": 4.0}
     update_job(s, job_id, state="succeeded", step="done", progress=1.0, result=result)
     return job_id

@@ -35,6 +35,15 @@ def training_dir(s: Settings, owner: str, name: str, samples: list[Path]) -> Pat
     return training_root(s) / f"{key}-{digest.hexdigest()[:16]}"
 
 
+def owner_folders(s: Settings, owner: str) -> list[Path]:
+    """The training folders of `owner`'s runs on this machine (see `training_dir`)."""
+    root = training_root(s)
+    start = re.sub(r"[^\w.-]", "_", f"{owner}-")
+    if not root.is_dir():
+        return []
+    return [f for f in root.iterdir() if f.is_dir() and f.name.startswith(start)]
+
+
 def sweep_stale(s: Settings, days: float = STALE_DAYS) -> None:
     """Drop training folders nobody resumed for `days` (their checkpoints are large)."""
     root = training_root(s)

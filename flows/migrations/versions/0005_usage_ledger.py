@@ -1,6 +1,6 @@
 """usage ledger: jobs counted against quotas, keyed by a hash of the user that /forget keeps
 
-Revision ID: 0005_quotas
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-02 04:30:00
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-02 04:30:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_quotas"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None

@@ -1,14 +1,14 @@
 """uploaded songs belong to their uploader: one song row per owner and content hash
 
-Revision ID: 0005_song_owner
-Revises: 0005_quotas
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02 04:30:00
 """
 
 from alembic import op
 
-revision = "0005_song_owner"
-down_revision = "0005_quotas"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
