@@ -33,7 +33,7 @@ from flows.erase import ALL_GONE
 from flows.jobs import create_job, update_job
 from flows.storage import open_storage
 from flows.submit import stage_upload
-from flows.users import add_upload_file, ensure_user, open_upload_session
+from flows.users import ensure_user, open_upload_session, stage_file
 from flows.voices import import_voice
 from tests.conftest import S3_REGION, s3_client
 from tests.fake_telegram import BotProcess, FakeTelegram
@@ -148,8 +148,7 @@ def test_s3_failing_during_forget_is_told_and_the_sweeper_finishes(
     cover = storage.put(song_wav, f"covers/{job_id}/Her cover.wav")
     update_job(s, job_id, state="succeeded", step="done", result={"uri": cover})
     upload = open_upload_session(s, OWNER, "train", "me")
-    sample = stage_upload(OWNER, song_wav, "sample.wav", s=s)
-    add_upload_file(s, upload.id, "msg-1", sample, "sample.wav", "h1", 10)
+    stage_file(s, upload.id, OWNER, "msg-1", song_wav, "sample.wav", "h1", 10)
     assert len(_bucket_keys(moto_endpoint, bucket) - kept) == 6
 
     proxy.fail_deletes(after=2)  # S3 starts failing part-way through the forget
