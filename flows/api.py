@@ -444,14 +444,38 @@ def recover(s: Settings | None = None) -> int:
 
 
 def jobs_in_process() -> list[str]:
-    """Jobs whose flows run in this process now (embedded mode): they end before it exits."""
+    """Jobs whose flows run in this process now (embedded mode)."""
     from flows import submit
 
     return [job_id for job_id, thread in list(submit._threads.items()) if thread.is_alive()]
 
 
-def prepare_process() -> None:
-    """For a long-lived process that runs jobs in-process: the fast allocator, if present."""
+def prepare_process(s: Settings | None = None) -> int:
+    """For a long-lived process that runs jobs in-process, before it accepts work: the fast
+    allocator (if present; this restarts the process), the one Prefect backend of the process
+    (`flows.backend`), and the jobs that an earlier process left unfinished, run again here.
+    Returns how many jobs it resumed."""
+    from flows import backend
     from gpu_worker.separate import reexec_with_fast_allocator
 
     reexec_with_fast_allocator()
+    s = _s(s)
+    if s.run_mode == "cluster":
+        return 0
+    backend.start(s)
+    return recover_lost_jobs(s).get("resumed", 0)
+
+
+def stop_jobs(timeout: float = 60.0) -> list[str]:
+    """This process is shutting down: stop the jobs it runs (they stay open, and the next
+    start resumes them) and wait up to `timeout` for their threads; the ids still running."""
+    import time
+
+    from flows import submit
+    from flows.jobs import stop_all_jobs
+
+    stop_all_jobs()
+    deadline = time.monotonic() + timeout
+    for thread in list(submit._threads.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return jobs_in_process()

@@ -111,6 +111,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The process running it in-process (embedded mode; `flows.jobs.this_runner`), or
+    # "released" when that process shut down and left it for the next one to resume.
+    runner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 

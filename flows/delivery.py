@@ -84,14 +84,24 @@ def progress_bar(fraction: float, cells: int = 10) -> str:
     return "▰" * filled + "▱" * (cells - filled)
 
 
+RESTART_STEPS = ("restarted", "interrupted")
+JOB_NOUNS = {"cover": "cover", "karaoke": "karaoke track", "stems": "stems", "train": "voice"}
+
+
 def status_line(
     state: str,
     step: str,
     progress: float,
     position: int | None = None,
     reason: str | None = None,
+    kind: str | None = None,
 ) -> str:
     """The status message's second line: where the job is."""
+    noun = JOB_NOUNS.get(kind or "", "job")
+    if state not in TERMINAL and step == "restarted":  # taken over after a restart
+        return f"🔄 Encore restarted; your {noun} continues."
+    if state not in TERMINAL and step == "interrupted":  # its process is shutting down
+        return f"⏸ Encore is restarting; your {noun} continues when it is back."
     if state == "queued" or step == "queued":
         if not position or position <= 1:
             return "⏳ Queued — yours is next"
@@ -304,16 +314,30 @@ class Courier:
     def start(self) -> None:
         if not self.reply_to.get("status_message_id"):
             return
+        self._show_now()  # a job taken over after a restart says so before anything else
         self._thread = threading.Thread(
             target=self._watch, name=f"courier-{self.job_id}", daemon=True
         )
         self._thread.start()
 
+    def _show_now(self) -> None:
+        """Show at once that the job was taken over after a restart, or that it waits for one
+        (the watcher shows everything else, and `deliver` the outcome)."""
+        try:
+            job = get_job(self.s, self.job_id)
+            if job is not None and job.state not in TERMINAL and job.step in RESTART_STEPS:
+                line = status_line(job.state, job.step, job.progress, kind=job.kind)
+                self.edit(status_text(job_headline(self.s, job), line))
+        except Exception:  # a status edit is never worth failing the job for
+            log.warning("job %s: status edit failed", self.job_id, exc_info=True)
+
     def close(self) -> None:
-        """Stop watching and deliver the outcome (once; another delivery may have won)."""
+        """Stop watching and deliver the outcome (once; another delivery may have won); a job
+        left open (its process shuts down) shows that it will continue."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            self._show_now()
         try:
             deliver(self.s, self.job_id, courier=self)
         finally:
@@ -330,7 +354,7 @@ class Courier:
                 position = queue_position(self.s, job) if job.state == "queued" else None
                 text = status_text(
                     job_headline(self.s, job),
-                    status_line(job.state, job.step, job.progress, position),
+                    status_line(job.state, job.step, job.progress, position, kind=job.kind),
                 )
                 if text != self._shown and time.monotonic() - self._last_edit >= self.interval:
                     self.edit(text)

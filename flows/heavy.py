@@ -39,11 +39,12 @@ from flows.jobs import (
     job_key_prefix,
     untouched_s,
     update_job,
+    watch_job,
 )
 from flows.settings import Settings, get_settings
 from flows.steps import convert, intake, preview, separate, step_task, train
 from flows.storage import open_storage
-from gpu_worker import errors
+from gpu_worker import cancel, errors
 from gpu_worker.errors import Crashed, EngineError
 
 log = logging.getLogger("encore.heavy")
@@ -80,7 +81,10 @@ def _step(s: Settings, job_id: str, name: str, body: Callable[[Path], Any]) -> A
     workdir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] | None = None  # stays None on an unexpected error
     try:
-        with heartbeat(s, job_id):
+        # The job's watch (stop check and heartbeat) is the parent's in-process; a step run by
+        # a worker (a cluster) watches the job itself, so a cancel stops it within seconds.
+        watch = heartbeat(s, job_id) if cancel.current() is not None else watch_job(s, job_id)
+        with watch:
             out = body(workdir)
         record = {"ok": out}
         return out

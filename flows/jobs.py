@@ -2,12 +2,20 @@
 
 `run_job` is the one wrapper every flow body runs in. It turns any failure into a terminal row
 with a short reason, removes what the job half-wrote, and never lets a traceback reach a user.
+
+While a job runs, `watch_job` watches its row: a user's cancel, or this process shutting down
+(`stop_all_jobs`), stops the work within seconds through the engine's stop check
+(`gpu_worker.cancel`). A shutdown never fails a job: it is released (`release_job`) for the
+next process to resume. An embedded job's row names the process that runs it (`this_runner`),
+so a starting process can tell a dead process's jobs from a live one's (`flows.recovery`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session
 from flows.settings import Settings
+from gpu_worker import cancel
 from gpu_worker.errors import Crashed, EngineError, ModelMissing
 
 log = logging.getLogger("encore.jobs")
@@ -47,7 +56,117 @@ STEP_LABELS = {
 
 
 class JobCancelled(Exception):
-    """The user cancelled the job; the flow stops at the next step boundary."""
+    """The user cancelled the job; the flow stops at its next check (see `watch_job`)."""
+
+
+class JobInterrupted(JobCancelled):
+    """This process is shutting down: the job stops like a cancelled one, but stays open, and
+    runs again when Encore starts again (`flows.recovery`)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Which process runs a job (embedded mode)
+
+RELEASED = "released"  # the runner of a job that its process let go of when shutting down
+
+
+def _proc_start(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), or "" where /proc cannot say."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return ""
+
+
+def this_runner() -> str:
+    """This process, as recorded on the jobs it runs: host, boot, pid and start time, so a
+    later process with the same pid (a restarted container's pid 1) is not taken for it."""
+    pid = os.getpid()
+    return f"{socket.gethostname()[:100]}|{_boot_id()}|{pid}|{_proc_start(pid)}"
+
+
+def runner_alive(runner: str | None) -> bool | None:
+    """Whether the process that `runner` names still runs; None when this host cannot tell
+    (no runner recorded, or another machine): then only the row's age tells."""
+    if not runner or runner == RELEASED:
+        return None
+    try:
+        host, boot, pid, started = runner.split("|")
+    except ValueError:
+        return None
+    if host != socket.gethostname()[:100] or boot != _boot_id():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        pass  # it exists (another user's)
+    return _proc_start(int(pid)) == started
+
+
+# ------------------------------------------------------------------------------------------
+# Stopping jobs: a user's cancel, or this process shutting down
+
+_stopping = threading.Event()
+WATCH_S = 0.5  # how often a running job looks whether it was cancelled
+
+
+def stop_all_jobs() -> None:
+    """This process is shutting down: every job it runs stops within seconds and is left
+    open for the next start to resume (`JobInterrupted`)."""
+    _stopping.set()
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
+@contextmanager
+def watch_job(s: Settings, job_id: str) -> Iterator[Callable[[], None]]:
+    """While the block runs, a thread of this process watches the job's row: it notices a
+    cancel within `WATCH_S` and touches the row every `heartbeat_s` (the row stays fresh as
+    long as the process lives). Yields the stop check, also installed for the engine
+    (`gpu_worker.cancel`): it raises JobInterrupted when the process shuts down and
+    JobCancelled once the job is cancelled; heavy loops and subprocesses poll it."""
+    cancelled = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:
+        touched = time.monotonic()
+        while not done.wait(WATCH_S):
+            try:
+                job = get_job(s, job_id)
+                if job is None or job.state == "cancelled":
+                    cancelled.set()
+                    return
+                if time.monotonic() - touched > heartbeat_s(s):
+                    update_job(s, job_id)
+                    touched = time.monotonic()
+            except Exception:  # a database hiccup: look again next time
+                log.warning("watching job %s failed", job_id, exc_info=True)
+
+    def check() -> None:
+        if _stopping.is_set():
+            raise JobInterrupted()
+        if cancelled.is_set():
+            raise JobCancelled()
+
+    thread = threading.Thread(target=watch, name=f"watch-{job_id}", daemon=True)
+    thread.start()
+    try:
+        with cancel.watching(check):
+            yield check
+    finally:
+        done.set()
+        thread.join()
 
 
 def create_job(
@@ -57,16 +176,24 @@ def create_job(
     params: dict,
     idempotency_key: str | None = None,
     reply_to: dict | None = None,
+    runner: str | None = None,
 ) -> str:
     """A new queued job, or the existing one with the same idempotency key.
 
     `reply_to` (the chat to report to, see `flows.delivery`) is kept in its own table, never
-    in `params`: parameters go to Prefect, and must name nobody.
+    in `params`: parameters go to Prefect, and must name nobody. `runner` names the process
+    that will run it in-process (`this_runner`), for embedded jobs.
     """
     engine_for(s.database)  # migrate first: only a clash of keys may be caught below
     try:
         with session(s.database) as db:
-            job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key)
+            job = Job(
+                kind=kind,
+                owner=owner,
+                params=params,
+                idempotency_key=idempotency_key,
+                runner=runner,
+            )
             db.add(job)
             db.flush()
             if reply_to is not None:
@@ -210,6 +337,7 @@ class StepRecord:
 @contextmanager
 def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[StepRecord]:
     """Enter `step`: show it on the job, then record its time and cache use."""
+    cancel.checkpoint()
     job = get_job(s, job_id)
     if job is not None and job.state == "cancelled":
         raise JobCancelled()
@@ -235,11 +363,15 @@ def job_progress(
     """A progress callback for an engine call spanning [start, end] of the job's bar.
 
     It writes at most once every `every_s` seconds, and stops the work (by raising
-    JobCancelled) once the user has cancelled the job.
+    JobCancelled) once the user has cancelled the job. It may be called from the engine's
+    own threads: the job's stop check (`watch_job`) is taken along, and polled on every call.
     """
     last = [0.0]
+    stop = cancel.current()
 
     def report(fraction: float) -> None:
+        if stop is not None:
+            stop()
         moment = time.monotonic()
         if moment - last[0] < every_s:
             return
@@ -318,15 +450,22 @@ def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
 
     update_job(s, job_id, flow_run_id=flow_run.id)  # links the job to its run in Prefect's UI
     try:
-        with _slots.hold(s, job_id):
+        with watch_job(s, job_id), _slots.hold(s, job_id):
             result = body(workdir)
+    except JobInterrupted:
+        release_job(s, job_id)
+        return {"state": "interrupted"}
     except JobCancelled:
         return {"state": "cancelled"}
-    except EngineError as exc:
-        ours = {"fault": "ours"} if isinstance(exc, Crashed | ModelMissing) else None
-        _finish(s, job_id, "failed", reason=exc.message, result=ours)
-        return {"state": "failed", "reason": exc.message}
-    except Exception:
+    except Exception as exc:
+        if stopping():  # whatever broke while the process shuts down: it runs again later
+            log.warning("job %s stopped by the shutdown: %s", job_id, exc)
+            release_job(s, job_id)
+            return {"state": "interrupted"}
+        if isinstance(exc, EngineError):
+            ours = {"fault": "ours"} if isinstance(exc, Crashed | ModelMissing) else None
+            _finish(s, job_id, "failed", reason=exc.message, result=ours)
+            return {"state": "failed", "reason": exc.message}
         log.exception("job %s failed", job_id)
         _finish(s, job_id, "failed", reason=GENERIC_FAILURE)
         raise
@@ -395,6 +534,8 @@ class _Slots:
                         self._running += 1
                         return
                     self._cond.wait(0.5)
+                if _stopping.is_set():
+                    raise JobInterrupted()
                 job = get_job(s, job_id)
                 if job is not None and job.state == "cancelled":
                     raise JobCancelled()
@@ -408,6 +549,17 @@ class _Slots:
 
 
 _slots = _Slots()
+
+
+def release_job(s: Settings, job_id: str) -> None:
+    """Let go of a job this process stops running because it shuts down: the job stays
+    open (queued, step "interrupted"), and the next process to start resumes it."""
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in TERMINAL:
+            return
+        job.state, job.step, job.runner = "queued", "interrupted", RELEASED
+        job.updated_at = now()
 
 
 def _finish(s: Settings, job_id: str, state: str, reason: str | None = None, result=None) -> None:

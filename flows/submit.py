@@ -9,6 +9,7 @@ job row until it ends, reporting each change, which works the same wherever the 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import threading
@@ -19,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.db import TERMINAL, Job
-from flows.jobs import GENERIC_FAILURE, SERVER_DOWN, create_job, get_job, update_job
+from flows.jobs import (
+    GENERIC_FAILURE,
+    SERVER_DOWN,
+    create_job,
+    get_job,
+    stopping,
+    this_runner,
+    update_job,
+)
 from flows.settings import Settings, get_settings
 from flows.storage import open_storage
 from gpu_worker.errors import EngineError
@@ -50,8 +59,27 @@ class JobView:
 
 _threads: dict[str, threading.Thread] = {}
 
+# The flow each kind of job runs in-process (module path, imported when first needed).
+JOB_FLOW_FNS = {
+    "cover": "flows.cover.make_cover",
+    "stems": "flows.separation.stems",
+    "karaoke": "flows.separation.karaoke",
+    "train": "flows.training.train_voice",
+    "import": "flows.training.import_voice_flow",
+}
 
-def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
+
+def flow_fn_of(kind: str) -> Callable:
+    module, name = JOB_FLOW_FNS[kind].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
+    """Run the job's flow on a thread of this process; the Prefect backend starts first."""
+    from flows import backend
+
+    backend.start(s)  # once per process, before any flow thread (no-op with a server)
+
     def target() -> None:
         try:
             flow_fn(**kwargs)
@@ -92,21 +120,40 @@ def _submit(
 
     The reply target (where the flow reports progress and delivers, `flows.delivery`) is kept
     in the database; the parameters, which Prefect stores, hold ids and options only."""
+    embedded = s.run_mode != "cluster"
+    runner = this_runner() if embedded else None
     if quota:
         from flows.users import create_counted_job
 
-        job_id = create_counted_job(s, kind, owner, params, idempotency_key=key, reply_to=reply_to)
+        job_id = create_counted_job(
+            s, kind, owner, params, idempotency_key=key, reply_to=reply_to, runner=runner
+        )
     else:
-        job_id = create_job(s, kind, owner, params, idempotency_key=key, reply_to=reply_to)
+        job_id = create_job(
+            s, kind, owner, params, idempotency_key=key, reply_to=reply_to, runner=runner
+        )
     job = get_job(s, job_id)
     if job is None or job.state != "queued":
         return job_id
-    if s.run_mode == "cluster":
+    if not embedded:
         if job.flow_run_id is None:
             _start_deployment(s, job_id, kind, job.params, job.attempts)
-    elif job_id not in _threads:
-        _start(job_id, flow_fn, {"job_id": job_id, **params})
+    elif job_id not in _threads and job.runner == runner:
+        # (a repeated submission of another process's job is that process's to run, or,
+        # if it died, the next recovery's: `flows.recovery`)
+        try:
+            _start(s, job_id, flow_fn, {"job_id": job_id, **params})
+        except Exception as exc:  # the Prefect backend did not start: nothing will run it
+            log.warning("could not start job %s: %s", job_id, exc)
+            update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
+            raise EngineError(SERVER_DOWN) from exc
     return job_id
+
+
+def resume(s: Settings, job: Job) -> None:
+    """Run again, in this process, an open job this process has just taken over."""
+    if job.id not in _threads:
+        _start(s, job.id, flow_fn_of(job.kind), {"job_id": job.id, **(job.params or {})})
 
 
 def submit_cover(
@@ -279,6 +326,8 @@ def follow(
             final = view(job_id, s)
             if final is not None and final.done:
                 continue
+            if stopping():  # stopped by this process's shutdown: left open, to resume
+                return final
             update_job(s, job_id, state="failed", step="done", reason=GENERIC_FAILURE)
             continue
         if deadline is not None and time.monotonic() > deadline:

@@ -14,8 +14,9 @@ from pathlib import Path
 from prefect import flow
 
 from flows import erase
+from flows.db import TERMINAL
 from flows.heavy import render_preview, run_heavy, train_model
-from flows.jobs import job_step, run_job
+from flows.jobs import get_job, job_step, run_job
 from flows.settings import get_settings
 from flows.steps import register, step_task
 from flows.storage import open_storage
@@ -26,9 +27,14 @@ from gpu_worker.errors import EngineError
 register_task = step_task(register.register, name="register")
 
 
-def _delete_uploads(uris: list[str]) -> None:
-    """The user's uploads go when the job ends; one S3 refuses now is left to the sweeper."""
-    erase.erase(get_settings(), [erase.uri(uri) for uri in uris])
+def _delete_uploads(job_id: str, uris: list[str]) -> None:
+    """Delete the job's uploaded files once it ended (a job stopped by a shutdown keeps them:
+    it runs again when Encore starts again); one S3 refuses now is left to the sweeper."""
+    s = get_settings()
+    job = get_job(s, job_id)
+    if job is not None and job.state not in TERMINAL:
+        return
+    erase.erase(s, [erase.uri(uri) for uri in uris])
 
 
 @flow(name="train-voice", flow_run_name="train-{job_id}", persist_result=False)
@@ -69,7 +75,7 @@ def train_voice(
     try:
         return run_job(s, job_id, body)
     finally:
-        _delete_uploads(samples)
+        _delete_uploads(job_id, samples)
 
 
 @flow(name="import-voice", flow_run_name="import-{job_id}", persist_result=False)
@@ -94,4 +100,4 @@ def import_voice_flow(job_id: str, owner: str, name: str, files: list[str]) -> d
     try:
         return run_job(s, job_id, body)
     finally:
-        _delete_uploads(files)
+        _delete_uploads(job_id, files)

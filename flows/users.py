@@ -578,6 +578,7 @@ def create_counted_job(
     params: dict,
     idempotency_key: str | None = None,
     reply_to: dict | None = None,
+    runner: str | None = None,
 ) -> str:
     """A new queued job counted against `owner`'s quotas (or the existing one with the same
     idempotency key); QuotaExceeded, with nothing made, when a limit stops it.
@@ -598,7 +599,13 @@ def create_counted_job(
             limit = _limit(db, s, owner, kind)
             if limit is not None:
                 raise QuotaExceeded(limit)
-            job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key)
+            job = Job(
+                kind=kind,
+                owner=owner,
+                params=params,
+                idempotency_key=idempotency_key,
+                runner=runner,
+            )
             db.add(job)
             db.flush()
             db.add(Usage(subject=subject(s, owner), kind=kind, job_id=job.id))

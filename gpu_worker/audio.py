@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from gpu_worker import cancel
 from gpu_worker.errors import BadAudio, EngineError, TooLong
 
 # ffmpeg runs as a subprocess with its own timeout: a thread-level timeout cannot stop it.
@@ -284,7 +285,7 @@ def _pcm_chunks(
     byte_cap = float("inf") if most is None else most * frame_bytes  # past it: kill ffmpeg
     chunk = max(frame_bytes, CHUNK_BYTES // frame_bytes * frame_bytes)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     errors: list[bytes] = []
 
     def drain_errors() -> None:  # ffmpeg must never block on a full stderr pipe
@@ -299,6 +300,7 @@ def _pcm_chunks(
     carry = b""
     try:
         while True:
+            cancel.checkpoint()  # a cancel or a shutdown stops the decode (ffmpeg is killed)
             block = proc.stdout.read(chunk)
             if not block:
                 break
@@ -410,9 +412,7 @@ def run_ffmpeg(args: list[str], what: str) -> str:
     """Run ffmpeg with `args`; return its stderr. Failures raise EngineError naming `what`."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-y", *args]
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False
-        )
+        proc = cancel.run(cmd, timeout=FFMPEG_TIMEOUT_S, text=True)
     except subprocess.TimeoutExpired:
         raise EngineError(f"{what} took too long; try a shorter song.") from None
     if proc.returncode != 0:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from gpu_worker import cancel
 from gpu_worker.errors import BadAudio, BadVoice, EngineError, ModelMissing
 from gpu_worker.model_check import check_index, check_voice
 
@@ -776,6 +777,7 @@ def _synthesize(
     # Windows need a margin past the decoder's reach (8 frames); without one, decode in one go.
     step = DECODER_WINDOW if margin >= DECODER_MARGIN else max(length, 1)
     for start in range(0, length, step):
+        cancel.checkpoint()  # a window takes a fraction of a second: stop between two
         lo, hi = max(0, start - margin), min(length, start + step + margin)
         if f0 is None:
             y = dec(z[:, :, lo:hi], g=g)
@@ -857,6 +859,7 @@ def convert_16k(
     sid = torch.tensor([0], device=device, dtype=torch.long)
     with torch.inference_mode(), torch.random.fork_rng(devices=[]):
         for i, (a, b) in enumerate(pieces):
+            cancel.checkpoint()
             first, last = round(a * rate / SR_16K), round(b * rate / SR_16K)
             lo = a + pad - context  # window in `padded`, whole frames from a piece's start
             hi = min(padded.shape[0], b + pad + context + (margin + 3) * FRAME)

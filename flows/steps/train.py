@@ -16,6 +16,7 @@ from pathlib import Path
 from flows.catalog import file_hash
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
+from gpu_worker import cancel
 from gpu_worker import train as engine
 
 STALE_DAYS = 7
@@ -67,6 +68,13 @@ def train_options(s: Settings, options: dict) -> engine.TrainOptions:
     return engine.TrainOptions(**given)
 
 
+def _cancel_check():
+    """The job's stop check (a cancel, a shutdown) as the engine's `cancel` poll: the training
+    child is then told to stop, keeping its last checkpoint for a resumed run."""
+    stop = cancel.current()
+    return None if stop is None else lambda: bool(stop())
+
+
 def train(
     s: Settings, job_id: str, name: str, samples_dir: Path, exp_dir: Path, options: dict
 ) -> dict:
@@ -82,6 +90,7 @@ def train(
             device=s.resolved_device(),
             options=train_options(s, options),
             progress=lambda p: report(p.fraction),
+            cancel=_cancel_check(),
         )
         record.detail = {
             "epochs": result.epochs,
