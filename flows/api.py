@@ -165,6 +165,16 @@ def valid_voice_name(name: str) -> str:
     return voices.valid_name(name)
 
 
+def voice_name_key(name: str) -> str:
+    """What names that only look alike share (see `flows.voices.name_key`)."""
+    return voices.name_key(name)
+
+
+def display_name(owner: str, s: Settings | None = None) -> str:
+    """The name a user last showed in chat, or "" when Encore keeps none."""
+    return users.display_name(_s(s), owner)
+
+
 def ensure_user(owner: str, display_name: str = "", s: Settings | None = None) -> None:
     users.ensure_user(_s(s), owner, display_name)
 

@@ -42,13 +42,17 @@ class Base(DeclarativeBase):
 
 
 class Song(Base):
-    """A song in the catalog: its audio lives in storage, named by content hash."""
+    """A song in the catalog (owner None) or one a user sent (theirs alone): one row per
+    owner and content hash. Stems are cached by content hash, so identical files share them."""
 
     __tablename__ = "songs"
+    __table_args__ = (
+        UniqueConstraint("owner", "content_hash", name="uq_songs_owner_content_hash"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     title: Mapped[str] = mapped_column(String(300))
     artist: Mapped[str] = mapped_column(String(300), default="")
-    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
     uri: Mapped[str] = mapped_column(Text)
     duration: Mapped[float] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: catalog

@@ -38,6 +38,7 @@ TOKEN_LIFETIME_S = 15 * 60
 DEADLINE_S = 3.0
 BOT_TOKEN = "fake.discord.token"
 DISCORD_EPOCH_MS = 1420070400000
+NAMES = {1: "ada", 2: "bob"}  # users tests play, by id
 
 
 @dataclass
@@ -159,7 +160,8 @@ class FakeDiscord:
 
     # -- playing users
 
-    def user(self, user_id: int = 1, name: str = "ada") -> dict:
+    def user(self, user_id: int = 1, name: str | None = None) -> dict:
+        name = name or NAMES.get(user_id, f"user{user_id}")
         return {"id": str(user_id), "username": name, "global_name": name.title(),
                 "discriminator": "0", "avatar": None}  # fmt: skip
 

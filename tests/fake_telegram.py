@@ -12,8 +12,9 @@ while (`fail_for`: an outage), or be done but answered too late (`delay_next`: t
 is lost past the client's read timeout).
 
 Tests play the users: `send_text`, `send_voice`, `send_audio`, `send_document`, `press` and
-`redeliver` push updates that the bot's long poll picks up. `BotProcess` runs a real
-`Application` in a thread of its own, started and stopped by hand.
+`redeliver` push updates that the bot's long poll picks up, from any user id (`NAMES` gives
+them first names; Telegram's placeholder senders and `sender_chat` included). `BotProcess`
+runs a real `Application` in a thread of its own, started and stopped by hand.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+NAMES = {1: "Ada", 2: "Bob", 1087968824: "Group", 136817688: "Channel", 777000: "Telegram"}
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 UPLOAD_LIMIT = 50 * 1024 * 1024
 NOT_MODIFIED = (
@@ -185,6 +187,13 @@ class FakeTelegram:
                 self.owners[chat_id] = user_id
             self.admins.setdefault(chat_id, set()).add(user_id)
 
+    def _file_path(self, folder: str, filename: str) -> str:
+        """Telegram names stored files itself (`documents/file_12.mp3`), never by the name the
+        sender gave, which only travels as `file_name`."""
+        suffix = filename.rpartition(".")[2] if "." in filename.strip(".") else ""
+        tail = f".{suffix}" if suffix.isalnum() else ""
+        return f"{folder}/file_{self._file_seq + 1}{tail}"
+
     def add_file(self, data: bytes, path: str, size: int | None = None) -> str:
         with self._lock:
             self._file_seq += 1
@@ -195,8 +204,9 @@ class FakeTelegram:
     # -- users talking to the bot
 
     @staticmethod
-    def user(user_id: int = 1, first_name: str = "Ada") -> dict:
-        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+    def user(user_id: int = 1, first_name: str | None = None) -> dict:
+        name = first_name or NAMES.get(user_id, f"User {user_id}")
+        return {"id": user_id, "is_bot": False, "first_name": name, "language_code": "en"}
 
     @staticmethod
     def private_chat(user_id: int = 1, first_name: str = "Ada") -> dict:
@@ -212,7 +222,12 @@ class FakeTelegram:
             return self._message_ids[chat_id]
 
     def _user_message(
-        self, user_id: int, chat: dict | None, reply_to: dict | None, **content
+        self,
+        user_id: int,
+        chat: dict | None,
+        reply_to: dict | None,
+        sender_chat: dict | None = None,
+        **content,
     ) -> dict:
         chat = chat or self.private_chat(user_id)
         message = {
@@ -222,6 +237,8 @@ class FakeTelegram:
             "from": self.user(user_id),
             **content,
         }
+        if sender_chat is not None:  # sent on behalf of a chat (a channel, or the group)
+            message["sender_chat"] = sender_chat
         if reply_to is not None:
             message["reply_to_message"] = reply_to
         with self._lock:
@@ -230,13 +247,18 @@ class FakeTelegram:
         return message
 
     def send_text(
-        self, text: str, user_id: int = 1, chat: dict | None = None, reply_to: dict | None = None
+        self,
+        text: str,
+        user_id: int = 1,
+        chat: dict | None = None,
+        reply_to: dict | None = None,
+        sender_chat: dict | None = None,
     ) -> dict:
         content: dict[str, Any] = {"text": text}
         if text.startswith("/"):
             command = text.split()[0]
             content["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
-        return self._user_message(user_id, chat, reply_to, **content)
+        return self._user_message(user_id, chat, reply_to, sender_chat, **content)
 
     def send_voice(
         self,
@@ -267,7 +289,7 @@ class FakeTelegram:
         user_id: int = 1,
         chat: dict | None = None,
     ) -> dict:
-        file_id = self.add_file(data, f"music/{filename}")
+        file_id = self.add_file(data, self._file_path("music", filename))
         audio = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",
@@ -290,7 +312,7 @@ class FakeTelegram:
         user_id: int = 1,
         chat: dict | None = None,
     ) -> dict:
-        file_id = self.add_file(data, f"documents/{filename}")
+        file_id = self.add_file(data, self._file_path("documents", filename))
         document = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",
@@ -300,14 +322,16 @@ class FakeTelegram:
         }
         return self._user_message(user_id, chat, None, document=document)
 
-    def press(self, message: dict, data: str, user_id: int = 1) -> None:
-        """Press an inline button of a message the bot sent (as it looks now)."""
+    def press(self, message: dict, data: str, user_id: int = 1) -> str:
+        """Press an inline button of a message the bot sent (as it looks now), as `user_id`
+        (anyone in the chat can); returns the callback query's id."""
         with self._lock:
             current = dict(self.messages[(message["chat"]["id"], message["message_id"])])
+        query_id = f"cq{self._update_id + 1}"
         self._push(
             {
                 "callback_query": {
-                    "id": f"cq{self._update_id + 1}",
+                    "id": query_id,
                     "from": self.user(user_id),
                     "message": current,
                     "chat_instance": "ci-1",
@@ -315,6 +339,14 @@ class FakeTelegram:
                 }
             }
         )
+        return query_id
+
+    def answer_to(self, query_id: str) -> str | None:
+        """The text the bot answered a callback query with ("" for none), once it answered."""
+        for call in self.calls_of("answerCallbackQuery"):
+            if call.params.get("callback_query_id") == query_id:
+                return str(call.params.get("text") or "")
+        return None
 
     def redeliver(self, message: dict) -> None:
         """Deliver the same message again, as a new update (a double-submitted command)."""

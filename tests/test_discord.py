@@ -389,8 +389,8 @@ def test_voices_default_status_and_forget_with_a_confirmation_button(fake, bot, 
     callback = _callback(fake, asked)
     assert callback["data"]["flags"] & EPHEMERAL
     buttons = [c["custom_id"] for row in callback["data"]["components"] for c in row["components"]]
-    assert buttons == ["fy", "fn"]
-    pressed = fake.press(asked.original, "fy")
+    assert [b.split("|")[0] for b in buttons] == ["fy", "fn"]
+    pressed = fake.press(asked.original, buttons[0])
     update = _callback(fake, pressed)
     assert update["type"] == 7
     assert update["data"]["content"].startswith("Done: I deleted 1 voice")
@@ -549,3 +549,74 @@ def test_encore_bot_discord_sync_registers_the_commands_and_exits(fake, dc_setti
         [str(encore), "bot", "discord"], env=env, capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 1 and "Set ENCORE_DISCORD_TOKEN" in refused.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Buttons and identities in a server
+
+
+BOB = 2
+
+
+def _state(settings) -> dict:
+    from flows.db import User
+
+    with session(settings.database) as db:
+        voices = sorted((v.owner, v.name, v.id) for v in db.query(Voice).all())
+        jobs = sorted((j.owner, j.id) for j in db.query(Job).all())
+        defaults = sorted((u.id, u.default_voice_id) for u in db.query(User).all())
+    return {"voices": voices, "jobs": jobs, "defaults": defaults}
+
+
+def _custom_ids(message: dict) -> list[str]:
+    return [c["custom_id"] for row in message.get("components") or [] for c in row["components"]]
+
+
+def test_in_a_server_nobody_can_press_another_members_buttons(
+    fake, bot, dc_settings, voice_files, song, tmp_path
+):
+    from flows.demo import synth_song
+    from gpu_worker.audio import write_wav
+
+    for owner in (OWNER, f"discord:{BOB}"):  # two voices each, no default: menus
+        for name in ("alice", "bob"):
+            pth, index = voice_files[name]
+            import_voice(dc_settings, owner, name, [pth, index])
+    other = write_wav(tmp_path / "tune.wav", synth_song(3.0, seed=5), SR)
+    add_song(dc_settings, other, title="Test Tune", artist="Tester")
+
+    def menu(pending: Pending) -> dict:
+        _callback(fake, pending)
+        return pending.original
+
+    ada_forget = menu(fake.command("forget"))
+    bob_forget = menu(fake.command("forget", user_id=BOB))
+    ada_songs = menu(fake.command("cover", [{"name": "song", "type": 3, "value": "tester test"}]))
+    bob_voices = menu(fake.command("voices", user_id=BOB))
+    assert "Several songs match" in ada_songs["content"]
+    before = _state(dc_settings)
+
+    def press(message: dict, custom_id: str, user_id: int) -> str:
+        return _ephemeral_text(fake, fake.press(message, custom_id, user_id=user_id))
+
+    # Each presses the other's /forget confirmation, song menu and voice buttons.
+    assert press(ada_forget, _custom_ids(ada_forget)[0], BOB) == "This button is for Ada."
+    assert press(bob_forget, _custom_ids(bob_forget)[0], 1) == "This button is for Bob."
+    song_pick = _custom_ids(ada_songs)[0]
+    assert press(ada_songs, song_pick, BOB) == "This button is for Ada."
+    assert press(bob_voices, _custom_ids(bob_voices)[0], 1) == "This button is for Bob."
+
+    # Ada's own press works: her song menu becomes her voice menu, which Bob cannot use.
+    mine = fake.press(ada_songs, song_pick)
+    assert _callback(fake, mine)["type"] == 7
+    voice_menu = mine.original
+    assert voice_menu["content"].startswith("Which voice")
+    voice_pick = _custom_ids(voice_menu)[0]
+    assert press(voice_menu, voice_pick, BOB) == "This button is for Ada."
+    # A forged button on her own menu with a key change of +99 is refused like /cover +99.
+    forged = "|".join([*voice_pick.split("|")[:4], "+99"])
+    assert press(voice_menu, forged, 1) == "The key change goes from -12 to +12 semitones."
+
+    assert _state(dc_settings) == before  # nobody's voices, defaults or jobs changed
+    assert not before["jobs"]
+    assert "Done" not in ada_forget["content"] and "Done" not in bob_forget["content"]

@@ -601,8 +601,8 @@ def test_cancel_then_forget_removes_everything(fake, bot, tg_settings, alice, so
     ask = _reply(fake, fake.send_text("/forget"))
     assert "cannot be undone" in ask["text"]
     yes = ask["reply_markup"]["inline_keyboard"][0][0]
-    assert yes["callback_data"] == "fy"
-    fake.press(ask, "fy")
+    assert yes["text"] == "🗑 Delete everything" and yes["callback_data"].startswith("fy|")
+    fake.press(ask, yes["callback_data"])
     fake.wait_for(lambda: fake.bot_message(ADA, ask["message_id"])["text"].startswith("Done:"))
     final = fake.bot_message(ADA, ask["message_id"])["text"]
     assert final.startswith("Done: I deleted 1 voice, 2 jobs with their files")
@@ -1000,3 +1000,112 @@ def test_encore_debug_bot_telegram_logs_requests_without_the_token(fake, tg_sett
     assert proc.returncode == 0, out
     assert "/bot<redacted>/getUpdates" in out  # the library's debug lines, URLs included
     assert fake.token not in out and fake.token.split(":")[1] not in out
+
+
+# ------------------------------------------------------------------------------------------
+# Buttons and identities in a group
+
+
+BOB = 2
+GROUP = -100888
+
+
+def _state(settings) -> dict:
+    """What each user has: their voices (with the default) and their jobs."""
+    with session(settings.database) as db:
+        voices = sorted((v.owner, v.name, v.id) for v in db.query(Voice).all())
+        jobs = sorted((j.owner, j.id) for j in db.query(Job).all())
+        defaults = sorted((u.id, u.default_voice_id) for u in db.query(User).all())
+    return {"voices": voices, "jobs": jobs, "defaults": defaults}
+
+
+def _buttons(message: dict) -> list[dict]:
+    return [b for row in message.get("reply_markup", {}).get("inline_keyboard", []) for b in row]
+
+
+def test_in_a_group_nobody_can_press_another_members_buttons(
+    fake, bot, tg_settings, voice_files, song, tmp_path
+):
+    for owner in (OWNER, f"telegram:{BOB}"):  # two voices each, no default: menus
+        for name in ("alice", "bob"):
+            pth, index = voice_files[name]
+            import_voice(tg_settings, owner, name, [pth, index])
+    other = write_wav(tmp_path / "tune.wav", synth_song(3.0, seed=5), SR)
+    add_song(tg_settings, other, title="Test Tune", artist="Tester")
+    group = fake.group_chat(GROUP)
+
+    def ask(text: str, user_id: int) -> dict:
+        return _reply(fake, fake.send_text(text, user_id=user_id, chat=group))
+
+    def press(message: dict, data: str, user_id: int) -> str:
+        query = fake.press(message, data, user_id=user_id)
+        fake.wait_for(lambda: fake.answer_to(query) is not None, 30, "the answer")
+        return fake.answer_to(query)
+
+    ada_forget, bob_forget = ask("/forget", ADA), ask("/forget", BOB)
+    ada_menu = ask("/cover tester test", ADA)
+    bob_voices = ask("/voices", BOB)
+    before = _state(tg_settings)
+
+    # Each presses the other's /forget confirmation, song menu and voice buttons.
+    assert press(ada_forget, _buttons(ada_forget)[0]["callback_data"], BOB) == (
+        "This button is for Ada."
+    )
+    assert press(bob_forget, _buttons(bob_forget)[0]["callback_data"], ADA) == (
+        "This button is for Bob."
+    )
+    song_pick = next(b for b in _buttons(ada_menu) if b["text"].endswith("Song"))
+    assert press(ada_menu, song_pick["callback_data"], BOB) == "This button is for Ada."
+    make_default = _buttons(bob_voices)[0]
+    assert press(bob_voices, make_default["callback_data"], ADA) == "This button is for Bob."
+
+    # Ada's own press works: her song menu becomes her voice menu, which Bob cannot use.
+    press(ada_menu, song_pick["callback_data"], ADA)
+    fake.wait_for(lambda: "Which voice" in fake.bot_message(GROUP, ada_menu["message_id"])["text"])
+    voice_menu = fake.bot_message(GROUP, ada_menu["message_id"])
+    assert press(voice_menu, _buttons(voice_menu)[0]["callback_data"], BOB) == (
+        "This button is for Ada."
+    )
+    # A forged button on her own menu with a key change of +99 is refused like /cover +99.
+    verb, tag, song_ref, voice_ref, _pitch = _buttons(voice_menu)[0]["callback_data"].split("|")
+    forged = "|".join((verb, tag, song_ref, voice_ref, "+99"))
+    assert press(voice_menu, forged, ADA) == "The key change goes from -12 to +12 semitones."
+
+    assert _state(tg_settings) == before  # nobody's voices, defaults or jobs changed
+    assert not before["jobs"]
+    for message in (ada_forget, bob_forget, bob_voices):
+        assert fake.bot_message(GROUP, message["message_id"])["text"] == message["text"]
+    assert fake.bot_message(GROUP, ada_menu["message_id"])["text"] == voice_menu["text"]
+    # And her own "Keep it" still answers her.
+    press(ada_forget, _buttons(ada_forget)[1]["callback_data"], ADA)
+    fake.wait_for(
+        lambda: fake.bot_message(GROUP, ada_forget["message_id"])["text"].startswith("Kept:")
+    )
+    assert _state(tg_settings) == before
+
+
+PLACEHOLDER_START = "I can't tell who you are when you post as the group or a channel"
+
+
+def test_anonymous_admins_and_channel_posts_cannot_own_or_delete_anything(
+    fake, bot, tg_settings, song
+):
+    group = fake.group_chat(GROUP)
+    channel = {"id": -100999, "type": "channel", "title": "News"}
+    senders = [
+        (1087968824, group),  # an anonymous admin: "from" is GroupAnonymousBot
+        (136817688, channel),  # a member posting as their channel
+        (777000, channel),  # the channel's post forwarded into its discussion group
+        (ADA, group),  # any sender_chat means the message is not the person's own
+    ]
+    for user_id, sender_chat in senders:
+        for command in ("/train mine", "/import", "/forget", "/voice alice", "/cover test"):
+            message = fake.send_text(command, user_id=user_id, chat=group, sender_chat=sender_chat)
+            assert _last_reply_text(fake, message).startswith(PLACEHOLDER_START), command
+    with session(tg_settings.database) as db:
+        assert db.query(UploadSession).count() == 0
+        assert db.query(Job).count() == 0
+        assert db.query(User).count() == 0
+    # The same person without the mask is served as usual.
+    reply = _last_reply_text(fake, fake.send_text("/train mine", user_id=ADA, chat=group))
+    assert reply.startswith("🎙 Let's clone “mine”")
