@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import app
+from flows.cli import app, service_logging
 
 bot_app = typer.Typer(help="Run a chat bot.", no_args_is_help=True)
 app.add_typer(bot_app, name="bot")
@@ -25,14 +25,6 @@ NO_TOKEN = (
     "Set ENCORE_TELEGRAM_TOKEN to the token BotFather gave your bot "
     "(see the README's Telegram section)."
 )
-
-
-def _logging(s) -> None:
-    """Log lines at INFO, none with a token (httpx is quieted unless `encore --debug`)."""
-    from flows.logs import protect_logs
-
-    protect_logs(s)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
 
 @bot_app.command("telegram")
@@ -54,7 +46,7 @@ def telegram(
     if not s.telegram_token:
         typer.echo(f"Error: {NO_TOKEN}", err=True)
         raise typer.Exit(1)
-    _logging(s)
+    service_logging(s)
     _prepare(api)
     from bots.telegram import run
 
@@ -111,7 +103,7 @@ def discord_bot(
     if not s.discord_token:
         typer.echo(f"Error: {NO_DISCORD_TOKEN}", err=True)
         raise typer.Exit(1)
-    _logging(s)
+    service_logging(s)
     if sync:
         from bots.discord_bot import sync_commands
 

@@ -38,6 +38,15 @@ HEAVY_COMMANDS = {"cover", "stems", "karaoke", "demo"}
 state = {"debug": False}
 
 
+def service_logging(s=None) -> None:
+    """A long-running service's log lines (the bots): INFO and up, none with a token (httpx
+    is quieted unless `encore --debug`)."""
+    from flows.logs import protect_logs
+
+    protect_logs(s, debug=state.get("debug", False))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
 @app.callback()
 def main(
     ctx: typer.Context,

@@ -312,7 +312,12 @@ def test_training_runs_its_heavy_steps_on_the_gpu_pool_and_posts_the_preview(
     assert storage.exists(voice.pth_uri) and storage.exists(voice.index_uri)
     for flow_name, pool in (("train-voice", s.cpu_pool), ("train-model", s.gpu_pool),
                             ("render-preview", s.gpu_pool)):  # fmt: skip
-        [run] = _runs_of(job_id, flow_name)
+        # The parent's run ends after the delivery (it cleans up first): wait for its end.
+        [run] = fake.wait_for(
+            lambda name=flow_name: [r for r in _runs_of(job_id, name) if r.state.is_final()],
+            60,
+            f"the {flow_name} run to end",
+        )
         assert run.state.is_completed() and run.work_pool_name == pool, flow_name
     # The uploads, the trained files' hand-off and the job's scratch space are gone from S3.
     for prefix in ("files/tmp/uploads/telegram_5151", f"files/tmp/jobs/{job_id}"):
