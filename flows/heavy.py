@@ -215,6 +215,7 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
         parameters={"job_id": job_id, **params},
         timeout=0,
         as_subflow=True,
+        flow_run_name=step_flow.flow_run_name.format(job_id=job_id),  # named while it waits
     )
     started = touched = time.monotonic()
     running_since: float | None = None
