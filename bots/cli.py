@@ -8,6 +8,7 @@ of the flows CLI's typer app.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -45,20 +46,38 @@ def telegram(
     if not s.telegram_token:
         typer.echo(f"Error: {NO_TOKEN}", err=True)
         raise typer.Exit(1)
-    api.prepare_process()  # jobs run in this process: give Demucs the fast allocator
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    _prepare(api)
     from bots.telegram import run
 
     mode = f"webhook at {webhook_url}" if webhook_url else "polling"
     typer.echo(f"Encore's Telegram bot is running ({mode}); Ctrl-C stops it.")
-    run(s, webhook_url=webhook_url, listen=listen, port=port)
+    run(s, webhook_url=webhook_url, listen=listen, port=port)  # returns on Ctrl-C or SIGTERM
+    _stop_jobs(api)
+
+
+def _prepare(api) -> None:
+    """Before the bot accepts work: the process's Prefect backend, and jobs to resume."""
+    try:
+        resumed = api.prepare_process()
+    except RuntimeError as exc:  # the process's Prefect backend did not start
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if resumed:
+        typer.echo(f"Resuming {resumed} job(s) that were running when Encore stopped.")
+
+
+def _stop_jobs(api) -> None:
+    """The bot stopped: stop the jobs running here. They stay open, and the next start of
+    Encore runs them again (their chats are told); nothing is marked failed."""
     running = api.jobs_in_process()
     if running:
         typer.echo(
-            f"Waiting for {len(running)} running job(s) to finish; they post their results "
-            "themselves. Ctrl-C again abandons them (their users are told they were interrupted)."
+            f"Stopping {len(running)} running job(s); they continue when Encore starts again."
         )
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C leaves now; a start resumes
+        api.stop_jobs()
 
 
 NO_DISCORD_TOKEN = (
@@ -92,17 +111,16 @@ def discord_bot(
         names = sync_commands(s)
         typer.echo(f"Registered {len(names)} slash commands: {', '.join('/' + n for n in names)}")
         return
-    api.prepare_process()
+    _prepare(api)
     from bots.discord_bot import run
 
+    def stop(*_):
+        raise KeyboardInterrupt  # discord.py stops cleanly on it
+
+    signal.signal(signal.SIGTERM, stop)
     typer.echo("Encore's Discord bot is running; Ctrl-C stops it.")
     run(s)
-    running = api.jobs_in_process()
-    if running:
-        typer.echo(
-            f"Waiting for {len(running)} running job(s) to finish; they post their results "
-            "themselves."
-        )
+    _stop_jobs(api)
 
 
 @app.command()

@@ -45,6 +45,19 @@ async def sweep_deliveries(s, every_s: float = SWEEP_S) -> None:
 
 
 GENERIC_ERROR = "Something went wrong on our side; please try again in a minute."
+FORGET_PENDING = (
+    "Some of your files could not be deleted yet; Encore keeps trying and will tell you here."
+)
+FORGET_STOPPING = "Your running job is stopping; Encore deletes what it leaves and tells you here."
+
+
+def where_to_tell(who: Who) -> dict:
+    """A reply target for a message to `who`'s chat later (a finished `/forget`)."""
+    if who.platform == "discord":
+        return {"platform": "discord", "channel_id": who.chat_id, "user_id": who.user_id}
+    return {"platform": who.platform, "chat_id": who.chat_id}
+
+
 MAX_PITCH = 12
 
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -59,7 +72,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("status", "Your jobs"),
     ("cancel", "Stop the latest job or session"),
     ("forget", "Delete everything Encore keeps about you"),
-    ("trending", "Chat admins: /trending on|off"),
+    ("trending", "Group admins: /trending on|off"),
     ("help", "What this bot does"),
 )
 
@@ -76,7 +89,7 @@ HELP = (
     "/stems <song> — vocals, drums, bass and other as files\n"
     "/status — your jobs · /cancel — stop the latest\n"
     "/forget — delete everything I keep about you\n"
-    "/trending on|off — chat admins: post trending covers here"
+    "/trending on|off — group admins: post trending covers here"
 )
 
 COVER_USAGE = (
@@ -423,6 +436,9 @@ class ChatCore:
         title: str | None,
         artist: str = "",
     ) -> Outcome:
+        refused = self._quota(who, verb)  # checked again before the song is stored
+        if refused:
+            return refused
         try:
             query, pitch = parse_song_args(args)
             song = api.add_uploaded_song(who.owner, local, query or title, artist, s=self.s)
@@ -576,12 +592,17 @@ class ChatCore:
         )
 
     def forget_confirmed(self, who: Who) -> Reply:
-        gone = api.forget_user(who.owner, s=self.s)
-        return Reply(
+        gone = api.forget_user(who.owner, s=self.s, notify=where_to_tell(who))
+        done = (
             f"Done: I deleted {plural(gone.voices, 'voice')}, {plural(gone.jobs, 'job')} with "
             f"their files, {plural(gone.songs, 'uploaded song')} and "
-            f"{plural(gone.samples, 'staged sample')}. I keep nothing else about you."
+            f"{plural(gone.samples, 'staged sample')}."
         )
+        if gone.pending:
+            return Reply(f"{done} {FORGET_PENDING}")
+        if gone.stopping:
+            return Reply(f"{done} {FORGET_STOPPING}")
+        return Reply(f"{done} I keep nothing else about you.")
 
     # -- training
 
@@ -747,7 +768,12 @@ class ChatCore:
             if refused:
                 return refused
             upload = api.open_upload(who.owner, "import", "", s=self.s)
-        upload, fresh = api.add_model_file(upload.id, who.owner, source, local, filename, s=self.s)
+        try:
+            upload, fresh = api.add_model_file(
+                upload.id, who.owner, source, local, filename, s=self.s
+            )
+        except UserError as exc:
+            return Reply(exc.message)
         if not fresh:
             return None
         suffix = Path(filename).suffix.lower()
@@ -810,14 +836,27 @@ class ChatCore:
     # -- chat administration
 
     def trending(self, who: Who, args: str, is_admin: bool) -> Reply:
+        """`/trending [on|off]`. Drops go to groups and channels, switched by their admins; a
+        private chat may have them only where the operator allows it
+        (`ENCORE_TRENDING_PRIVATE_CHATS`). Either way they spend the operator's daily budget."""
         arg = (args or "").strip().lower()
         subscribed = api.is_subscribed(who.platform, who.chat_id, "trending", s=self.s)
+        private_ok = self.s.trending_private_chats
         if arg not in ("on", "off"):
             if arg:
                 return Reply("Use /trending on or /trending off.")
             state = "gets" if subscribed else "does not get"
+            rule = (
+                "Admins switch them with /trending on|off."
+                if private_ok or not who.private
+                else "They go to groups and channels, where an admin switches them with "
+                "/trending on|off."
+            )
+            return Reply(f"This chat {state} the trending covers. {rule}")
+        if arg == "on" and who.private and not private_ok:
             return Reply(
-                f"This chat {state} the trending covers. Admins switch them with /trending on|off."
+                "Trending covers go to groups and channels: add me to one and send "
+                "/trending on there as an admin."
             )
         if not is_admin:
             return Reply("Only this chat's admins can switch the trending covers on or off.")
@@ -885,7 +924,11 @@ class ChatCore:
     # -- submitting
 
     def submit(self, plan: JobPlan, key: str, reply_to: dict) -> tuple[str, bool] | Reply:
-        """Submit the plan once per `key`; (job id, whether this call made it) or a refusal."""
+        """Submit the plan once per `key`; (job id, whether this call made it) or a refusal.
+
+        The user's quotas are checked again where the job is made, atomically, so a burst of
+        commands cannot make more jobs than the quotas allow.
+        """
         try:
             if plan.kind == "cover":
                 job_id = jobs.submit_cover(
@@ -896,10 +939,16 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "stems":
                 job_id = jobs.submit_stems(
-                    plan.owner, plan.song_id, idempotency_key=key, s=self.s, reply_to=reply_to
+                    plan.owner,
+                    plan.song_id,
+                    idempotency_key=key,
+                    s=self.s,
+                    reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "karaoke":
                 job_id = jobs.submit_karaoke(
@@ -909,6 +958,7 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "train":
                 job_id = jobs.submit_training(
@@ -919,6 +969,7 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             elif plan.kind == "import":
                 job_id = jobs.submit_import(
@@ -928,12 +979,15 @@ class ChatCore:
                     idempotency_key=key,
                     s=self.s,
                     reply_to=reply_to,
+                    quota=True,
                 )
             else:
                 raise ValueError(plan.kind)
         except UserError as exc:
             if plan.upload_id:
                 api.release_upload(plan.upload_id, s=self.s)
+            if isinstance(exc, api.QuotaExceeded):  # a quota filled up since the plan
+                return Reply(limit_text(exc.limit, self.s))
             return Reply(exc.message)
         if plan.upload_id:
             api.mark_submitted(plan.upload_id, job_id, s=self.s)

@@ -342,7 +342,6 @@ class DiscordBot:
             "user_id": who.user_id,
             "status_message_id": "@original",
             "upload_limit": interaction.filesize_limit,
-            "user": who.name,
             "headline": plan.headline,
         }
         submitted = await asyncio.to_thread(self.core.submit, plan, key, reply_to)

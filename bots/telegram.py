@@ -244,7 +244,6 @@ class TelegramBot:
             "chat_id": status.chat_id,
             "status_message_id": status.message_id,
             "reply_to_message_id": command_id,
-            "user": who.name,
             "headline": plan.headline,
         }
         submitted = await self._core(self.core.submit, plan, key, reply_to)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flows import catalog, users, voices
+from flows import catalog, erase, users, voices
 from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
+from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
-from flows.submit import stage_upload
-from flows.users import Forgotten, Limit
+from flows.users import Forgotten, Limit, QuotaExceeded
 from gpu_worker.errors import EngineError as UserError
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
 
@@ -30,6 +30,7 @@ __all__ = [
     "Forgotten",
     "JobInfo",
     "Limit",
+    "QuotaExceeded",
     "SampleResult",
     "SongInfo",
     "UploadInfo",
@@ -205,7 +206,7 @@ def _job(job: Job | None, s: Settings) -> JobInfo | None:
         job.reason,
         head,
         job.created_at,
-        (job.params or {}).get("reply_to"),
+        reply_target(s, job.id),
     )
 
 
@@ -228,8 +229,9 @@ def check_quota(owner: str, kind: str, s: Settings | None = None) -> Limit | Non
     return users.check_quota(_s(s), owner, kind)
 
 
-def forget_user(owner: str, s: Settings | None = None) -> Forgotten:
-    return users.forget_user(_s(s), owner)
+def forget_user(owner: str, s: Settings | None = None, notify: dict | None = None) -> Forgotten:
+    """Erase everything of `owner`; `notify` (a chat) is told when files left pending are gone."""
+    return users.forget_user(_s(s), owner, notify)
 
 
 # ------------------------------------------------------------------------------------------
@@ -367,9 +369,9 @@ def add_sample(
         if problem.startswith("Sample 1 "):
             problem = "This clip " + problem.removeprefix("Sample 1 ")
         return SampleResult(False, False, check.voiced_s, problem, session)
-    uri = stage_upload(owner, Path(local), filename, s=s)
-    size = Path(local).stat().st_size
-    row = users.add_upload_file(s, upload_id, source, uri, filename, digest, size, check.voiced_s)
+    row = users.stage_file(
+        s, upload_id, owner, source, Path(local), filename, digest, check.voiced_s
+    )
     return SampleResult(
         row is not None, row is None, check.voiced_s, None, get_upload(upload_id, s)
     )
@@ -383,12 +385,13 @@ def add_model_file(
     filename: str,
     s: Settings | None = None,
 ) -> tuple[UploadInfo, bool]:
-    """Stage a model file (.pth, .index or .zip) in an import session; (session, was it new)."""
+    """Stage a model file (.pth, .index or .zip) in an import session; (session, was it new).
+
+    Raises UserError, storing nothing, when the session is over or a cap is reached.
+    """
     s = _s(s)
-    uri = stage_upload(owner, Path(local), filename, s=s)
     digest = _sha256(Path(local))
-    size = Path(local).stat().st_size
-    row = users.add_upload_file(s, upload_id, source, uri, filename, digest, size)
+    row = users.stage_file(s, upload_id, owner, source, Path(local), filename, digest)
     return get_upload(upload_id, s), row is not None
 
 
@@ -420,23 +423,49 @@ def is_subscribed(platform: str, chat_id: str, kind: str, s: Settings | None = N
 
 
 def recover(s: Settings | None = None) -> int:
-    """Rerun or end jobs whose process died, drop week-old upload sessions, and post the
-    outcomes nobody delivered; returns how many were posted."""
+    """Rerun or end jobs whose process died, expire stale upload sessions and old scratch
+    files (`flows.users.sweep`), retry pending deletions, and post the outcomes nobody
+    delivered; returns how many were posted."""
     s = _s(s)
     recover_lost_jobs(s)
-    users.expire_upload_sessions(s)
+    users.sweep(s)
+    erase.sweep(s)  # deletions that failed before (S3 down) and what forgotten jobs left
     return deliver_pending(s)
 
 
 def jobs_in_process() -> list[str]:
-    """Jobs whose flows run in this process now (embedded mode): they end before it exits."""
+    """Jobs whose flows run in this process now (embedded mode)."""
     from flows import submit
 
     return [job_id for job_id, thread in list(submit._threads.items()) if thread.is_alive()]
 
 
-def prepare_process() -> None:
-    """For a long-lived process that runs jobs in-process: the fast allocator, if present."""
+def prepare_process(s: Settings | None = None) -> int:
+    """For a long-lived process that runs jobs in-process, before it accepts work: the fast
+    allocator (if present; this restarts the process), the one Prefect backend of the process
+    (`flows.backend`), and the jobs that an earlier process left unfinished, run again here.
+    Returns how many jobs it resumed."""
+    from flows import backend
     from gpu_worker.separate import reexec_with_fast_allocator
 
     reexec_with_fast_allocator()
+    s = _s(s)
+    if s.run_mode == "cluster":
+        return 0
+    backend.start(s)
+    return recover_lost_jobs(s).get("resumed", 0)
+
+
+def stop_jobs(timeout: float = 60.0) -> list[str]:
+    """This process is shutting down: stop the jobs it runs (they stay open, and the next
+    start resumes them) and wait up to `timeout` for their threads; the ids still running."""
+    import time
+
+    from flows import submit
+    from flows.jobs import stop_all_jobs
+
+    stop_all_jobs()
+    deadline = time.monotonic() + timeout
+    for thread in list(submit._threads.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return jobs_in_process()

@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 from flows.db import Song, session
 from flows.settings import Settings
 from flows.storage import open_storage
-from gpu_worker.audio import Limits, probe
+from gpu_worker.audio import Limits, scan
 from gpu_worker.errors import EngineError
 
 MAX_TEXT = 200
@@ -47,9 +47,12 @@ def file_hash(path: Path) -> str:
 def add_song(
     s: Settings, path: Path, title: str | None = None, artist: str = "", owner: str | None = None
 ) -> Song:
-    """Validate `path` as audio within the limits and add it (or return the same song)."""
+    """Validate `path` as audio within the limits and add it (or return the same song).
+
+    The whole file is decoded once, in chunks and within the limits, so a song whose headers
+    lie or whose samples are invalid is refused here, before anything is stored or queued."""
     path = Path(path)
-    info = probe(path, limits(s))
+    info = scan(path, limits(s))
     digest = file_hash(path)
     with session(s.database) as db:
         existing = db.scalars(select(Song).where(Song.content_hash == digest)).first()

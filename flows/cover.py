@@ -27,11 +27,10 @@ def make_cover(
     song_id: str,
     voice_id: str,
     options: dict | None = None,
-    reply_to: dict | None = None,
 ) -> dict:
     """Make a cover of `song_id` sung by `voice_id`; returns the stored cover's URI.
 
-    `reply_to` names the chat that asked; `run_job` posts progress and the cover there.
+    `run_job` posts progress and the cover to the chat that asked (its reply target).
     """
     s = get_settings()
     options = options or {}

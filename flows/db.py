@@ -107,6 +107,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The process running it in-process (embedded mode; `flows.jobs.this_runner`), or
+    # "released" when that process shut down and left it for the next one to resume.
+    runner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
@@ -196,6 +199,53 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(String(16), default="sending")  # sending|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Usage(Base):
+    """One job a user (or the trending drops) started, counted against their quotas.
+
+    Keyed by an HMAC of the user id (`flows.users.subject`), it names nobody, so `/forget`
+    keeps it and cannot reset the counters; rows older than two days are swept away. While
+    the job exists its row says whether it counts (`flows.users`); `/forget` copies that
+    into `excused` and drops the link.
+    """
+
+    __tablename__ = "usage_ledger"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    excused: Mapped[str | None] = mapped_column(String(16), nullable=True)  # ours|cancelled
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ReplyTarget(Base):
+    """Where a job reports to: the chat, its status message, a Discord interaction token.
+
+    Kept apart from the job's parameters, which go to Prefect as run parameters: these
+    never leave the database, and `/forget` deletes them with the job.
+    """
+
+    __tablename__ = "reply_targets"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    target: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class PendingDeletion(Base):
+    """A stored file (`kind` "uri") or prefix ("prefix") that must go but could not be
+    deleted yet; a sweeper retries it until it is gone (`flows.erase`)."""
+
+    __tablename__ = "pending_deletions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # uri|prefix
+    target: Mapped[str] = mapped_column(Text)
+    batch: Mapped[str | None] = mapped_column(String(32), nullable=True)  # one /forget
+    notify: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # who to tell when done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 

@@ -4,10 +4,11 @@ This module owns everything a flow says to a chat, over the platform's HTTP API 
 Bot API, or Discord's REST API: the interaction's follow-up webhook while its token is fresh,
 then the channel API with a mention). The bot process takes no part: a bot restart loses nothing.
 
-A job submitted from a chat carries `params["reply_to"]`, made by the bot:
+A job submitted from a chat has a reply target, made by the bot and kept in the database
+(`flows.jobs.reply_target`; never in the job's parameters, which Prefect stores):
 
     {"platform": "telegram", "chat_id": 123, "status_message_id": 45,
-     "reply_to_message_id": 44, "user": "Ada", "headline": "🎤 Song — sung by alice"}
+     "reply_to_message_id": 44, "headline": "🎤 Song — sung by alice"}
 
 `run_job` (`flows.jobs`) gives such a job a `Courier`. While the job runs, a watcher thread
 edits the one status message when the step, the progress or the place in the queue changes,
@@ -45,7 +46,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from flows.catalog import get_song
 from flows.db import TERMINAL, Delivery, Job, Voice, now, session
-from flows.jobs import STEP_LABELS, get_job
+from flows.jobs import STEP_LABELS, get_job, reply_target
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.samples import format_duration
@@ -83,14 +84,24 @@ def progress_bar(fraction: float, cells: int = 10) -> str:
     return "▰" * filled + "▱" * (cells - filled)
 
 
+RESTART_STEPS = ("restarted", "interrupted")
+JOB_NOUNS = {"cover": "cover", "karaoke": "karaoke track", "stems": "stems", "train": "voice"}
+
+
 def status_line(
     state: str,
     step: str,
     progress: float,
     position: int | None = None,
     reason: str | None = None,
+    kind: str | None = None,
 ) -> str:
     """The status message's second line: where the job is."""
+    noun = JOB_NOUNS.get(kind or "", "job")
+    if state not in TERMINAL and step == "restarted":  # taken over after a restart
+        return f"🔄 Encore restarted; your {noun} continues."
+    if state not in TERMINAL and step == "interrupted":  # its process is shutting down
+        return f"⏸ Encore is restarting; your {noun} continues when it is back."
     if state == "queued" or step == "queued":
         if not position or position <= 1:
             return "⏳ Queued — yours is next"
@@ -126,7 +137,7 @@ def queue_position(s: Settings, job: Job) -> int:
 
 def job_headline(s: Settings, job: Job) -> str:
     """The headline the bot stored, or one made from the job's parameters."""
-    reply_to = (job.params or {}).get("reply_to") or {}
+    reply_to = reply_target(s, job.id) or {}
     if reply_to.get("headline"):
         return str(reply_to["headline"])
     params = job.params or {}
@@ -303,16 +314,30 @@ class Courier:
     def start(self) -> None:
         if not self.reply_to.get("status_message_id"):
             return
+        self._show_now()  # a job taken over after a restart says so before anything else
         self._thread = threading.Thread(
             target=self._watch, name=f"courier-{self.job_id}", daemon=True
         )
         self._thread.start()
 
+    def _show_now(self) -> None:
+        """Show at once that the job was taken over after a restart, or that it waits for one
+        (the watcher shows everything else, and `deliver` the outcome)."""
+        try:
+            job = get_job(self.s, self.job_id)
+            if job is not None and job.state not in TERMINAL and job.step in RESTART_STEPS:
+                line = status_line(job.state, job.step, job.progress, kind=job.kind)
+                self.edit(status_text(job_headline(self.s, job), line))
+        except Exception:  # a status edit is never worth failing the job for
+            log.warning("job %s: status edit failed", self.job_id, exc_info=True)
+
     def close(self) -> None:
-        """Stop watching and deliver the outcome (once; another delivery may have won)."""
+        """Stop watching and deliver the outcome (once; another delivery may have won); a job
+        left open (its process shuts down) shows that it will continue."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            self._show_now()
         try:
             deliver(self.s, self.job_id, courier=self)
         finally:
@@ -329,7 +354,7 @@ class Courier:
                 position = queue_position(self.s, job) if job.state == "queued" else None
                 text = status_text(
                     job_headline(self.s, job),
-                    status_line(job.state, job.step, job.progress, position),
+                    status_line(job.state, job.step, job.progress, position, kind=job.kind),
                 )
                 if text != self._shown and time.monotonic() - self._last_edit >= self.interval:
                     self.edit(text)
@@ -749,9 +774,8 @@ def _default_hint(s: Settings, owner: str, result: dict) -> str:
 
 def courier_for(s: Settings, job_id: str) -> Courier | None:
     """The courier for a job submitted from a chat this module can post to, else None."""
-    job = get_job(s, job_id)
-    reply_to = (job.params or {}).get("reply_to") if job is not None else None
-    if not isinstance(reply_to, dict):
+    reply_to = reply_target(s, job_id)  # kept in the database, never in run parameters
+    if reply_to is None:
         return None
     if reply_to.get("platform") == "telegram":
         return Courier(s, job_id, reply_to)

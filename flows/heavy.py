@@ -47,11 +47,12 @@ from flows.jobs import (
     job_key_prefix,
     untouched_s,
     update_job,
+    watch_job,
 )
 from flows.settings import Settings, get_settings
 from flows.steps import convert, intake, preview, separate, step_task, train
 from flows.storage import open_storage
-from gpu_worker import errors
+from gpu_worker import cancel, errors
 from gpu_worker.errors import Crashed, EngineError
 
 log = logging.getLogger("encore.heavy")
@@ -128,7 +129,10 @@ def _step(s: Settings, job_id: str, name: str, body: Callable[[Path], Any]) -> A
     workdir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] | None = None  # stays None on an unexpected error
     try:
-        with heartbeat(s, job_id):
+        # The job's watch (stop check and heartbeat) is the parent's in-process; a step run by
+        # a worker (a cluster) watches the job itself, so a cancel stops it within seconds.
+        watch = heartbeat(s, job_id) if cancel.current() is not None else watch_job(s, job_id)
+        with watch:
             out = body(workdir)
         record = {"ok": out}
         return out
@@ -325,9 +329,10 @@ def train_model(
     """Check the samples and train the model; the model and index go to the job's storage.
 
     The training folder is kept until the model is stored, so a retry (Prefect's, or the user
-    sending the same samples after a crash) resumes from the last checkpoint; its checkpoint is
-    also kept in storage, for a rerun on another machine, until the voice is registered or the
-    job ends for good (a user's mistake or a cancel).
+    sending the same samples after a crash) resumes from the last checkpoint; a cancelled
+    job's folder goes at once. Its checkpoint is also kept in storage, for a rerun on another
+    machine, until the voice is registered or the job ends for good (a user's mistake or a
+    cancel).
     """
     s = get_settings()
     options = options or {}
@@ -342,10 +347,12 @@ def train_model(
         try:
             found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
             retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
-            trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options)
+            trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options, owner)
         except (EngineError, JobCancelled) as exc:
+            if isinstance(exc, JobCancelled):  # nothing resumes a cancelled (or forgotten) job
+                shutil.rmtree(exp_dir, ignore_errors=True)
             if not isinstance(exc, Crashed):  # not to be resumed: its checkpoint goes
-                train.delete_checkpoints(s, train.checkpoints_prefix(exp_dir))
+                train.delete_checkpoints(s, train.checkpoints_prefix(owner, exp_dir))
             raise
         prefix = f"{job_key_prefix(job_id)}/model"
         trained["pth"] = storage.put(Path(trained["pth"]), f"{prefix}/model.pth")

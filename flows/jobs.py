@@ -2,12 +2,20 @@
 
 `run_job` is the one wrapper every flow body runs in. It turns any failure into a terminal row
 with a short reason, removes what the job half-wrote, and never lets a traceback reach a user.
+
+While a job runs, `watch_job` watches its row: a user's cancel, or this process shutting down
+(`stop_all_jobs`), stops the work within seconds through the engine's stop check
+(`gpu_worker.cancel`). A shutdown never fails a job: it is released (`release_job`) for the
+next process to resume. An embedded job's row names the process that runs it (`this_runner`),
+so a starting process can tell a dead process's jobs from a live one's (`flows.recovery`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +27,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from flows.db import TERMINAL, Job, StepRun, engine_for, now, session
+from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session
 from flows.settings import Settings
-from flows.storage import open_storage
-from gpu_worker.errors import EngineError
+from gpu_worker import cancel
+from gpu_worker.errors import Crashed, EngineError, ModelMissing
 
 log = logging.getLogger("encore.jobs")
 
@@ -48,19 +56,148 @@ STEP_LABELS = {
 
 
 class JobCancelled(Exception):
-    """The user cancelled the job; the flow stops at the next step boundary."""
+    """The user cancelled the job; the flow stops at its next check (see `watch_job`)."""
+
+
+class JobInterrupted(JobCancelled):
+    """This process is shutting down: the job stops like a cancelled one, but stays open, and
+    runs again when Encore starts again (`flows.recovery`)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Which process runs a job (embedded mode)
+
+RELEASED = "released"  # the runner of a job that its process let go of when shutting down
+
+
+def _proc_start(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), or "" where /proc cannot say."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return ""
+
+
+def this_runner() -> str:
+    """This process, as recorded on the jobs it runs: host, boot, pid and start time, so a
+    later process with the same pid (a restarted container's pid 1) is not taken for it."""
+    pid = os.getpid()
+    return f"{socket.gethostname()[:100]}|{_boot_id()}|{pid}|{_proc_start(pid)}"
+
+
+def runner_alive(runner: str | None) -> bool | None:
+    """Whether the process that `runner` names still runs; None when this host cannot tell
+    (no runner recorded, or another machine): then only the row's age tells."""
+    if not runner or runner == RELEASED:
+        return None
+    try:
+        host, boot, pid, started = runner.split("|")
+    except ValueError:
+        return None
+    if host != socket.gethostname()[:100] or boot != _boot_id():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        pass  # it exists (another user's)
+    return _proc_start(int(pid)) == started
+
+
+# ------------------------------------------------------------------------------------------
+# Stopping jobs: a user's cancel, or this process shutting down
+
+_stopping = threading.Event()
+WATCH_S = 0.5  # how often a running job looks whether it was cancelled
+
+
+def stop_all_jobs() -> None:
+    """This process is shutting down: every job it runs stops within seconds and is left
+    open for the next start to resume (`JobInterrupted`)."""
+    _stopping.set()
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
+@contextmanager
+def watch_job(s: Settings, job_id: str) -> Iterator[Callable[[], None]]:
+    """While the block runs, a thread of this process watches the job's row: it notices a
+    cancel within `WATCH_S` and touches the row every `heartbeat_s` (the row stays fresh as
+    long as the process lives). Yields the stop check, also installed for the engine
+    (`gpu_worker.cancel`): it raises JobInterrupted when the process shuts down and
+    JobCancelled once the job is cancelled; heavy loops and subprocesses poll it."""
+    cancelled = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:
+        touched = time.monotonic()
+        while not done.wait(WATCH_S):
+            try:
+                job = get_job(s, job_id)
+                if job is None or job.state == "cancelled":
+                    cancelled.set()
+                    return
+                if time.monotonic() - touched > heartbeat_s(s):
+                    update_job(s, job_id)
+                    touched = time.monotonic()
+            except Exception:  # a database hiccup: look again next time
+                log.warning("watching job %s failed", job_id, exc_info=True)
+
+    def check() -> None:
+        if _stopping.is_set():
+            raise JobInterrupted()
+        if cancelled.is_set():
+            raise JobCancelled()
+
+    thread = threading.Thread(target=watch, name=f"watch-{job_id}", daemon=True)
+    thread.start()
+    try:
+        with cancel.watching(check):
+            yield check
+    finally:
+        done.set()
+        thread.join()
 
 
 def create_job(
-    s: Settings, kind: str, owner: str, params: dict, idempotency_key: str | None = None
+    s: Settings,
+    kind: str,
+    owner: str,
+    params: dict,
+    idempotency_key: str | None = None,
+    reply_to: dict | None = None,
+    runner: str | None = None,
 ) -> str:
-    """A new queued job, or the existing one with the same idempotency key."""
+    """A new queued job, or the existing one with the same idempotency key.
+
+    `reply_to` (the chat to report to, see `flows.delivery`) is kept in its own table, never
+    in `params`: parameters go to Prefect, and must name nobody. `runner` names the process
+    that will run it in-process (`this_runner`), for embedded jobs.
+    """
     engine_for(s.database)  # migrate first: only a clash of keys may be caught below
     try:
         with session(s.database) as db:
-            job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key)
+            job = Job(
+                kind=kind,
+                owner=owner,
+                params=params,
+                idempotency_key=idempotency_key,
+                runner=runner,
+            )
             db.add(job)
             db.flush()
+            if reply_to is not None:
+                db.add(ReplyTarget(job_id=job.id, target=reply_to))
             return job.id
     except IntegrityError:
         if idempotency_key is None:
@@ -73,6 +210,13 @@ def create_job(
 def get_job(s: Settings, job_id: str) -> Job | None:
     with session(s.database) as db:
         return db.get(Job, job_id)
+
+
+def reply_target(s: Settings, job_id: str) -> dict | None:
+    """Where the job reports to (a chat), or None: a job from the CLI, or a forgotten user."""
+    with session(s.database) as db:
+        row = db.get(ReplyTarget, job_id)
+        return dict(row.target) if row is not None and isinstance(row.target, dict) else None
 
 
 def update_job(s: Settings, job_id: str, **fields: Any) -> None:
@@ -99,6 +243,19 @@ def cancel_job(s: Settings, job_id: str) -> bool:
 
 OPEN = ("queued", "running")
 INTERRUPTED = "The job was interrupted before it finished; please run it again."
+SERVER_DOWN = "Encore's job server is not answering; please try again in a few minutes."
+# Failures that are Encore's, not the user's: they use up no quota (`flows.users`).
+OUR_FAILURES = (GENERIC_FAILURE, INTERRUPTED, SERVER_DOWN)
+
+
+def failed_on_our_side(job: Job) -> bool:
+    """Did the job fail for a reason of ours (a crash, a restart, a server down)?
+
+    Any other failure comes from what the user sent, and counts against their quota.
+    """
+    if job.state != "failed":
+        return False
+    return job.reason in OUR_FAILURES or (job.result or {}).get("fault") == "ours"
 
 
 def untouched_s(job: Job) -> float:
@@ -180,6 +337,7 @@ class StepRecord:
 @contextmanager
 def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[StepRecord]:
     """Enter `step`: show it on the job, then record its time and cache use."""
+    cancel.checkpoint()
     job = get_job(s, job_id)
     if job is not None and job.state == "cancelled":
         raise JobCancelled()
@@ -205,11 +363,15 @@ def job_progress(
     """A progress callback for an engine call spanning [start, end] of the job's bar.
 
     It writes at most once every `every_s` seconds, and stops the work (by raising
-    JobCancelled) once the user has cancelled the job.
+    JobCancelled) once the user has cancelled the job. It may be called from the engine's
+    own threads: the job's stop check (`watch_job`) is taken along, and polled on every call.
     """
     last = [0.0]
+    stop = cancel.current()
 
     def report(fraction: float) -> None:
+        if stop is not None:
+            stop()
         moment = time.monotonic()
         if moment - last[0] < every_s:
             return
@@ -233,6 +395,14 @@ def job_key_prefix(job_id: str) -> str:
     return f"tmp/jobs/{job_id}"
 
 
+def job_prefixes(job_id: str) -> list[str]:
+    """Every storage prefix a job writes under: its results and its scratch."""
+    return [f"covers/{job_id}", f"results/{job_id}", job_key_prefix(job_id)]
+
+
+FORGOTTEN = "forgotten"  # the owner of a job whose user was forgotten while it ran
+
+
 def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens.
 
@@ -251,39 +421,74 @@ def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     try:
         return _run(s, job_id, body)
     finally:
-        if courier is not None:
-            courier.close()
+        try:
+            if courier is not None:
+                courier.close()
+        finally:
+            _drop_if_forgotten(s, job_id)
+
+
+def _drop_if_forgotten(s: Settings, job_id: str) -> None:
+    """The flow of a job whose user was forgotten has ended: its row goes, and whatever it
+    stored meanwhile (the sweeper also looks, `flows.erase`)."""
+    from flows.erase import erase, prefix
+
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.owner != FORGOTTEN:
+            return
+        db.delete(job)
+    erase(s, [prefix(p) for p in job_prefixes(job_id)])
 
 
 def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
-    workdir = job_workdir(s, job_id)
-    storage = open_storage(s.storage)
     from prefect.runtime import flow_run
+
+    from flows.erase import erase, prefix, uri
+
+    workdir = job_workdir(s, job_id)
 
     update_job(s, job_id, flow_run_id=flow_run.id)  # links the job to its run in Prefect's UI
     try:
-        with _slots.hold(s, job_id):
+        with watch_job(s, job_id), _slots.hold(s, job_id):
             result = body(workdir)
+    except JobInterrupted:
+        release_job(s, job_id)
+        return {"state": "interrupted"}
     except JobCancelled:
         return {"state": "cancelled"}
-    except EngineError as exc:
-        _finish(s, job_id, "failed", reason=exc.message)
-        return {"state": "failed", "reason": exc.message}
-    except Exception:
+    except Exception as exc:
+        if stopping():  # whatever broke while the process shuts down: it runs again later
+            log.warning("job %s stopped by the shutdown: %s", job_id, exc)
+            release_job(s, job_id)
+            return {"state": "interrupted"}
+        if isinstance(exc, EngineError):
+            ours = {"fault": "ours"} if isinstance(exc, Crashed | ModelMissing) else None
+            _finish(s, job_id, "failed", reason=exc.message, result=ours)
+            return {"state": "failed", "reason": exc.message}
         log.exception("job %s failed", job_id)
         _finish(s, job_id, "failed", reason=GENERIC_FAILURE)
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        storage.delete_prefix(job_key_prefix(job_id))
-    job = get_job(s, job_id)
-    if job is not None and job.state == "cancelled":  # cancelled during its last step
-        for key in ("uri", "preview_uri"):
-            if isinstance(result.get(key), str):
-                storage.delete(result[key])
+        erase(s, [prefix(job_key_prefix(job_id))])
+    if not _succeed(s, job_id, result):  # cancelled (or its user forgotten) meanwhile
+        stored = [result[key] for key in ("uri", "preview_uri") if isinstance(result.get(key), str)]
+        erase(s, [uri(u) for u in stored])
         return {"state": "cancelled"}
-    _finish(s, job_id, "succeeded", result=result)
     return {"state": "succeeded", **result}
+
+
+def _succeed(s: Settings, job_id: str, result: dict) -> bool:
+    """Record the result, under the row's lock: False if the job was cancelled or its row
+    removed (`/forget`) before it could, so what it stored must go."""
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in TERMINAL:
+            return False
+        job.state, job.step, job.reason, job.progress = "succeeded", "done", None, 1.0
+        job.result, job.updated_at = result, now()
+        return True
 
 
 class _Slots:
@@ -329,6 +534,8 @@ class _Slots:
                         self._running += 1
                         return
                     self._cond.wait(0.5)
+                if _stopping.is_set():
+                    raise JobInterrupted()
                 job = get_job(s, job_id)
                 if job is not None and job.state == "cancelled":
                     raise JobCancelled()
@@ -342,6 +549,17 @@ class _Slots:
 
 
 _slots = _Slots()
+
+
+def release_job(s: Settings, job_id: str) -> None:
+    """Let go of a job this process stops running because it shuts down: the job stays
+    open (queued, step "interrupted"), and the next process to start resumes it."""
+    with session(s.database) as db:
+        job = db.get(Job, job_id, with_for_update=True)
+        if job is None or job.state in TERMINAL:
+            return
+        job.state, job.step, job.runner = "queued", "interrupted", RELEASED
+        job.updated_at = now()
 
 
 def _finish(s: Settings, job_id: str, state: str, reason: str | None = None, result=None) -> None:

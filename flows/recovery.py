@@ -3,15 +3,23 @@
 A running job touches its row every few seconds, so a row left untouched for
 `reap_after_seconds` has no live flow behind it.
 
-- Embedded, the flow ran in a process that is gone: the job fails with a sentence saying so.
+- Embedded, the flow ran in a process of Encore (a bot, the CLI) that is gone: it shut down
+  and let go of the job (`flows.jobs.release_job`), or it died (its row names a process that
+  no longer runs, `flows.jobs.runner_alive`; on another machine, the row went quiet). The next
+  process that starts takes the job over and runs it again, reusing what the first run
+  finished (cached stems, a training checkpoint); the chat's status message says that Encore
+  restarted and the job continues. A process that died counts as an attempt, up to
+  `job_attempts`; a shutdown does not. A job nobody can be told about any more (no chat to
+  deliver to here: a CLI command's, whose command is gone) ends with a sentence instead.
 - In a cluster, a worker (or its machine) died under it. The job runs again, up to
   `job_attempts` runs in all: its dead run is marked crashed in Prefect, and a new run of its
   deployment starts. The rerun picks up what the dead one finished (cached stems, a training
   checkpoint), and the chat still gets one status message and one result, since delivery is
   claimed once per job. A run the operator cancelled in Prefect's UI cancels the job.
 
-The `recover-jobs` flow does this, then delivers ended jobs that nobody delivered; a cluster
-runs it on an interval schedule (`ENCORE_JANITOR_INTERVAL_S`).
+The `recover-jobs` flow does this, retries deletions that failed (`flows.erase.sweep`),
+delivers ended jobs that nobody delivered and sweeps stale uploads and scratch files; a
+cluster runs it on an interval schedule (`ENCORE_JANITOR_INTERVAL_S`).
 """
 
 from __future__ import annotations
@@ -20,9 +28,20 @@ import logging
 from uuid import UUID
 
 from prefect import flow
+from sqlalchemy import select, update
 
 from flows.db import Job, now, session
-from flows.jobs import INTERRUPTED, OPEN, quiet_job_ids, reap_interrupted, untouched_s
+from flows.jobs import (
+    INTERRUPTED,
+    OPEN,
+    RELEASED,
+    get_job,
+    quiet_job_ids,
+    reply_target,
+    runner_alive,
+    this_runner,
+    untouched_s,
+)
 from flows.settings import Settings, get_settings
 
 log = logging.getLogger("encore.recovery")
@@ -50,10 +69,68 @@ def _mark_crashed(client, run_id: str) -> None:
     client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
 
 
+def _lost(s: Settings, job: Job, me: str) -> str | None:
+    """Why nothing runs `job` any more ("released" or "died"), or None if something may."""
+    if job.runner == me:
+        return None
+    if job.runner == RELEASED:
+        return "released"
+    alive = runner_alive(job.runner)
+    if alive is None:  # no process recorded, or another machine's: only the row's age tells
+        alive = untouched_s(job) <= s.reap_after_seconds
+    return None if alive else "died"
+
+
+def _deliverable(s: Settings, job: Job) -> bool:
+    """Whether this process can tell the job's chat how it goes (it has the platform's token)."""
+    reply_to = reply_target(s, job.id)
+    if not isinstance(reply_to, dict):
+        return False
+    tokens = {"telegram": s.telegram_token, "discord": s.discord_token}
+    return bool(tokens.get(reply_to.get("platform")))
+
+
+def resume_lost_jobs(s: Settings) -> dict[str, int]:
+    """Embedded: take over the open jobs whose process is gone and run them again here."""
+    from flows.submit import resume
+
+    me = this_runner()
+    counts = {"resumed": 0, "failed": 0}
+    with session(s.database) as db:
+        jobs = list(db.scalars(select(Job).where(Job.state.in_(OPEN))))
+    for job in jobs:
+        why = _lost(s, job, me)
+        if why is None:
+            continue
+        attempts = job.attempts + (1 if why == "died" else 0)
+        fields: dict = {"updated_at": now()}
+        if not _deliverable(s, job) or attempts > s.job_attempts:
+            fields.update(state="failed", step="done", reason=INTERRUPTED)
+        else:
+            fields.update(state="queued", step="restarted", runner=me, attempts=attempts)
+        # Take it only if nobody else did meanwhile: one process wins, on SQLite too.
+        taken = update(Job).where(
+            Job.id == job.id,
+            Job.state.in_(OPEN),
+            Job.runner.is_(None) if job.runner is None else Job.runner == job.runner,
+        )
+        with session(s.database) as db:
+            won = db.execute(taken.values(**fields)).rowcount == 1
+        if not won:
+            continue
+        if fields["state"] == "failed":
+            counts["failed"] += 1
+            continue
+        log.warning("job %s: its process %s; running it again here", job.id, why)
+        counts["resumed"] += 1
+        resume(s, get_job(s, job.id))
+    return counts
+
+
 def recover_lost_jobs(s: Settings) -> dict[str, int]:
-    """Rerun (cluster) or end (embedded) the jobs nothing is running; counts by outcome."""
+    """Rerun the jobs nothing is running (or end those that cannot run); counts by outcome."""
     if s.run_mode != "cluster":
-        return {"failed": reap_interrupted(s)}
+        return resume_lost_jobs(s)
     from prefect.client.orchestration import get_client
 
     from flows.deployments import start_run
@@ -90,10 +167,15 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 
 @flow(name="recover-jobs", flow_run_name="recover-jobs", persist_result=False)
 def recover_jobs() -> dict:
-    """Rerun jobs whose worker died, then deliver ended jobs nobody delivered."""
+    """Rerun jobs whose worker died, retry pending deletions, deliver ended jobs nobody
+    delivered, and sweep stale upload sessions and old scratch files (`flows.users.sweep`)."""
+    from flows import erase
     from flows.delivery import deliver_pending
+    from flows.users import sweep
 
     s = get_settings()
     found = recover_lost_jobs(s)
+    found["erased"] = erase.sweep(s)  # deletions that failed before, what forgotten jobs left
     found["delivered"] = deliver_pending(s)
+    found.update(sweep(s))
     return found

@@ -44,9 +44,7 @@ def _separation_job(job_id: str, song_id: str, kind: str, package: Callable) -> 
 
 
 @flow(name="stems", flow_run_name="stems-{job_id}", persist_result=False)
-def stems(
-    job_id: str, song_id: str, options: dict | None = None, reply_to: dict | None = None
-) -> dict:
+def stems(job_id: str, song_id: str, options: dict | None = None) -> dict:
     """All stems of a song as one zip of lossless FLAC files."""
 
     def package(storage, uris: dict, workdir: Path):
@@ -61,9 +59,7 @@ def stems(
 
 
 @flow(name="karaoke", flow_run_name="karaoke-{job_id}", persist_result=False)
-def karaoke(
-    job_id: str, song_id: str, options: dict | None = None, reply_to: dict | None = None
-) -> dict:
+def karaoke(job_id: str, song_id: str, options: dict | None = None) -> dict:
     """The instrumental (everything but the vocal), encoded in the output format."""
     fmt = (options or {}).get("format") or get_settings().output_format
 

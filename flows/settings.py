@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     rate_limit_jobs: int = 4  # at most this many new jobs ...
     rate_limit_window_s: float = 60.0  # ... in this many seconds
     max_active_jobs: int = 3  # queued or running at once
+    # Usage is counted in a ledger keyed by an HMAC of the user id (`/forget` keeps it, 48 h):
+    # set a secret here so the ledger cannot be matched to chat ids by trying them.
+    usage_ledger_key: str = "encore-usage"
+    trending_covers_per_day: int = 200  # trending-drop covers per rolling 24 h, all chats
+    trending_private_chats: bool = False  # may a private chat subscribe itself to drops?
+
+    # Per-user caps on what waits in storage (`tmp/uploads/<user>`: samples, model files).
+    max_user_upload_bytes: int = 200 * 1024 * 1024  # bytes staged per user
+    max_user_upload_files: int = 40  # files staged per user
+    max_session_files: int = 30  # files in one /train or /import session
+    upload_session_idle_s: float = 24 * 3600  # a session nobody adds to expires after this
+    upload_session_max_s: float = 72 * 3600  # ... and any session after this, growing or not
+    tmp_expiry_s: float = 7 * 24 * 3600  # local files under tmp/ older than this are deleted
 
     @property
     def models(self) -> Path:

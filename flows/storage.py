@@ -7,11 +7,13 @@ file under a key and returns its URI. Writes are atomic: a reader never sees hal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import os
 import shutil
 import threading
+import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,7 @@ class Storage(Protocol):
     def delete(self, uri: str) -> None: ...
     def delete_prefix(self, key_prefix: str) -> None: ...
     def link(self, uri: str, expires_s: int) -> str | None: ...
+    def expire(self, key_prefix: str, older_than_s: float) -> int: ...
 
 
 def _safe_key(key: str) -> str:
@@ -59,13 +62,18 @@ class LocalStorage:
 
     def put(self, local: Path, key: str) -> str:
         dst = self.root / _safe_key(key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".part-{uuid.uuid4().hex}-{dst.name}")
-        try:
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
+        for attempt in range(3):  # a concurrent delete may prune the folder just made
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, dst)
+                break
+            except FileNotFoundError:
+                if attempt == 2 or not Path(local).is_file():
+                    raise
+            finally:
+                tmp.unlink(missing_ok=True)
         return dst.as_uri()
 
     def uri(self, key: str) -> str:
@@ -83,14 +91,52 @@ class LocalStorage:
         return self._path(uri).is_file()
 
     def delete(self, uri: str) -> None:
-        self._path(uri).unlink(missing_ok=True)
+        path = self._path(uri)
+        path.unlink(missing_ok=True)
+        self._prune(path.parent)
 
     def delete_prefix(self, key_prefix: str) -> None:
+        """Remove the file or folder `key_prefix`; an error other than "already gone" raises
+        (a deletion must not be skipped silently, see `flows.erase`)."""
         target = self.root / _safe_key(key_prefix)
         if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(target, onerror=_unless_missing)
         else:
             target.unlink(missing_ok=True)
+        self._prune(target.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove `folder` and its parents while they are empty, up to the root: a deleted
+        file leaves no empty folder behind."""
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): the folders above are not empty either
+                return
+            folder = folder.parent
+
+    def expire(self, key_prefix: str, older_than_s: float) -> int:
+        """Delete files under `key_prefix` last written more than `older_than_s` seconds ago,
+        and the folders they leave empty; how many files went. (S3 does this with its
+        lifecycle rule, `S3Storage.ensure_lifecycle`.)"""
+        top = self.root / _safe_key(key_prefix)
+        if not top.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        gone = 0
+        for folder, _dirs, files in os.walk(top, topdown=False):
+            for name in files:
+                path = Path(folder) / name
+                try:
+                    if path.lstat().st_mtime < cutoff:
+                        path.unlink()
+                        gone += 1
+                except FileNotFoundError:
+                    continue
+            if Path(folder) != top:
+                with contextlib.suppress(OSError):  # not empty: kept
+                    Path(folder).rmdir()
+        return gone
 
     def link(self, uri: str, expires_s: int) -> str | None:
         """A download address for a stored file, or None when the folder is not published.
@@ -103,6 +149,11 @@ class LocalStorage:
             return None
         relative = self._path(uri).relative_to(self.root).as_posix()
         return f"{self.public_url}/{quote(relative)}"
+
+
+def _unless_missing(_function, _path, exc_info) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 class S3Storage:
@@ -241,6 +292,11 @@ class S3Storage:
             },
             ExpiresIn=max(1, min(int(expires_s), 7 * 24 * 3600)),
         )
+
+    def expire(self, key_prefix: str, older_than_s: float) -> int:
+        """Nothing to do here: S3 expires `tmp/` itself (`ensure_lifecycle`, or the
+        Terraform module's rule), without listing the bucket every sweep."""
+        return 0
 
     def ensure_lifecycle(self, days: int) -> None:
         """Have S3 expire `<prefix>/tmp/` objects after `days` days and drop abandoned

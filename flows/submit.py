@@ -9,6 +9,7 @@ job row until it ends, reporting each change, which works the same wherever the 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import threading
@@ -19,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.db import TERMINAL, Job
-from flows.jobs import GENERIC_FAILURE, create_job, get_job, update_job
+from flows.jobs import (
+    GENERIC_FAILURE,
+    SERVER_DOWN,
+    create_job,
+    get_job,
+    stopping,
+    this_runner,
+    update_job,
+)
 from flows.settings import Settings, get_settings
 from flows.storage import open_storage
 from gpu_worker.errors import EngineError
@@ -50,8 +59,27 @@ class JobView:
 
 _threads: dict[str, threading.Thread] = {}
 
+# The flow each kind of job runs in-process (module path, imported when first needed).
+JOB_FLOW_FNS = {
+    "cover": "flows.cover.make_cover",
+    "stems": "flows.separation.stems",
+    "karaoke": "flows.separation.karaoke",
+    "train": "flows.training.train_voice",
+    "import": "flows.training.import_voice_flow",
+}
 
-def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
+
+def flow_fn_of(kind: str) -> Callable:
+    module, name = JOB_FLOW_FNS[kind].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
+    """Run the job's flow on a thread of this process; the Prefect backend starts first."""
+    from flows import backend
+
+    backend.start(s)  # once per process, before any flow thread (no-op with a server)
+
     def target() -> None:
         try:
             flow_fn(**kwargs)
@@ -61,9 +89,6 @@ def _start(job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     thread = threading.Thread(target=target, name=f"job-{job_id}", daemon=False)
     _threads[job_id] = thread
     thread.start()
-
-
-SERVER_DOWN = "Encore's job server is not answering; please try again in a few minutes."
 
 
 def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -> None:
@@ -88,19 +113,47 @@ def _submit(
     key: str | None,
     flow_fn: Callable,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
-    if reply_to is not None:  # where the flow reports progress and delivers (flows.delivery)
-        params = {**params, "reply_to": reply_to}
-    job_id = create_job(s, kind, owner, params, idempotency_key=key)
+    """Make the job (counted against the owner's quotas when `quota`: a refusal raises
+    `flows.users.QuotaExceeded` with nothing made) and start its flow.
+
+    The reply target (where the flow reports progress and delivers, `flows.delivery`) is kept
+    in the database; the parameters, which Prefect stores, hold ids and options only."""
+    embedded = s.run_mode != "cluster"
+    runner = this_runner() if embedded else None
+    if quota:
+        from flows.users import create_counted_job
+
+        job_id = create_counted_job(
+            s, kind, owner, params, idempotency_key=key, reply_to=reply_to, runner=runner
+        )
+    else:
+        job_id = create_job(
+            s, kind, owner, params, idempotency_key=key, reply_to=reply_to, runner=runner
+        )
     job = get_job(s, job_id)
     if job is None or job.state != "queued":
         return job_id
-    if s.run_mode == "cluster":
+    if not embedded:
         if job.flow_run_id is None:
             _start_deployment(s, job_id, kind, job.params, job.attempts)
-    elif job_id not in _threads:
-        _start(job_id, flow_fn, {"job_id": job_id, **params})
+    elif job_id not in _threads and job.runner == runner:
+        # (a repeated submission of another process's job is that process's to run, or,
+        # if it died, the next recovery's: `flows.recovery`)
+        try:
+            _start(s, job_id, flow_fn, {"job_id": job_id, **params})
+        except Exception as exc:  # the Prefect backend did not start: nothing will run it
+            log.warning("could not start job %s: %s", job_id, exc)
+            update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
+            raise EngineError(SERVER_DOWN) from exc
     return job_id
+
+
+def resume(s: Settings, job: Job) -> None:
+    """Run again, in this process, an open job this process has just taken over."""
+    if job.id not in _threads:
+        _start(s, job.id, flow_fn_of(job.kind), {"job_id": job.id, **(job.params or {})})
 
 
 def submit_cover(
@@ -111,12 +164,13 @@ def submit_cover(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     from flows.cover import make_cover
 
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
     return _submit(
-        s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to
+        s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to, quota
     )
 
 
@@ -126,11 +180,14 @@ def submit_stems(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     from flows.separation import stems
 
     params = {"song_id": song_id, "options": {}}
-    return _submit(s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to)
+    return _submit(
+        s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to, quota
+    )
 
 
 def submit_karaoke(
@@ -140,12 +197,13 @@ def submit_karaoke(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     from flows.separation import karaoke
 
     params = {"song_id": song_id, "options": options or {}}
     return _submit(
-        s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to
+        s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to, quota
     )
 
 
@@ -159,9 +217,15 @@ def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = No
     consumes them deletes them when it ends.
     """
     s = s or get_settings()
-    safe = _SAFE.sub("_", Path(filename).name)[-80:] or "upload"
-    key = f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
-    return open_storage(s.storage).put(Path(local), key)
+    return open_storage(s.storage).put(Path(local), upload_key(owner, filename))
+
+
+def upload_key(owner: str, filename: str) -> str:
+    """A fresh storage key for a file `owner` sent: `tmp/uploads/<owner>/<random>/<name>`."""
+    safe = _SAFE.sub("_", Path(filename).name)[-80:]
+    if not safe.strip("."):  # "", "." and ".." name no file
+        safe = "upload"
+    return f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
 
 
 CONSENT_NEEDED = (
@@ -179,6 +243,7 @@ def submit_training(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     """Train voice `name` for `owner` from sample URIs (see `stage_upload`).
 
@@ -197,7 +262,7 @@ def submit_training(
         "options": options or {},
     }
     return _submit(
-        s or get_settings(), "train", owner, params, idempotency_key, train_voice, reply_to
+        s or get_settings(), "train", owner, params, idempotency_key, train_voice, reply_to, quota
     )
 
 
@@ -208,6 +273,7 @@ def submit_import(
     idempotency_key: str | None = None,
     s: Settings | None = None,
     reply_to: dict | None = None,
+    quota: bool = False,
 ) -> str:
     """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`) as `owner`'s voice `name`."""
     from flows.training import import_voice_flow
@@ -215,7 +281,14 @@ def submit_import(
 
     params = {"owner": owner, "name": valid_name(name), "files": list(files)}
     return _submit(
-        s or get_settings(), "import", owner, params, idempotency_key, import_voice_flow, reply_to
+        s or get_settings(),
+        "import",
+        owner,
+        params,
+        idempotency_key,
+        import_voice_flow,
+        reply_to,
+        quota,
     )
 
 
@@ -253,6 +326,8 @@ def follow(
             final = view(job_id, s)
             if final is not None and final.done:
                 continue
+            if stopping():  # stopped by this process's shutdown: left open, to resume
+                return final
             update_job(s, job_id, state="failed", step="done", reason=GENERIC_FAILURE)
             continue
         if deadline is not None and time.monotonic() > deadline:

@@ -9,13 +9,14 @@ samples are deleted when the job ends, and the training folder once the model is
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from prefect import flow
 
+from flows import erase
+from flows.db import TERMINAL
 from flows.heavy import render_preview, run_heavy, train_model
-from flows.jobs import job_step, run_job
+from flows.jobs import get_job, job_step, run_job
 from flows.settings import get_settings
 from flows.steps import register, step_task
 from flows.steps.train import delete_checkpoints
@@ -27,11 +28,14 @@ from gpu_worker.errors import EngineError
 register_task = step_task(register.register, name="register")
 
 
-def _delete_uploads(uris: list[str]) -> None:
-    storage = open_storage(get_settings().storage)
-    for uri in uris:
-        with contextlib.suppress(OSError, ValueError):
-            storage.delete(uri)
+def _delete_uploads(job_id: str, uris: list[str]) -> None:
+    """Delete the job's uploaded files once it ended (a job stopped by a shutdown keeps them:
+    it runs again when Encore starts again); one S3 refuses now is left to the sweeper."""
+    s = get_settings()
+    job = get_job(s, job_id)
+    if job is not None and job.state not in TERMINAL:
+        return
+    erase.erase(s, [erase.uri(uri) for uri in uris])
 
 
 @flow(name="train-voice", flow_run_name="train-{job_id}", persist_result=False)
@@ -42,7 +46,6 @@ def train_voice(
     samples: list[str],
     consent: bool,
     options: dict | None = None,
-    reply_to: dict | None = None,
 ) -> dict:
     """Train `owner`'s voice `name` from sample URIs; registers it and renders a preview."""
     s = get_settings()
@@ -74,13 +77,11 @@ def train_voice(
     try:
         return run_job(s, job_id, body)
     finally:
-        _delete_uploads(samples)
+        _delete_uploads(job_id, samples)
 
 
 @flow(name="import-voice", flow_run_name="import-{job_id}", persist_result=False)
-def import_voice_flow(
-    job_id: str, owner: str, name: str, files: list[str], reply_to: dict | None = None
-) -> dict:
+def import_voice_flow(job_id: str, owner: str, name: str, files: list[str]) -> dict:
     """Check an uploaded RVC model (`.pth`, `.index` or `.zip`) and register it."""
     s = get_settings()
 
@@ -88,7 +89,7 @@ def import_voice_flow(
         with job_step(s, job_id, "importing", 0.1):
             storage = open_storage(s.storage)
             local = [storage.fetch(uri, workdir) for uri in files]
-            voice = import_voice(s, owner, name, local)
+            voice = import_voice(s, owner, name, local, job_id=job_id)
         return {
             "voice_id": voice.id,
             "voice": voice.name,
@@ -101,4 +102,4 @@ def import_voice_flow(
     try:
         return run_job(s, job_id, body)
     finally:
-        _delete_uploads(files)
+        _delete_uploads(job_id, files)

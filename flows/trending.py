@@ -11,7 +11,9 @@ Every cover's idempotency key is `trending:<drop date>:<platform>:<chat>:<song>`
 `ENCORE_TRENDING_TIMEZONE`: a drop run twice on one day (a retried schedule, an operator's
 `encore trending run`) makes no second cover. The jobs belong to the chat
 (`trending:<platform>:<chat>`), not to the admin who subscribed, so drops never use up a
-person's quota.
+person's quota; all chats' drops share one budget instead, `ENCORE_TRENDING_COVERS_PER_DAY`
+covers per rolling 24 hours, counted and checked atomically as each cover is made. Covers
+past the budget are skipped (and reported), not failed.
 
 Chart entries missing from the catalog are reported in the summary and the run's log, never
 guessed; so are chats skipped because their voice is unset, deleted or no longer theirs.
@@ -31,6 +33,7 @@ from flows.charts import match, read_chart
 from flows.db import ChatSubscription, Job, Voice, session
 from flows.settings import Settings, get_settings
 from flows.submit import submit_cover
+from flows.users import DROPS, QuotaExceeded
 from gpu_worker.errors import EngineError
 
 KIND = "trending"
@@ -50,7 +53,7 @@ def drop_date(s: Settings, moment: datetime | None = None) -> str:
 
 def chat_owner(platform: str, chat_id: str) -> str:
     """Who a drop's jobs belong to: the chat, not a person."""
-    return f"{KIND}:{platform}:{chat_id}"
+    return f"{DROPS}{platform}:{chat_id}"
 
 
 def idempotency_key(day: str, platform: str, chat_id: str, song_id: str) -> str:
@@ -140,7 +143,13 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
                     reply_to=reply_to(sub.platform, sub.chat_id, head),
                     idempotency_key=key,
                     s=s,
+                    quota=True,
                 )
+            except QuotaExceeded as exc:  # the operator's budget is spent: the rest wait
+                wait = round((exc.limit.retry_after_s or 0) / 60)
+                reason = f"the budget of {exc.limit.limit} drop covers a day is spent"
+                summary["skipped"].append({**row, "reason": f"{reason} (room in {wait} min)"})
+                continue
             except Exception as exc:  # one chat's failure must not cost the others their drop
                 log.warning("drop %s: submitting %s failed", day, key, exc_info=True)
                 summary["errors"].append({**row, "error": f"{type(exc).__name__}: {exc}"[:300]})

@@ -1,9 +1,12 @@
 """The voice registry: import RVC models safely, list, find and delete a user's voices.
 
 Imports accept a `.pth` (with an optional `.index` beside it) or a `.zip` of both. Archives are
-read entry by entry with limits on count, size and ratio; no entry is ever written by its own
-name, so `../` paths cannot escape. Checkpoints load with `weights_only=True` (see
-`gpu_worker.convert`), so a pickle that wants to run code is refused, not run.
+checked before anything is extracted (`gpu_worker.archives`: entry count from the end record,
+encryption, overlapping data, duplicates, unsafe paths, links), hold model files only, and are
+read entry by entry with limits on size and ratio; no entry is ever written by its own name.
+Checkpoints load with `weights_only=True` (see `gpu_worker.convert`), so a pickle that wants to
+run code is refused, not run; the model's config and tensors, and the index's header, are
+checked against RVC's geometries (`gpu_worker.model_check`) before anything is stored.
 """
 
 from __future__ import annotations
@@ -11,19 +14,26 @@ from __future__ import annotations
 import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
-from flows.db import Voice, new_id, now, session
+from flows.db import TERMINAL, Job, Voice, new_id, now, session
+from flows.erase import erase
+from flows.erase import prefix as erase_prefix
+from flows.erase import uri as erase_uri
+from flows.jobs import JobCancelled
 from flows.settings import Settings
 from flows.storage import open_storage
+from gpu_worker.archives import zip_entries
 from gpu_worker.convert import inspect_voice
 from gpu_worker.errors import BadVoice, EngineError
+from gpu_worker.model_check import FEATURE_DIMS, check_index
 
-MAX_PTH_BYTES = 600 * 1024 * 1024
+MAX_PTH_BYTES = 256 * 1024 * 1024  # the most parameters a voice may have (60 M) in fp32
 MAX_INDEX_BYTES = 1024 * 1024 * 1024
 MAX_ZIP_ENTRIES = 32
 MAX_ZIP_RATIO = 200
@@ -55,49 +65,74 @@ def _check_size(path: Path, limit: int, what: str) -> None:
         raise BadVoice(f"The {what} file is over {limit // (1024 * 1024)} MB; send a smaller one.")
 
 
+NESTED = (".zip", ".7z", ".rar", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst")
+ZIP_FIX = "zip only the .pth and .index"
+
+
+def _tool_litter(name: str) -> bool:
+    """Entries zip tools add on their own (macOS resource forks, Finder files): skipped."""
+    return name.startswith("__MACOSX/") or PurePosixPath(name).name in (".DS_Store", "Thumbs.db")
+
+
 def unpack_zip(archive: Path, into: Path) -> VoiceFiles:
-    """Take one `.pth` and at most one `.index` out of `archive`, refusing hostile archives."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError):
-        raise BadVoice("This zip file is damaged; zip the model again and resend it.") from None
+    """Take one `.pth` and at most one `.index` out of `archive`, refusing hostile archives.
+
+    `zip_entries` refuses forged entry counts, encryption, overlapping data, duplicate names,
+    unsafe paths and links; here anything but a model file is refused, and what is extracted
+    is checked against its declared size and the ratio to its compressed size as it streams.
+    """
+    zf, entries = zip_entries(archive, MAX_ZIP_ENTRIES, "The zip", ZIP_FIX)
     with zf:
-        entries = [e for e in zf.infolist() if not e.is_dir()]
-        if len(entries) > MAX_ZIP_ENTRIES:
-            raise BadVoice("The zip holds too many files; zip only the .pth and .index.")
-        for entry in entries:
-            parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
-            if entry.filename.startswith("/") or ".." in parts or ":" in entry.filename:
-                raise BadVoice("The zip contains unsafe paths; zip only the .pth and .index.")
         wanted: dict[str, zipfile.ZipInfo] = {}
         for entry in entries:
+            if _tool_litter(entry.filename):
+                continue
+            base = PurePosixPath(entry.filename).name
             suffix = PurePosixPath(entry.filename).suffix.lower()
-            if suffix in (".pth", ".index"):
-                if suffix in wanted:
-                    raise BadVoice(f"The zip holds more than one {suffix} file; send one model.")
-                wanted[suffix] = entry
+            if suffix in NESTED:
+                raise BadVoice(
+                    f"The zip holds another archive ({base[:40]}); "
+                    "unzip it and send the .pth and .index."
+                )
+            if suffix not in (".pth", ".index"):
+                raise BadVoice(
+                    f"The zip holds {base[:40]!r}, which is not part of an RVC model; {ZIP_FIX}."
+                )
+            if suffix in wanted:
+                raise BadVoice(f"The zip holds more than one {suffix} file; send one model.")
+            wanted[suffix] = entry
         if ".pth" not in wanted:
             raise BadVoice("The zip has no .pth model in it; send an RVC model zip.")
         limits = {".pth": MAX_PTH_BYTES, ".index": MAX_INDEX_BYTES}
         out: dict[str, Path] = {}
         for suffix, entry in wanted.items():
             limit = limits[suffix]
+            if entry.file_size > MAX_ZIP_RATIO * max(entry.compress_size, 1):
+                raise BadVoice(ZIP_BOMB)
             if entry.file_size > limit:
                 raise BadVoice(
                     f"The {suffix} file is over {limit // 2**20} MB; send a smaller one."
                 )
-            if entry.file_size > MAX_ZIP_RATIO * max(entry.compress_size, 1):
-                raise BadVoice(ZIP_BOMB)
             dst = into / f"model{suffix}"  # our name, never the archive's
-            written = 0
-            with zf.open(entry) as src, open(dst, "wb") as fh:
-                while block := src.read(1 << 20):
-                    written += len(block)
-                    if written > entry.file_size:  # the header lied about the size
-                        raise BadVoice(ZIP_BOMB)
-                    fh.write(block)
             out[suffix] = dst
+            _extract(zf, entry, dst)
     return VoiceFiles(out[".pth"], out.get(".index"))
+
+
+def _extract(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, dst: Path) -> None:
+    """Stream one entry to `dst`, stopping as soon as it outgrows what its header declares."""
+    written = 0
+    try:
+        with zf.open(entry) as src, open(dst, "wb") as fh:
+            while block := src.read(1 << 20):
+                written += len(block)
+                if written > entry.file_size:  # the header lied about the size
+                    raise BadVoice(ZIP_BOMB)
+                fh.write(block)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        raise BadVoice("This zip file is damaged; zip the model again and resend it.") from None
+    if written != entry.file_size:
+        raise BadVoice("This zip file is damaged; zip the model again and resend it.")
 
 
 def gather(files: list[Path], into: Path) -> VoiceFiles:
@@ -122,12 +157,17 @@ def gather(files: list[Path], into: Path) -> VoiceFiles:
     return VoiceFiles(pth, index)
 
 
-def import_voice(s: Settings, owner: str, name: str, files: list[Path]) -> Voice:
-    """Check and register an RVC model as `owner`'s voice `name`."""
+def import_voice(
+    s: Settings, owner: str, name: str, files: list[Path], job_id: str | None = None
+) -> Voice:
+    """Check and register an RVC model as `owner`'s voice `name` (for job `job_id`, if any:
+    see `register_voice`)."""
     name = valid_name(name)
     with tempfile.TemporaryDirectory(dir=_tmp_root(s)) as tmp:
         found = gather([Path(f) for f in files], Path(tmp))
-        return register_voice(s, owner, name, found.pth, found.index, source="imported")
+        return register_voice(
+            s, owner, name, found.pth, found.index, source="imported", job_id=job_id
+        )
 
 
 def name_taken(name: str) -> str:
@@ -143,13 +183,19 @@ def register_voice(
     index: Path | None,
     source: str,
     consent: str | None = None,
+    job_id: str | None = None,
 ) -> Voice:
     """Store a checked model's files and record it as `owner`'s voice `name`.
 
     The checkpoint is inspected (safely) first, so nothing is stored for a bad model; if the
     row cannot be written (the name was taken meanwhile), the stored files are removed again.
+    A job's voice is recorded only while the job is still open and still `owner`'s, checked
+    under the job row's lock in the transaction that writes the voice: a job cancelled
+    meanwhile, or whose user was forgotten (`/forget`), registers nothing and keeps no file.
     """
     info = inspect_voice(pth)
+    if index is not None:
+        check_index(index, FEATURE_DIMS[info.version])
     if get_voice(s, owner, name, include_public=False) is not None:
         raise EngineError(name_taken(name))
     storage = open_storage(s.storage)
@@ -172,10 +218,17 @@ def register_voice(
     )
     try:
         with session(s.database) as db:
+            if job_id is not None:
+                job = db.get(Job, job_id, with_for_update=True)
+                if job is None or job.state in TERMINAL or job.owner != owner:
+                    raise JobCancelled()
             db.add(voice)
     except IntegrityError:
-        storage.delete_prefix(prefix)
+        erase(s, [erase_prefix(prefix)])
         raise EngineError(name_taken(name)) from None
+    except JobCancelled:
+        erase(s, [erase_prefix(prefix)])
+        raise
     return voice
 
 
@@ -215,11 +268,8 @@ def delete_voice(s: Settings, owner: str, name: str) -> bool:
     voice = get_voice(s, owner, name, include_public=False)
     if voice is None:
         return False
-    storage = open_storage(s.storage)
-    for uri in (voice.pth_uri, voice.index_uri, voice.preview_uri):
-        if uri:
-            storage.delete(uri)
-    storage.delete_prefix(voice_prefix(voice.owner, voice.id))
     with session(s.database) as db:
         db.delete(db.get(Voice, voice.id))
+    stored = [erase_uri(u) for u in (voice.pth_uri, voice.index_uri, voice.preview_uri) if u]
+    erase(s, [*stored, erase_prefix(voice_prefix(voice.owner, voice.id))])
     return True

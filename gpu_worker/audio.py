@@ -1,27 +1,69 @@
 """Audio in and out: probe, decode, resample, write and encode through ffmpeg.
 
-Everything that touches a user's file passes `probe` first, which enforces the limits
-(size, duration, channels) and turns ffmpeg's complaints into one sentence a user can act on.
+Everything that touches a user's file passes `probe` first. It opens the file with an
+allowlist of demuxers (`DEMUXERS`) and the `file` protocol only, so a playlist, a concat
+script or anything else that names other files is refused before it is read; it checks the
+codec (`CODECS`), the sample rate, the channels and the declared length against `Limits`, and
+turns ffmpeg's complaints into one sentence a user can act on. Headers can lie, so `decode`
+and `scan` also enforce the limits on what is decoded: ffmpeg stops at the length limit
+(`-t`), its output is read in chunks and cut off past a byte cap, and a file that decodes to
+invalid samples (NaN, infinity) or with decoding errors (a damaged or cut-off tail) is
+refused. `scan` checks a whole upload in constant memory, without keeping what it decodes.
 Arrays are float32, shaped (channels, samples).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ffmpeg
 import numpy as np
 import soundfile as sf
 
-from gpu_worker.errors import BadAudio, EngineError
+from gpu_worker import cancel
+from gpu_worker.errors import BadAudio, EngineError, TooLong
 
 # ffmpeg runs as a subprocess with its own timeout: a thread-level timeout cannot stop it.
 FFMPEG_TIMEOUT_S = 600
+PROBE_TIMEOUT_S = 60
+
+# The demuxers an untrusted file may be opened with: ffprobe's format_name -> the name given
+# to ffmpeg with -f. None of them reads another file (no playlists such as hls, no concat
+# scripts, no SDP, no image sequences); mov's external data references stay off (its default).
+DEMUXERS: dict[str, str] = {
+    "mp3": "mp3",
+    "wav": "wav",
+    "w64": "w64",
+    "ogg": "ogg",
+    "flac": "flac",
+    "aiff": "aiff",
+    "mov,mp4,m4a,3gp,3g2,mj2": "mov",
+    "matroska,webm": "matroska",
+    "aac": "aac",
+}
+# The audio codecs decoded from them (plus every plain PCM variant, `pcm_*`).
+CODECS = frozenset({"mp3", "mp2", "aac", "vorbis", "opus", "flac", "alac"})
+# Only local files: ffmpeg's other protocols (http, concat:, subfile:, data:...) stay closed.
+PROTOCOLS = "file"
+LENGTH_SLACK_S = 0.5  # encoder padding: a song of exactly the limit may decode a little longer
+# A decoded sample beyond this (about +36 dBFS) is invalid, as are NaN and infinity: float
+# files may go a little over full scale, but 1e30 only overflows the steps after.
+MAX_SAMPLE = 64.0
+CHUNK_BYTES = 1 << 20  # decoded audio is read from ffmpeg in pieces of about this size
+MAX_ERROR_LINES = 20  # of ffmpeg's error output kept while decoding
+# A file that decodes shorter than it declares by more than both of these is cut off.
+CUT_OFF_SLACK_S = 2.0
+CUT_OFF_SHARE = 0.1
+
+NOT_AUDIO = "This file could not be read as audio; send an mp3, wav, ogg, m4a or flac file."
+DAMAGED = "This file is damaged or cut off; export it again and resend it."
 
 ENCODINGS: dict[str, dict] = {
     "mp3": {"acodec": "libmp3lame", "audio_bitrate": "256k"},
@@ -41,6 +83,16 @@ class Limits:
     max_seconds: float = 15 * 60
     max_channels: int = 8
     min_seconds: float = 0.5
+    min_sample_rate: int = 8000
+    max_sample_rate: int = 192000
+
+
+# For Encore's own intermediate files (stems, converted vocals): no size or length limits,
+# but still opened through the allowlist.
+NO_LIMITS = Limits(
+    max_bytes=2**62, max_seconds=float("inf"), max_channels=64, min_seconds=0.0,
+    min_sample_rate=1, max_sample_rate=2**31,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,51 +102,236 @@ class AudioInfo:
     channels: int
     codec: str
     size: int
+    demuxer: str = ""  # the name to open it with (-f), from `DEMUXERS`
 
 
 def _human_size(n: float) -> str:
     return f"{n / (1024 * 1024):.0f} MB"
 
 
-def probe(path: Path, limits: Limits = Limits()) -> AudioInfo:
-    """Check that `path` is audio within `limits` and describe its first audio stream."""
+def _rate(rate: float) -> str:
+    return f"{rate / 1000:.3g} kHz" if rate >= 1000 else f"{rate:.0f} Hz"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f}-minute"
+
+
+def _clock(seconds: float) -> str:
+    """A length as a player shows it: 3:05, 15:01, 1:02:03."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _too_long(limits: Limits) -> TooLong:
+    return TooLong(
+        f"The audio is longer than the {_minutes(limits.max_seconds)} limit; send a shorter file."
+    )
+
+
+def _url(path: Path) -> str:
+    """The path as a `file:` URL, so that no name is read as another protocol (`pipe:1`)."""
+    return "file:" + str(Path(path).absolute())
+
+
+def _input_args(demuxer: str | None) -> list[str]:
+    """ffmpeg/ffprobe options that come before `-i`: protocols and demuxers allowed."""
+    args = ["-protocol_whitelist", PROTOCOLS, "-format_whitelist", ",".join(DEMUXERS.values())]
+    if demuxer:
+        args += ["-f", demuxer]
+    return args
+
+
+def _codec_allowed(codec: str) -> bool:
+    return codec in CODECS or codec.startswith("pcm_")
+
+
+def inspect(path: Path, max_bytes: int = Limits.max_bytes) -> AudioInfo:
+    """Open `path` as untrusted audio and describe its first audio stream; no length limits.
+
+    Refuses what is not a plain audio file of an allowed format and codec (one sentence)."""
     path = Path(path)
     if not path.is_file():
         raise BadAudio(f"The file {path.name} was not found; check the path and try again.")
     size = path.stat().st_size
     if size == 0:
         raise BadAudio("The file is empty; send an audio file (mp3, wav, ogg, m4a, flac).")
-    if size > limits.max_bytes:
+    if size > max_bytes:
         raise BadAudio(
-            f"The file is {_human_size(size)}, over the {_human_size(limits.max_bytes)} limit; "
+            f"The file is {_human_size(size)}, over the {_human_size(max_bytes)} limit; "
             "send a shorter or more compressed file."
         )
+    cmd = [
+        "ffprobe", "-v", "error", "-hide_banner", *_input_args(None),
+        "-show_format", "-show_streams", "-of", "json", _url(path),
+    ]  # fmt: skip
     try:
-        meta = ffmpeg.probe(str(path), timeout=60)
-    except (ffmpeg.Error, subprocess.TimeoutExpired):
-        raise BadAudio(
-            "This file could not be read as audio; send an mp3, wav, ogg, m4a or flac file."
-        ) from None
+        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+        meta = json.loads(proc.stdout or b"{}") if proc.returncode == 0 else {}
+    except (subprocess.TimeoutExpired, ValueError):
+        meta = {}
+    demuxer = DEMUXERS.get(str(meta.get("format", {}).get("format_name", "")))
+    if demuxer is None:
+        raise BadAudio(NOT_AUDIO)
     streams = [s for s in meta.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
         raise BadAudio("This file has no audio in it; send an mp3, wav, ogg, m4a or flac file.")
     stream = streams[0]
-    duration = float(stream.get("duration") or meta.get("format", {}).get("duration") or 0.0)
-    channels = int(stream.get("channels") or 0)
-    sample_rate = int(stream.get("sample_rate") or 0)
-    if channels < 1 or sample_rate < 1:
-        raise BadAudio("This audio stream is damaged; export the file again and resend it.")
-    if channels > limits.max_channels:
+    codec = str(stream.get("codec_name") or "?")
+    if not _codec_allowed(codec):
         raise BadAudio(
-            f"The file has {channels} channels; send a mono or stereo file "
+            f"This file's audio is in a format Encore does not read ({codec[:20]}); "
+            "send an mp3, wav, ogg, m4a or flac file."
+        )
+    try:
+        duration = float(stream.get("duration") or meta["format"].get("duration") or 0.0)
+        channels = int(stream.get("channels") or 0)
+        sample_rate = int(stream.get("sample_rate") or 0)
+    except (TypeError, ValueError):
+        duration, channels, sample_rate = 0.0, 0, 0
+    if channels < 1 or sample_rate < 1 or not duration >= 0:
+        raise BadAudio("This audio stream is damaged; export the file again and resend it.")
+    return AudioInfo(duration, sample_rate, channels, codec, size, demuxer)
+
+
+def check_limits(info: AudioInfo, limits: Limits) -> None:
+    """Refuse a file whose rate, channels or declared length is outside `limits`."""
+    if not limits.min_sample_rate <= info.sample_rate <= limits.max_sample_rate:
+        raise BadAudio(
+            f"The audio's sample rate ({_rate(info.sample_rate)}) is not one Encore accepts; "
+            f"export it again at 44.1 or 48 kHz."
+        )
+    if info.channels > limits.max_channels:
+        raise BadAudio(
+            f"The file has {info.channels} channels; send a mono or stereo file "
             f"(at most {limits.max_channels} channels)."
         )
-    if duration > limits.max_seconds:
+    if info.duration > limits.max_seconds + LENGTH_SLACK_S:
         raise BadAudio(
-            f"The audio is {duration / 60:.1f} minutes long, over the "
-            f"{limits.max_seconds / 60:.0f}-minute limit; send a shorter file."
+            f"The audio is {_clock(info.duration)} long, over the "
+            f"{_minutes(limits.max_seconds)} limit; send a shorter file."
         )
-    return AudioInfo(duration, sample_rate, channels, stream.get("codec_name", "?"), size)
+
+
+def probe(path: Path, limits: Limits = Limits()) -> AudioInfo:
+    """Check that `path` is audio within `limits` and describe its first audio stream.
+
+    What the headers declare is checked here; `decode` and `scan` check what is decoded."""
+    info = inspect(path, limits.max_bytes)
+    check_limits(info, limits)
+    return info
+
+
+def _frame_cap(limits: Limits, rate: int) -> int | None:
+    """The most frames ffmpeg may write: the length limit, -t's slack and a second more."""
+    if limits.max_seconds == float("inf"):
+        return None
+    return int((limits.max_seconds + LENGTH_SLACK_S + 1) * rate)
+
+
+def _cut_off(info: AudioInfo, decoded_s: float) -> bool:
+    """Whether far less decodes than the file declares: the rest of it is missing or broken."""
+    return decoded_s < info.duration - max(CUT_OFF_SLACK_S, CUT_OFF_SHARE * info.duration)
+
+
+class _Watchdog:
+    """Kills a process that runs past its time; says whether it did."""
+
+    def __init__(self, proc: subprocess.Popen, seconds: float):
+        self.fired = False
+        self._proc = proc
+        self._timer = threading.Timer(seconds, self._kill)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _kill(self) -> None:
+        self.fired = True
+        self._proc.kill()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _pcm_chunks(
+    path: Path,
+    info: AudioInfo,
+    sample_rate: int | None,
+    channels: int,
+    limits: Limits,
+    timeout: float,
+) -> Iterator[np.ndarray]:
+    """Decode `path` to float32 frames (n, channels), in chunks, enforcing `limits`.
+
+    ffmpeg stops a little past the length limit (`-t`); more than that is refused, and so is
+    output beyond a byte cap (ffmpeg is killed), decoding errors, invalid samples, and a
+    decode that runs past `timeout` seconds."""
+    rate = sample_rate or info.sample_rate
+    frame_bytes = 4 * channels
+    max_frames: float = float("inf")
+    most = _frame_cap(limits, rate)
+    cmd = [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+        *_input_args(info.demuxer), "-i", _url(path),
+        "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", str(channels),
+    ]  # fmt: skip
+    if sample_rate:
+        cmd += ["-ar", str(sample_rate)]
+    if limits.max_seconds != float("inf"):
+        allowed = limits.max_seconds + LENGTH_SLACK_S
+        max_frames = allowed * rate
+        cmd += ["-t", f"{allowed + 0.25:.3f}"]  # a little past it, to see that it is longer
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    byte_cap = float("inf") if most is None else most * frame_bytes  # past it: kill ffmpeg
+    chunk = max(frame_bytes, CHUNK_BYTES // frame_bytes * frame_bytes)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    errors: list[bytes] = []
+
+    def drain_errors() -> None:  # ffmpeg must never block on a full stderr pipe
+        for line in proc.stderr:
+            if len(errors) < MAX_ERROR_LINES:
+                errors.append(line)
+
+    reader = threading.Thread(target=drain_errors, daemon=True)
+    reader.start()
+    watchdog = _Watchdog(proc, timeout)
+    frames = 0
+    carry = b""
+    try:
+        while True:
+            cancel.checkpoint()  # a cancel or a shutdown stops the decode (ffmpeg is killed)
+            block = proc.stdout.read(chunk)
+            if not block:
+                break
+            block = carry + block
+            usable = len(block) - len(block) % frame_bytes
+            carry = block[usable:]
+            if frames * frame_bytes + usable > byte_cap:
+                raise _too_long(limits)
+            data = np.frombuffer(block[:usable], dtype="<f4").reshape(-1, channels)
+            if not (np.abs(data) <= MAX_SAMPLE).all():  # (false for NaN too)
+                raise BadAudio(
+                    "This file decodes to invalid samples; export it again and resend it."
+                )
+            frames += len(data)
+            yield data
+        proc.wait(timeout=max(1.0, timeout))
+        reader.join(timeout=5)
+        if watchdog.fired:
+            raise BadAudio("Decoding this file took too long; send a shorter file.")
+        if frames > max_frames:
+            raise _too_long(limits)
+        if proc.returncode != 0 or errors or frames == 0 or _cut_off(info, frames / rate):
+            raise BadAudio(DAMAGED)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        reader.join(timeout=5)
+        proc.stderr.close()
 
 
 def decode(
@@ -102,29 +339,52 @@ def decode(
     sample_rate: int = 44100,
     channels: int = 2,
     limits: Limits | None = Limits(),
+    timeout: float = FFMPEG_TIMEOUT_S,
 ) -> np.ndarray:
-    """Decode any ffmpeg-readable file to float32 (channels, samples) at `sample_rate`."""
-    if limits is not None:
-        probe(path, limits)
-    cmd = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
-        "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate),
-        "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
-    ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise BadAudio("Decoding this file took too long; send a shorter file.") from None
-    if proc.returncode != 0 or not proc.stdout:
-        raise BadAudio("This file is damaged or truncated; export it again and resend it.")
-    data = np.frombuffer(proc.stdout, dtype="<f4")
-    usable = len(data) - len(data) % channels
-    audio = data[:usable].reshape(-1, channels).T.copy()
-    if limits is not None and audio.shape[1] < limits.min_seconds * sample_rate:
+    """Decode an untrusted file to float32 (channels, samples) at `sample_rate`.
+
+    The file is probed against `limits` (None: `NO_LIMITS`, for Encore's own files) and the
+    limits hold for what is decoded, whatever its headers say."""
+    limits = NO_LIMITS if limits is None else limits
+    info = probe(path, limits)
+    chunks = _pcm_chunks(Path(path), info, sample_rate, channels, limits, timeout)
+    most = _frame_cap(limits, sample_rate)
+    if most is None:  # no length limit (Encore's own files): gather, then copy once
+        pieces = list(chunks)
+        audio = np.empty((channels, sum(len(p) for p in pieces)), dtype=np.float32)
+        at = 0
+        for piece in pieces:
+            audio[:, at : at + len(piece)] = piece.T
+            at += len(piece)
+        del pieces
+    else:
+        # Room for the most the limits let through; only the pages written become memory, so
+        # the peak is one copy of what decodes. Each channel's row is contiguous.
+        audio = np.empty((channels, most), dtype=np.float32)
+        at = 0
+        for piece in chunks:
+            audio[:, at : at + len(piece)] = piece.T
+            at += len(piece)
+        audio = audio[:, :at]
+    if audio.shape[1] < limits.min_seconds * sample_rate:
         raise BadAudio("The audio is too short; send at least a few seconds.")
-    if not np.isfinite(audio).all():
-        raise BadAudio("This file decodes to invalid samples; export it again and resend it.")
     return audio
+
+
+def scan(path: Path, limits: Limits = Limits(), timeout: float = 120.0) -> AudioInfo:
+    """Check an upload all the way through: `probe`, then decode it without keeping it.
+
+    Memory stays at a few chunks whatever the file holds. Returns the probe's description
+    with the decoded duration."""
+    info = probe(path, limits)
+    frames = 0
+    for data in _pcm_chunks(Path(path), info, None, 1, limits, timeout):
+        frames += len(data)
+    duration = frames / info.sample_rate
+    if duration < limits.min_seconds:
+        raise BadAudio("The audio is too short; send at least a few seconds.")
+    return AudioInfo(duration, info.sample_rate, info.channels, info.codec, info.size,
+                     info.demuxer)  # fmt: skip
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
@@ -152,9 +412,7 @@ def run_ffmpeg(args: list[str], what: str) -> str:
     """Run ffmpeg with `args`; return its stderr. Failures raise EngineError naming `what`."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-y", *args]
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False
-        )
+        proc = cancel.run(cmd, timeout=FFMPEG_TIMEOUT_S, text=True)
     except subprocess.TimeoutExpired:
         raise EngineError(f"{what} took too long; try a shorter song.") from None
     if proc.returncode != 0:

@@ -34,6 +34,7 @@ import pickle
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from gpu_worker import cancel
 from gpu_worker.errors import BadAudio, BadVoice, EngineError, ModelMissing
+from gpu_worker.model_check import check_index, check_voice
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +185,8 @@ def inspect_voice(pth: Path, max_bytes: int = MAX_VOICE_BYTES) -> VoiceInfo:
         raise BadVoice(
             f"The voice file {name} is over {max_bytes // 2**20} MB; RVC voices are far smaller."
         )
+    require_safe_torch()
+    _check_container(pth, name, max_bytes)
     try:
         data = torch.load(str(pth), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -196,6 +201,67 @@ def inspect_voice(pth: Path, max_bytes: int = MAX_VOICE_BYTES) -> VoiceInfo:
     except Exception:
         raise BadVoice(f"{name} is not a PyTorch model file; upload an RVC voice .pth.") from None
     return _describe(data, name)
+
+
+SAFE_TORCH = (2, 6)
+"""`torch.load(weights_only=True)` can be made to run code before 2.6 (CVE-2025-32434)."""
+MAX_PTH_RECORDS = 4096
+"""Records in a voice's torch zip: one per tensor storage (a full voice has about 500)."""
+
+
+def torch_is_safe(version: Any = None) -> bool:
+    """Whether this torch (or `version`) loads untrusted checkpoints with weights_only safely."""
+    from torch.torch_version import TorchVersion
+
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    return TorchVersion(str(version)) >= SAFE_TORCH
+
+
+def require_safe_torch(version: Any = None) -> None:
+    """Refuse to open untrusted checkpoints on a torch whose `weights_only` can be bypassed."""
+    if not torch_is_safe(version):
+        raise EngineError(
+            "Voice models cannot be loaded safely with this server's PyTorch; "
+            "the operator must upgrade torch to 2.6 or newer."
+        )
+
+
+def _check_container(pth: Path, name: str, max_bytes: int) -> None:
+    """A voice `.pth` is a zip of stored records (torch's format): refuse any other layout,
+    and records that would unpack to more than the file holds, before torch reads it."""
+    from gpu_worker.archives import zip_entries
+
+    fix = "upload the original .pth again"
+    subject = f"The voice file {name}"
+    if not zipfile.is_zipfile(pth):
+        raise BadVoice(f"{name} is not a PyTorch model file; upload an RVC voice .pth.")
+    zf, entries = zip_entries(pth, MAX_PTH_RECORDS, subject, fix)
+    with zf:
+        unpacked = sum(e.file_size for e in entries)
+        if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or unpacked > min(
+            pth.stat().st_size, max_bytes
+        ):
+            raise BadVoice(f"{subject} expands far beyond its size; {fix}.")
+
+
+def _tensors(weight: dict, name: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    import torch
+
+    out = {}
+    for key, value in weight.items():
+        if not isinstance(value, torch.Tensor):
+            raise BadVoice(f"{name} holds something other than weights; upload the original .pth.")
+        out[key] = (tuple(value.shape), str(value.dtype).removeprefix("torch."))
+    return out
+
+
+def _all_finite(weight: dict) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(t).all()) for t in weight.values())
 
 
 def _describe(data: Any, name: str) -> VoiceInfo:
@@ -250,6 +316,11 @@ def _describe(data: Any, name: str) -> VoiceInfo:
         raise BadVoice(
             f"{name} was trained on a content model ({embedder}) that cannot be used here."
         )
+    # The config drives the synthesizer's size at conversion: it must be an RVC geometry, and
+    # every tensor the shape that geometry implies (bounded and checked before any compute).
+    check_voice(data["config"], _tensors(weight, name), version, f0, name)
+    if not _all_finite(weight):
+        raise BadVoice(f"{name} has NaN or infinite weights, so it cannot sing; use another copy.")
     return VoiceInfo(
         version=version,
         sample_rate=sample_rate,
@@ -472,6 +543,7 @@ def _load(
 ) -> tuple[Any, Any]:
     missing_asset, model_format = _engine_errors()
     name = _voice_name(voice_pth)
+    require_safe_torch()
     try:
         voice = runtime.voice(voice_pth)
     except model_format as e:
@@ -490,13 +562,14 @@ def _load(
         raise BadVoice(
             f"The index file {iname} does not exist; upload it again or convert without it."
         )
+    want = 768 if info.version == "v2" else 256
+    check_index(index_path, want, iname)  # faiss trusts the header: walk it first
     try:
         index = runtime.index(index_path)
     except Exception as e:
         raise BadVoice(
             f"The index file {iname} cannot be read; upload it again or convert without it."
         ) from e
-    want = 768 if info.version == "v2" else 256
     if index.dim != want:
         raise BadVoice(
             f"The index file {iname} holds {index.dim}-dim features but the voice needs {want}; "
@@ -704,6 +777,7 @@ def _synthesize(
     # Windows need a margin past the decoder's reach (8 frames); without one, decode in one go.
     step = DECODER_WINDOW if margin >= DECODER_MARGIN else max(length, 1)
     for start in range(0, length, step):
+        cancel.checkpoint()  # a window takes a fraction of a second: stop between two
         lo, hi = max(0, start - margin), min(length, start + step + margin)
         if f0 is None:
             y = dec(z[:, :, lo:hi], g=g)
@@ -785,6 +859,7 @@ def convert_16k(
     sid = torch.tensor([0], device=device, dtype=torch.long)
     with torch.inference_mode(), torch.random.fork_rng(devices=[]):
         for i, (a, b) in enumerate(pieces):
+            cancel.checkpoint()
             first, last = round(a * rate / SR_16K), round(b * rate / SR_16K)
             lo = a + pad - context  # window in `padded`, whole frames from a piece's start
             hi = min(padded.shape[0], b + pad + context + (margin + 3) * FRAME)

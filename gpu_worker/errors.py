@@ -32,3 +32,7 @@ class Crashed(EngineError):
     """The work died for a reason that is not the user's (killed, out of memory, a bug).
 
     Whatever it had finished is kept, so running it again resumes; callers may retry it."""
+
+
+class TooLong(BadAudio):
+    """The audio decodes to more than the length limit (whatever its headers declared)."""

@@ -12,10 +12,12 @@ to train (at least 1 min, 5-10 min is best) and the report's `ok` says whether t
 rate: long silences shortened, clipped stretches cut out, level brought to a steady speech
 level with headroom.
 
-How the measurements work: every file is probed (`gpu_worker.audio.probe`, for its original
-rate and channels) and decoded once at `ANALYSIS_RATE`. The decoded audio is cut into 30 ms
-frames; a frame is silence when its RMS is below a threshold that is the highest of a fixed
-floor (`SILENCE_FLOOR_DBFS`), a fixed distance below the loud part of the recording, and (when
+How the measurements work: every file is opened as untrusted audio (`gpu_worker.audio.inspect`:
+allowed formats and codecs only, for its original rate and channels) and decoded once at
+`ANALYSIS_RATE`, within `decode_limits` (what decodes, not what headers claim). The decoded
+audio is cut into 30 ms frames; a frame is silence when its RMS is below a threshold that
+is the highest of a fixed floor (`SILENCE_FLOOR_DBFS`), a fixed distance below the loud part
+of the recording, and (when
 the recording has quiet gaps) just above its background noise. A sample counts as clipped at
 full scale (`CLIP_LEVEL`) or where it holds one value for several samples at a high level (a
 flat top: clipped, then turned down). A frame with more than `CLIPPED_FRAME` of its samples
@@ -35,14 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_worker.audio import Limits, decode, probe, write_wav
-from gpu_worker.errors import BadAudio
+from gpu_worker.audio import Limits, decode, inspect, write_wav
+from gpu_worker.errors import BadAudio, TooLong
 
 __all__ = [
     "IntakeLimits",
     "IntakeReport",
     "SampleCheck",
     "check_samples",
+    "decode_limits",
     "format_duration",
     "prepare_samples",
 ]
@@ -85,6 +88,7 @@ class IntakeLimits:
     min_sample_s: float = 1.0
     max_sample_s: float = 1800.0
     min_sample_rate: int = 16000
+    max_sample_rate: int = 192000  # more is no recording a phone or microphone makes
     max_channels: int = 2
     max_bytes: int = 100 * 2**20  # per file
     max_silent_fraction: float = 0.8  # more silence than this: "mostly silence"
@@ -209,12 +213,18 @@ def _analyse(audio: np.ndarray, sample_rate: int) -> _Frames:
         n = frame
     clip = np.zeros(n, dtype=bool)
     peak = max(_mark_clipping(channel, clip) for channel in audio)
-    mono = audio.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else audio[0]
     count = n // frame
-    frames = mono[: count * frame].reshape(count, frame)
+    sums = np.empty(count, dtype=np.float64)
+    squares = np.empty(count, dtype=np.float64)
+    step = max(1, _BLOCK // frame)  # frames per block: the mono mix is made a block at a time
+    for first in range(0, count, step):
+        last = min(count, first + step)
+        part = audio[:, first * frame : last * frame]
+        mono = part.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else part[0]
+        frames = mono.reshape(last - first, frame)
+        sums[first:last] = frames.sum(axis=1, dtype=np.float64)
+        squares[first:last] = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
     # Mean square per frame with the recording's DC offset taken out, without a centred copy.
-    sums = frames.sum(axis=1, dtype=np.float64)
-    squares = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
     dc = float(sums.sum()) / (count * frame)
     power = np.maximum(squares / frame - 2 * dc * sums / frame + dc * dc, 0.0)
     frame_db = _db(power)
@@ -314,8 +324,7 @@ def _check_one(
     seen[digest] = n
 
     try:
-        info = probe(path, Limits(max_bytes=limits.max_bytes, max_seconds=math.inf,
-                                  max_channels=2**31, min_seconds=0.0))  # fmt: skip
+        info = inspect(path, limits.max_bytes)
     except BadAudio:
         raise _Reject(
             f"Sample {n} could not be read as audio; send it as an mp3, wav, ogg or m4a file."
@@ -333,6 +342,12 @@ def _check_one(
             f"{_khz(limits.min_sample_rate)} or more, for example as a voice note.",
             **known,
         )
+    if info.sample_rate > limits.max_sample_rate:
+        raise _Reject(
+            f"Sample {n} has an unusual sample rate ({_khz(info.sample_rate)}); export it "
+            f"again at {_khz(limits.max_sample_rate)} or less, or send it as a voice note.",
+            **known,
+        )
     too_long = (
         f"Sample {n} is over the {format_duration(limits.max_sample_s)} limit for one sample; "
         "split it into shorter recordings."
@@ -343,7 +358,9 @@ def _check_one(
         raise _Reject(_over_total(n, limits), **known)
 
     try:
-        audio = decode(path, ANALYSIS_RATE, min(info.channels, 2), limits=None)
+        audio = decode(path, ANALYSIS_RATE, min(info.channels, 2), decode_limits(limits))
+    except TooLong:
+        raise _Reject(too_long, **known) from None
     except BadAudio:
         raise _Reject(
             f"Sample {n} is damaged or cut off; export it again and resend it.", **known
@@ -393,6 +410,18 @@ def _check_one(
     elif measured["voiced_s"] > room_s:
         problem = _over_total(n, limits)
     return SampleCheck(number=n, name=name, problem=problem, **measured)
+
+
+def decode_limits(limits: IntakeLimits) -> Limits:
+    """What decoding one sample may produce: the intake limits, enforced on decoded audio."""
+    return Limits(
+        max_bytes=limits.max_bytes,
+        max_seconds=limits.max_sample_s,
+        max_channels=limits.max_channels,
+        min_seconds=0.0,
+        min_sample_rate=limits.min_sample_rate,
+        max_sample_rate=limits.max_sample_rate,
+    )
 
 
 def _over_total(number: int, limits: IntakeLimits) -> str:
@@ -552,7 +581,11 @@ def _clean(mono: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def prepare_samples(
-    report: IntakeReport, paths: Sequence[Path], out_dir: Path, sample_rate: int = 40000
+    report: IntakeReport,
+    paths: Sequence[Path],
+    out_dir: Path,
+    sample_rate: int = 40000,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> list[Path]:
     """Write each accepted sample as clean mono float wav at `sample_rate`; return the paths.
 
@@ -568,7 +601,7 @@ def prepare_samples(
     written: list[Path] = []
     for check in report.accepted:
         try:
-            audio = decode(paths[check.number - 1], sample_rate, 1, limits=None)
+            audio = decode(paths[check.number - 1], sample_rate, 1, decode_limits(limits))
         except BadAudio:
             raise BadAudio(
                 f"Sample {check.number} could not be read again; send it once more."

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpu_worker import cancel
 from gpu_worker.errors import BadAudio, EngineError, ModelMissing
 
 SAMPLE_RATE = 44100
@@ -313,15 +314,22 @@ def _chunk_count(model, length: int, options: SeparationOptions) -> int:
 
 
 def _progress_callback(progress: ProgressFn | None, total: int):
-    if progress is None:
+    """Demucs's chunk callback (it runs in the pool's threads): reports progress, and stops
+    the work at a chunk's start or end when the caller's stop check (`gpu_worker.cancel`)
+    raises; Demucs then cancels the chunks not started and re-raises."""
+    stop = cancel.current()  # pool threads do not inherit the caller's context
+    if progress is None and stop is None:
         return None
     done = 0
 
     def on_chunk(info: dict) -> None:
         nonlocal done
+        if stop is not None:
+            stop()
         if info.get("state") == "end":
             done += 1
-            progress(min(done / total, 0.99))
+            if progress is not None:
+                progress(min(done / total, 0.99))
 
     return on_chunk
 

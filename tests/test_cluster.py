@@ -31,6 +31,7 @@ from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness, write_wav
 from tests.conftest import S3_REGION, descendants, s3_client
 from tests.fake_telegram import FakeTelegram
+from tests.privacy import assert_parameters_name_nobody
 from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
 SR = 44100
@@ -225,6 +226,8 @@ def test_a_cover_runs_on_the_workers_lands_in_s3_and_reaches_the_chat_once(
     assert parent.state.is_completed() and heavy.state.is_completed()
     assert parent.work_pool_name == s.cpu_pool and heavy.work_pool_name == s.gpu_pool
     assert str(parent.id) == job.flow_run_id
+    # What run_deployment sent, as the server keeps it: ids and options, no chat, no name.
+    assert_parameters_name_nobody(job, "Ada", "Cluster")
     # Nothing of the job is left in temporary storage.
     listed = s3_client(endpoint).list_objects_v2(Bucket=bucket, Prefix=f"files/tmp/jobs/{job_id}")
     assert listed.get("KeyCount", 0) == 0

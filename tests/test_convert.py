@@ -220,8 +220,10 @@ def test_bad_voice_or_index_in_convert(rvc, tmp_path):
     g = rvc.assets_dir / "pretrained_v2" / "f0G40k.pth"
     with pytest.raises(BadVoice, match="training checkpoint"):
         vc.convert(src, tmp_path / "o.wav", voice_pth=g, index_path=None, assets_dir=rvc.assets_dir)
-    v1_index = faiss.IndexFlatL2(256)
-    v1_index.add(np.random.default_rng(0).standard_normal((50, 256)).astype(np.float32))
+    v1_vectors = np.random.default_rng(0).standard_normal((80, 256)).astype(np.float32)
+    v1_index = faiss.index_factory(256, "IVF2,Flat")
+    v1_index.train(v1_vectors)
+    v1_index.add(v1_vectors)
     faiss.write_index(v1_index, str(tmp_path / "added_v1.index"))
     with pytest.raises(BadVoice, match="another voice"):
         vc.convert(

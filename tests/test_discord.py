@@ -23,6 +23,7 @@ import pytest
 
 from flows.catalog import add_song
 from flows.db import Delivery, Job, Voice, session
+from flows.jobs import reply_target
 from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness
 from tests.fake_discord import (
@@ -33,6 +34,7 @@ from tests.fake_discord import (
     FakeDiscord,
     Pending,
 )
+from tests.privacy import assert_parameters_name_nobody
 
 SR = 44100
 OWNER = "discord:1"
@@ -192,8 +194,11 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
 
     job = _wait_ended(dc_settings, fake)
     assert job.state == "succeeded" and job.params["options"]["pitch"] == 2
-    assert job.params["reply_to"]["upload_limit"] == pending.limit
-    assert abs(job.params["reply_to"]["token_at"] - time.time()) < 120  # from the snowflake
+    target = reply_target(dc_settings, job.id)  # in the database, not in the run parameters
+    assert target["interaction_token"] == pending.token
+    assert_parameters_name_nobody(job, pending.token, "Ada", target["channel_id"])
+    assert target["upload_limit"] == pending.limit
+    assert abs(target["token_at"] - time.time()) < 120  # from the snowflake
     edits = [c.json["content"] for c in fake.calls_to("PATCH", "/messages/@original")]
     assert edits[0].startswith("🎤 Tester - Test Song — sung by alice, +2 semitones")
     assert "Queued" in edits[0]

@@ -7,11 +7,8 @@ Round trips, multipart uploads, signed links fetched with urllib, the lifecycle 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import threading
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -21,6 +18,7 @@ from botocore.exceptions import ClientError
 from flows.storage import S3Storage, open_storage
 from tests.conftest import S3_REGION as REGION
 from tests.conftest import s3_client
+from tests.faulty_s3 import FaultyS3
 
 
 @pytest.fixture
@@ -183,74 +181,11 @@ def test_lifecycle_rule_expires_tmp_and_keeps_other_rules(store, moto_endpoint, 
         store.ensure_lifecycle(0)
 
 
-class _FlakyS3(ThreadingHTTPServer):
-    """An HTTP proxy to moto that answers the first `failures` requests 503 SlowDown."""
-
-    daemon_threads = True
-
-    def __init__(self, target: str, failures: int):
-        self.target = urlparse(target)
-        self.failures = failures
-        self.requests = 0
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        with self.server.lock:
-            self.server.requests += 1
-            fail = self.server.requests <= self.server.failures
-        if fail:
-            payload = b"<Error><Code>SlowDown</Code><Message>Reduce your rate.</Message></Error>"
-            self.send_response(503)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-            return
-        upstream = http.client.HTTPConnection(
-            self.server.target.hostname, self.server.target.port, timeout=30
-        )
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-        upstream.request(self.command, self.path, body=body, headers=headers)
-        resp = upstream.getresponse()
-        data = resp.read()
-        self.send_response(resp.status)
-        for key, value in resp.getheaders():
-            if key.lower() in ("transfer-encoding", "connection"):
-                continue
-            if key.lower() == "content-length" and self.command != "HEAD":
-                continue
-            self.send_header(key, value)
-        if self.command != "HEAD":
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        upstream.close()
-
-    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_transient_errors_are_retried(store, moto_endpoint, bucket, tmp_path):
     src = _file(tmp_path / "a.wav", 2000, seed=5)
     uri = store.put(src, "covers/j/a.wav")
 
-    flaky = _FlakyS3(moto_endpoint, failures=2)
+    flaky = FaultyS3(moto_endpoint, failures=2)
     try:
         patient = S3Storage(bucket, "encore", endpoint_url=flaky.url, region=REGION, max_attempts=3)
         retries = patient.client.meta.config.retries
@@ -261,7 +196,7 @@ def test_transient_errors_are_retried(store, moto_endpoint, bucket, tmp_path):
     finally:
         flaky.shutdown()
 
-    flaky = _FlakyS3(moto_endpoint, failures=1)
+    flaky = FaultyS3(moto_endpoint, failures=1)
     try:
         hasty = S3Storage(bucket, "encore", endpoint_url=flaky.url, region=REGION, max_attempts=1)
         with pytest.raises(ClientError) as err:

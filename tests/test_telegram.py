@@ -22,6 +22,7 @@ from flows.demo import synth_song
 from flows.voices import import_voice
 from gpu_worker.audio import decode, encode, measure_loudness, write_wav
 from tests.fake_telegram import UPLOAD_LIMIT, BotProcess, FakeTelegram
+from tests.privacy import assert_parameters_name_nobody
 
 SR = 44100
 ADA = 1  # the user id (and private chat id) most tests talk as
@@ -183,6 +184,8 @@ def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
 
     [job] = _wait_ended(tg_settings, fake)
     assert job.state == "succeeded" and job.params["options"]["pitch"] == 2
+    # What Prefect keeps of the job names nobody: the chat and its messages stay in our database.
+    assert_parameters_name_nobody(job, "Ada", status["text"].splitlines()[0])
     edits = fake.edits(ADA, status["message_id"])
     stages = _stages([status["text"], *edits])
     order = [name for name, _marker in STAGES]
@@ -402,25 +405,29 @@ def test_oversized_files_are_refused_before_downloading(fake, bot, tg_settings):
 def test_rate_limits_and_quotas_say_when_to_try_again(fake, tg_settings, alice, song, monkeypatch):
     from datetime import timedelta
 
-    from flows.db import now
-    from flows.jobs import create_job, update_job
+    from flows.db import Usage, now
+    from flows.jobs import update_job
     from flows.settings import get_settings
+    from flows.users import create_counted_job
 
     monkeypatch.setenv("ENCORE_RATE_LIMIT_JOBS", "2")
     monkeypatch.setenv("ENCORE_QUOTA_JOBS_PER_DAY", "3")
     get_settings.cache_clear()
     s = get_settings()
     for _ in range(2):
-        update_job(s, create_job(s, "cover", OWNER, {}), state="succeeded")
+        update_job(s, create_counted_job(s, "cover", OWNER, {}), state="succeeded")
     process = BotProcess(s).start()
     try:
         reply = _last_reply_text(fake, fake.send_text("/cover test song"))
         assert reply.startswith("That is a lot at once: at most 2 new jobs per 1 min.")
         assert re.search(r"Try again in (\d+ s|1 min)\.$", reply), reply
-        update_job(s, create_job(s, "karaoke", OWNER, {}), state="succeeded")
+        with session(s.database) as db:  # the rate window has passed
+            for row in db.query(Usage):
+                row.created_at = now() - timedelta(hours=23)
+        update_job(s, create_counted_job(s, "karaoke", OWNER, {}), state="succeeded")
         with session(s.database) as db:  # the three jobs were made 23 hours ago
-            for job in db.query(Job).filter(Job.owner == OWNER):
-                job.created_at = now() - timedelta(hours=23)
+            for row in db.query(Usage):
+                row.created_at = now() - timedelta(hours=23)
         reply = _last_reply_text(fake, fake.send_text("/stems test song"))
         assert reply.startswith("You have used today's 3 covers, karaoke tracks and stems.")
         assert "Try again in 1 h." in reply or "Try again in 59 min" in reply, reply
@@ -627,7 +634,7 @@ def _finished_job(settings, kind: str, result: dict, params: dict) -> str:
     from flows.jobs import create_job, update_job
 
     reply_to = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
-    job_id = create_job(settings, kind, OWNER, {**params, "reply_to": reply_to})
+    job_id = create_job(settings, kind, OWNER, params, reply_to=reply_to)
     update_job(settings, job_id, state="succeeded", step="done", progress=1.0, result=result)
     return job_id
 

@@ -440,7 +440,7 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
     chart.serve([{"title": "Test Song", "artist": "Tester"}])
     made = []
 
-    def submit_cover(owner, song_id, voice_id, reply_to, idempotency_key, s):
+    def submit_cover(owner, song_id, voice_id, reply_to, idempotency_key, s, quota):
         if reply_to["platform"] == "telegram":
             raise ConnectionError("the Prefect API is down")
         made.append((owner, reply_to, idempotency_key))
@@ -458,6 +458,29 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
     assert reply_to["headline"] == "📈 #1 on the chart: Tester - Test Song — sung by alice"
     with pytest.raises(EngineError, match="1 covers of drop 2026-03-06 could not be submitted"):
         trending.trending_drop(day=DAY)
+
+
+def test_a_drop_past_the_operators_budget_skips_the_rest_and_fails_nothing(
+    drop_settings, chart, catalog, voice_files, monkeypatch
+):
+    from flows import trending
+    from flows.settings import get_settings
+    from flows.users import create_counted_job
+
+    monkeypatch.setenv("ENCORE_TRENDING_COVERS_PER_DAY", "2")
+    get_settings.cache_clear()
+    s = get_settings()
+    alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
+    subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
+    chart.serve([{"title": "Test Song", "artist": "Tester"}])
+    for chat in ("-1", "-2"):  # today's budget went on other chats' drops
+        create_counted_job(s, "cover", f"trending:telegram:{chat}", {})
+    summary = trending.trending_drop(day=DAY)  # skipped, not failed: the run does not raise
+    assert summary["submitted"] == [] and summary["errors"] == []
+    [skipped] = summary["skipped"]
+    assert skipped["chat_id"] == str(GROUP)
+    assert skipped["reason"].startswith("the budget of 2 drop covers a day is spent")
+    assert [j.owner for j in _jobs(s)] == ["trending:telegram:-1", "trending:telegram:-2"]
 
 
 def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
@@ -534,7 +557,7 @@ def _ended_cover(s, song_wav, reply_to: dict) -> str:
     from flows.storage import open_storage
 
     uri = open_storage(s.storage).put(song_wav, f"covers/{len(RecordingApi.calls)}/c.wav")
-    job_id = create_job(s, "cover", "trending:x:1", {"reply_to": reply_to})
+    job_id = create_job(s, "cover", "trending:x:1", {}, reply_to=reply_to)
     result = {"uri": uri, "filename": "c.wav", "duration": 4.0}
     update_job(s, job_id, state="succeeded", step="done", progress=1.0, result=result)
     return job_id

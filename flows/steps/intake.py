@@ -28,7 +28,9 @@ def refusal(report: engine.IntakeReport) -> str:
     return " ".join([*reasons, report.summary])
 
 
-def _isolate(s: Settings, job_id: str, paths: list[Path], workdir: Path) -> list[Path]:
+def _isolate(
+    s: Settings, job_id: str, paths: list[Path], workdir: Path, limits: engine.IntakeLimits
+) -> list[Path]:
     """Keep only the vocal of each sample (for samples recorded over music)."""
     opts = separation_options(s)
     out = []
@@ -36,7 +38,7 @@ def _isolate(s: Settings, job_id: str, paths: list[Path], workdir: Path) -> list
         share = 0.08 / len(paths)
         report = job_progress(s, job_id, 0.02 + share * i, 0.02 + share * (i + 1))
         stems = separate.separate(
-            decode(path, separate.SAMPLE_RATE, 2, limits=None),
+            decode(path, separate.SAMPLE_RATE, 2, engine.decode_limits(limits)),
             workdir / f"isolated-{i}",
             model_dir=s.models / "demucs",
             options=opts,
@@ -70,7 +72,7 @@ def intake(
         if isolate:
             with job_step(s, job_id, "isolating", 0.02):
                 kept = [local[c.number - 1] for c in report.accepted]
-                vocals = _isolate(s, job_id, kept, workdir)
+                vocals = _isolate(s, job_id, kept, workdir, limits)
                 report = engine.check_samples(vocals, limits, names=[p.name for p in kept])
                 if not report.ok:
                     # (numbers in this report count the kept samples, so only the total is told)
@@ -79,7 +81,7 @@ def intake(
                     )
                 local = vocals
         prepared.mkdir(parents=True, exist_ok=True)
-        files = engine.prepare_samples(report, local, prepared)
+        files = engine.prepare_samples(report, local, prepared, limits=limits)
         found = {
             "files": [p.name for p in files],
             "voiced_seconds": round(report.voiced_s, 1),

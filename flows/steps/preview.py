@@ -10,7 +10,9 @@ from pathlib import Path
 
 from flows.db import Voice, session
 from flows.demo import SR, preview_parts
-from flows.jobs import job_progress, job_step
+from flows.erase import erase
+from flows.erase import uri as erase_uri
+from flows.jobs import JobCancelled, job_progress, job_step
 from flows.settings import Settings
 from flows.steps.convert import voice_params
 from flows.steps.remix import file_title, mix_options
@@ -44,6 +46,11 @@ def preview(s: Settings, job_id: str, voice: Voice, workdir: Path) -> dict:
         name = f"{file_title(voice.name)} (preview).{opts.format}"
         uri = storage.put(mixed.path, f"{voice_prefix(voice.owner, voice.id)}/{name}")
         with session(s.database) as db:
-            db.get(Voice, voice.id).preview_uri = uri
+            row = db.get(Voice, voice.id, with_for_update=True)
+            if row is not None:
+                row.preview_uri = uri
+        if row is None:  # the voice was deleted meanwhile (its owner forgotten): keep nothing
+            erase(s, [erase_uri(uri)])
+            raise JobCancelled()
         record.detail = {"lufs": mixed.loudness.integrated_lufs}
         return {"uri": uri, "filename": name, "duration": mixed.samples / mixed.sample_rate}

@@ -17,9 +17,12 @@ def register(
     s: Settings, job_id: str, owner: str, name: str, trained: dict, workdir: Path
 ) -> Voice:
     """The new voice's row; its files (stored by the training step, `trained["pth"]` and
-    `trained["index"]`) are copied under the voice's own prefix."""
+    `trained["index"]`) are copied under the voice's own prefix. Nothing is registered for a
+    job cancelled meanwhile, or whose user was forgotten (`register_voice` checks)."""
     with job_step(s, job_id, "registering", 0.86):
         storage = open_storage(s.storage)
         pth = storage.fetch(trained["pth"], workdir)
         index = storage.fetch(trained["index"], workdir) if trained.get("index") else None
-        return register_voice(s, owner, name, pth, index, source="trained", consent=CONSENT)
+        return register_voice(
+            s, owner, name, pth, index, source="trained", consent=CONSENT, job_id=job_id
+        )

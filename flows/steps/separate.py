@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from flows.catalog import limits
 from flows.db import Song, StemSet, now, session
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
@@ -80,7 +81,7 @@ def _drop(s: Settings, row_id: str) -> None:
 def _compute(
     s: Settings, song: Song, audio_path: Path, workdir: Path, opts, progress
 ) -> dict[str, str]:
-    audio = decode(audio_path, 44100, 2, limits=None)
+    audio = decode(audio_path, 44100, 2, limits(s))  # a user's file: the song limits hold
     files = engine.separate(
         audio, workdir / "stems", model_dir=s.models / "demucs", options=opts, progress=progress
     )

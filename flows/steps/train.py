@@ -5,7 +5,7 @@ retry (Prefect's, or the user sending the same samples again after a crash) resu
 last checkpoint instead of starting over. It is removed once the voice is registered.
 
 The latest checkpoint and the resume manifest are also kept in storage, under
-`tmp/training/<training folder's name>/` (`Checkpoints`): uploaded after every save, and
+`tmp/training/<owner>/<training folder's name>/` (`Checkpoints`): uploaded after every save, and
 downloaded by a run that finds no checkpoint of its own, so a rerun on another machine
 (another GPU, another data folder) resumes too. They are deleted when the voice is
 registered, or when the job ends for good (a user's mistake, a cancel).
@@ -28,6 +28,7 @@ from flows.catalog import file_hash
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.storage import open_storage
+from gpu_worker import cancel
 from gpu_worker import train as engine
 
 log = logging.getLogger("encore.train")
@@ -49,6 +50,15 @@ def training_dir(s: Settings, owner: str, name: str, samples: list[Path]) -> Pat
     return training_root(s) / f"{key}-{digest.hexdigest()[:16]}"
 
 
+def owner_folders(s: Settings, owner: str) -> list[Path]:
+    """The training folders of `owner`'s runs on this machine (see `training_dir`)."""
+    root = training_root(s)
+    start = re.sub(r"[^\w.-]", "_", f"{owner}-")
+    if not root.is_dir():
+        return []
+    return [f for f in root.iterdir() if f.is_dir() and f.name.startswith(start)]
+
+
 def sweep_stale(s: Settings, days: float = STALE_DAYS) -> None:
     """Drop training folders nobody resumed for `days` (their checkpoints are large)."""
     root = training_root(s)
@@ -65,17 +75,23 @@ def engine_dir(exp_dir: Path) -> Path:
     return exp_dir / "rvc"
 
 
-def checkpoints_prefix(exp_dir: Path) -> str:
-    return f"tmp/training/{exp_dir.name}"
+def owner_checkpoints(owner: str) -> str:
+    """The storage prefix of all `owner`'s stored checkpoints (`/forget` deletes it)."""
+    key = re.sub(r"[^\w.-]", "_", owner)[:60] or "_"
+    return f"tmp/training/{key}"
+
+
+def checkpoints_prefix(owner: str, exp_dir: Path) -> str:
+    return f"{owner_checkpoints(owner)}/{exp_dir.name}"
 
 
 class Checkpoints:
     """A training folder's resume files in storage: one version at a time, named by
     `latest.json` (written after the files, so a reader never sees half a version)."""
 
-    def __init__(self, s: Settings, exp_dir: Path):
+    def __init__(self, s: Settings, owner: str, exp_dir: Path):
         self.storage = open_storage(s.storage)
-        self.prefix = checkpoints_prefix(exp_dir)
+        self.prefix = checkpoints_prefix(owner, exp_dir)
         self.local = engine_dir(exp_dir)
 
     def _pointer(self) -> dict | None:
@@ -147,8 +163,21 @@ def train_options(s: Settings, options: dict) -> engine.TrainOptions:
     return engine.TrainOptions(**given)
 
 
+def _cancel_check():
+    """The job's stop check (a cancel, a shutdown) as the engine's `cancel` poll: the training
+    child is then told to stop, keeping its last checkpoint for a resumed run."""
+    stop = cancel.current()
+    return None if stop is None else lambda: bool(stop())
+
+
 def train(
-    s: Settings, job_id: str, name: str, samples_dir: Path, exp_dir: Path, options: dict
+    s: Settings,
+    job_id: str,
+    name: str,
+    samples_dir: Path,
+    exp_dir: Path,
+    options: dict,
+    owner: str = "",
 ) -> dict:
     """Train (or resume) the voice; returns local paths of the model and index, the counts,
     and the storage prefix of its checkpoints (`Checkpoints`: kept there as they are saved,
@@ -157,7 +186,7 @@ def train(
     with job_step(s, job_id, "training", TRAIN_START) as record:
         report = job_progress(s, job_id, TRAIN_START, TRAIN_END, every_s=2.0)
         samples = sorted(p for p in samples_dir.iterdir() if p.suffix == ".wav")
-        stored = Checkpoints(s, exp_dir)
+        stored = Checkpoints(s, owner, exp_dir)
         stored.download()
         result = engine.train(
             samples,
@@ -167,6 +196,7 @@ def train(
             device=s.resolved_device(),
             options=train_options(s, options),
             progress=lambda p: report(p.fraction),
+            cancel=_cancel_check(),
             on_checkpoint=stored.upload,
         )
         record.detail = {

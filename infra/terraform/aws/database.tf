@@ -2,26 +2,28 @@
 # created with the instance) and `encore` (Encore's own; the Prefect server's task creates it
 # on start when missing). Both run Alembic, so they cannot share one database.
 #
-# The master password is random (uuid() draws on crypto/rand), kept in state like any
-# generated password, and stored in Secrets Manager as the two connection URLs the
-# containers read. It is hex, so it needs no escaping inside a URL.
+# The master password never enters the Terraform state or plan: Secrets Manager draws it as an
+# ephemeral value, and it reaches RDS and the two connection-URL secrets only through
+# write-only arguments (password_wo, secret_string_wo), which Terraform sends when their
+# *_wo_version changes and never stores. The three share var.secrets_version, so bumping it
+# rotates the password and rewrites both URLs in one apply. The password is alphanumeric, so
+# it needs no escaping inside a URL.
 
-locals {
-  db_user        = "encore"
-  db_prefect     = "prefect"
-  db_encore      = "encore"
-  db_password    = replace(terraform_data.db_password.output, "-", "")
-  db_host_port   = "${aws_db_instance.main.address}:${aws_db_instance.main.port}"
-  encore_db_url  = "postgresql+psycopg://${local.db_user}:${local.db_password}@${local.db_host_port}/${local.db_encore}"
-  prefect_db_url = "postgresql+asyncpg://${local.db_user}:${local.db_password}@${local.db_host_port}/${local.db_prefect}"
+ephemeral "aws_secretsmanager_random_password" "db" {
+  count    = var.generate_secrets ? 1 : 0
+  provider = aws.secrets
+
+  password_length     = 40
+  exclude_punctuation = true
+  include_space       = false
 }
 
-resource "terraform_data" "db_password" {
-  input = uuid()
-
-  lifecycle {
-    ignore_changes = [input] # generated once, then kept
-  }
+locals {
+  db_password  = var.generate_secrets ? ephemeral.aws_secretsmanager_random_password.db[0].random_password : var.db_password
+  db_user      = "encore"
+  db_prefect   = "prefect"
+  db_encore    = "encore"
+  db_host_port = "${aws_db_instance.main.address}:${aws_db_instance.main.port}"
 }
 
 resource "aws_db_subnet_group" "main" {
@@ -40,9 +42,10 @@ resource "aws_db_instance" "main" {
   storage_type          = "gp3"
   storage_encrypted     = true
 
-  db_name  = local.db_prefect
-  username = local.db_user
-  password = local.db_password
+  db_name             = local.db_prefect
+  username            = local.db_user
+  password_wo         = local.db_password
+  password_wo_version = var.secrets_version
 
   db_subnet_group_name   = aws_db_subnet_group.main.name
   vpc_security_group_ids = [aws_security_group.db.id]
@@ -64,8 +67,9 @@ resource "aws_secretsmanager_secret" "database_url" {
 }
 
 resource "aws_secretsmanager_secret_version" "database_url" {
-  secret_id     = aws_secretsmanager_secret.database_url.id
-  secret_string = local.encore_db_url
+  secret_id                = aws_secretsmanager_secret.database_url.id
+  secret_string_wo         = "postgresql+psycopg://${local.db_user}:${local.db_password}@${local.db_host_port}/${local.db_encore}"
+  secret_string_wo_version = var.secrets_version
 }
 
 resource "aws_secretsmanager_secret" "prefect_database_url" {
@@ -75,6 +79,7 @@ resource "aws_secretsmanager_secret" "prefect_database_url" {
 }
 
 resource "aws_secretsmanager_secret_version" "prefect_database_url" {
-  secret_id     = aws_secretsmanager_secret.prefect_database_url.id
-  secret_string = local.prefect_db_url
+  secret_id                = aws_secretsmanager_secret.prefect_database_url.id
+  secret_string_wo         = "postgresql+asyncpg://${local.db_user}:${local.db_password}@${local.db_host_port}/${local.db_prefect}"
+  secret_string_wo_version = var.secrets_version
 }

@@ -28,6 +28,13 @@ locals {
   }, var.extra_environment)
   app_environment = [for k in sort(keys(local.app_env)) : { name = k, value = local.app_env[k] }]
 
+  # prefect-aws 0.7's ECS observer (observer.tf), in the ECS worker.
+  observer_env = {
+    PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_ENABLED          = "true"
+    PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_QUEUE_NAME   = aws_sqs_queue.ecs_events.name
+    PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_QUEUE_REGION = var.region
+  }
+
   # A worker waits for its work pool (made by infra/terraform/prefect) rather than creating
   # one with default settings.
   wait_for_pool = { for p in [local.cpu_pool, local.gpu_pool] : p => "until prefect work-pool inspect ${p} >/dev/null 2>&1; do echo waiting for work pool ${p}; sleep 15; done" }
@@ -35,19 +42,27 @@ locals {
   # The Fargate services that run the app image. The Prefect server is declared on its own below.
   all_app_services = {
     cpu-worker = {
-      command = ["sh", "-c", "${local.wait_for_pool[local.cpu_pool]}; exec prefect worker start --pool ${local.cpu_pool} --type process"]
+      # --limit: flow runs one task runs at once; more wait in Prefect (queued), and the
+      # service scales out on CPU (autoscaling below) up to cpu_worker_max_count tasks.
+      command = ["sh", "-c", "${local.wait_for_pool[local.cpu_pool]}; exec prefect worker start --pool ${local.cpu_pool} --type process --limit ${var.cpu_worker_limit}"]
       cpu     = var.cpu_worker_cpu
       memory  = var.cpu_worker_memory
-      count   = var.cpu_worker_count
+      count   = var.cpu_worker_min_count
       role    = aws_iam_role.app.arn
+      env     = local.app_env
+      secrets = local.app_secrets
     }
     gpu-worker = {
-      # Runs no flow itself: it starts the GPU task definition (gpu.tf) for each flow run.
+      # Runs no flow itself: it starts the GPU task definition (gpu.tf) for each flow run, and
+      # its ECS observer reads the task events (observer.tf) to mark crashed or never-started
+      # GPU runs as crashed.
       command = ["sh", "-c", "${local.wait_for_pool[local.gpu_pool]}; exec prefect worker start --pool ${local.gpu_pool} --type ecs"]
       cpu     = 512
       memory  = 1024
       count   = 1
       role    = aws_iam_role.ecs_worker.arn
+      env     = merge(local.app_env, local.observer_env)
+      secrets = local.ecs_worker_secrets
     }
     bot-telegram = {
       command = ["encore", "bot", "telegram"]
@@ -55,6 +70,8 @@ locals {
       memory  = var.bot_memory
       count   = 1
       role    = aws_iam_role.app.arn
+      env     = local.app_env
+      secrets = local.app_secrets
     }
     bot-discord = {
       command = ["encore", "bot", "discord"]
@@ -62,6 +79,8 @@ locals {
       memory  = var.bot_memory
       count   = 1
       role    = aws_iam_role.app.arn
+      env     = local.app_env
+      secrets = local.app_secrets
     }
   }
   disabled_services = concat(var.telegram_enabled ? [] : ["bot-telegram"], var.discord_enabled ? [] : ["bot-discord"])
@@ -161,9 +180,12 @@ resource "aws_ecs_task_definition" "prefect_server" {
     secrets = [
       { name = "PREFECT_API_DATABASE_CONNECTION_URL", valueFrom = aws_secretsmanager_secret.prefect_database_url.arn },
       { name = "ENCORE_DATABASE_URL", valueFrom = aws_secretsmanager_secret.database_url.arn },
+      # Basic auth: every API call (and the UI) needs this user:password.
+      { name = "PREFECT_SERVER_API_AUTH_STRING", valueFrom = aws_secretsmanager_secret.prefect_auth.arn },
     ]
     healthCheck = {
-      command     = ["CMD-SHELL", "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:${local.prefect_port}/api/health', timeout=4)\""]
+      # Sends the auth string, so the check holds whether or not the server exempts /health.
+      command     = ["CMD-SHELL", "python -c \"import base64, os, urllib.request; auth = base64.b64encode(os.environ['PREFECT_SERVER_API_AUTH_STRING'].encode()).decode(); urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:${local.prefect_port}/api/health', headers={'Authorization': 'Basic ' + auth}), timeout=4)\""]
       interval    = 30
       timeout     = 5
       retries     = 3
@@ -201,7 +223,7 @@ resource "aws_ecs_service" "prefect_server" {
     registry_arn = aws_service_discovery_service.prefect_server.arn
   }
 
-  depends_on = [aws_secretsmanager_secret_version.prefect_database_url]
+  depends_on = [aws_secretsmanager_secret_version.prefect_database_url, aws_secretsmanager_secret_version.prefect_auth]
 }
 
 # --- workers and bots -----------------------------------------------------------------------
@@ -227,8 +249,8 @@ resource "aws_ecs_task_definition" "app" {
     image       = local.app_image
     essential   = true
     command     = each.value.command
-    environment = local.app_environment
-    secrets     = local.app_secrets
+    environment = [for k in sort(keys(each.value.env)) : { name = k, value = each.value.env[k] }]
+    secrets     = each.value.secrets
     logConfiguration = {
       logDriver = "awslogs"
       options = {
@@ -259,5 +281,41 @@ resource "aws_ecs_service" "app" {
     assign_public_ip = false
   }
 
+  lifecycle {
+    # Autoscaling owns the CPU worker's count; the others stay at 1 (pause one with the CLI).
+    ignore_changes = [desired_count]
+  }
+
   depends_on = [aws_ecs_service.prefect_server, aws_secretsmanager_secret_version.database_url]
+}
+
+# --- CPU worker autoscaling -----------------------------------------------------------------
+# Target tracking on the tasks' average CPU: remixes (ffmpeg) and deliveries make CPU; parent
+# flows waiting on GPU steps do not, and they are bounded by the worker's --limit and the
+# encore-cpu pool's concurrency limit (prefect module) instead of piling up as processes.
+
+resource "aws_appautoscaling_target" "cpu_worker" {
+  service_namespace  = "ecs"
+  scalable_dimension = "ecs:service:DesiredCount"
+  resource_id        = "service/${aws_ecs_cluster.main.name}/${aws_ecs_service.app["cpu-worker"].name}"
+  min_capacity       = var.cpu_worker_min_count
+  max_capacity       = var.cpu_worker_max_count
+}
+
+resource "aws_appautoscaling_policy" "cpu_worker" {
+  name               = "${var.name}-cpu-worker-cpu"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.cpu_worker.service_namespace
+  scalable_dimension = aws_appautoscaling_target.cpu_worker.scalable_dimension
+  resource_id        = aws_appautoscaling_target.cpu_worker.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value = var.cpu_worker_target_cpu_percent
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+    scale_out_cooldown = 60
+    # Scaling in stops a task and the flow runs in it: scale in slowly.
+    scale_in_cooldown = 900
+  }
 }

@@ -44,6 +44,8 @@ resource "aws_launch_template" "gpu" {
     }
   }
 
+  # prefer-cached is safe because the repositories are IMMUTABLE: a tag (the git revision)
+  # always names the same image, so a warm instance never runs old code under a new tag.
   user_data = base64encode(<<-EOT
     #!/bin/bash
     cat >> /etc/ecs/ecs.config <<'CONFIG'
@@ -70,6 +72,10 @@ resource "aws_autoscaling_group" "gpu" {
 
   # Managed termination protection: ECS only scales in instances that run no task.
   protect_from_scale_in = true
+
+  # GroupInServiceInstances feeds the GPU-hours alarm (alerts.tf).
+  enabled_metrics     = ["GroupInServiceInstances", "GroupDesiredCapacity"]
+  metrics_granularity = "1Minute"
 
   launch_template {
     id      = aws_launch_template.gpu.id
@@ -106,14 +112,15 @@ resource "aws_ecs_capacity_provider" "gpu" {
 }
 
 # The task definition the encore-gpu work pool runs for every GPU flow run (separation, voice
-# conversion, training). The ECS worker overrides the command with Prefect's flow-run command
-# and adds the run's environment.
+# conversion, training). The pool names its family (local.gpu_family), so ECS runs the latest
+# revision and an image change needs no change in Prefect. The ECS worker overrides the
+# command with Prefect's flow-run command and adds the run's environment.
 resource "aws_ecs_task_definition" "gpu" {
   family                   = local.gpu_family
   requires_compatibilities = ["EC2"]
   network_mode             = "bridge"
   execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.app.arn
+  task_role_arn            = aws_iam_role.gpu_task.arn
 
   container_definitions = jsonencode([{
     # "prefect" is the container name the ECS worker looks for.
@@ -127,7 +134,7 @@ resource "aws_ecs_task_definition" "gpu" {
     memory               = var.gpu_task_memory
     resourceRequirements = [{ type = "GPU", value = "1" }]
     environment          = concat(local.app_environment, [{ name = "ENCORE_DEVICE", value = "cuda" }])
-    secrets              = local.app_secrets
+    secrets              = local.gpu_secrets           # no chat tokens: the cpu side posts results
     linuxParameters      = { sharedMemorySize = 2048 } # PyTorch data loaders use /dev/shm
     logConfiguration = {
       logDriver = "awslogs"

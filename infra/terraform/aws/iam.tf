@@ -50,7 +50,30 @@ resource "aws_iam_role_policy" "execution_secrets" {
   })
 }
 
-# --- app role: bots, CPU worker flow runs, GPU tasks ---------------------------------------
+# --- app role: bots and CPU worker flow runs -----------------------------------------------
+
+locals {
+  files_statements = [
+    {
+      Sid      = "ListFiles"
+      Effect   = "Allow"
+      Action   = ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetLifecycleConfiguration", "s3:ListBucketMultipartUploads"]
+      Resource = aws_s3_bucket.files.arn
+    },
+    {
+      Sid    = "ReadWriteFiles"
+      Effect = "Allow"
+      Action = [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+      ]
+      Resource = "${aws_s3_bucket.files.arn}/*"
+    },
+  ]
+}
 
 resource "aws_iam_role" "app" {
   name               = "${var.name}-app"
@@ -63,25 +86,7 @@ resource "aws_iam_role_policy" "app" {
 
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [
-      {
-        Sid      = "ListFiles"
-        Effect   = "Allow"
-        Action   = ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetLifecycleConfiguration", "s3:ListBucketMultipartUploads"]
-        Resource = aws_s3_bucket.files.arn
-      },
-      {
-        Sid    = "ReadWriteFiles"
-        Effect = "Allow"
-        Action = [
-          "s3:GetObject",
-          "s3:PutObject",
-          "s3:DeleteObject",
-          "s3:AbortMultipartUpload",
-          "s3:ListMultipartUploadParts",
-        ]
-        Resource = "${aws_s3_bucket.files.arn}/*"
-      },
+    Statement = concat(local.files_statements, [
       {
         Sid      = "ReadSecrets"
         Effect   = "Allow"
@@ -89,8 +94,23 @@ resource "aws_iam_role_policy" "app" {
         Resource = local.app_secret_arns
       },
       local.exec_statement,
-    ]
+    ])
   })
+}
+
+# --- GPU task role: the files, nothing else ------------------------------------------------
+# GPU tasks parse users' files. Their role reads no secret (the chat tokens least of all); the
+# database URL and the Prefect auth string come in through the execution role.
+
+resource "aws_iam_role" "gpu_task" {
+  name               = "${var.name}-gpu-task"
+  assume_role_policy = local.ecs_tasks_trust
+}
+
+resource "aws_iam_role_policy" "gpu_task" {
+  name   = "encore-gpu"
+  role   = aws_iam_role.gpu_task.id
+  policy = jsonencode({ Version = "2012-10-17", Statement = concat(local.files_statements, [local.exec_statement]) })
 }
 
 # --- Prefect server -------------------------------------------------------------------------
@@ -113,6 +133,14 @@ resource "aws_iam_role" "ecs_worker" {
   assume_role_policy = local.ecs_tasks_trust
 }
 
+# The worker only runs the task definition Terraform registered (the pool names its family):
+# no ecs:RegisterTaskDefinition at all, so it cannot run an image of its choosing, and
+# iam:PassRole only for the GPU task's two roles.
+locals {
+  account_region  = "${var.region}:${data.aws_caller_identity.current.account_id}"
+  gpu_family_arns = "${local.arn_prefix}:ecs:${local.account_region}:task-definition/${local.gpu_family}:*"
+}
+
 resource "aws_iam_role_policy" "ecs_worker" {
   name = "run-gpu-tasks"
   role = aws_iam_role.ecs_worker.id
@@ -121,48 +149,53 @@ resource "aws_iam_role_policy" "ecs_worker" {
     Version = "2012-10-17"
     Statement = [
       {
-        Sid      = "RunTasks"
-        Effect   = "Allow"
-        Action   = ["ecs:RunTask"]
-        Resource = "${local.arn_prefix}:ecs:${var.region}:${data.aws_caller_identity.current.account_id}:task-definition/${local.gpu_family}:*"
-        Condition = {
-          ArnEquals = { "ecs:cluster" = aws_ecs_cluster.main.arn }
-        }
+        Sid       = "RunGpuTasks"
+        Effect    = "Allow"
+        Action    = ["ecs:RunTask"]
+        Resource  = local.gpu_family_arns
+        Condition = { ArnEquals = { "ecs:cluster" = aws_ecs_cluster.main.arn } }
       },
       {
-        Sid      = "WatchTasks"
-        Effect   = "Allow"
-        Action   = ["ecs:DescribeTasks", "ecs:StopTask"]
-        Resource = "*"
-        Condition = {
-          ArnEquals = { "ecs:cluster" = aws_ecs_cluster.main.arn }
-        }
+        # RunTask with tags (the flow run's labels, which the observer reads back).
+        Sid       = "TagTasksAtLaunch"
+        Effect    = "Allow"
+        Action    = ["ecs:TagResource"]
+        Resource  = "${local.arn_prefix}:ecs:${local.account_region}:task/${aws_ecs_cluster.main.name}/*"
+        Condition = { StringEquals = { "ecs:CreateAction" = "RunTask" } }
       },
       {
-        Sid    = "TaskDefinitions"
-        Effect = "Allow"
-        Action = [
-          "ecs:DescribeTaskDefinition",
-          "ecs:ListTaskDefinitions",
-          "ecs:RegisterTaskDefinition",
-          "ecs:DeregisterTaskDefinition",
-          "ecs:TagResource",
-          "ec2:DescribeVpcs",
-          "ec2:DescribeSubnets",
-        ]
+        Sid       = "WatchAndStopTasks"
+        Effect    = "Allow"
+        Action    = ["ecs:DescribeTasks", "ecs:StopTask"]
+        Resource  = "${local.arn_prefix}:ecs:${local.account_region}:task/${aws_ecs_cluster.main.name}/*"
+        Condition = { ArnEquals = { "ecs:cluster" = aws_ecs_cluster.main.arn } }
+      },
+      {
+        # Read-only calls that IAM cannot scope to a resource.
+        Sid      = "ReadTaskDefinitions"
+        Effect   = "Allow"
+        Action   = ["ecs:DescribeTaskDefinition", "ec2:DescribeVpcs", "ec2:DescribeSubnets"]
         Resource = "*"
       },
       {
-        Sid      = "PassTaskRoles"
-        Effect   = "Allow"
-        Action   = ["iam:PassRole"]
-        Resource = [aws_iam_role.app.arn, aws_iam_role.execution.arn]
+        Sid       = "PassGpuTaskRoles"
+        Effect    = "Allow"
+        Action    = ["iam:PassRole"]
+        Resource  = [aws_iam_role.gpu_task.arn, aws_iam_role.execution.arn]
+        Condition = { StringEquals = { "iam:PassedToService" = "ecs-tasks.amazonaws.com" } }
       },
       {
         Sid      = "ReadTaskLogs"
         Effect   = "Allow"
-        Action   = ["logs:GetLogEvents", "logs:DescribeLogStreams"]
-        Resource = "${aws_cloudwatch_log_group.main["gpu"].arn}:*"
+        Action   = ["logs:GetLogEvents", "logs:DescribeLogStreams", "logs:FilterLogEvents"]
+        Resource = ["${aws_cloudwatch_log_group.main["gpu"].arn}:*", aws_cloudwatch_log_group.main["gpu"].arn]
+      },
+      {
+        # The ECS observer (observer.tf).
+        Sid      = "ReadTaskEvents"
+        Effect   = "Allow"
+        Action   = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
+        Resource = aws_sqs_queue.ecs_events.arn
       },
       local.exec_statement,
     ]

@@ -24,8 +24,28 @@ output "cluster_name" {
 }
 
 output "gpu_task_definition_arn" {
-  description = "GPU task definition (with revision) for the encore-gpu work pool."
+  description = "GPU task definition (with revision) that this apply registered."
   value       = aws_ecs_task_definition.gpu.arn
+}
+
+output "gpu_task_family" {
+  description = "GPU task definition family: what the encore-gpu work pool runs (its latest revision)."
+  value       = aws_ecs_task_definition.gpu.family
+}
+
+output "observer_queue_name" {
+  description = "SQS queue of ECS task events read by the ECS worker's observer."
+  value       = aws_sqs_queue.ecs_events.name
+}
+
+output "alerts_topic_arn" {
+  description = "SNS topic of the GPU-hours, dead-letter and budget alerts."
+  value       = aws_sns_topic.alerts.arn
+}
+
+output "prefect_auth_secret_arn" {
+  description = "Secret holding the Prefect API auth string (user:password)."
+  value       = aws_secretsmanager_secret.prefect_auth.arn
 }
 
 output "gpu_capacity_provider" {
@@ -56,9 +76,10 @@ output "prefect_api_url" {
 output "prefect_tfvars" {
   description = "Input for infra/terraform/prefect: terraform output -json prefect_tfvars > ../prefect/aws.auto.tfvars.json"
   value = {
-    cluster                 = aws_ecs_cluster.main.name
-    gpu_task_definition_arn = aws_ecs_task_definition.gpu.arn
-    gpu_capacity_provider   = aws_ecs_capacity_provider.gpu.name
-    gpu_count               = var.gpu_count
+    cluster               = aws_ecs_cluster.main.name
+    gpu_task_family       = aws_ecs_task_definition.gpu.family
+    cpu_concurrency       = var.cpu_worker_max_count * var.cpu_worker_limit
+    gpu_capacity_provider = aws_ecs_capacity_provider.gpu.name
+    gpu_count             = var.gpu_count
   }
 }

@@ -99,7 +99,7 @@ resource "aws_s3_bucket_policy" "files_tls_only" {
 
 resource "aws_ecr_repository" "app" {
   name                 = "${var.name}/app"
-  image_tag_mutability = "MUTABLE"
+  image_tag_mutability = "IMMUTABLE"
   force_delete         = var.force_destroy
 
   image_scanning_configuration {
@@ -109,7 +109,7 @@ resource "aws_ecr_repository" "app" {
 
 resource "aws_ecr_repository" "gpu" {
   name                 = "${var.name}/gpu"
-  image_tag_mutability = "MUTABLE"
+  image_tag_mutability = "IMMUTABLE"
   force_delete         = var.force_destroy
 
   image_scanning_configuration {

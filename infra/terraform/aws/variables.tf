@@ -74,16 +74,27 @@ variable "force_destroy" {
 
 # --- images --------------------------------------------------------------------------------
 
+# The repositories are IMMUTABLE: a tag names one image for ever, so a task started on a warm
+# instance that cached it runs the same code as one started cold. Tag with the git revision.
+
 variable "app_image_tag" {
-  description = "Tag of the app image (bots, Prefect server, workers) in the app ECR repository."
+  description = "Tag of the app image (bots, Prefect server, workers): the git revision it was built from (git rev-parse --short=12 HEAD)."
   type        = string
-  default     = "latest"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.app_image_tag)) && var.app_image_tag != "latest"
+    error_message = "app_image_tag must be a valid image tag naming one build (the git revision), not latest."
+  }
 }
 
 variable "gpu_image_tag" {
-  description = "Tag of the GPU image (gpu_worker/Dockerfile) in the gpu ECR repository."
+  description = "Tag of the GPU image (gpu_worker/Dockerfile): the git revision it was built from."
   type        = string
-  default     = "latest"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.gpu_image_tag)) && var.gpu_image_tag != "latest"
+    error_message = "gpu_image_tag must be a valid image tag naming one build (the git revision), not latest."
+  }
 }
 
 # --- database ------------------------------------------------------------------------------
@@ -126,18 +137,32 @@ variable "discord_enabled" {
   default     = true
 }
 
-variable "telegram_token" {
-  description = "Telegram bot token. null: put it into the secret yourself (aws secretsmanager put-secret-value)."
+variable "generate_secrets" {
+  description = "Draw the database password and the Prefect API password in Secrets Manager (ephemeral, never stored). false: give them as db_password and prefect_auth_password (e.g. TF_VAR_... from your own vault) whenever secrets_version changes."
+  type        = bool
+  default     = true
+}
+
+variable "db_password" {
+  description = "With generate_secrets = false: the database master password (alphanumeric). Ephemeral: never stored."
   type        = string
   default     = null
+  ephemeral   = true
   sensitive   = true
 }
 
-variable "discord_token" {
-  description = "Discord bot token. null: put it into the secret yourself (aws secretsmanager put-secret-value)."
+variable "prefect_auth_password" {
+  description = "With generate_secrets = false: the password of the Prefect API's basic auth (user encore). Ephemeral: never stored."
   type        = string
   default     = null
+  ephemeral   = true
   sensitive   = true
+}
+
+variable "secrets_version" {
+  description = "Bump to draw new generated secrets (the database password and the Prefect API auth string) and write them again; see README, Secrets."
+  type        = number
+  default     = 1
 }
 
 variable "extra_environment" {
@@ -169,9 +194,48 @@ variable "cpu_worker_memory" {
   default = 4096
 }
 
-variable "cpu_worker_count" {
-  type    = number
-  default = 1
+variable "cpu_worker_min_count" {
+  description = "Fewest CPU worker tasks (the service scales on CPU between min and max)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.cpu_worker_min_count >= 1
+    error_message = "cpu_worker_min_count must be at least 1: the parent flows run there."
+  }
+}
+
+variable "cpu_worker_max_count" {
+  description = "Most CPU worker tasks."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.cpu_worker_max_count >= var.cpu_worker_min_count
+    error_message = "cpu_worker_max_count must be at least cpu_worker_min_count."
+  }
+}
+
+variable "cpu_worker_limit" {
+  description = "Flow runs one CPU worker task runs at once (prefect worker start --limit); the encore-cpu pool's limit is this times cpu_worker_max_count."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.cpu_worker_limit >= 1
+    error_message = "cpu_worker_limit must be at least 1."
+  }
+}
+
+variable "cpu_worker_target_cpu_percent" {
+  description = "Average CPU use of the CPU worker tasks that autoscaling keeps (target tracking)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.cpu_worker_target_cpu_percent >= 10 && var.cpu_worker_target_cpu_percent <= 90
+    error_message = "cpu_worker_target_cpu_percent must be between 10 and 90."
+  }
 }
 
 variable "bot_cpu" {
@@ -230,4 +294,40 @@ variable "gpu_ami_ssm_parameter" {
 variable "log_retention_days" {
   type    = number
   default = 30
+}
+
+# --- ECS observer and cost guards -------------------------------------------------------------
+
+variable "observer_retention_seconds" {
+  description = "How long ECS task events wait on the observer's queue (an event about a finished run is worthless)."
+  type        = number
+  default     = 86400
+}
+
+variable "alert_email" {
+  description = "E-mail address subscribed to the alerts topic (GPU hours, observer dead letters, budget). null: none."
+  type        = string
+  default     = null
+}
+
+variable "gpu_alarm_hours" {
+  description = "Alarm when GPU instances have been in service for this many hours without a break."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.gpu_alarm_hours >= 1 && var.gpu_alarm_hours <= 23
+    error_message = "gpu_alarm_hours must be between 1 and 23 (CloudWatch evaluates at most one day)."
+  }
+}
+
+variable "monthly_budget_usd" {
+  description = "Monthly AWS budget in USD: a notification at 80 % actual and at 100 % forecast."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.monthly_budget_usd > 0
+    error_message = "monthly_budget_usd must be positive."
+  }
 }

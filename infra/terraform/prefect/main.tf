@@ -12,7 +12,10 @@
 
 data "prefect_worker_metadata" "defaults" {}
 
-# Light steps (remix, delivery) and the parent flows, run as subprocesses of the worker.
+# Light steps (remix, delivery) and the parent flows, run as subprocesses of the workers. The
+# concurrency limit bounds the whole pool (all CPU worker tasks together); each worker task also
+# runs at most cpu_worker_limit at once (--limit, ../aws/ecs.tf), and the CPU worker service
+# scales on CPU. Runs beyond the limit wait in Prefect, as queued runs, not as processes.
 resource "prefect_work_pool" "cpu" {
   name              = "encore-cpu"
   type              = "process"
@@ -34,8 +37,14 @@ resource "prefect_work_pool" "gpu" {
 }
 
 locals {
-  # The ECS worker's job template, cut down to what a fixed task definition needs. Flow runs
-  # may still override these variables (job_variables), e.g. a longer start timeout.
+  # The ECS worker's job template, cut down to what a fixed task definition needs. It names the
+  # task definition FAMILY, so ECS runs its latest revision: an apply of the AWS module with a
+  # new image needs no change here. The worker registers nothing (its IAM role may not).
+  #
+  # task_start_timeout_seconds and task_watch_poll_interval are gone: prefect-aws 0.7 ignores
+  # them. Crashed and never-started GPU tasks are reported by the worker's ECS observer
+  # (EventBridge -> SQS, ../aws/observer.tf); Encore bounds how long it waits for a GPU step
+  # itself.
   gpu_base_job_template = jsonencode({
     job_configuration = {
       command                         = "{{ command }}"
@@ -44,16 +53,14 @@ locals {
       name                            = "{{ name }}"
       cluster                         = "{{ cluster }}"
       container_name                  = "{{ container_name }}"
-      task_definition_arn             = "{{ task_definition_arn }}"
+      task_definition_arn             = "{{ task_definition }}"
       configure_cloudwatch_logs       = "{{ configure_cloudwatch_logs }}"
       stream_output                   = "{{ stream_output }}"
-      task_start_timeout_seconds      = "{{ task_start_timeout_seconds }}"
-      task_watch_poll_interval        = "{{ task_watch_poll_interval }}"
       match_latest_revision_in_family = false
       auto_deregister_task_definition = false
       task_run_request = {
         cluster                  = "{{ cluster }}"
-        taskDefinition           = "{{ task_definition_arn }}"
+        taskDefinition           = "{{ task_definition }}"
         capacityProviderStrategy = "{{ capacity_provider_strategy }}"
         tags                     = "{{ labels }}"
         overrides = {
@@ -100,11 +107,11 @@ locals {
           title   = "Container name"
           default = "prefect"
         }
-        task_definition_arn = {
+        task_definition = {
           type        = "string"
-          title       = "Task definition ARN"
-          description = "The GPU task definition made by infra/terraform/aws (resourceRequirements GPU = 1)."
-          default     = var.gpu_task_definition_arn
+          title       = "Task definition family"
+          description = "The GPU task definition family made by infra/terraform/aws (resourceRequirements GPU = 1); ECS runs its latest revision."
+          default     = var.gpu_task_family
         }
         capacity_provider_strategy = {
           type        = "array"
@@ -123,17 +130,6 @@ locals {
           type    = "boolean"
           title   = "Stream output"
           default = false
-        }
-        task_start_timeout_seconds = {
-          type        = "integer"
-          title       = "Task start timeout (seconds)"
-          description = "A cold start boots a GPU instance and pulls the GPU image."
-          default     = var.gpu_task_start_timeout_seconds
-        }
-        task_watch_poll_interval = {
-          type    = "number"
-          title   = "Task watch poll interval (seconds)"
-          default = 10
         }
       }
     }

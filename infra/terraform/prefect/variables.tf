@@ -13,9 +13,15 @@ variable "cluster" {
   default     = "encore"
 }
 
-variable "gpu_task_definition_arn" {
-  description = "The GPU task definition (output gpu_task_definition_arn of the AWS module)."
+variable "gpu_task_family" {
+  description = "The GPU task definition family (output gpu_task_family of the AWS module); the pool runs its latest revision."
   type        = string
+  default     = "encore-gpu"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.gpu_task_family))
+    error_message = "gpu_task_family is a family name without a revision (no ARN, no :N)."
+  }
 }
 
 variable "gpu_capacity_provider" {
@@ -36,13 +42,20 @@ variable "gpu_count" {
 }
 
 variable "cpu_concurrency" {
-  description = "Flow runs at once on the CPU pool; null for no limit."
+  description = "Flow runs at once on the CPU pool, all CPU worker tasks together (the AWS module's cpu_worker_max_count x cpu_worker_limit)."
   type        = number
-  default     = null
+  default     = 16
+
+  validation {
+    condition     = var.cpu_concurrency >= 1
+    error_message = "cpu_concurrency must be at least 1."
+  }
 }
 
-variable "gpu_task_start_timeout_seconds" {
-  description = "How long a GPU task may wait to start: a cold start boots an instance and pulls the GPU image."
-  type        = number
-  default     = 1800
+variable "prefect_basic_auth_key" {
+  description = "The Prefect API's auth string (user:password), from the secret encore/prefect-api-auth; or set PREFECT_BASIC_AUTH_KEY."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
 }

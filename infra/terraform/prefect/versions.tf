@@ -2,7 +2,7 @@
 # module: it needs the PrefectHQ/prefect provider and a reachable Prefect API, so it is
 # applied after the AWS module (see ../README.md).
 terraform {
-  required_version = ">= 1.5"
+  required_version = ">= 1.11"
 
   required_providers {
     prefect = {
@@ -13,5 +13,6 @@ terraform {
 }
 
 provider "prefect" {
-  endpoint = var.prefect_endpoint
+  endpoint       = var.prefect_endpoint
+  basic_auth_key = var.prefect_basic_auth_key
 }
