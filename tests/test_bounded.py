@@ -241,3 +241,48 @@ def test_training_killed_on_one_machine_resumes_on_another_from_storage(
     assert job.result["epochs"] == options["epochs"]
     assert job.result["resumed_from_epoch"] >= 1  # from the stored checkpoint, not epoch 0
     assert _stored_checkpoints(second) == []  # deleted once the voice was registered
+
+
+def test_sentences_say_durations_as_people_do():
+    from flows.heavy import spoken
+
+    assert [spoken(x) for x in (1, 5, 60, 89, 90, 900, 3600, 5400, 6 * 3600)] == [
+        "1 second",
+        "5 seconds",
+        "60 seconds",
+        "89 seconds",
+        "2 minutes",
+        "15 minutes",
+        "60 minutes",
+        "2 hours",
+        "6 hours",
+    ]
+
+
+def test_stored_checkpoints_replace_each_other_and_fill_an_empty_folder_only(settings, tmp_path):
+    from flows.steps.train import Checkpoints, delete_checkpoints, engine_dir
+
+    here = tmp_path / "a" / "u1-Me-0123"
+    engine_dir(here).mkdir(parents=True)
+    files = {"G_2333333.pth": b"g1", "D_2333333.pth": b"d1", "encore-train.json": b"{}"}
+    for name, data in files.items():
+        (engine_dir(here) / name).write_bytes(data)
+    stored = Checkpoints(settings, "telegram:1", here)
+    assert stored.prefix == "tmp/training/telegram_1/u1-Me-0123"
+    paths = sorted(engine_dir(here).iterdir())
+    stored.upload(paths)
+    (engine_dir(here) / "G_2333333.pth").write_bytes(b"g2")  # the next save
+    stored.upload(paths)
+    versions = [p for p in (settings.data_dir / "files" / stored.prefix).iterdir() if p.is_dir()]
+    assert len(versions) == 1  # the older version is gone once the new one is whole
+
+    there = tmp_path / "b" / "u1-Me-0123"  # another machine: the same training, no folder
+    elsewhere = Checkpoints(settings, "telegram:1", there)
+    assert elsewhere.download()
+    got = {p.name: p.read_bytes() for p in engine_dir(there).iterdir()}
+    assert got == {**files, "G_2333333.pth": b"g2"}
+    assert not elsewhere.download()  # a folder with a checkpoint of its own keeps it
+
+    delete_checkpoints(settings, stored.prefix)
+    assert not (settings.data_dir / "files" / "tmp" / "training").exists()
+    assert not Checkpoints(settings, "telegram:1", tmp_path / "c" / "u1-Me-0123").download()
