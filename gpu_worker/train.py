@@ -482,6 +482,26 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _audio_sha256(path: Path) -> str:
+    """A sample's identity for the resume keys: its sound (rate, channels, samples), not its
+    bytes, since a float wav's header holds the time it was written (libsndfile's PEAK chunk)
+    and the same samples prepared on another machine must resume the same training."""
+    import soundfile as sf
+
+    try:
+        audio = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return _file_sha256(path)  # not a format libsndfile reads: its bytes, then
+    h = hashlib.sha256(f"{audio.samplerate}:{audio.channels}:".encode())
+    with audio:
+        while True:
+            block = audio.read(1 << 16, dtype="float32")
+            if not len(block):
+                break
+            h.update(block.tobytes())
+    return h.hexdigest()
+
+
 def _rel(exp: Path, path: Path) -> str:
     """`path` as the manifest stores it: relative to the training folder, so it can move."""
     try:
@@ -638,7 +658,7 @@ def _run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token:
     hashes = []
     for p in samples:
         try:
-            hashes.append(_file_sha256(p))
+            hashes.append(_audio_sha256(p))
         except OSError:
             raise BadAudio(f"The sample {p.name} cannot be read; upload it again.") from None
     k_slice = _key("slicing", hashes, opts.sample_rate, SLICE_SECONDS)
