@@ -181,6 +181,7 @@ def _machine(monkeypatch, data_dir: Path, shared: Path):
     """Settings of one machine: its own data folder; the storage and database are shared."""
     from flows.settings import get_settings
 
+    monkeypatch.setenv("ENCORE_RUN_MODE", "embedded")
     monkeypatch.setenv("ENCORE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("ENCORE_STORAGE_URL", (shared / "files").as_uri())
     monkeypatch.setenv("ENCORE_DATABASE_URL", f"sqlite:///{shared / 'encore.db'}")
@@ -259,8 +260,10 @@ def test_sentences_say_durations_as_people_do():
     ]
 
 
-def test_stored_checkpoints_replace_each_other_and_fill_an_empty_folder_only(settings, tmp_path):
+def test_stored_checkpoints_replace_each_other_and_fill_an_empty_folder_only(monkeypatch, tmp_path):
     from flows.steps.train import Checkpoints, delete_checkpoints, engine_dir
+
+    settings = _machine(monkeypatch, tmp_path / "data", tmp_path / "shared")
 
     here = tmp_path / "a" / "u1-Me-0123"
     engine_dir(here).mkdir(parents=True)
@@ -273,7 +276,7 @@ def test_stored_checkpoints_replace_each_other_and_fill_an_empty_folder_only(set
     stored.upload(paths)
     (engine_dir(here) / "G_2333333.pth").write_bytes(b"g2")  # the next save
     stored.upload(paths)
-    versions = [p for p in (settings.data_dir / "files" / stored.prefix).iterdir() if p.is_dir()]
+    versions = [p for p in (tmp_path / "shared" / "files" / stored.prefix).iterdir() if p.is_dir()]
     assert len(versions) == 1  # the older version is gone once the new one is whole
 
     there = tmp_path / "b" / "u1-Me-0123"  # another machine: the same training, no folder
@@ -284,5 +287,5 @@ def test_stored_checkpoints_replace_each_other_and_fill_an_empty_folder_only(set
     assert not elsewhere.download()  # a folder with a checkpoint of its own keeps it
 
     delete_checkpoints(settings, stored.prefix)
-    assert not (settings.data_dir / "files" / "tmp" / "training").exists()
+    assert not (tmp_path / "shared" / "files" / "tmp" / "training").exists()
     assert not Checkpoints(settings, "telegram:1", tmp_path / "c" / "u1-Me-0123").download()
