@@ -27,6 +27,14 @@ NO_TOKEN = (
 )
 
 
+def _logging(s) -> None:
+    """Log lines at INFO, none with a token (httpx is quieted unless `encore --debug`)."""
+    from flows.logs import protect_logs
+
+    protect_logs(s)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
 @bot_app.command("telegram")
 def telegram(
     webhook_url: Annotated[
@@ -46,8 +54,7 @@ def telegram(
     if not s.telegram_token:
         typer.echo(f"Error: {NO_TOKEN}", err=True)
         raise typer.Exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    _logging(s)
     _prepare(api)
     from bots.telegram import run
 
@@ -104,7 +111,7 @@ def discord_bot(
     if not s.discord_token:
         typer.echo(f"Error: {NO_DISCORD_TOKEN}", err=True)
         raise typer.Exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _logging(s)
     if sync:
         from bots.discord_bot import sync_commands
 

@@ -9,7 +9,12 @@ No platform type appears here, and the backend is reached only through `flows.ap
 `flows.submit`.
 
 Button data is at most 64 bytes (Telegram's limit) and carries everything it needs (ids
-packed in base64), so buttons keep working across bot restarts.
+packed in base64), so buttons keep working across bot restarts. Every button carries a tag
+of the user it was shown to (`verb|tag|...`): anyone else who presses it is told whose it is,
+and nothing happens. What a client sends (button data, file names, text arguments) is checked
+here, where it enters, with the rules the typed commands follow. Placeholder senders (a
+group's anonymous admins, posts sent as a channel) are not a person: they may not own
+anything, so they get one sentence asking for a personal account.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
+import hashlib
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +39,13 @@ log = logging.getLogger("encore.bots")
 SWEEP_S = 120.0  # how often a bot posts outcomes that no job delivered (a dead process)
 
 
-async def sweep_deliveries(s, every_s: float = SWEEP_S) -> None:
+async def sweep_deliveries(s, every_s: float | None = None) -> None:
     """Forever: post the outcomes of jobs that ended without delivering them (their process
-    died between the two). Each bot runs this as a background task."""
+    died between the two), retry deliveries whose wait is over, and take over claims whose
+    holder died. Each bot runs this as a background task (every SWEEP_S, scaled by
+    `delivery_time_scale`)."""
+    if every_s is None:
+        every_s = max(0.2, SWEEP_S * min(1.0, s.delivery_time_scale))
     while True:
         try:
             posted = await asyncio.to_thread(api.recover, s)
@@ -102,6 +114,14 @@ NO_VOICE = (
 )
 NOT_AUDIO = "That file is not audio I can use; send an mp3, m4a, ogg, wav or flac file."
 MODEL_SUFFIXES = (".pth", ".index", ".zip")
+PLACEHOLDER = (
+    "I can't tell who you are when you post as the group or a channel, so send this from "
+    "your personal account (admins: turn off “Remain anonymous”)."
+)
+EXPIRED = "That button has expired; send the command again."
+MAX_ARG = 200  # characters of a command's text arguments
+TOO_LONG = f"That is too long for me; keep it under {MAX_ARG} characters."
+MAX_FILENAME = 80
 
 
 # ------------------------------------------------------------------------------------------
@@ -110,13 +130,18 @@ MODEL_SUFFIXES = (".pth", ".index", ".zip")
 
 @dataclass(frozen=True)
 class Who:
-    """Who is talking, and where."""
+    """Who is talking, and where. `placeholder`: not a person but a shared stand-in id (a
+    group's anonymous admins, a post sent as a channel, a channel's automatic forward)."""
 
     platform: str
     user_id: str
     chat_id: str
     name: str = ""
     private: bool = True
+    placeholder: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", visible(self.name)[:100])  # echoed back in replies
 
     @property
     def owner(self) -> str:
@@ -170,12 +195,15 @@ Outcome = Reply | JobPlan
 
 @dataclass(frozen=True)
 class Incoming:
-    """A file a user sent, as the platform describes it."""
+    """A file a user sent, as the platform describes it; its name is made safe on arrival."""
 
     filename: str
     size: int | None
     mime: str | None
     voice_note: bool = False  # recorded in the app (a voice message)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filename", clean_filename(self.filename))
 
     @property
     def suffix(self) -> str:
@@ -207,8 +235,40 @@ def unpack(text: str) -> str:
     return raw.hex()
 
 
+def visible(text: str) -> str:
+    """Text as a person can read it: NFKC, without control, format (zero-width, direction
+    overrides), private-use or unassigned characters, its whitespace runs made one space."""
+    text = unicodedata.normalize("NFKC", text or "")
+    kept = (" " if ch.isspace() else ch for ch in text)
+    text = "".join(ch for ch in kept if ch == " " or unicodedata.category(ch)[0] != "C")
+    return " ".join(text.split())
+
+
+def clean_arg(text: str) -> str:
+    """A command's text argument as core reads it; UserError when it is too long."""
+    text = visible(text)
+    if len(text) > MAX_ARG:
+        raise UserError(TOO_LONG)
+    return text
+
+
+def clean_filename(name: str, default: str = "file") -> str:
+    """A platform's file name made safe to show and to use as the last part of a path: no
+    folders, no `.`/`..`, no hidden files, no control characters, at most 80 characters."""
+    text = visible(name)
+    text = re.split(r"[/\\]", text)[-1]
+    text = re.sub(r'[<>:"|?*]', "_", text).strip(" .")
+    if not text.strip("_ ."):
+        return default
+    stem, dot, suffix = text.rpartition(".")
+    if not dot or len(suffix) > 10 or not stem:
+        stem, suffix = text, ""
+    suffix = f".{suffix}" if suffix else ""
+    return stem[: MAX_FILENAME - len(suffix)].rstrip(" .") + suffix
+
+
 def quoted(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
+    text = visible(text)
     return f"“{text[:limit]}{'…' if len(text) > limit else ''}”"
 
 
@@ -217,6 +277,67 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_BUTTON_PITCH = re.compile(r"^[+-]\d{1,2}$")
+VERBS = ("cs", "cv", "ss", "ks", "dv", "tc", "tx", "fy", "fn")
+
+
+def owner_tag(who: Who) -> str:
+    """A compact mark of the user a button is shown to: their numeric id in base64url (at most
+    11 characters for a 64-bit id), or "~" and a hash of any other id."""
+    if who.user_id.isascii() and who.user_id.isdigit() and len(who.user_id) <= 20:
+        n = int(who.user_id)
+        raw = n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    digest = hashlib.sha256(who.owner.encode()).digest()[:6]
+    return "~" + base64.urlsafe_b64encode(digest).decode()
+
+
+def tagged_owner(platform: str, tag: str) -> str | None:
+    """The owner a numeric tag names; None for a hashed tag or one that is not a tag."""
+    if tag.startswith("~"):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(tag + "=" * (-len(tag) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return f"{platform}:{int.from_bytes(raw, 'big')}" if raw else None
+
+
+def button(who: Who, label: str, verb: str, *parts: str) -> Button:
+    """A button for `who` alone: `verb|tag|parts…`."""
+    return Button(label, "|".join((verb, owner_tag(who), *parts)))
+
+
+def _button_pitch(text: str) -> int:
+    """A button's pitch, checked as a typed one is; UserError (range) or ValueError (junk)."""
+    if not _BUTTON_PITCH.match(text):
+        raise ValueError(text)
+    pitch = int(text)
+    if abs(pitch) > MAX_PITCH:
+        raise UserError(f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones.")
+    return pitch
+
+
+def _button_id(text: str) -> str:
+    """A button's packed id: exactly 22 base64url characters of 16 bytes, else ValueError."""
+    hex_id = unpack(text) if len(text) == 22 else ""
+    if not _HEX_ID.match(hex_id):
+        raise ValueError(text)
+    return hex_id
+
+
+def personal(method):
+    """For commands that act on a person's own data: placeholder senders get one sentence."""
+
+    @functools.wraps(method)
+    def wrapper(self, who: Who, *args, **kwargs):
+        if who.placeholder:
+            return Reply(PLACEHOLDER)
+        return method(self, who, *args, **kwargs)
+
+    return wrapper
+
+
 _PITCH = re.compile(r"^(?:([+-]\d{1,3})|(?:pitch|key)[=:]?([+-]?\d{1,3}))$", re.IGNORECASE)
 
 
@@ -300,11 +421,12 @@ class ChatCore:
     # -- plain commands
 
     def help(self, who: Who) -> Reply:
-        api.ensure_user(who.owner, who.name, s=self.s)
+        if not who.placeholder:
+            api.ensure_user(who.owner, who.name, s=self.s)
         return Reply(HELP)
 
     def unknown(self, command: str) -> Reply:
-        return Reply(f"I don't know /{command[:30]}; /help lists what I can do.")
+        return Reply(f"I don't know /{visible(command)[:30]}; /help lists what I can do.")
 
     def chatter(self, who: Who) -> Reply | None:
         """Plain text in a private chat."""
@@ -332,7 +454,7 @@ class ChatCore:
         choices = [best] + [song for song, _sc in rivals]
         code = {"cover": "cs", "stems": "ss", "karaoke": "ks"}[verb]
         buttons = tuple(
-            (Button(song.label[:60], f"{code}|{pack(song.id)}|{pitch:+d}"),) for song in choices
+            (button(who, song.label[:60], code, pack(song.id), f"{pitch:+d}"),) for song in choices
         )
         return Reply(f"Several songs match {quoted(query)}. Which one?", buttons)
 
@@ -351,7 +473,7 @@ class ChatCore:
             return Reply(NO_VOICE)
         if isinstance(voice, list):
             buttons = tuple(
-                (Button(v.name[:40], f"cv|{pack(song.id)}|{pack(v.id)}|{pitch:+d}"),)
+                (button(who, v.name[:40], "cv", pack(song.id), pack(v.id), f"{pitch:+d}"),)
                 for v in voice[:10]
             )
             return Reply(f"Which voice should sing {quoted(song.label)}?", buttons)
@@ -380,11 +502,12 @@ class ChatCore:
             kind=kind, owner=who.owner, headline=api.headline(kind, song.label), song_id=song.id
         )
 
+    @personal
     def song_command(self, who: Who, verb: str, args: str) -> Outcome:
         """`/cover`, `/stems` or `/karaoke` with a song name."""
         api.ensure_user(who.owner, who.name, s=self.s)
         try:
-            query, pitch = parse_song_args(args)
+            query, pitch = parse_song_args(clean_arg(args))
         except UserError as exc:
             return Reply(exc.message)
         if verb != "cover" and pitch:
@@ -408,11 +531,12 @@ class ChatCore:
             return self._cover_with(who, song, pitch)
         return self._song_job(who, song, verb)
 
+    @personal
     def song_file(self, who: Who, verb: str, args: str, incoming: Incoming) -> Reply | Download:
         """`/cover` (or /stems, /karaoke) as a reply to a file: check it before downloading."""
         api.ensure_user(who.owner, who.name, s=self.s)
         try:
-            parse_song_args(args)
+            parse_song_args(clean_arg(args))
         except UserError as exc:
             return Reply(exc.message)
         if not incoming.audio:
@@ -427,6 +551,7 @@ class ChatCore:
             return Reply(NO_VOICE)
         return Download("song", incoming.filename)
 
+    @personal
     def song_downloaded(
         self,
         who: Who,
@@ -440,8 +565,11 @@ class ChatCore:
         if refused:
             return refused
         try:
-            query, pitch = parse_song_args(args)
-            song = api.add_uploaded_song(who.owner, local, query or title, artist, s=self.s)
+            query, pitch = parse_song_args(clean_arg(args))
+            title = visible(query or title or "")[:MAX_ARG]
+            song = api.add_uploaded_song(
+                who.owner, local, title, visible(artist)[:MAX_ARG], s=self.s
+            )
         except UserError as exc:
             return Reply(exc.message)
         if verb == "cover":
@@ -457,8 +585,10 @@ class ChatCore:
 
     def voice_choices(self, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
         """(name, voice id) pairs of the voices the user may use, filtered by `query`."""
-        wanted = (query or "").strip().lower()
-        found = [v for v in api.list_voices(who.owner, s=self.s) if wanted in v.name.lower()]
+        wanted = api.voice_name_key(visible(query)[:MAX_ARG])
+        found = [
+            v for v in api.list_voices(who.owner, s=self.s) if wanted in api.voice_name_key(v.name)
+        ]
         return [(v.name[:100], v.id) for v in found[:limit]]
 
     def _voice_ref(self, who: Who, ref: str) -> api.VoiceInfo | None:
@@ -469,6 +599,7 @@ class ChatCore:
                 return voice
         return api.get_voice(who.owner, ref, s=self.s)
 
+    @personal
     def song_option(
         self, who: Who, verb: str, ref: str, pitch: int = 0, voice_ref: str | None = None
     ) -> Outcome:
@@ -477,7 +608,10 @@ class ChatCore:
         api.ensure_user(who.owner, who.name, s=self.s)
         if abs(pitch) > MAX_PITCH:
             return Reply(f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones.")
-        ref = (ref or "").strip()
+        try:
+            ref, voice_ref = clean_arg(ref), clean_arg(voice_ref or "")
+        except UserError as exc:
+            return Reply(exc.message)
         if not ref:
             return Reply(f"Tell me which song: /{verb} and pick one as you type its name.")
         refused = self._quota(who, verb)
@@ -507,6 +641,7 @@ class ChatCore:
 
     # -- voices
 
+    @personal
     def voices(self, who: Who) -> Reply:
         api.ensure_user(who.owner, who.name, s=self.s)
         available = api.list_voices(who.owner, s=self.s)
@@ -532,14 +667,18 @@ class ChatCore:
         if current is None:
             lines.append("No default voice yet: /voice <name> picks one.")
         buttons = tuple(
-            (Button(f"Make {v.name[:40]} the default", f"dv|{pack(v.id)}"),)
+            (button(who, f"Make {v.name[:40]} the default", "dv", pack(v.id)),)
             for v in available[:8]
             if current is None or v.id != current.id
         )
         return Reply("\n".join(lines), buttons)
 
+    @personal
     def set_voice(self, who: Who, args: str) -> Reply:
-        name = (args or "").strip()
+        try:
+            name = clean_arg(args)
+        except UserError as exc:
+            return Reply(exc.message)
         if not name:
             return self.voices(who)
         try:
@@ -550,6 +689,7 @@ class ChatCore:
 
     # -- jobs
 
+    @personal
     def status(self, who: Who) -> Reply:
         found = api.list_jobs(who.owner, limit=6, s=self.s)
         upload = api.current_upload(who.owner, s=self.s)
@@ -568,6 +708,7 @@ class ChatCore:
             lines += [_job_line(job) for job in found]
         return Reply("\n".join(lines))
 
+    @personal
     def cancel(self, who: Who) -> Reply:
         stopped = api.cancel_upload(who.owner, s=self.s)
         if stopped is not None:
@@ -584,13 +725,16 @@ class ChatCore:
             return Reply("Nothing to cancel: you have no job on the way.")
         return Reply(f"🚫 Cancelled: {job.headline}")
 
+    @personal
     def forget(self, who: Who) -> Reply:
+        api.ensure_user(who.owner, who.name, s=self.s)  # its name answers others' presses
         return Reply(
             "This deletes your voices, covers, samples, uploaded songs and everything else I "
             "keep about you. It cannot be undone. Go ahead?",
-            ((Button("🗑 Delete everything", "fy"), Button("Keep it", "fn")),),
+            ((button(who, "🗑 Delete everything", "fy"), button(who, "Keep it", "fn")),),
         )
 
+    @personal
     def forget_confirmed(self, who: Who) -> Reply:
         gone = api.forget_user(who.owner, s=self.s, notify=where_to_tell(who))
         done = (
@@ -616,9 +760,13 @@ class ChatCore:
             return Reply(f"You already have a voice called {quoted(name)}; pick another name.")
         return name
 
+    @personal
     def train(self, who: Who, args: str) -> Reply:
         api.ensure_user(who.owner, who.name, s=self.s)
-        raw = (args or "").strip()
+        try:
+            raw = clean_arg(args)
+        except UserError as exc:
+            return Reply(exc.message)
         if not raw:
             return Reply("Give the voice a name: /train <name>, like /train my voice.")
         name = self._new_voice_name(who, raw)
@@ -639,6 +787,7 @@ class ChatCore:
             "Send /done when you have finished, or /cancel."
         )
 
+    @personal
     def sample_incoming(self, who: Who, incoming: Incoming) -> Reply | Download:
         limit = self.s.telegram_download_limit_bytes
         if incoming.size and incoming.size > limit:
@@ -647,7 +796,9 @@ class ChatCore:
             return Reply("That is not a recording; send voice notes or audio files.")
         return Download("sample", incoming.filename)
 
+    @personal
     def sample_downloaded(self, who: Who, source: str, local: Path, filename: str) -> Reply | None:
+        filename = clean_filename(filename)  # as the platform named it: made safe here too
         upload = api.current_upload(who.owner, s=self.s)
         if upload is None or upload.kind != "train":
             return Reply("Start a voice first: /train <name>.")
@@ -674,6 +825,7 @@ class ChatCore:
             f"Total: {total} in {plural(len(got.upload.files), 'clip')}; {tail}"
         )
 
+    @personal
     def done(self, who: Who) -> Outcome:
         upload = api.current_upload(who.owner, s=self.s)
         if upload is None:
@@ -695,11 +847,12 @@ class ChatCore:
             f"from {plural(len(upload.files), 'clip')}. I will post progress here.\n\n"
             "First: is this your own voice, or do you have its owner's permission to clone it?",
             (
-                (Button("✅ It's mine, or I have permission", f"tc|{pack(upload.id)}"),),
-                (Button("✖ Cancel", f"tx|{pack(upload.id)}"),),
+                (button(who, "✅ It's mine, or I have permission", "tc", pack(upload.id)),),
+                (button(who, "✖ Cancel", "tx", pack(upload.id)),),
             ),
         )
 
+    @personal
     def consent(self, who: Who, upload_id: str) -> Outcome:
         claimed = api.claim_upload(upload_id, who.owner, s=self.s)
         if claimed is None:
@@ -720,6 +873,7 @@ class ChatCore:
             upload_id=claimed.id,
         )
 
+    @personal
     def consent_refused(self, who: Who, upload_id: str) -> Reply:
         current = api.current_upload(who.owner, s=self.s)
         if current is None or current.id != upload_id:
@@ -729,9 +883,13 @@ class ChatCore:
 
     # -- importing
 
+    @personal
     def import_command(self, who: Who, args: str) -> Reply:
         api.ensure_user(who.owner, who.name, s=self.s)
-        raw = (args or "").strip()
+        try:
+            raw = clean_arg(args)
+        except UserError as exc:
+            return Reply(exc.message)
         name = ""
         if raw:
             name = self._new_voice_name(who, raw)
@@ -753,6 +911,7 @@ class ChatCore:
             f"{called}"
         )
 
+    @personal
     def model_incoming(self, who: Who, incoming: Incoming) -> Reply | Download:
         if incoming.suffix not in MODEL_SUFFIXES:
             return Reply("That is not an RVC model; send a .pth, .index or .zip file.")
@@ -761,7 +920,9 @@ class ChatCore:
             return Reply(too_big(incoming.size, limit))
         return Download("model", incoming.filename)
 
+    @personal
     def model_downloaded(self, who: Who, source: str, local: Path, filename: str) -> Outcome | None:
+        filename = clean_filename(filename)  # as the platform named it: made safe here too
         upload = api.current_upload(who.owner, s=self.s)
         if upload is None or upload.kind != "import":
             refused = self._quota(who, "import")
@@ -817,6 +978,8 @@ class ChatCore:
 
     def loose_file(self, who: Who, incoming: Incoming) -> Reply | Download | None:
         """A file sent outside any command: a sample, a model, or a song to reply to."""
+        if who.placeholder:  # a channel's posts forwarded into its group: files for people
+            return Reply(PLACEHOLDER) if who.private else None
         upload = api.current_upload(who.owner, s=self.s)
         if upload is not None and upload.kind == "train":
             return self.sample_incoming(who, incoming)
@@ -835,11 +998,12 @@ class ChatCore:
 
     # -- chat administration
 
+    @personal
     def trending(self, who: Who, args: str, is_admin: bool) -> Reply:
         """`/trending [on|off]`. Drops go to groups and channels, switched by their admins; a
         private chat may have them only where the operator allows it
         (`ENCORE_TRENDING_PRIVATE_CHATS`). Either way they spend the operator's daily budget."""
-        arg = (args or "").strip().lower()
+        arg = visible(args)[:MAX_ARG].lower()
         subscribed = api.is_subscribed(who.platform, who.chat_id, "trending", s=self.s)
         private_ok = self.s.trending_private_chats
         if arg not in ("on", "off"):
@@ -880,46 +1044,75 @@ class ChatCore:
 
     # -- buttons
 
+    def press_refusal(self, who: Who, data: str) -> Reply | None:
+        """Why `who` may not press a button with `data` (a short note), or None if they may.
+
+        Checked before anything else a press does: a button is its user's alone, whatever
+        state its message is in."""
+        parts = (data or "")[:100].split("|")
+        if len(parts) < 2 or parts[0] not in VERBS:
+            return Reply("", toast=EXPIRED)
+        if parts[1] != owner_tag(who):
+            owner = tagged_owner(who.platform, parts[1])
+            name = visible(api.display_name(owner, s=self.s))[:60] if owner else ""
+            return Reply("", toast=f"This button is for {name or 'someone else'}.")
+        if who.placeholder:
+            return Reply("", toast=PLACEHOLDER)
+        return None
+
     def button(self, who: Who, data: str) -> Outcome:
-        """A pressed button; unknown or stale data gets a short note, never an error."""
-        parts = (data or "").split("|")
-        verb = parts[0]
+        """A pressed button: only its own user's press does anything, and its data is checked
+        like a typed command; unknown, stale or forged data gets a short note, never an error."""
+        refused = self.press_refusal(who, data)
+        if refused is not None:
+            return refused
+        verb, _tag, *args = data.split("|")
         try:
-            if verb == "cs" and len(parts) == 3:
-                song = api.get_song(unpack(parts[1]), who.owner, s=self.s)
-                if song is None:
-                    return Reply("That song is no longer in the catalog; try /cover again.")
-                return self._cover_with(who, song, int(parts[2]))
-            if verb == "cv" and len(parts) == 4:
-                song = api.get_song(unpack(parts[1]), who.owner, s=self.s)
-                voice = api.voice_by_id(who.owner, unpack(parts[2]), s=self.s)
-                if song is None:
-                    return Reply("That song is no longer in the catalog; try /cover again.")
-                if voice is None:
-                    return Reply("", toast="That voice is not yours to use; pick one of yours.")
-                return self._cover_plan(who, song, voice, int(parts[3]))
-            if verb in ("ss", "ks") and len(parts) >= 2:
-                song = api.get_song(unpack(parts[1]), who.owner, s=self.s)
-                if song is None:
-                    return Reply("That song is no longer in the catalog; try again.")
-                return self._song_job(who, song, "stems" if verb == "ss" else "karaoke")
-            if verb == "dv" and len(parts) == 2:
-                try:
-                    voice = api.set_default_voice_id(who.owner, unpack(parts[1]), s=self.s)
-                except UserError as exc:
-                    return Reply("", toast=exc.message[:190])
-                return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
-            if verb == "tc" and len(parts) == 2:
-                return self.consent(who, unpack(parts[1]))
-            if verb == "tx" and len(parts) == 2:
-                return self.consent_refused(who, unpack(parts[1]))
-            if verb == "fy":
-                return self.forget_confirmed(who)
-            if verb == "fn":
-                return Reply("Kept: nothing was deleted.")
+            return self._pressed(who, verb, args)
+        except UserError as exc:
+            return Reply("", toast=exc.message[:190])
         except ValueError:
-            pass
-        return Reply("", toast="That button has expired; send the command again.")
+            return Reply("", toast=EXPIRED)
+
+    def _pressed(self, who: Who, verb: str, args: list[str]) -> Outcome:
+        if verb == "cs" and len(args) == 2:
+            song = self._pressed_song(who, args[0])
+            if isinstance(song, Reply):
+                return song
+            return self._cover_with(who, song, _button_pitch(args[1]))
+        if verb == "cv" and len(args) == 3:
+            pitch = _button_pitch(args[2])
+            song = self._pressed_song(who, args[0])
+            if isinstance(song, Reply):
+                return song
+            voice = api.voice_by_id(who.owner, _button_id(args[1]), s=self.s)
+            if voice is None:
+                return Reply("", toast="That voice is not yours to use; pick one of yours.")
+            return self._cover_plan(who, song, voice, pitch)
+        if verb in ("ss", "ks") and len(args) == 2:
+            _button_pitch(args[1])
+            song = self._pressed_song(who, args[0])
+            if isinstance(song, Reply):
+                return song
+            return self._song_job(who, song, "stems" if verb == "ss" else "karaoke")
+        if verb == "dv" and len(args) == 1:
+            voice = api.set_default_voice_id(who.owner, _button_id(args[0]), s=self.s)
+            return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
+        if verb == "tc" and len(args) == 1:
+            return self.consent(who, _button_id(args[0]))
+        if verb == "tx" and len(args) == 1:
+            return self.consent_refused(who, _button_id(args[0]))
+        if verb == "fy" and not args:
+            return self.forget_confirmed(who)
+        if verb == "fn" and not args:
+            return Reply("Kept: nothing was deleted.")
+        raise ValueError(verb)
+
+    def _pressed_song(self, who: Who, packed: str) -> api.SongInfo | Reply:
+        song = api.get_song(_button_id(packed), who.owner, s=self.s)
+        if song is None:
+            return Reply("That song is no longer in the catalog; send the command again.")
+        return song
 
     # -- submitting
 

@@ -32,6 +32,7 @@ from bots.core import (
     JobPlan,
     Reply,
     Who,
+    clean_filename,
     sweep_deliveries,
 )
 from flows import api
@@ -78,6 +79,12 @@ def _view(reply: Reply) -> discord.ui.View | None:
     return view
 
 
+def _plain(text: str) -> str:
+    """Core's replies are plain text: Discord shows the names and titles they echo as typed,
+    never as markdown (a masked link, a spoiler, a heading)."""
+    return discord.utils.escape_markdown(text)
+
+
 def too_big(size: int, limit: int) -> str:
     return (
         f"That file is {size / 2**20:.1f} MB, and this server accepts files up to "
@@ -91,7 +98,11 @@ class DiscordBot:
     def __init__(self, s=None):
         self.s = s or api.settings()
         self.core = ChatCore(self.s)
-        self.client = discord.Client(intents=discord.Intents(guilds=True), guild_ready_timeout=0.5)
+        self.client = discord.Client(
+            intents=discord.Intents(guilds=True),
+            guild_ready_timeout=0.5,
+            allowed_mentions=discord.AllowedMentions.none(),  # a song title pings nobody
+        )
         self.tree = app_commands.CommandTree(self.client)
         self.client.event(self.on_interaction)
         self.client.setup_hook = self._setup_hook
@@ -306,7 +317,7 @@ class DiscordBot:
             if not interaction.response.is_done():
                 await interaction.response.defer(ephemeral=True)
             return
-        text = reply.text or reply.toast or ""
+        text = _plain(reply.text or reply.toast or "")
         view = _view(reply)
         if not interaction.response.is_done():
             await interaction.response.send_message(text, ephemeral=True, view=view or _NOVIEW)
@@ -346,7 +357,7 @@ class DiscordBot:
         }
         submitted = await asyncio.to_thread(self.core.submit, plan, key, reply_to)
         if isinstance(submitted, Reply):
-            await interaction.edit_original_response(content=submitted.text)
+            await interaction.edit_original_response(content=_plain(submitted.text))
             return
         _job_id, fresh = submitted
         if not fresh:
@@ -382,7 +393,7 @@ class DiscordBot:
         if file.size > limit:
             await self._say(interaction, Reply(too_big(file.size, limit)))
             return
-        incoming = Incoming(file.filename, None, file.content_type)
+        incoming = Incoming(file.filename, None, file.content_type)  # its name made safe
         decision = await self._decide(interaction, self.core.song_file, who, verb, "", incoming)
         if isinstance(decision, Reply):
             await self._say(interaction, decision)
@@ -391,13 +402,11 @@ class DiscordBot:
             await interaction.response.defer(thinking=True)
         folder = self._scratch()
         try:
-            safe = re.sub(r"[^\w.-]", "_", Path(file.filename).name)[-80:] or "upload"
-            local = folder / safe
-            local.write_bytes(await file.read())
+            local = await self._fetch(file, folder)
 
             def add_and_plan():
                 try:
-                    title = (song or "").strip() or Path(file.filename).stem
+                    title = (song or "").strip() or Path(incoming.filename).stem
                     added = api.add_uploaded_song(who.owner, local, title, s=self.s)
                 except UserError as exc:
                     return Reply(exc.message)
@@ -416,7 +425,7 @@ class DiscordBot:
         return None
 
     async def _fetch(self, file: discord.Attachment, folder: Path) -> Path:
-        safe = re.sub(r"[^\w.-]", "_", Path(file.filename).name)[-80:] or "upload"
+        safe = re.sub(r"[^\w.-]", "_", clean_filename(file.filename)) or "upload"
         local = folder / safe
         local.write_bytes(await file.read())
         return local
@@ -434,7 +443,7 @@ class DiscordBot:
             opened = await asyncio.to_thread(self.core.train, who, name)
             upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
             if upload is None or upload.kind != "train" or upload.job_id:
-                await interaction.edit_original_response(content=opened.text)
+                await interaction.edit_original_response(content=_plain(opened.text))
                 return
         else:
             upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
@@ -448,12 +457,12 @@ class DiscordBot:
                 incoming = Incoming(file.filename, None, file.content_type)
                 decision = await asyncio.to_thread(self.core.sample_incoming, who, incoming)
                 if isinstance(decision, Reply):
-                    lines.append(f"{file.filename}: {decision.text}")
+                    lines.append(f"{incoming.filename}: {decision.text}")
                     continue
                 local = await self._fetch(file, folder)
                 source = f"discord:{interaction.id}:{i}"
                 took = await asyncio.to_thread(
-                    self.core.sample_downloaded, who, source, local, file.filename
+                    self.core.sample_downloaded, who, source, local, incoming.filename
                 )
                 if took is not None:
                     lines.append(took.text)
@@ -466,7 +475,7 @@ class DiscordBot:
         else:
             lines.append("Add more recordings with /train add.")
             view = None
-        await interaction.edit_original_response(content="\n".join(lines)[:1900], view=view)
+        await interaction.edit_original_response(content=_plain("\n".join(lines))[:1900], view=view)
 
     async def _import(self, interaction: discord.Interaction, name: str, files) -> None:
         """`/import`: the model's files in one command; the import job starts at once."""
@@ -492,7 +501,7 @@ class DiscordBot:
                 local = await self._fetch(file, folder)
                 source = f"discord:{interaction.id}:{i}"
                 outcome = await asyncio.to_thread(
-                    self.core.model_downloaded, who, source, local, file.filename
+                    self.core.model_downloaded, who, source, local, clean_filename(file.filename)
                 )
                 if isinstance(outcome, JobPlan):
                     break
@@ -514,6 +523,10 @@ class DiscordBot:
         menu = interaction.message
         key = f"discord:{menu.id if menu is not None else interaction.id}"
         try:
+            refused = await asyncio.to_thread(self.core.press_refusal, who, data)
+            if refused is not None:  # another user's button, or junk: nothing happens
+                await self._say(interaction, refused)
+                return
             lock = self._locks.setdefault(who.owner, asyncio.Lock())
             async with lock:
                 if await asyncio.to_thread(api.job_by_key, key, self.s) is not None:
@@ -526,10 +539,11 @@ class DiscordBot:
                     await self._start_job(interaction, who, outcome, key)
                 elif outcome.text:
                     view = _view(outcome)  # None takes the pressed buttons away
+                    text = _plain(outcome.text)
                     if interaction.response.is_done():
-                        await interaction.edit_original_response(content=outcome.text, view=view)
+                        await interaction.edit_original_response(content=text, view=view)
                     else:
-                        await interaction.response.edit_message(content=outcome.text, view=view)
+                        await interaction.response.edit_message(content=text, view=view)
                 else:
                     await self._say(interaction, outcome)
         except Exception as exc:

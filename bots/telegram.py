@@ -76,15 +76,29 @@ def _markup(reply: Reply) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(rows)
 
 
+# Ids Telegram puts in `from` for senders who are not a person: a group's anonymous admins
+# (GroupAnonymousBot), messages sent on behalf of a channel or chat, a channel's automatic
+# forwards into its discussion group. Such messages also carry `sender_chat`.
+PLACEHOLDER_IDS = frozenset({1087968824, 136817688, 777000})
+
+
 def _who(update: Update) -> Who:
     user = update.effective_user
     chat = update.effective_chat
+    message = update.message or update.edited_message  # not a button's message: the bot's
+    sender_chat = message.sender_chat if message is not None else None
+    placeholder = user is None or user.id in PLACEHOLDER_IDS or sender_chat is not None
+    if placeholder:
+        name = (sender_chat.title or sender_chat.username or "") if sender_chat else ""
+    else:
+        name = user.full_name or user.username or ""
     return Who(
         platform="telegram",
-        user_id=str(user.id),
+        user_id=str(user.id if user is not None else 0),
         chat_id=str(chat.id),
-        name=(user.full_name or user.username or "")[:100],
+        name=name[:100],
         private=chat.type == ChatType.PRIVATE,
+        placeholder=placeholder,
     )
 
 
@@ -363,7 +377,7 @@ class TelegramBot:
         who = _who(update)
         args = _args(message)
         is_admin = who.private
-        if not who.private and args.strip().lower() in ("on", "off"):
+        if not who.private and not who.placeholder and args.strip().lower() in ("on", "off"):
             member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
             is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
         await self._simple(update, self.core.trending, args, is_admin)
@@ -419,6 +433,10 @@ class TelegramBot:
         menu = query.message if isinstance(query.message, Message) else None
         if menu is None:
             await query.answer("That button has expired; send the command again.")
+            return
+        refused = await self._core(self.core.press_refusal, who, query.data or "")
+        if refused is not None:  # another user's button, or junk: nothing happens
+            await query.answer(refused.toast)
             return
         key = _key(menu.chat_id, menu.message_id)
         async with self._serial(who):

@@ -165,6 +165,16 @@ def valid_voice_name(name: str) -> str:
     return voices.valid_name(name)
 
 
+def voice_name_key(name: str) -> str:
+    """What names that only look alike share (see `flows.voices.name_key`)."""
+    return voices.name_key(name)
+
+
+def display_name(owner: str, s: Settings | None = None) -> str:
+    """The name a user last showed in chat, or "" when Encore keeps none."""
+    return users.display_name(_s(s), owner)
+
+
 def ensure_user(owner: str, display_name: str = "", s: Settings | None = None) -> None:
     users.ensure_user(_s(s), owner, display_name)
 
@@ -441,13 +451,15 @@ def jobs_in_process() -> list[str]:
 
 
 def prepare_process(s: Settings | None = None) -> int:
-    """For a long-lived process that runs jobs in-process, before it accepts work: the fast
-    allocator (if present; this restarts the process), the one Prefect backend of the process
-    (`flows.backend`), and the jobs that an earlier process left unfinished, run again here.
-    Returns how many jobs it resumed."""
+    """For a long-lived process that runs jobs in-process, before it accepts work: logs that
+    never show a token, the fast allocator (if present; this restarts the process), the one
+    Prefect backend of the process (`flows.backend`), and the jobs that an earlier process
+    left unfinished, run again here. Returns how many jobs it resumed."""
     from flows import backend
+    from flows.logs import protect_logs
     from gpu_worker.separate import reexec_with_fast_allocator
 
+    protect_logs()
     reexec_with_fast_allocator()
     s = _s(s)
     if s.run_mode == "cluster":

@@ -1,7 +1,9 @@
 """The song catalog: add audio files as songs, list them and find them by fuzzy title.
 
-A song is stored once per content hash, so the same file added twice is one song, and the
-stems cache (keyed by that hash) serves both.
+A song is stored once per owner and content hash: the same file added twice to the catalog
+is one song, and a song a user sent is a row of their own, private to them, even when another
+user (or the catalog) has the same bytes. The stems cache is keyed by the hash alone, so
+identical files share their stems.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process, utils
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 
 from flows.db import Song, session
 from flows.settings import Settings
@@ -44,22 +47,44 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _owned(owner: str | None):
+    return Song.owner.is_(None) if owner is None else Song.owner == owner
+
+
+def _existing(s: Settings, digest: str, owner: str | None) -> Song | None:
+    with session(s.database) as db:
+        query = select(Song).where(Song.content_hash == digest, _owned(owner))
+        return db.scalars(query).first()
+
+
+def song_key(digest: str, owner: str | None, suffix: str) -> str:
+    """Where a song's audio lives: the catalog's by hash, a user's under their own name."""
+    if owner is None:
+        return f"songs/{digest}/source.{suffix}"
+    folder = re.sub(r"[^\w.-]", "_", owner)[:60]
+    return f"uploads/{folder}/{digest}/source.{suffix}"
+
+
 def add_song(
     s: Settings, path: Path, title: str | None = None, artist: str = "", owner: str | None = None
 ) -> Song:
-    """Validate `path` as audio within the limits and add it (or return the same song).
+    """Validate `path` as audio within the limits and add it as `owner`'s song (None: the
+    catalog's), or return the one they already have with the same content.
 
     The whole file is decoded once, in chunks and within the limits, so a song whose headers
     lie or whose samples are invalid is refused here, before anything is stored or queued."""
     path = Path(path)
     info = scan(path, limits(s))
     digest = file_hash(path)
-    with session(s.database) as db:
-        existing = db.scalars(select(Song).where(Song.content_hash == digest)).first()
-        if existing is not None:
-            return existing
+    existing = _existing(s, digest, None)  # a catalog song is everyone's already
+    if existing is None and owner is not None:
+        existing = _existing(s, digest, owner)
+    if existing is not None:
+        return existing
     suffix = re.sub(r"[^a-z0-9]", "", path.suffix.lower())[:8] or "audio"
-    uri = open_storage(s.storage).put(path, f"songs/{digest}/source.{suffix}")
+    # The key depends only on the owner and the content, so two identical uploads at once
+    # write the same object, and the one whose row loses the race below keeps nothing apart.
+    uri = open_storage(s.storage).put(path, song_key(digest, owner, suffix))
     title = clean_text(title or path.stem.replace("_", " ")) or "Untitled"
     song = Song(
         title=title,
@@ -69,8 +94,14 @@ def add_song(
         duration=info.duration,
         owner=owner,
     )
-    with session(s.database) as db:
-        db.add(song)
+    try:
+        with session(s.database) as db:
+            db.add(song)
+    except IntegrityError:  # the same file from the same owner, added a moment ago
+        existing = _existing(s, digest, owner)
+        if existing is None:
+            raise
+        return existing
     return song
 
 

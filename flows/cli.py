@@ -49,6 +49,9 @@ def main(
 
         reexec_with_fast_allocator()
     state["debug"] = debug
+    from flows.logs import protect_logs
+
+    protect_logs(debug=debug)  # no token in any log line, whoever logs what
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
         from flows.recovery import recover_lost_jobs
 

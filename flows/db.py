@@ -42,13 +42,17 @@ class Base(DeclarativeBase):
 
 
 class Song(Base):
-    """A song in the catalog: its audio lives in storage, named by content hash."""
+    """A song in the catalog (owner None) or one a user sent (theirs alone): one row per
+    owner and content hash. Stems are cached by content hash, so identical files share them."""
 
     __tablename__ = "songs"
+    __table_args__ = (
+        UniqueConstraint("owner", "content_hash", name="uq_songs_owner_content_hash"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     title: Mapped[str] = mapped_column(String(300))
     artist: Mapped[str] = mapped_column(String(300), default="")
-    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
     uri: Mapped[str] = mapped_column(Text)
     duration: Mapped[float] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: catalog
@@ -192,13 +196,19 @@ class ChatSubscription(Base):
 
 
 class Delivery(Base):
-    """That a job's outcome was (or is being) posted to its chat: at most once per job."""
+    """The delivery of a job's outcome to its chat: who holds it, what was sent, what is next."""
 
     __tablename__ = "deliveries"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), default="sending")  # sending|sent|failed
+    # sending (held by `holder` until `lease_until`) | waiting (until `next_at`) | sent |
+    # failed (refused for good) | gave_up (still refused at `give_up_at`); see flows.delivery
+    state: Mapped[str] = mapped_column(String(16), default="sending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)  # the parts sent, the last error
+    holder: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    give_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 

@@ -13,17 +13,20 @@ A job submitted from a chat has a reply target, made by the bot and kept in the 
 `run_job` (`flows.jobs`) gives such a job a `Courier`. While the job runs, a watcher thread
 edits the one status message when the step, the progress or the place in the queue changes,
 at most once every `status_edit_interval_s`. When the job ends, `deliver` posts the outcome
-exactly once (a `deliveries` row is claimed first): the cover as playable audio, stems as a
-zip, a voice's preview, or the failure's reason (already one sentence for a user). Transient
-errors (network, 5xx, 429 with its retry_after) are retried with tenacity. A file over the
-bot upload limit goes as a link when storage can make one, or as a sentence saying why not.
+once (a `deliveries` row is claimed first, as a lease): the cover as playable audio, stems as
+a zip, a voice's preview, or the failure's reason (already one sentence for a user). Transient
+errors (network, 5xx, 429) are retried with backoff, honouring retry_after in full, until the
+give-up time (see "The ledger" below). A file over the bot upload limit goes as a link when
+storage can make one, or as a sentence saying why not. Nothing posted on Discord pings
+anyone but the user who asked (`allowed_mentions`).
 
 A job may come unprompted, with no status message (a trending drop's cover, `flows.trending`):
 its file then carries `reply_to["headline"]` as the caption (Telegram) or the message text
 (Discord's channel post), so that the chat can tell what it got and why.
 
-`deliver_pending` is the safety net for jobs that ended without anyone delivering them (their
-process died between the two): the bot runs it at start and every few minutes.
+`deliver_pending` is the safety net: jobs that ended without anyone delivering them (their
+process died between the two), retries whose wait is over, and claims whose holder died. The
+bots run it at start and every few minutes; a cluster's janitor runs it too.
 """
 
 from __future__ import annotations
@@ -32,21 +35,24 @@ import contextlib
 import json
 import logging
 import mimetypes
+import os
+import socket
 import tempfile
 import threading
 import time
-from datetime import timedelta
+import uuid
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from flows.catalog import get_song
 from flows.db import TERMINAL, Delivery, Job, Voice, now, session
 from flows.jobs import STEP_LABELS, get_job, reply_target
+from flows.logs import protect_logs
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.samples import format_duration
@@ -199,49 +205,72 @@ class NoBotToken(Exception):
     pass
 
 
+# The request reached the platform, but its answer did not reach us: it may have been done.
+ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+QUICK_ATTEMPTS = 3  # tries of a status edit (an edit is safe to repeat)
+QUICK_MAX_WAIT_S = 5.0  # a status edit waits no longer than this for a retry
+
+
 def _transient(exc: BaseException) -> bool:
+    """Worth trying again later: the platform was busy, failing or unreachable."""
     if isinstance(exc, BotApiError):
         return exc.transient
     return isinstance(exc, httpx.TransportError)
 
 
-_backoff = wait_exponential(multiplier=0.5, min=0.5, max=10)
-
-
-def _wait(state) -> float:
-    exc = state.outcome.exception() if state.outcome else None
+def _retry_after(exc: BaseException) -> float | None:
     if isinstance(exc, BotApiError) and exc.retry_after:
-        return min(float(exc.retry_after), 60.0)
-    return _backoff(state)
+        with contextlib.suppress(TypeError, ValueError):
+            return max(0.0, float(exc.retry_after))
+    return None
+
+
+def _quickly(request):
+    """`request()`, retried a few times within seconds when it fails transiently: for status
+    edits, which are cosmetic and safe to repeat. A long `retry_after` is not waited for."""
+    for attempt in range(QUICK_ATTEMPTS):
+        try:
+            return request()
+        except Exception as exc:
+            wait = _retry_after(exc) or 0.5 * 2**attempt
+            if attempt + 1 == QUICK_ATTEMPTS or not _transient(exc) or wait > QUICK_MAX_WAIT_S:
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _http_client(s: Settings) -> httpx.Client:
+    protect_logs(s)  # before the first request: the URLs hold the token
+    return httpx.Client(timeout=httpx.Timeout(30.0, read=s.delivery_read_timeout_s, write=120.0))
 
 
 class TelegramApi:
-    """A small synchronous Bot API client for flows (the bot itself uses python-telegram-bot)."""
+    """A small synchronous Bot API client for flows (the bot itself uses python-telegram-bot).
 
-    ATTEMPTS = 5
+    `call` makes one request (retrying is the delivery's business, which knows what was sent);
+    `quick=True` retries briefly, for status edits."""
 
     def __init__(self, s: Settings):
         if not s.telegram_token:
             raise NoBotToken("ENCORE_TELEGRAM_TOKEN is not set; results cannot be posted.")
         self._base = f"{s.telegram_api_url}{s.telegram_token}"
-        self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=120.0, write=120.0))
+        self._http = _http_client(s)
 
     def close(self) -> None:
         self._http.close()
 
     def call(
-        self, method: str, data: dict[str, Any], files: dict[str, tuple[Path, str]] | None = None
+        self,
+        method: str,
+        data: dict[str, Any],
+        files: dict[str, tuple[Path, str]] | None = None,
+        quick: bool = False,
     ):
-        """Call `method`; retries transient failures; raises BotApiError for a refusal."""
-        for attempt in Retrying(
-            retry=retry_if_exception(_transient),
-            wait=_wait,
-            stop=stop_after_attempt(self.ATTEMPTS),
-            reraise=True,
-        ):
-            with attempt:
-                return self._once(method, data, files)
-        raise AssertionError("unreachable")
+        """Call `method`; raises BotApiError for a refusal, httpx errors for a failed request."""
+        if quick:
+            return _quickly(lambda: self._once(method, data, files))
+        return self._once(method, data, files)
 
     def _once(self, method: str, data: dict[str, Any], files: dict[str, tuple[Path, str]] | None):
         form = {
@@ -294,6 +323,7 @@ class Courier:
         self._head = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.ledger: Lease | None = None  # while delivering: what was sent, kept in the database
 
     # -- the API, made on first use so that a job without a token still runs
 
@@ -361,8 +391,11 @@ class Courier:
             except NoBotToken:
                 log.warning("job %s: no bot token, so no status edits", self.job_id)
                 return
-            except Exception:  # a status edit is never worth failing the job for
-                log.warning("job %s: status edit failed", self.job_id, exc_info=True)
+            except Exception as exc:  # a status edit is never worth failing the job for
+                log.warning("job %s: status edit failed: %s", self.job_id, exc)
+                pause = _retry_after(exc)
+                if pause:  # asked to slow down: no edit until then
+                    self._stop.wait(pause * self.s.delivery_time_scale)
 
     def edit(self, text: str, wait: bool = False) -> bool:
         """Show `text` in the status message; False if there is no message to edit."""
@@ -375,7 +408,9 @@ class Courier:
             time.sleep(max(0.0, self._last_edit + self.interval - time.monotonic()))
         try:
             self.api.call(
-                "editMessageText", {"chat_id": self.chat_id, "message_id": message_id, "text": text}
+                "editMessageText",
+                {"chat_id": self.chat_id, "message_id": message_id, "text": text},
+                quick=True,
             )
         except BotApiError as exc:
             lowered = exc.description.lower()
@@ -389,6 +424,13 @@ class Courier:
         return True
 
     def send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
+        """Post one message of the outcome, at most once, or twice when the platform's answer
+        to the first was lost (see `Lease.sending`)."""
+        if self.ledger is None:
+            return self._send(method, data, files)
+        return self.ledger.sending(lambda: self._send(method, data, files))
+
+    def _send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
         data = {"chat_id": self.chat_id, **data}
         reply_id = self.reply_to.get("reply_to_message_id")
         if reply_id:
@@ -411,7 +453,26 @@ class Courier:
 
     def uploading(self) -> None:
         """Show that the result is on its way (before a file upload, which takes a while)."""
-        self.edit(status_text(self._head, status_line("running", "delivering", 1.0)), wait=True)
+        with contextlib.suppress(Exception):  # cosmetic: never a reason not to send
+            self.edit(status_text(self._head, status_line("running", "delivering", 1.0)), wait=True)
+
+    def waiting(self, job: Job) -> None:
+        """Show that the platform refuses the outcome for now and that it will be retried."""
+        if job.state != "succeeded":
+            return  # the outcome is the status message itself, which cannot be edited now
+        line = f"⏳ Waiting for {self.platform_name} to accept the upload…"
+        with contextlib.suppress(Exception):
+            self.edit(status_text(self._head or job_headline(self.s, job), line))
+
+    def gave_up(self, job: Job, sentence: str) -> None:
+        """Tell the chat, if it still listens, that the outcome will not come (best effort)."""
+        with contextlib.suppress(Exception):
+            if not self.edit(status_text(self._head or job_headline(self.s, job), sentence)):
+                self._send("sendMessage", {"text": sentence})
+
+    def undeliverable(self, job: Job) -> None:
+        with contextlib.suppress(Exception):
+            self.edit(status_text(self._head or job_headline(self.s, job), UNDELIVERABLE))
 
     # -- the outcome
 
@@ -419,13 +480,9 @@ class Courier:
         """Post the ended job's outcome; returns what was sent (for the delivery record)."""
         head = self._head = job_headline(self.s, job)
         if job.state == "succeeded":
-            try:
-                sent = self._send_result(job)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    self.edit(status_text(head, UNDELIVERABLE), wait=True)
-                raise
-            self.edit(status_text(head, status_line("succeeded", "done", 1.0)), wait=True)
+            sent = self._send_result(job)
+            with contextlib.suppress(Exception):  # it was sent: a failed "Done" changes nothing
+                self.edit(status_text(head, status_line("succeeded", "done", 1.0)), wait=True)
             return sent
         line = status_line(job.state, "done", job.progress, reason=job.reason)
         if not self.edit(status_text(head, line), wait=True) and job.state == "failed":
@@ -591,15 +648,19 @@ class Courier:
 # Discord: the interaction's webhook while its token is fresh, else the channel API
 
 
-class DiscordApi:
-    """A small synchronous Discord REST client for flows (the bot itself uses discord.py)."""
+# Every message Encore posts on Discord says this: text in it (a song title) pings nobody.
+NO_MENTIONS: dict = {"parse": []}
 
-    ATTEMPTS = 5
+
+class DiscordApi:
+    """A small synchronous Discord REST client for flows (the bot itself uses discord.py).
+
+    Like `TelegramApi`, `call` makes one request; `quick=True` retries briefly."""
 
     def __init__(self, s: Settings):
         self.s = s
         self._base = s.discord_api_url.rstrip("/")
-        self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=120.0, write=120.0))
+        self._http = _http_client(s)
 
     def close(self) -> None:
         self._http.close()
@@ -611,17 +672,13 @@ class DiscordApi:
         body: dict | None = None,
         files: dict[str, tuple[Path, str]] | None = None,
         bot: bool = False,
+        quick: bool = False,
     ):
-        """Call the REST API; retries transient failures; raises BotApiError for a refusal."""
-        for attempt in Retrying(
-            retry=retry_if_exception(_transient),
-            wait=_wait,
-            stop=stop_after_attempt(self.ATTEMPTS),
-            reraise=True,
-        ):
-            with attempt:
-                return self._once(method, path, body, files, bot)
-        raise AssertionError("unreachable")
+        """Call the REST API; raises BotApiError for a refusal, httpx errors for a failed
+        request."""
+        if quick:
+            return _quickly(lambda: self._once(method, path, body, files, bot))
+        return self._once(method, path, body, files, bot)
 
     def _once(self, method, path, body, files, bot):
         headers = {}
@@ -709,7 +766,12 @@ class DiscordCourier(Courier):
         if wait:
             time.sleep(max(0.0, self._last_edit + self.interval - time.monotonic()))
         try:
-            self.api.call("PATCH", f"{self._webhook()}/messages/@original", {"content": text})
+            self.api.call(
+                "PATCH",
+                f"{self._webhook()}/messages/@original",
+                {"content": text, "allowed_mentions": NO_MENTIONS},
+                quick=True,
+            )
         except BotApiError as exc:
             if exc.code in (401, 404):  # the token expired, or the message was deleted
                 self._message_gone = True
@@ -719,7 +781,7 @@ class DiscordCourier(Courier):
         self._last_edit = time.monotonic()
         return True
 
-    def send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
+    def _send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
         if method == "sendMessage":
             content = data.get("text") or ""
         elif data.get("caption"):
@@ -732,14 +794,16 @@ class DiscordCourier(Courier):
         if self.fresh() and self.reply_to.get("interaction_token"):
             try:
                 path = f"{self._webhook()}?wait=true"
-                return self.api.call("POST", path, {"content": content}, files)
+                body = {"content": content, "allowed_mentions": NO_MENTIONS}
+                return self.api.call("POST", path, body, files)
             except BotApiError as exc:
                 if exc.code not in (401, 404):
                     raise
         user = self.reply_to.get("user_id")
         body = {
             "content": f"<@{user}> {content}" if user else content,
-            "allowed_mentions": {"users": [str(user)] if user else []},
+            # the user who asked is pinged; nobody a song title names (@everyone, roles, users)
+            "allowed_mentions": {"parse": [], "users": [str(user)] if user else []},
         }
         return self.api.call("POST", f"/channels/{self.chat_id}/messages", body, files, bot=True)
 
@@ -784,20 +848,213 @@ def courier_for(s: Settings, job_id: str) -> Courier | None:
     return None
 
 
-def _claim(s: Settings, job_id: str) -> bool:
+# The ledger (`deliveries`, one row per job) makes delivery survive refusals and crashes:
+#
+#   (no row) --claim--> sending --sent------------------> sent
+#                       |  ^   --refused for good------> failed
+#                       |  |   --still refused at give_up_at--> gave_up
+#                       |  +-- claim (next_at passed, or the holder's lease ran out)
+#                       +--transient failure, a long wait--> waiting
+#
+# A claim is a lease: its holder renews `lease_until` while it works, so a claim whose holder
+# died runs out and `deliver_pending` (the bots' sweeper, the cluster's janitor) takes it
+# over. Short waits (up to `delivery_hold_s`) are waited by the holder; longer ones release
+# the row as `waiting` until `next_at`. `retry_after` is honoured in full.
+#
+# Each message of an outcome is a "part" in `detail["parts"]`: marked in flight before it is
+# sent and sent after, so a retry skips what arrived. A part whose answer was lost (a read
+# timeout after the request went out), or whose holder died while it was in flight, may have
+# arrived: it is sent once more at most, and `lost` counts such sends. A third send is never
+# made; the part is then recorded as `unconfirmed`.
+
+FINAL = ("sent", "failed", "gave_up")
+BACKOFF_MAX_S = 600.0  # the longest wait between tries when the platform gives no retry_after
+
+
+class LeaseLost(Exception):
+    """Another process took this delivery over (this one stalled past its lease)."""
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _scaled(s: Settings, seconds: float) -> timedelta:
+    return timedelta(seconds=seconds * s.delivery_time_scale)
+
+
+def backoff_s(attempts: int) -> float:
+    """Seconds to wait after the `attempts`-th failed try when the platform names no time."""
+    return min(BACKOFF_MAX_S, 0.5 * 2 ** max(0, attempts - 1))
+
+
+def wait_s(exc: BaseException, attempts: int) -> float:
+    """How long to wait before the next try: the platform's `retry_after` in full, if it gave
+    one, else exponential backoff (in the platform's seconds; `delivery_time_scale` applies)."""
+    after = _retry_after(exc)
+    return after if after is not None else backoff_s(attempts)
+
+
+class Lease:
+    """This process's claim on one job's delivery (a `deliveries` row it holds)."""
+
+    def __init__(self, s: Settings, job_id: str, holder: str, row: Delivery):
+        self.s = s
+        self.job_id = job_id
+        self.holder = holder
+        self.attempts = row.attempts
+        self.give_up_at = row.give_up_at
+        self.detail: dict = dict(row.detail or {})
+        self._parts_seen = 0
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    # -- holding it
+
+    def __enter__(self) -> Lease:
+        period = max(0.05, self.s.delivery_lease_s * self.s.delivery_time_scale / 3)
+        self._beat = threading.Thread(
+            target=self._renew_every, args=(period,), name=f"lease-{self.job_id}", daemon=True
+        )
+        self._beat.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=30)
+
+    def _renew_every(self, period: float) -> None:
+        while not self._stop.wait(period):
+            try:
+                if not self._write(lease_until=now() + _scaled(self.s, self.s.delivery_lease_s)):
+                    return  # taken over: the next write of this holder says so
+            except Exception:
+                log.warning("job %s: renewing the delivery lease failed", self.job_id)
+
+    def _write(self, **values) -> bool:
+        """Update the row if this holder still holds it; False if it does not."""
+        values.setdefault("updated_at", now())
+        with session(self.s.database) as db:
+            done = db.execute(
+                update(Delivery)
+                .where(Delivery.job_id == self.job_id, Delivery.holder == self.holder)
+                .values(**values)
+            )
+            return done.rowcount == 1
+
+    def _save(self, **values) -> None:
+        if not self._write(detail=dict(self.detail), attempts=self.attempts, **values):
+            raise LeaseLost(f"the delivery of job {self.job_id} was taken over")
+
+    # -- what happened
+
+    def tried(self) -> None:
+        """A new try of the whole outcome begins (its parts are counted again from the first)."""
+        self.attempts += 1
+        self._parts_seen = 0
+        self._save()
+
+    def past_give_up(self, wait: float) -> bool:
+        """True if the next try, `wait` platform seconds from now, is past the give-up time."""
+        deadline = self.give_up_at
+        if deadline is None:
+            return False
+        if deadline.tzinfo is None:  # SQLite gives timestamps back naive (they are UTC)
+            deadline = deadline.replace(tzinfo=UTC)
+        return now() + _scaled(self.s, wait) > deadline
+
+    def note(self, error: str, wait: float) -> None:
+        """A transient failure; the holder waits `wait` platform seconds itself."""
+        self.detail["error"] = error
+        self._save(next_at=now() + _scaled(self.s, wait))
+
+    def release(self, error: str, wait: float) -> None:
+        """A transient failure and a long wait: whoever sweeps after `next_at` tries again."""
+        self.detail["error"] = error
+        self._save(state="waiting", holder=None, lease_until=None,
+                   next_at=now() + _scaled(self.s, wait))  # fmt: skip
+
+    def end(self, state: str, **detail) -> None:
+        """The delivery is over: `sent`, `failed` (refused for good) or `gave_up`."""
+        assert state in FINAL
+        self.detail.update(detail)
+        self._save(state=state, holder=None, lease_until=None, next_at=None)
+
+    def sending(self, send):
+        """Run `send()` (one message of the outcome) as the next part, at most twice."""
+        self._parts_seen += 1
+        key = str(self._parts_seen)
+        parts = self.detail.setdefault("parts", {})
+        part = dict(parts.get(key) or {})
+        if part.get("sent"):
+            return part.get("result")
+        if part.pop("in_flight", False):  # its holder died while sending it: it may have gone
+            part["lost"] = int(part.get("lost", 0)) + 1
+            part["why"] = "the process sending it died before the answer came"
+        if int(part.get("lost", 0)) >= 2:  # two sends may have arrived: never a third
+            part.update(sent=True, unconfirmed=True)
+            parts[key] = part
+            self._save()
+            return None
+        parts[key] = {**part, "in_flight": True}
+        self._save()
+        try:
+            result = send()
+        except ANSWER_LOST as exc:
+            lost = int(part.get("lost", 0)) + 1
+            why = f"{type(exc).__name__}: the request was sent, its answer was lost"
+            parts[key] = {**part, "lost": lost, "why": why}
+            self._save()
+            raise
+        except Exception:
+            parts[key] = part
+            self._save()
+            raise
+        small = {}
+        if isinstance(result, dict):
+            small = {k: result[k] for k in ("message_id", "id") if k in result}
+        parts[key] = {**part, "sent": True, "result": small}
+        self._save()
+        return small or result
+
+
+def claim(s: Settings, job_id: str) -> Lease | None:
+    """Take the job's delivery: a new row, or one whose wait is over or whose holder died.
+    None if it is delivered, held by a live process, or waiting still."""
+    me, at = _holder(), now()
+    lease_until = at + _scaled(s, s.delivery_lease_s)
     try:
         with session(s.database) as db:
-            db.add(Delivery(job_id=job_id, state="sending", attempts=1))
-        return True
+            db.add(
+                Delivery(
+                    job_id=job_id,
+                    state="sending",
+                    attempts=0,
+                    detail={},
+                    holder=me,
+                    lease_until=lease_until,
+                    give_up_at=at + _scaled(s, s.delivery_give_up_s),
+                )
+            )
     except IntegrityError:
-        return False
-
-
-def _record(s: Settings, job_id: str, state: str, detail: dict) -> None:
+        with session(s.database) as db:
+            taken = db.execute(
+                update(Delivery)
+                .where(
+                    Delivery.job_id == job_id,
+                    or_(
+                        and_(Delivery.state == "waiting", Delivery.next_at <= at),
+                        and_(Delivery.state == "sending", Delivery.lease_until < at),
+                    ),
+                )
+                .values(state="sending", holder=me, lease_until=lease_until, updated_at=at)
+            )
+            if taken.rowcount != 1:
+                return None
     with session(s.database) as db:
         row = db.get(Delivery, job_id)
-        if row is not None:
-            row.state, row.detail, row.updated_at = state, detail, now()
+        return Lease(s, job_id, me, row) if row is not None and row.holder == me else None
 
 
 def delivery_state(s: Settings, job_id: str) -> str | None:
@@ -806,40 +1063,104 @@ def delivery_state(s: Settings, job_id: str) -> str | None:
         return row.state if row is not None else None
 
 
-def deliver(s: Settings, job_id: str, courier: Courier | None = None) -> bool:
-    """Post an ended job's outcome to its chat, unless that was done already.
+def gave_up_sentence(s: Settings, platform: str) -> str:
+    """The one sentence a chat gets when its outcome is given up."""
+    span = format_duration(s.delivery_give_up_s)
+    return (
+        f"❌ It was ready, but {platform} refused it for {span}, so I stopped trying; "
+        "please ask again."
+    )
 
-    Returns True if this call delivered (or tried to, and recorded the failure).
+
+def deliver(s: Settings, job_id: str, courier: Courier | None = None) -> bool:
+    """Post an ended job's outcome to its chat, unless that was done or is being done.
+
+    Returns True if this call took the delivery (and ended it, or left it waiting for a retry).
     """
     job = get_job(s, job_id)
     if job is None or job.state not in TERMINAL:
         return False
     courier = courier or courier_for(s, job_id)
-    if courier is None or not _claim(s, job_id):
+    if courier is None:
         return False
+    lease = claim(s, job_id)
+    if lease is None:
+        return False
+    courier.ledger = lease
     try:
-        detail = courier.finish(job)
-    except Exception as exc:
-        log.warning("job %s: delivery failed", job_id, exc_info=True)
-        _record(s, job_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
-    else:
-        _record(s, job_id, "sent", detail)
+        with lease:
+            _deliver_held(s, job, courier, lease)
+    except LeaseLost:
+        log.warning("job %s: another process took the delivery over", job_id)
+    finally:
+        courier.ledger = None
     return True
 
 
-def deliver_pending(s: Settings, max_age: timedelta = timedelta(days=1)) -> int:
-    """Deliver ended chat jobs that nobody delivered (their process died); how many."""
+def _deliver_held(s: Settings, job: Job, courier: Courier, lease: Lease) -> None:
+    while True:
+        lease.tried()
+        try:
+            detail = courier.finish(job)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if not _transient(exc):
+                log.warning("job %s: delivery refused", job.id, exc_info=True)
+                if job.state == "succeeded":
+                    courier.undeliverable(job)
+                lease.end("failed", error=error)
+                return
+            wait = wait_s(exc, lease.attempts)
+            if lease.past_give_up(wait):
+                sentence = gave_up_sentence(s, courier.platform_name)
+                log.warning("job %s: delivery given up after %d tries", job.id, lease.attempts)
+                courier.gave_up(job, sentence)
+                _note_undelivered(s, job.id, sentence)
+                lease.end("gave_up", error=error)
+                return
+            log.info("job %s: delivery failed (%s); next try in %gs", job.id, error, wait)
+            courier.waiting(job)
+            if wait > s.delivery_hold_s:
+                lease.release(error, wait)
+                return
+            lease.note(error, wait)
+            time.sleep(wait * s.delivery_time_scale)
+        else:
+            lease.end("sent", sent=detail)
+            return
+
+
+def _note_undelivered(s: Settings, job_id: str, sentence: str) -> None:
+    """Keep the give-up sentence in the ended job's result (the job itself stays succeeded)."""
     with session(s.database) as db:
-        query = (
+        row = db.get(Job, job_id, with_for_update=True)
+        if row is not None:
+            row.result = {**(row.result or {}), "undelivered": sentence}
+
+
+def deliver_pending(s: Settings, max_age: timedelta = timedelta(days=1)) -> int:
+    """Deliver what is due: ended chat jobs nobody delivered (their process died), waits that
+    are over, and claims whose holder died. How many this call took."""
+    at = now()
+    with session(s.database) as db:
+        unclaimed = (
             select(Job.id)
             .outerjoin(Delivery, Delivery.job_id == Job.id)
             .where(
                 Delivery.job_id.is_(None),
                 Job.state.in_(TERMINAL),
-                Job.updated_at >= now() - max_age,
+                Job.updated_at >= at - max_age,
             )
         )
-        ids = list(db.scalars(query))
+        due = select(Delivery.job_id).where(
+            or_(
+                and_(Delivery.state == "waiting", Delivery.next_at <= at),
+                and_(Delivery.state == "sending", Delivery.lease_until < at),
+            )
+        )
+        ids = list(db.scalars(unclaimed)) + list(db.scalars(due))
     delivered = 0
     for job_id in ids:
         courier = courier_for(s, job_id)

@@ -72,6 +72,12 @@ def ensure_user(s: Settings, owner: str, display_name: str = "") -> None:
     return None
 
 
+def display_name(s: Settings, owner: str) -> str:
+    with session(s.database) as db:
+        user = db.get(User, owner)
+        return user.display_name if user is not None else ""
+
+
 def default_voice(s: Settings, owner: str) -> Voice | None:
     """The voice the user chose with `/voice`, else their only own voice, else None."""
     with session(s.database) as db:
@@ -737,6 +743,15 @@ def forget_user(s: Settings, owner: str, notify: dict | None = None) -> Forgotte
         jobs = list(db.scalars(select(Job).where(or_(Job.owner == owner, Job.id.in_(sung)))))
         songs = list(db.scalars(select(Song).where(Song.owner == owner)))
         hashes = [song.content_hash for song in songs]
+        # Another user's song (or the catalog's) with the same file keeps its stems.
+        shared = set(
+            db.scalars(
+                select(Song.content_hash).where(
+                    Song.content_hash.in_(hashes), or_(Song.owner.is_(None), Song.owner != owner)
+                )
+            )
+        )
+        hashes = [h for h in hashes if h not in shared]
         stem_sets = list(db.scalars(select(StemSet).where(StemSet.content_hash.in_(hashes))))
 
     key = _owner_key(owner)
@@ -747,13 +762,14 @@ def forget_user(s: Settings, owner: str, notify: dict | None = None) -> Forgotte
     for job in jobs:
         targets += [erase.uri(u) for u in _job_uris(job)]
         targets += [erase.prefix(p) for p in job_prefixes(job.id)]
-    for song in songs:
-        targets.append(erase.uri(song.uri))
-        targets += [erase.prefix(f"songs/{song.content_hash}")]
-        targets += [erase.prefix(f"tmp/stems/{song.content_hash}")]
+    targets += [erase.uri(song.uri) for song in songs]
+    for content_hash in hashes:
+        targets += [erase.prefix(f"songs/{content_hash}")]
+        targets += [erase.prefix(f"tmp/stems/{content_hash}")]
     for stem_set in stem_sets:
         targets += [erase.uri(u) for u in stem_set.stems.values()]
     targets += [erase.prefix(f"voices/{key}"), erase.prefix(f"tmp/uploads/{key}")]
+    targets.append(erase.prefix(f"uploads/{key}"))  # the songs she sent (`catalog.song_key`)
     targets.append(erase.prefix(owner_checkpoints(owner)))  # training checkpoints in storage
     # A job still running may store more before it stops: once it has stopped, its places
     # and the user's are swept again (the batch waits for it, see `flows.erase`).

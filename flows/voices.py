@@ -7,17 +7,24 @@ read entry by entry with limits on size and ratio; no entry is ever written by i
 Checkpoints load with `weights_only=True` (see `gpu_worker.convert`), so a pickle that wants to
 run code is refused, not run; the model's config and tensors, and the index's header, are
 checked against RVC's geometries (`gpu_worker.model_check`) before anything is stored.
+
+Voice names are compared by `name_key`: NFKC, casefolded, and reduced to a Unicode
+confusables skeleton, so names that only look alike ("Ａlice", Cyrillic "Аlice", "alice")
+are one name.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from confusable_homoglyphs.confusables import confusables_data
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -48,13 +55,47 @@ class VoiceFiles:
 
 
 def valid_name(name: str) -> str:
-    name = (name or "").strip()
-    if not NAME_RE.match(name):
+    """The name as it will be stored (NFKC: fullwidth letters become plain ones), or refused."""
+    name = unicodedata.normalize("NFKC", name or "").strip()
+    if not NAME_RE.match(name) or any(unicodedata.category(ch)[0] == "C" for ch in name):
         raise EngineError(
             "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; "
             "pick another name."
         )
     return name
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """Each confusable character -> one representative of all the characters it looks like
+    (Unicode's confusables data, as the confusable_homoglyphs package ships it)."""
+    parent: dict[str, str] = {}
+
+    def find(ch: str) -> str:
+        while parent.get(ch, ch) != ch:
+            parent[ch] = parent.get(parent[ch], parent[ch])
+            ch = parent[ch]
+        return ch
+
+    for ch, glyphs in confusables_data.items():
+        if len(ch) != 1:
+            continue
+        for glyph in glyphs:
+            other = glyph["c"]
+            if len(other) == 1:
+                a, b = find(ch), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {ch: find(ch) for ch in parent}
+
+
+def name_key(name: str) -> str:
+    """What two names must share to be one name: NFKC, casefolded, then each character
+    replaced by the representative of the characters it can be confused with."""
+    text = unicodedata.normalize("NFKC", name or "").strip().casefold()
+    table = _prototypes()
+    text = "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", text))
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 def _check_size(path: Path, limit: int, what: str) -> None:
@@ -247,13 +288,13 @@ def _key(text: str) -> str:
 
 
 def get_voice(s: Settings, owner: str, name: str, include_public: bool = True) -> Voice | None:
-    """The owner's voice `name` (case-insensitive), else a public one of that name."""
-    wanted = name.strip().lower()
+    """The owner's voice `name` (by `name_key`), else a public one of that name."""
+    wanted = name_key(name)
     with session(s.database) as db:
         cond = Voice.owner == owner
         if include_public:
             cond = or_(cond, Voice.public.is_(True))
-        found = [v for v in db.scalars(select(Voice).where(cond)) if v.name.lower() == wanted]
+        found = [v for v in db.scalars(select(Voice).where(cond)) if name_key(v.name) == wanted]
     found.sort(key=lambda v: v.owner != owner)  # the owner's own voice first
     return found[0] if found else None
 

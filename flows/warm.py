@@ -90,6 +90,9 @@ def preload(modules: list[str]) -> None:
 
 def serve(path: str, modules: list[str]) -> None:
     """Import `modules`, then fork a warm engine process for every client, until killed."""
+    from flows.logs import protect_logs
+
+    protect_logs()  # the forked flow runs inherit it: no token in their log lines
     preload([ENGINE, "prefect.flow_engine", *modules])
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

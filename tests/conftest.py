@@ -298,3 +298,38 @@ def s3_client(endpoint: str):
     import boto3
 
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=S3_REGION)
+
+
+@pytest.fixture
+def debug_logs():
+    """Every log record of every logger at DEBUG, formatted as a log line (tracebacks too),
+    after `protect_logs` as a process's entry point calls it with `--debug`."""
+    from flows.logs import protect_logs
+
+    protect_logs(debug=True)
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    names = ["", "httpx", "httpcore", "telegram", "discord", "encore", "prefect", "aiohttp"]
+    loggers = {logging.getLogger(n) for n in names}
+    loggers |= {  # loggers that keep their records to themselves get the handler too
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.propagate
+    }
+    saved = {logger: (logger.level, logger.disabled) for logger in loggers}
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
+        if logger is logging.root or not logger.propagate:
+            logger.addHandler(handler)
+    yield lines
+    for logger, (level, disabled) in saved.items():
+        logger.setLevel(level)
+        logger.disabled = disabled
+        logger.removeHandler(handler)

@@ -11,6 +11,8 @@ Like Discord, it refuses an interaction callback later than 3 s after the intera
 sent (10062 Unknown interaction) or a second one (40060), follow-ups on a token older than
 15 minutes (50027; tests age tokens with `expire`), and uploads over the interaction's
 `attachment_size_limit` (413, 40005). It replies with `Content-Type: application/json` exactly.
+Tests can refuse a request (`fail_next`: a 429 with its `retry_after`, a 5xx) and read every
+message body posted or edited (`message_payloads`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ TOKEN_LIFETIME_S = 15 * 60
 DEADLINE_S = 3.0
 BOT_TOKEN = "fake.discord.token"
 DISCORD_EPOCH_MS = 1420070400000
+NAMES = {1: "ada", 2: "bob"}  # users tests play, by id
 
 
 @dataclass
@@ -92,6 +95,7 @@ class FakeDiscord:
         self.channel_messages: list[dict] = []
         self.attachments: dict[str, bytes] = {}
         self.identified = threading.Event()
+        self._failures: list[tuple[str, str, int, float | None]] = []  # see fail_next
         self._counter = itertools.count(1)
         self._seq = itertools.count(1)
         self._ws: web.WebSocketResponse | None = None
@@ -156,7 +160,8 @@ class FakeDiscord:
 
     # -- playing users
 
-    def user(self, user_id: int = 1, name: str = "ada") -> dict:
+    def user(self, user_id: int = 1, name: str | None = None) -> dict:
+        name = name or NAMES.get(user_id, f"user{user_id}")
         return {"id": str(user_id), "username": name, "global_name": name.title(),
                 "discriminator": "0", "avatar": None}  # fmt: skip
 
@@ -279,8 +284,28 @@ class FakeDiscord:
         """Age the interaction's token past its 15 minutes."""
         pending.sent_at -= TOKEN_LIFETIME_S + 1
 
+    def fail_next(
+        self, method: str, fragment: str, status: int = 429, retry_after: float | None = 1.0
+    ) -> None:
+        """Refuse the next `method` request whose path has `fragment`: a 429 says
+        `retry_after` (in Discord's body), another status is a bare server error."""
+        with self._lock:
+            self._failures.append((method, fragment, status, retry_after))
+
     def calls_to(self, method: str, fragment: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and fragment in c.path]
+
+    def message_payloads(self) -> list[tuple[Call, dict]]:
+        """Every message body that was posted or edited (JSON or multipart `payload_json`):
+        interaction responses with content, follow-ups, edits and channel posts."""
+        out = []
+        for call in list(self.calls):
+            body = call.json if isinstance(call.json, dict) else {}
+            if call.path.endswith("/callback"):
+                body = body.get("data") or {}
+            if "content" in body:
+                out.append((call, body))
+        return out
 
     # -- the gateway
 
@@ -367,7 +392,20 @@ class FakeDiscord:
         path = "/" + request.match_info["path"]
         call = Call(request.method, path, body, files, request.headers.get("Authorization"))
         self.calls.append(call)
-        response = self._route(request.method, path, body or {}, files, call)
+        with self._lock:
+            failure = next(
+                (f for f in self._failures if f[0] == request.method and f[1] in path), None
+            )
+            if failure is not None:
+                self._failures.remove(failure)
+        if failure is not None and failure[2] == 429:
+            limited = {"message": "You are being rate limited.", "retry_after": failure[3],
+                       "global": False}  # fmt: skip
+            response = _json(limited, 429)
+        elif failure is not None:
+            response = _error(failure[2], 0, f"{failure[2]}: Server Error")
+        else:
+            response = self._route(request.method, path, body or {}, files, call)
         call.status = response.status
         return response
 

@@ -7,11 +7,14 @@ sendMessage, editMessageText, sendAudio/sendDocument/sendVoice (multipart), send
 answerCallbackQuery, getChatMember and deleteMessage. Like Telegram, it refuses downloads over
 20 MB ("file is too big") and uploads over 50 MB (413), and says "message is not modified"
 for an edit that changes nothing. Every request is recorded (`calls`), and tests can make the
-next calls of a method fail (`fail_next`) to exercise retries.
+next calls of a method fail (`fail_next`: a 429 with any `retry_after`, a 5xx), fail for a
+while (`fail_for`: an outage), or be done but answered too late (`delay_next`: the answer
+is lost past the client's read timeout).
 
 Tests play the users: `send_text`, `send_voice`, `send_audio`, `send_document`, `press` and
-`redeliver` push updates that the bot's long poll picks up. `BotProcess` runs a real
-`Application` in a thread of its own, started and stopped by hand.
+`redeliver` push updates that the bot's long poll picks up, from any user id (`NAMES` gives
+them first names; Telegram's placeholder senders and `sender_chat` included). `BotProcess`
+runs a real `Application` in a thread of its own, started and stopped by hand.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+NAMES = {1: "Ada", 2: "Bob", 1087968824: "Group", 136817688: "Channel", 777000: "Telegram"}
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 UPLOAD_LIMIT = 50 * 1024 * 1024
 NOT_MODIFIED = (
@@ -45,6 +49,7 @@ class Call:
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     at: float = 0.0  # time.monotonic() when it arrived
     status: int = 200  # what the fake answered
+    late: bool = False  # answered after a delay (`delay_next`): the client may not have seen it
 
     def int(self, name: str) -> int | None:
         value = self.params.get(name)
@@ -83,7 +88,9 @@ class FakeTelegram:
         self.owners: dict[int, int] = {}
         self.webhook: dict | None = None
         self.commands: list = []
-        self._failures: dict[str, list[tuple[int, str, int | None]]] = {}
+        self._failures: dict[str, list[tuple[int, str, float | None]]] = {}
+        self._outages: dict[str, tuple[float, int]] = {}  # method -> (until, code)
+        self._delays: dict[str, list[float]] = {}
         self._updates: list[dict] = []
         self._update_id = 100
         self._message_ids: dict[int, int] = {}
@@ -150,17 +157,42 @@ class FakeTelegram:
     # -- what tests set up
 
     def fail_next(
-        self, method: str, times: int = 1, code: int = 500, description: str = "Internal Server"
+        self,
+        method: str,
+        times: int = 1,
+        code: int = 500,
+        description: str = "Internal Server",
+        retry_after: float | None = None,
     ) -> None:
-        retry_after = 1 if code == 429 else None
+        """Refuse the next `times` calls of `method` (a 429 says `retry_after`, default 1 s)."""
+        if code == 429 and retry_after is None:
+            retry_after = 1
         with self._lock:
             self._failures.setdefault(method, []).extend([(code, description, retry_after)] * times)
+
+    def fail_for(self, method: str, seconds: float, code: int = 502) -> None:
+        """Answer every call of `method` with `code` for the next `seconds` (an outage)."""
+        with self._lock:
+            self._outages[method] = (time.monotonic() + seconds, code)
+
+    def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Do the next `times` calls of `method` (the message is sent) but answer `seconds`
+        late: past a client's read timeout, its answer is lost."""
+        with self._lock:
+            self._delays.setdefault(method, []).extend([seconds] * times)
 
     def make_admin(self, chat_id: int, user_id: int, owner: bool = False) -> None:
         with self._lock:
             if owner:
                 self.owners[chat_id] = user_id
             self.admins.setdefault(chat_id, set()).add(user_id)
+
+    def _file_path(self, folder: str, filename: str) -> str:
+        """Telegram names stored files itself (`documents/file_12.mp3`), never by the name the
+        sender gave, which only travels as `file_name`."""
+        suffix = filename.rpartition(".")[2] if "." in filename.strip(".") else ""
+        tail = f".{suffix}" if suffix.isalnum() else ""
+        return f"{folder}/file_{self._file_seq + 1}{tail}"
 
     def add_file(self, data: bytes, path: str, size: int | None = None) -> str:
         with self._lock:
@@ -172,8 +204,9 @@ class FakeTelegram:
     # -- users talking to the bot
 
     @staticmethod
-    def user(user_id: int = 1, first_name: str = "Ada") -> dict:
-        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+    def user(user_id: int = 1, first_name: str | None = None) -> dict:
+        name = first_name or NAMES.get(user_id, f"User {user_id}")
+        return {"id": user_id, "is_bot": False, "first_name": name, "language_code": "en"}
 
     @staticmethod
     def private_chat(user_id: int = 1, first_name: str = "Ada") -> dict:
@@ -189,7 +222,12 @@ class FakeTelegram:
             return self._message_ids[chat_id]
 
     def _user_message(
-        self, user_id: int, chat: dict | None, reply_to: dict | None, **content
+        self,
+        user_id: int,
+        chat: dict | None,
+        reply_to: dict | None,
+        sender_chat: dict | None = None,
+        **content,
     ) -> dict:
         chat = chat or self.private_chat(user_id)
         message = {
@@ -199,6 +237,8 @@ class FakeTelegram:
             "from": self.user(user_id),
             **content,
         }
+        if sender_chat is not None:  # sent on behalf of a chat (a channel, or the group)
+            message["sender_chat"] = sender_chat
         if reply_to is not None:
             message["reply_to_message"] = reply_to
         with self._lock:
@@ -207,13 +247,18 @@ class FakeTelegram:
         return message
 
     def send_text(
-        self, text: str, user_id: int = 1, chat: dict | None = None, reply_to: dict | None = None
+        self,
+        text: str,
+        user_id: int = 1,
+        chat: dict | None = None,
+        reply_to: dict | None = None,
+        sender_chat: dict | None = None,
     ) -> dict:
         content: dict[str, Any] = {"text": text}
         if text.startswith("/"):
             command = text.split()[0]
             content["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
-        return self._user_message(user_id, chat, reply_to, **content)
+        return self._user_message(user_id, chat, reply_to, sender_chat, **content)
 
     def send_voice(
         self,
@@ -244,7 +289,7 @@ class FakeTelegram:
         user_id: int = 1,
         chat: dict | None = None,
     ) -> dict:
-        file_id = self.add_file(data, f"music/{filename}")
+        file_id = self.add_file(data, self._file_path("music", filename))
         audio = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",
@@ -267,7 +312,7 @@ class FakeTelegram:
         user_id: int = 1,
         chat: dict | None = None,
     ) -> dict:
-        file_id = self.add_file(data, f"documents/{filename}")
+        file_id = self.add_file(data, self._file_path("documents", filename))
         document = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",
@@ -277,14 +322,16 @@ class FakeTelegram:
         }
         return self._user_message(user_id, chat, None, document=document)
 
-    def press(self, message: dict, data: str, user_id: int = 1) -> None:
-        """Press an inline button of a message the bot sent (as it looks now)."""
+    def press(self, message: dict, data: str, user_id: int = 1) -> str:
+        """Press an inline button of a message the bot sent (as it looks now), as `user_id`
+        (anyone in the chat can); returns the callback query's id."""
         with self._lock:
             current = dict(self.messages[(message["chat"]["id"], message["message_id"])])
+        query_id = f"cq{self._update_id + 1}"
         self._push(
             {
                 "callback_query": {
-                    "id": f"cq{self._update_id + 1}",
+                    "id": query_id,
                     "from": self.user(user_id),
                     "message": current,
                     "chat_instance": "ci-1",
@@ -292,6 +339,14 @@ class FakeTelegram:
                 }
             }
         )
+        return query_id
+
+    def answer_to(self, query_id: str) -> str | None:
+        """The text the bot answered a callback query with ("" for none), once it answered."""
+        for call in self.calls_of("answerCallbackQuery"):
+            if call.params.get("callback_query_id") == query_id:
+                return str(call.params.get("text") or "")
+        return None
 
     def redeliver(self, message: dict) -> None:
         """Deliver the same message again, as a new update (a double-submitted command)."""
@@ -389,6 +444,11 @@ class FakeTelegram:
             self.calls.append(call)
             failing = self._failures.get(method)
             failure = failing.pop(0) if failing else None
+            outage = self._outages.get(method)
+            if failure is None and outage is not None and time.monotonic() < outage[0]:
+                failure = (outage[1], "Bad Gateway", None)
+            delays = self._delays.get(method)
+            delay = delays.pop(0) if delays else 0.0
         if request.match_info["token"] != self.token:
             return self._error(call, 401, "Unauthorized")
         if failure is not None:
@@ -402,6 +462,9 @@ class FakeTelegram:
             )
         except _ApiError as exc:
             return self._error(call, exc.code, exc.description)
+        if delay:
+            call.late = True  # done (the chat shows it), but its answer came too late
+            await asyncio.sleep(delay)
         return web.json_response({"ok": True, "result": result})
 
     async def _download(self, request: web.Request) -> web.Response:

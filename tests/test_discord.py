@@ -27,6 +27,7 @@ from flows.jobs import reply_target
 from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness
 from tests.fake_discord import (
+    APP_ID,
     BOT_TOKEN,
     CHANNEL_ID,
     DEADLINE_S,
@@ -151,7 +152,7 @@ def _wait_ended(settings, fake, owner: str = OWNER, timeout: float = 120) -> Job
             if job is None or job.state not in ("succeeded", "failed", "cancelled"):
                 return None
             row = db.get(Delivery, job.id)
-            return job if row is not None and row.state != "sending" else None
+            return job if row is not None and row.state in ("sent", "failed") else None
 
     return fake.wait_for(ended, timeout, "the job to end and be delivered")
 
@@ -208,6 +209,34 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
     assert not fake.channel_messages  # the token was fresh: no channel post
 
 
+def test_a_hostile_song_title_pings_nobody_and_no_token_reaches_the_logs(
+    fake, bot, dc_settings, alice, song_wav, debug_logs
+):
+    title = "@everyone <@&123> <@456>"
+    hostile = add_song(dc_settings, song_wav, title=title, artist="@here")
+    pending = fake.command(
+        "cover",
+        [
+            {"name": "song", "type": 3, "value": hostile.id},
+            {"name": "voice", "type": 3, "value": alice.id},
+        ],
+    )
+    [message] = fake.wait_for(lambda: pending.followups, 120, "the cover")
+    assert title in message["content"] and message["attachments"]
+    assert _wait_ended(dc_settings, fake).state == "succeeded"
+    assert title in _ephemeral_text(fake, fake.command("status"))  # the bot's own reply
+    payloads = fake.message_payloads()
+    assert {c.method for c, _body in payloads} >= {"PATCH", "POST"}
+    assert sum(title in body["content"] for _c, body in payloads) >= 4
+    for call, body in payloads:
+        assert body.get("allowed_mentions", {}).get("parse") == [], (call.path, body)
+        assert not body["allowed_mentions"].get("roles")
+    text = "\n".join(debug_logs)
+    assert "HTTP Request: POST http://127.0.0.1" in text  # the courier's requests were logged
+    assert "/webhooks/900000000000000001/<redacted>" in text
+    assert BOT_TOKEN not in text and pending.token not in text
+
+
 def test_a_result_after_the_token_expired_is_posted_to_the_channel_with_a_mention(
     fake, bot, dc_settings, song_wav, monkeypatch, tmp_path
 ):
@@ -224,7 +253,7 @@ def test_a_result_after_the_token_expired_is_posted_to_the_channel_with_a_mentio
     posted = fake.wait_for(lambda: fake.channel_messages, 120, "the channel post")
     [message] = posted
     assert message["content"].startswith("<@1> ")
-    assert message["allowed_mentions"] == {"users": ["1"]}
+    assert message["allowed_mentions"] == {"parse": [], "users": ["1"]}  # only who asked
     [attachment] = message["attachments"]
     karaoke = tmp_path / attachment["filename"]
     karaoke.write_bytes(fake.attachment(attachment))
@@ -250,6 +279,40 @@ def test_a_result_over_the_upload_limit_is_sent_as_a_link(
     assert "over Discord's 20 KB limit for bots" in message["content"]
     assert "download it here: http://files.test/encore/" in message["content"]
     assert _wait_ended(dc_settings, fake).state == "succeeded"
+
+
+def test_a_rate_limited_follow_up_is_retried_after_its_retry_after_and_arrives_once(
+    fake, dc_settings, song, song_wav, monkeypatch
+):
+    from flows.delivery import deliver, deliver_pending
+    from flows.jobs import create_job, update_job
+    from flows.settings import get_settings
+    from flows.storage import open_storage
+
+    monkeypatch.setenv("ENCORE_DELIVERY_TIME_SCALE", "0.02")  # 90 s of Discord's are 1.8 s
+    get_settings.cache_clear()
+    s = get_settings()
+    pending = Pending(fake._snowflake(), "tok-rl", time.monotonic(), UPLOAD_LIMIT)
+    fake.interactions[pending.token] = pending
+    reply_to = {"platform": "discord", "application_id": str(APP_ID),
+                "interaction_token": pending.token, "token_at": time.time(),
+                "channel_id": str(CHANNEL_ID), "user_id": "1"}  # fmt: skip
+    job = create_job(s, "karaoke", OWNER, {"song_id": song.id}, reply_to=reply_to)
+    uri = open_storage(s.storage).put(song_wav, "results/rl/k.wav")
+    update_job(s, job, state="succeeded", step="done", result={"uri": uri, "filename": "k.wav"})
+    fake.fail_next("POST", f"/webhooks/{APP_ID}/{pending.token}", 429, retry_after=90)
+    assert deliver(s, job)  # refused; a 90 s wait is the sweeper's to make
+
+    def swept():
+        deliver_pending(s)
+        with session(s.database) as db:
+            return db.get(Delivery, job).state == "sent"
+
+    fake.wait_for(swept, 30, "the retried follow-up")
+    posts = fake.calls_to("POST", f"/webhooks/{APP_ID}/{pending.token}")
+    assert [c.status for c in posts] == [429, 200]
+    assert posts[1].at - posts[0].at >= 90 * 0.02
+    assert len(pending.followups) == 1 and pending.followups[0]["attachments"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -326,8 +389,8 @@ def test_voices_default_status_and_forget_with_a_confirmation_button(fake, bot, 
     callback = _callback(fake, asked)
     assert callback["data"]["flags"] & EPHEMERAL
     buttons = [c["custom_id"] for row in callback["data"]["components"] for c in row["components"]]
-    assert buttons == ["fy", "fn"]
-    pressed = fake.press(asked.original, "fy")
+    assert [b.split("|")[0] for b in buttons] == ["fy", "fn"]
+    pressed = fake.press(asked.original, buttons[0])
     update = _callback(fake, pressed)
     assert update["type"] == 7
     assert update["data"]["content"].startswith("Done: I deleted 1 voice")
@@ -486,3 +549,74 @@ def test_encore_bot_discord_sync_registers_the_commands_and_exits(fake, dc_setti
         [str(encore), "bot", "discord"], env=env, capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 1 and "Set ENCORE_DISCORD_TOKEN" in refused.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Buttons and identities in a server
+
+
+BOB = 2
+
+
+def _state(settings) -> dict:
+    from flows.db import User
+
+    with session(settings.database) as db:
+        voices = sorted((v.owner, v.name, v.id) for v in db.query(Voice).all())
+        jobs = sorted((j.owner, j.id) for j in db.query(Job).all())
+        defaults = sorted((u.id, u.default_voice_id) for u in db.query(User).all())
+    return {"voices": voices, "jobs": jobs, "defaults": defaults}
+
+
+def _custom_ids(message: dict) -> list[str]:
+    return [c["custom_id"] for row in message.get("components") or [] for c in row["components"]]
+
+
+def test_in_a_server_nobody_can_press_another_members_buttons(
+    fake, bot, dc_settings, voice_files, song, tmp_path
+):
+    from flows.demo import synth_song
+    from gpu_worker.audio import write_wav
+
+    for owner in (OWNER, f"discord:{BOB}"):  # two voices each, no default: menus
+        for name in ("alice", "bob"):
+            pth, index = voice_files[name]
+            import_voice(dc_settings, owner, name, [pth, index])
+    other = write_wav(tmp_path / "tune.wav", synth_song(3.0, seed=5), SR)
+    add_song(dc_settings, other, title="Test Tune", artist="Tester")
+
+    def menu(pending: Pending) -> dict:
+        _callback(fake, pending)
+        return pending.original
+
+    ada_forget = menu(fake.command("forget"))
+    bob_forget = menu(fake.command("forget", user_id=BOB))
+    ada_songs = menu(fake.command("cover", [{"name": "song", "type": 3, "value": "tester test"}]))
+    bob_voices = menu(fake.command("voices", user_id=BOB))
+    assert "Several songs match" in ada_songs["content"]
+    before = _state(dc_settings)
+
+    def press(message: dict, custom_id: str, user_id: int) -> str:
+        return _ephemeral_text(fake, fake.press(message, custom_id, user_id=user_id))
+
+    # Each presses the other's /forget confirmation, song menu and voice buttons.
+    assert press(ada_forget, _custom_ids(ada_forget)[0], BOB) == "This button is for Ada."
+    assert press(bob_forget, _custom_ids(bob_forget)[0], 1) == "This button is for Bob."
+    song_pick = _custom_ids(ada_songs)[0]
+    assert press(ada_songs, song_pick, BOB) == "This button is for Ada."
+    assert press(bob_voices, _custom_ids(bob_voices)[0], 1) == "This button is for Bob."
+
+    # Ada's own press works: her song menu becomes her voice menu, which Bob cannot use.
+    mine = fake.press(ada_songs, song_pick)
+    assert _callback(fake, mine)["type"] == 7
+    voice_menu = mine.original
+    assert voice_menu["content"].startswith("Which voice")
+    voice_pick = _custom_ids(voice_menu)[0]
+    assert press(voice_menu, voice_pick, BOB) == "This button is for Ada."
+    # A forged button on her own menu with a key change of +99 is refused like /cover +99.
+    forged = "|".join([*voice_pick.split("|")[:4], "+99"])
+    assert press(voice_menu, forged, 1) == "The key change goes from -12 to +12 semitones."
+
+    assert _state(dc_settings) == before  # nobody's voices, defaults or jobs changed
+    assert not before["jobs"]
+    assert "Done" not in ada_forget["content"] and "Done" not in bob_forget["content"]

@@ -112,8 +112,9 @@ def _nothing_of_hers_in_the_database(s) -> None:
 
 
 def _forget_through_the_bot(fake) -> str:
-    ask = fake.wait_for(lambda: fake.replies_to(fake.send_text("/forget")), 30, "the question")[0]
-    fake.press(ask, "fy")
+    command = fake.send_text("/forget")
+    ask = fake.wait_for(lambda: fake.replies_to(command), 30, "the question")[0]
+    fake.press(ask, ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"])  # her "fy"
     done = fake.wait_for(
         lambda: fake.bot_message(ADA, ask["message_id"])["text"].startswith("Done:"),
         120,

@@ -270,3 +270,9 @@ def test_finish_and_cancel_race_no_lost_update_and_no_reopening(race_url, tmp_pa
         assert not cancel_job(s, job_id)
         outcomes.add(job.state)
     assert outcomes <= {"cancelled", "succeeded"}
+
+
+def test_identical_uploads_at_once_make_one_song_on_postgres(pg_settings, song_wav):
+    from tests.test_chat_safety import race_identical_uploads
+
+    race_identical_uploads(pg_settings, song_wav)

@@ -102,7 +102,7 @@ def _wait_ended(settings, fake, count: int = 1, owner: str = OWNER, timeout: flo
         with session(settings.database) as db:  # and delivered
             if db.query(Delivery).filter(Delivery.job_id.in_([j.id for j in done])).count() < count:
                 return None
-            if db.query(Delivery).filter(Delivery.state == "sending").count():
+            if db.query(Delivery).filter(Delivery.state.in_(("sending", "waiting"))).count():
                 return None
         return done
 
@@ -196,6 +196,19 @@ def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
     times = [c.at for c in fake.calls_of("editMessageText")]
     assert all(b - a >= 0.19 for a, b in zip(times, times[1:], strict=False))  # throttled
     assert fake.bot_message(ADA, status["message_id"])["text"].endswith("✅ Done")
+
+
+def test_a_cover_logged_at_debug_shows_no_token_in_any_line(
+    fake, bot, tg_settings, alice, song, debug_logs
+):
+    fake.send_text("/cover test song")
+    fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
+    [job] = _wait_ended(tg_settings, fake)
+    assert job.state == "succeeded"
+    text = "\n".join(debug_logs)
+    assert "HTTP Request: POST http://127.0.0.1" in text  # httpx's lines were captured
+    assert "/bot<redacted>/sendAudio" in text  # the courier's upload, by URL
+    assert fake.token not in text and fake.token.split(":")[1] not in text
 
 
 def test_choosing_song_and_voice_with_buttons_and_a_double_click_make_one_job(
@@ -588,8 +601,8 @@ def test_cancel_then_forget_removes_everything(fake, bot, tg_settings, alice, so
     ask = _reply(fake, fake.send_text("/forget"))
     assert "cannot be undone" in ask["text"]
     yes = ask["reply_markup"]["inline_keyboard"][0][0]
-    assert yes["callback_data"] == "fy"
-    fake.press(ask, "fy")
+    assert yes["text"] == "🗑 Delete everything" and yes["callback_data"].startswith("fy|")
+    fake.press(ask, yes["callback_data"])
     fake.wait_for(lambda: fake.bot_message(ADA, ask["message_id"])["text"].startswith("Done:"))
     final = fake.bot_message(ADA, ask["message_id"])["text"]
     assert final.startswith("Done: I deleted 1 voice, 2 jobs with their files")
@@ -707,6 +720,150 @@ def test_transient_api_errors_are_retried_and_the_result_is_sent_once(
     assert sum(1 for c in fake.calls if c.status == 403) == 1
 
 
+# ------------------------------------------------------------------------------------------
+# Delivery faults: nothing lost, at most one duplicate, and only when an answer was lost
+
+
+def _scaled(monkeypatch, **values):
+    """Settings with `values` (delivery times compressed by `delivery_time_scale`)."""
+    from flows.settings import get_settings
+
+    for key, value in values.items():
+        monkeypatch.setenv(f"ENCORE_{key.upper()}", str(value))
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _ledger(settings, job_id: str) -> Delivery:
+    with session(settings.database) as db:
+        return db.get(Delivery, job_id)
+
+
+def _karaoke_ready(settings, song, song_wav, tmp_path, fake, status: bool = False) -> str:
+    """A finished karaoke job whose track waits to be delivered (with a status message)."""
+    from flows.jobs import create_job, update_job
+    from flows.storage import open_storage
+
+    mp3 = encode(song_wav, tmp_path / "k.mp3", "mp3")
+    uri = open_storage(settings.storage).put(mp3, f"results/{time.monotonic_ns()}/k.mp3")
+    reply_to = {"platform": "telegram", "chat_id": ADA, "status_message_id": None}
+    if status:
+        shown = fake._bot_message({"chat_id": ADA}, text="🎶 Karaoke: Test Song\n⚙️ Saving…")
+        reply_to["status_message_id"] = shown["message_id"]
+    job_id = create_job(settings, "karaoke", OWNER, {"song_id": song.id}, reply_to=reply_to)
+    result = {"uri": uri, "filename": "k.mp3"}
+    update_job(settings, job_id, state="succeeded", step="done", progress=1.0, result=result)
+    return job_id
+
+
+def test_a_429_longer_than_a_minute_is_waited_out_and_the_cover_arrives_once(
+    fake, tg_settings, alice, song, monkeypatch
+):
+    s = _scaled(monkeypatch, delivery_time_scale=0.02)  # 90 s of Telegram's wait is 1.8 s
+    fake.fail_next("sendAudio", code=429, description="Too Many Requests", retry_after=90)
+    process = BotProcess(s).start()
+    try:
+        status = _reply(fake, fake.send_text("/cover test song"))
+        [job] = _wait_ended(s, fake, timeout=180)
+        texts = [status["text"], *fake.edits(ADA, status["message_id"])]
+        assert any(t.endswith("⏳ Waiting for Telegram to accept the upload…") for t in texts)
+        assert fake.bot_message(ADA, status["message_id"])["text"].endswith("✅ Done")
+    finally:
+        process.stop()
+        _drain(s)
+    refused, sent = [c for c in fake.calls if c.method == "sendAudio"]
+    assert (refused.status, sent.status) == (429, 200)
+    assert sent.at - refused.at >= 90 * 0.02  # retry_after honoured in full, not capped
+    assert job.state == "succeeded" and _ledger(s, job.id).state == "sent"
+    assert _ledger(s, job.id).attempts == 2
+
+
+def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
+    fake, tg_settings, song, song_wav, tmp_path, monkeypatch
+):
+    import os
+    import sys
+
+    from tests.conftest import cli_env
+
+    s = _scaled(monkeypatch, delivery_time_scale=0.02)  # a 60 s lease runs out in 1.2 s
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
+    crash = (
+        "import os, signal, sys\n"
+        "from flows.delivery import claim\n"
+        "from flows.settings import get_settings\n"
+        "assert claim(get_settings(), sys.argv[1]) is not None\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**cli_env(s), **{k: v for k, v in os.environ.items() if k.startswith("ENCORE_")}}
+    died = subprocess.run([sys.executable, "-c", crash, job], env=env, timeout=120)
+    assert died.returncode == -9
+    assert _ledger(s, job).state == "sending" and not fake.calls_of("sendAudio")
+    process = BotProcess(s).start()  # its sweeper finds the claim of a dead holder
+    try:
+        fake.wait_for(lambda: _ledger(s, job).state == "sent", 60, "the sweeper's delivery")
+        from flows.delivery import deliver_pending
+
+        assert deliver_pending(s) == 0  # a second sweep finds nothing to do
+    finally:
+        process.stop()
+    assert len(fake.calls_of("sendAudio")) == 1
+
+
+def test_a_lost_answer_after_an_upload_gives_at_most_two_copies_and_says_why(
+    fake, tg_settings, song, song_wav, tmp_path, monkeypatch
+):
+    from flows.delivery import deliver
+
+    s = _scaled(monkeypatch, delivery_read_timeout_s=1, delivery_time_scale=0.02)
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
+    fake.delay_next("sendAudio", 2.5)  # sent, but its answer comes after the client gave up
+    assert deliver(s, job)
+    copies = fake.calls_of("sendAudio")
+    assert len(copies) == 2 and copies[0].late and not copies[1].late
+    row = _ledger(s, job)
+    assert row.state == "sent"
+    assert row.detail["parts"]["1"]["lost"] == 1
+    assert "ReadTimeout" in row.detail["parts"]["1"]["why"]
+
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
+    fake.delay_next("sendAudio", 2.5, times=5)  # every answer lost: never a third copy
+    assert deliver(s, job)
+    fake.wait_for(lambda: len(fake.calls_of("sendAudio")) == 4, 10, "the late answers")
+    assert len(fake.calls_of("sendAudio")) == 4  # two for this job
+    row = _ledger(s, job)
+    assert row.state == "sent" and row.detail["parts"]["1"]["unconfirmed"]
+
+
+def test_a_delivery_refused_past_the_give_up_time_ends_in_one_sentence(
+    fake, tg_settings, song, song_wav, tmp_path, monkeypatch
+):
+    from flows.delivery import deliver, deliver_pending
+    from flows.jobs import get_job, reply_target
+
+    s = _scaled(monkeypatch, delivery_give_up_s=600, delivery_time_scale=0.005)  # 3 s
+    job = _karaoke_ready(s, song, song_wav, tmp_path, fake, status=True)
+    status_id = reply_target(s, job)["status_message_id"]
+    fake.fail_for("sendAudio", 3600)
+    assert deliver(s, job)  # tries, waits what it may, then leaves the rest to the sweeper
+
+    def swept():
+        deliver_pending(s)
+        return _ledger(s, job).state == "gave_up"
+
+    fake.wait_for(swept, 60, "giving up")
+    sentence = (
+        "❌ It was ready, but Telegram refused it for 10 min, so I stopped trying; "
+        "please ask again."
+    )
+    shown = fake.edits(ADA, status_id)
+    assert any(t.endswith("⏳ Waiting for Telegram to accept the upload…") for t in shown)
+    assert fake.bot_message(ADA, status_id)["text"].endswith(sentence)
+    assert get_job(s, job).result["undelivered"] == sentence
+    assert not fake.calls_of("sendAudio")
+    assert _ledger(s, job).attempts > 3
+
+
 def test_webhook_mode_checks_the_secret_token(fake, tg_settings):
     import asyncio
     import json as jsonlib
@@ -813,3 +970,142 @@ def test_encore_bot_telegram_runs_from_the_command_line(fake, tg_settings):
     assert proc.returncode == 0, out
     assert "Encore's Telegram bot is running (polling); Ctrl-C stops it." in out
     assert "Traceback" not in out
+    assert "HTTP Request" not in out  # httpx is quiet unless --debug
+    assert fake.token not in out
+
+
+def test_encore_debug_bot_telegram_logs_requests_without_the_token(fake, tg_settings):
+    import os
+    import signal
+    import sys
+
+    from tests.conftest import cli_env
+
+    encore = str(Path(sys.executable).with_name("encore"))
+    env = cli_env(tg_settings)
+    env.update({k: v for k, v in os.environ.items() if k.startswith("ENCORE_TELEGRAM")})
+    fake.send_text("/help")
+    proc = subprocess.Popen(
+        [encore, "--debug", "bot", "telegram"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        fake.wait_for(lambda: fake.sent_texts(ADA), 120, "the bot's answer")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "/bot<redacted>/getUpdates" in out  # the library's debug lines, URLs included
+    assert fake.token not in out and fake.token.split(":")[1] not in out
+
+
+# ------------------------------------------------------------------------------------------
+# Buttons and identities in a group
+
+
+BOB = 2
+GROUP = -100888
+
+
+def _state(settings) -> dict:
+    """What each user has: their voices (with the default) and their jobs."""
+    with session(settings.database) as db:
+        voices = sorted((v.owner, v.name, v.id) for v in db.query(Voice).all())
+        jobs = sorted((j.owner, j.id) for j in db.query(Job).all())
+        defaults = sorted((u.id, u.default_voice_id) for u in db.query(User).all())
+    return {"voices": voices, "jobs": jobs, "defaults": defaults}
+
+
+def _buttons(message: dict) -> list[dict]:
+    return [b for row in message.get("reply_markup", {}).get("inline_keyboard", []) for b in row]
+
+
+def test_in_a_group_nobody_can_press_another_members_buttons(
+    fake, bot, tg_settings, voice_files, song, tmp_path
+):
+    for owner in (OWNER, f"telegram:{BOB}"):  # two voices each, no default: menus
+        for name in ("alice", "bob"):
+            pth, index = voice_files[name]
+            import_voice(tg_settings, owner, name, [pth, index])
+    other = write_wav(tmp_path / "tune.wav", synth_song(3.0, seed=5), SR)
+    add_song(tg_settings, other, title="Test Tune", artist="Tester")
+    group = fake.group_chat(GROUP)
+
+    def ask(text: str, user_id: int) -> dict:
+        return _reply(fake, fake.send_text(text, user_id=user_id, chat=group))
+
+    def press(message: dict, data: str, user_id: int) -> str:
+        query = fake.press(message, data, user_id=user_id)
+        fake.wait_for(lambda: fake.answer_to(query) is not None, 30, "the answer")
+        return fake.answer_to(query)
+
+    ada_forget, bob_forget = ask("/forget", ADA), ask("/forget", BOB)
+    ada_menu = ask("/cover tester test", ADA)
+    bob_voices = ask("/voices", BOB)
+    before = _state(tg_settings)
+
+    # Each presses the other's /forget confirmation, song menu and voice buttons.
+    assert press(ada_forget, _buttons(ada_forget)[0]["callback_data"], BOB) == (
+        "This button is for Ada."
+    )
+    assert press(bob_forget, _buttons(bob_forget)[0]["callback_data"], ADA) == (
+        "This button is for Bob."
+    )
+    song_pick = next(b for b in _buttons(ada_menu) if b["text"].endswith("Song"))
+    assert press(ada_menu, song_pick["callback_data"], BOB) == "This button is for Ada."
+    make_default = _buttons(bob_voices)[0]
+    assert press(bob_voices, make_default["callback_data"], ADA) == "This button is for Bob."
+
+    # Ada's own press works: her song menu becomes her voice menu, which Bob cannot use.
+    press(ada_menu, song_pick["callback_data"], ADA)
+    fake.wait_for(lambda: "Which voice" in fake.bot_message(GROUP, ada_menu["message_id"])["text"])
+    voice_menu = fake.bot_message(GROUP, ada_menu["message_id"])
+    assert press(voice_menu, _buttons(voice_menu)[0]["callback_data"], BOB) == (
+        "This button is for Ada."
+    )
+    # A forged button on her own menu with a key change of +99 is refused like /cover +99.
+    verb, tag, song_ref, voice_ref, _pitch = _buttons(voice_menu)[0]["callback_data"].split("|")
+    forged = "|".join((verb, tag, song_ref, voice_ref, "+99"))
+    assert press(voice_menu, forged, ADA) == "The key change goes from -12 to +12 semitones."
+
+    assert _state(tg_settings) == before  # nobody's voices, defaults or jobs changed
+    assert not before["jobs"]
+    for message in (ada_forget, bob_forget, bob_voices):
+        assert fake.bot_message(GROUP, message["message_id"])["text"] == message["text"]
+    assert fake.bot_message(GROUP, ada_menu["message_id"])["text"] == voice_menu["text"]
+    # And her own "Keep it" still answers her.
+    press(ada_forget, _buttons(ada_forget)[1]["callback_data"], ADA)
+    fake.wait_for(
+        lambda: fake.bot_message(GROUP, ada_forget["message_id"])["text"].startswith("Kept:")
+    )
+    assert _state(tg_settings) == before
+
+
+PLACEHOLDER_START = "I can't tell who you are when you post as the group or a channel"
+
+
+def test_anonymous_admins_and_channel_posts_cannot_own_or_delete_anything(
+    fake, bot, tg_settings, song
+):
+    group = fake.group_chat(GROUP)
+    channel = {"id": -100999, "type": "channel", "title": "News"}
+    senders = [
+        (1087968824, group),  # an anonymous admin: "from" is GroupAnonymousBot
+        (136817688, channel),  # a member posting as their channel
+        (777000, channel),  # the channel's post forwarded into its discussion group
+        (ADA, group),  # any sender_chat means the message is not the person's own
+    ]
+    for user_id, sender_chat in senders:
+        for command in ("/train mine", "/import", "/forget", "/voice alice", "/cover test"):
+            message = fake.send_text(command, user_id=user_id, chat=group, sender_chat=sender_chat)
+            assert _last_reply_text(fake, message).startswith(PLACEHOLDER_START), command
+    with session(tg_settings.database) as db:
+        assert db.query(UploadSession).count() == 0
+        assert db.query(Job).count() == 0
+        assert db.query(User).count() == 0
+    # The same person without the mask is served as usual.
+    reply = _last_reply_text(fake, fake.send_text("/train mine", user_id=ADA, chat=group))
+    assert reply.startswith("🎙 Let's clone “mine”")

@@ -606,7 +606,7 @@ def test_an_unprompted_discord_cover_has_its_headline_as_the_channel_post(
     to = {"platform": "discord", "chat_id": "555", "channel_id": "555", "headline": head}
     [(verb, path, body, files)] = _posted(DiscordCourier, settings, song_wav, to, monkeypatch)
     assert (verb, path) == ("POST", "/channels/555/messages")
-    assert body == {"content": head, "allowed_mentions": {"users": []}} and files
+    assert body == {"content": head, "allowed_mentions": {"parse": [], "users": []}} and files
 
     # From an interaction, the deferred response is the status message: as before.
     prompted = {
@@ -618,4 +618,5 @@ def test_an_unprompted_discord_cover_has_its_headline_as_the_channel_post(
     }
     calls = _posted(DiscordCourier, settings, song_wav, prompted, monkeypatch)
     [(_, path, body, _)] = [c for c in calls if c[0] == "POST"]
-    assert path == "/webhooks/9/tok?wait=true" and body == {"content": "🎧 c"}
+    assert path == "/webhooks/9/tok?wait=true"
+    assert body == {"content": "🎧 c", "allowed_mentions": {"parse": []}}
