@@ -13,6 +13,14 @@ The parent flow calls `run_heavy(s, flow, job_id, ...)`:
   job's temporary storage prefix, since the two runs share neither memory nor disk. A user's
   mistake found by the step (an `EngineError`) crosses over as its message.
 
+Every wait is bounded. A step no worker has started within `heavy_start_timeout_s` (no GPU
+capacity, an image that does not pull, a container dead before Prefect starts) is cancelled
+in Prefect, so it frees the GPU pool's slot and never runs later, and its job fails with a
+sentence. Each step flow has a Prefect timeout (`step_timeout_s`, `train_timeout_s`): the
+flow's process stops the step (a training child is stopped with it) and the job fails with a
+sentence; should the process not stop, the parent cancels the run after a grace period, which
+makes its worker kill it.
+
 Inputs and outputs are storage URIs and ids, never local paths or audio.
 """
 
@@ -52,6 +60,46 @@ log = logging.getLogger("encore.heavy")
 DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
 POLL_S = (0.25, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
 LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
+STOP_GRACE_S = 60.0  # past its timeout, a step's own process has this long to stop it
+NOT_STARTED_STATES = ("SCHEDULED", "PENDING", "PAUSED")  # waiting for a worker (or a GPU)
+
+# What each step is called in the sentence a job fails with when it takes too long.
+DOING = {
+    "separate-song": "Separating the song",
+    "sing-vocal": "Singing the cover",
+    "train-model": "Training the voice",
+    "render-preview": "Singing the preview",
+}
+
+
+def spoken(seconds: float) -> str:
+    """A duration as a sentence says it: "15 minutes", "6 hours", "5 seconds"."""
+    if seconds >= 5400:
+        n, unit = round(seconds / 3600), "hour"
+    elif seconds >= 90:
+        n, unit = round(seconds / 60), "minute"
+    else:
+        n, unit = round(seconds), "second"
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def not_started(s: Settings) -> str:
+    return (
+        f"No GPU worker took the job within {spoken(s.heavy_start_timeout_s)}; "
+        "please try again later."
+    )
+
+
+def timed_out(step_flow) -> str:
+    doing = DOING.get(step_flow.name, "The job")
+    limit = spoken(step_flow.timeout_seconds or 0)
+    return f"{doing} took longer than {limit} and was stopped; please try again later."
+
+
+def _time_limit(kind: str) -> float:
+    """A step flow's timeout, from the settings when `flows.heavy` is imported."""
+    s = get_settings()
+    return s.train_timeout_s if kind == "train" else s.step_timeout_s
 
 
 def deployment_name(flow_fn) -> str:
@@ -131,7 +179,10 @@ def _raise(record: dict) -> None:
 def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
     """Run a heavy step for `job_id` where the run mode says, and return its output."""
     if s.run_mode != "cluster":
-        return step_flow(job_id=job_id, **params)
+        try:
+            return step_flow(job_id=job_id, **params)
+        except TimeoutError:  # the step flow's own timeout
+            raise EngineError(timed_out(step_flow)) from None
     for attempt in range(1, LOST_RUN_TRIES + 1):
         run_id, state = _run_deployment(s, step_flow, job_id, params)
         record = _received(s, job_id, run_id)
@@ -139,6 +190,8 @@ def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
             if "ok" in record:
                 return record["ok"]
             _raise(record)
+        if state == "TIMEDOUT":
+            raise EngineError(timed_out(step_flow))
         if state == "CRASHED" and attempt < LOST_RUN_TRIES:
             log.warning("%s for job %s crashed; running it again", step_flow.name, job_id)
             continue
@@ -147,15 +200,18 @@ def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
 
 
 def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[str, str]:
-    """Start the step's deployment and wait for its run to end; (run id, final state type).
+    """Start the step's deployment and wait for its run to end; (run id, final state type, or
+    "TIMEDOUT" for a run its timeout stopped).
 
-    While the run waits for a worker (or a GPU), the parent touches the job row. Once it runs,
-    the step's heartbeat does; a running step whose row stays untouched for
-    `reap_after_seconds` has lost its process, and is marked crashed so it can run again.
+    While the run waits for a worker (or a GPU), the parent touches the job row, for at most
+    `heavy_start_timeout_s`: then the run is cancelled and the job fails. Once it runs, the
+    step's heartbeat touches the row; a running step whose row stays untouched for
+    `reap_after_seconds` has lost its process, and is marked crashed so it can run again. A
+    step still running `STOP_GRACE_S` past its own timeout is cancelled (its worker kills it).
     """
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import Cancelling
+    from prefect.states import Cancelled, Cancelling
     from prefect.states import Crashed as CrashedState
 
     run = run_deployment(
@@ -163,26 +219,43 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
         parameters={"job_id": job_id, **params},
         timeout=0,
         as_subflow=True,
+        flow_run_name=step_flow.flow_run_name.format(job_id=job_id),  # named while it waits
     )
     started = touched = time.monotonic()
+    running_since: float | None = None
+    limit = step_flow.timeout_seconds
     with get_client(sync_client=True) as client:
         while True:
             current = client.read_flow_run(run.id)
             state = current.state.type.value if current.state is not None else "SCHEDULED"
             if current.state is not None and current.state.is_final():
-                return str(run.id), state
+                timed = state == "FAILED" and current.state.name == "TimedOut"
+                return str(run.id), "TIMEDOUT" if timed else state
             job = get_job(s, job_id)
             if job is not None and job.state == "cancelled":
                 client.set_flow_run_state(run.id, Cancelling(), force=True)
                 raise JobCancelled()
+            now = time.monotonic()
             if state == "RUNNING":
+                running_since = running_since or now
                 if job is not None and untouched_s(job) > s.reap_after_seconds:
                     lost = CrashedState(message="The step's worker was lost.")
                     client.set_flow_run_state(run.id, lost, force=True)
                     return str(run.id), "CRASHED"
-            elif time.monotonic() - touched > heartbeat_s(s):
+                if limit and now - running_since > limit + STOP_GRACE_S:
+                    stop = Cancelling(message="It ran past its timeout and did not stop.")
+                    client.set_flow_run_state(run.id, stop, force=True)
+                    raise EngineError(timed_out(step_flow))
+            elif state in NOT_STARTED_STATES and now - started > s.heavy_start_timeout_s:
+                # No worker started it: nothing runs it, so it is cancelled outright (a state
+                # that holds no slot, and that a late start cannot leave).
+                message = f"No worker started it within {spoken(s.heavy_start_timeout_s)}."
+                client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+                log.warning("%s for job %s was not started; cancelled", step_flow.name, job_id)
+                raise EngineError(not_started(s))
+            if state != "RUNNING" and now - touched > heartbeat_s(s):
                 update_job(s, job_id)  # still alive: waiting for a worker or a GPU
-                touched = time.monotonic()
+                touched = now
             waited = time.monotonic() - started  # a long step (training) is asked less often
             time.sleep(POLL_S[0] if waited < 60 else POLL_S[1])
 
@@ -191,7 +264,12 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
 # The steps
 
 
-@flow(name="separate-song", flow_run_name="separate-{job_id}", persist_result=False)
+@flow(
+    name="separate-song",
+    flow_run_name="separate-{job_id}",
+    persist_result=False,
+    timeout_seconds=_time_limit("step"),
+)
 def separate_song(job_id: str, song_id: str) -> dict:
     """Stem URIs of the song (from the stems cache, or separated now)."""
     s = get_settings()
@@ -207,7 +285,12 @@ def _separate(s: Settings, job_id: str, song_id: str, workdir: Path) -> dict:
     return separate.separate(s, job_id, song, audio, workdir)
 
 
-@flow(name="sing-vocal", flow_run_name="sing-{job_id}", persist_result=False)
+@flow(
+    name="sing-vocal",
+    flow_run_name="sing-{job_id}",
+    persist_result=False,
+    timeout_seconds=_time_limit("step"),
+)
 def sing_vocal(job_id: str, song_id: str, voice_id: str, options: dict | None = None) -> dict:
     """Separate the song (cached) and sing its lead vocal in the voice: one GPU run per cover.
 
@@ -234,7 +317,12 @@ intake_task = step_task(intake.intake, name="intake")
 train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retrying)
 
 
-@flow(name="train-model", flow_run_name="train-model-{job_id}", persist_result=False)
+@flow(
+    name="train-model",
+    flow_run_name="train-model-{job_id}",
+    persist_result=False,
+    timeout_seconds=_time_limit("train"),
+)
 def train_model(
     job_id: str, owner: str, name: str, samples: list[str], options: dict | None = None
 ) -> dict:
@@ -242,7 +330,9 @@ def train_model(
 
     The training folder is kept until the model is stored, so a retry (Prefect's, or the user
     sending the same samples after a crash) resumes from the last checkpoint; a cancelled
-    job's folder goes at once.
+    job's folder goes at once. Its checkpoint is also kept in storage, for a rerun on another
+    machine, until the voice is registered or the job ends for good (a user's mistake or a
+    cancel).
     """
     s = get_settings()
     options = options or {}
@@ -257,9 +347,12 @@ def train_model(
         try:
             found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
             retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
-            trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options)
-        except JobCancelled:  # nothing will resume a cancelled (or forgotten) job's training
-            shutil.rmtree(exp_dir, ignore_errors=True)
+            trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options, owner)
+        except (EngineError, JobCancelled) as exc:
+            if isinstance(exc, JobCancelled):  # nothing resumes a cancelled (or forgotten) job
+                shutil.rmtree(exp_dir, ignore_errors=True)
+            if not isinstance(exc, Crashed):  # not to be resumed: its checkpoint goes
+                train.delete_checkpoints(s, train.checkpoints_prefix(owner, exp_dir))
             raise
         prefix = f"{job_key_prefix(job_id)}/model"
         trained["pth"] = storage.put(Path(trained["pth"]), f"{prefix}/model.pth")
@@ -271,7 +364,12 @@ def train_model(
     return _step(s, job_id, "train", body)
 
 
-@flow(name="render-preview", flow_run_name="preview-{job_id}", persist_result=False)
+@flow(
+    name="render-preview",
+    flow_run_name="preview-{job_id}",
+    persist_result=False,
+    timeout_seconds=_time_limit("step"),
+)
 def render_preview(job_id: str, voice_id: str) -> dict:
     """A short preview of a voice: its stored URI, file name and duration."""
     s = get_settings()

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     gpu_count: int | None = None  # the GPU pool's limit, one heavy step per GPU (None: count)
     job_attempts: int = 3  # runs of one job when workers die under it (cluster)
     janitor_interval_s: float = 60.0  # how often lost jobs are looked for (cluster)
+    # Bounded waits (cluster): a heavy step no GPU worker has started after this long is
+    # cancelled in Prefect (freeing the GPU pool's slot) and its job fails with a sentence.
+    heavy_start_timeout_s: float = 15 * 60
+    # Longest run of one heavy step (a Prefect flow timeout; a hung step is stopped and its
+    # job fails): separation, singing and previews, and training. Read when `flows.heavy` is
+    # imported, so a worker takes a new value when it restarts.
+    step_timeout_s: float = 30 * 60
+    train_timeout_s: float = 6 * 3600
 
     # Trending drops: covers of the chart's songs, posted to subscribed chats on a schedule.
     chart_url: str | None = None  # JSON chart (Apple Music RSS shape or a plain list); or file

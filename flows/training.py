@@ -19,6 +19,7 @@ from flows.heavy import render_preview, run_heavy, train_model
 from flows.jobs import get_job, job_step, run_job
 from flows.settings import get_settings
 from flows.steps import register, step_task
+from flows.steps.train import delete_checkpoints
 from flows.storage import open_storage
 from flows.submit import CONSENT_NEEDED
 from flows.voices import get_voice, import_voice, name_taken, valid_name
@@ -60,6 +61,7 @@ def train_voice(
             s, train_model, job_id, owner=owner, name=voice_name, samples=samples, options=options
         )
         voice = register_task(s, job_id, owner, voice_name, trained, workdir)
+        delete_checkpoints(s, trained.get("checkpoints") or "")  # (kept for a rerun until now)
         heard = run_heavy(s, render_preview, job_id, voice_id=voice.id)
         return {
             **heard,

@@ -49,7 +49,7 @@ from flows.db import (
 )
 from flows.jobs import FORGOTTEN, OPEN, cancel_job, failed_on_our_side, job_prefixes
 from flows.settings import Settings
-from flows.steps.train import owner_folders
+from flows.steps.train import owner_checkpoints, owner_folders
 from flows.storage import open_storage
 from flows.voices import get_voice, voice_prefix
 from gpu_worker.errors import EngineError
@@ -770,6 +770,7 @@ def forget_user(s: Settings, owner: str, notify: dict | None = None) -> Forgotte
         targets += [erase.uri(u) for u in stem_set.stems.values()]
     targets += [erase.prefix(f"voices/{key}"), erase.prefix(f"tmp/uploads/{key}")]
     targets.append(erase.prefix(f"uploads/{key}"))  # the songs she sent (`catalog.song_key`)
+    targets.append(erase.prefix(owner_checkpoints(owner)))  # training checkpoints in storage
     # A job still running may store more before it stops: once it has stopped, its places
     # and the user's are swept again (the batch waits for it, see `flows.erase`).
     afterwards = [erase.job(job_id) for job_id in open_jobs]

@@ -26,6 +26,9 @@ interrupted half way goes on where it stopped. The loop resumes from its checkpo
 pair, overwritten every `save_every` epochs and after the last epoch, so at most one pair is on
 disk: at full size they are about 0.4 and 0.9 GB with their optimizer state), and counts epochs
 and optimizer steps on from there; asking for more epochs later trains on from the last one.
+To resume on another machine, the caller keeps `resume_files` somewhere (`on_checkpoint` hears
+of each new checkpoint) and puts them back in a fresh `exp_dir`: a stage whose outputs are not
+on disk is done again (the cheap ones), and the loop goes on from the checkpoint.
 
 Cancel. When `cancel()` returns True, or `progress` raises, the parent tells the child to stop
 (a line on its stdin; the child also stops when its stdin closes, so an orphaned child ends
@@ -199,6 +202,7 @@ def train(
     options: TrainOptions = TrainOptions(),
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[list[Path]], None] | None = None,
 ) -> TrainResult:
     """Train voice `name` on `samples` (checked recordings of one voice) in `exp_dir`.
 
@@ -207,7 +211,9 @@ def train(
     `progress` hears about every file of a stage and every optimizer step; `cancel` is polled
     several times a second. Raises `Cancelled` when cancelled, the `progress` callback's own
     exception when it raises, `ModelMissing` when weights are missing, `BadAudio` for a missing
-    sample, and `EngineError` for anything else a user can act on.
+    sample, and `EngineError` for anything else a user can act on. `on_checkpoint` is called
+    with `resume_files(exp_dir)` after every checkpoint, from the calling thread (an exception
+    from it stops the training as one from `progress` does).
     """
     if not isinstance(options, TrainOptions):
         raise EngineError("options must be TrainOptions.")
@@ -216,7 +222,16 @@ def train(
     exp.mkdir(parents=True, exist_ok=True)
     job_path = exp / JOB_FILE
     _write_json(job_path, job)
-    return _run_child(job_path, exp, progress, cancel)
+    return _run_child(job_path, exp, progress, cancel, on_checkpoint)
+
+
+def resume_files(exp_dir: Path) -> list[Path]:
+    """What another machine needs to resume this training folder's loop: the latest G/D
+    checkpoint pair, then the manifest (put back in an empty `exp_dir` under the same names)."""
+    exp = Path(exp_dir)
+    pairs = [p for pattern in ("G_*.pth", "D_*.pth") for p in sorted(exp.glob(pattern))]
+    manifest = exp / MANIFEST_FILE
+    return [*pairs, manifest] if pairs and manifest.is_file() else []
 
 
 # -- checks done before any work ---------------------------------------------------------------
@@ -334,6 +349,7 @@ def _run_child(
     exp: Path,
     progress: Callable[[TrainProgress], None] | None,
     cancel: Callable[[], bool] | None,
+    on_checkpoint: Callable[[list[Path]], None] | None = None,
 ) -> TrainResult:
     if cancel is not None and cancel():
         raise Cancelled("Voice training was cancelled before it started.")
@@ -388,9 +404,12 @@ def _run_child(
             if event is None:
                 continue
             kind = event.get("event")
-            if kind == "progress" and progress is not None and stop is None:
+            if kind == "progress" and stop is None:
                 try:
-                    progress(_progress_of(event))
+                    if progress is not None:
+                        progress(_progress_of(event))
+                    if event.get("checkpoint") and on_checkpoint is not None:
+                        on_checkpoint(resume_files(exp))
                 except BaseException as e:
                     stop, stop_at = e, time.monotonic()
                     _ask_to_stop(proc)
@@ -460,6 +479,26 @@ def _file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def _audio_sha256(path: Path) -> str:
+    """A sample's identity for the resume keys: its sound (rate, channels, samples), not its
+    bytes, since a float wav's header holds the time it was written (libsndfile's PEAK chunk)
+    and the same samples prepared on another machine must resume the same training."""
+    import soundfile as sf
+
+    try:
+        audio = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return _file_sha256(path)  # not a format libsndfile reads: its bytes, then
+    h = hashlib.sha256(f"{audio.samplerate}:{audio.channels}:".encode())
+    with audio:
+        while True:
+            block = audio.read(1 << 16, dtype="float32")
+            if not len(block):
+                break
+            h.update(block.tobytes())
     return h.hexdigest()
 
 
@@ -619,11 +658,11 @@ def _run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token:
     hashes = []
     for p in samples:
         try:
-            hashes.append(_file_sha256(p))
+            hashes.append(_audio_sha256(p))
         except OSError:
             raise BadAudio(f"The sample {p.name} cannot be read; upload it again.") from None
     k_slice = _key("slicing", hashes, opts.sample_rate, SLICE_SECONDS)
-    if manifest.is_done("slicing", k_slice):
+    if manifest.is_done("slicing", k_slice) and _has_outputs(exp, _SLICE_DIRS[0]):
         report("slicing", 1.0, "slicing: done before, reused")
     else:
         stale = manifest.start("slicing", k_slice)
@@ -644,7 +683,7 @@ def _run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token:
 
     # pitch
     k_pitch = _key("pitch", k_slice, opts.engine_f0_method)
-    if manifest.is_done("pitch", k_pitch):
+    if manifest.is_done("pitch", k_pitch) and _has_outputs(exp, _F0_DIRS[1]):
         report("pitch", 1.0, "pitch: done before, reused")
     else:
         stale = manifest.start("pitch", k_pitch)
@@ -668,7 +707,7 @@ def _run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token:
 
     # features
     k_feat = _key("features", k_slice, VERSION, EMBEDDER)
-    if manifest.is_done("features", k_feat):
+    if manifest.is_done("features", k_feat) and _has_outputs(exp, _FEATURE_DIR):
         report("features", 1.0, "features: done before, reused")
     else:
         stale = manifest.start("features", k_feat)
@@ -744,6 +783,12 @@ def _run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token:
         "steps": steps,
         "resumed_from_epoch": resumed,
     }
+
+
+def _has_outputs(exp: Path, folder: str) -> bool:
+    """Whether a done stage's files are here (not so in a folder resumed on another machine)."""
+    path = exp / folder
+    return path.is_dir() and any(path.iterdir())
 
 
 def _check_cuda(device: str) -> None:
@@ -895,6 +940,7 @@ class _LoopWatch:
             epoch=self.epoch,
             epochs=self.total,
             step=self.steps,
+            checkpoint=True,
         )
 
 
@@ -1084,6 +1130,7 @@ __all__ = [
     "TrainProgress",
     "TrainResult",
     "required_training_assets",
+    "resume_files",
     "safe_name",
     "train",
 ]
