@@ -178,33 +178,45 @@ def create_job(
     reply_to: dict | None = None,
     runner: str | None = None,
 ) -> str:
-    """A new queued job, or the existing one with the same idempotency key.
+    """A new queued job, or the existing one with the same idempotency key."""
+    engine_for(s.database)  # migrate first: only a clash of keys may be caught below
+    try:
+        with session(s.database) as db:
+            return insert_job(db, kind, owner, params, idempotency_key, reply_to, runner).id
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        return job_id_by_key(s, idempotency_key)
+
+
+def insert_job(
+    db,
+    kind: str,
+    owner: str,
+    params: dict,
+    idempotency_key: str | None = None,
+    reply_to: dict | None = None,
+    runner: str | None = None,
+) -> Job:
+    """Add a queued job in the open transaction `db` (a clash of idempotency keys raises
+    IntegrityError at commit or flush).
 
     `reply_to` (the chat to report to, see `flows.delivery`) is kept in its own table, never
     in `params`: parameters go to Prefect, and must name nobody. `runner` names the process
     that will run it in-process (`this_runner`), for embedded jobs.
     """
-    engine_for(s.database)  # migrate first: only a clash of keys may be caught below
-    try:
-        with session(s.database) as db:
-            job = Job(
-                kind=kind,
-                owner=owner,
-                params=params,
-                idempotency_key=idempotency_key,
-                runner=runner,
-            )
-            db.add(job)
-            db.flush()
-            if reply_to is not None:
-                db.add(ReplyTarget(job_id=job.id, target=reply_to))
-            return job.id
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        with session(s.database) as db:
-            job = db.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).one()
-            return job.id
+    job = Job(kind=kind, owner=owner, params=params, idempotency_key=idempotency_key, runner=runner)
+    db.add(job)
+    db.flush()
+    if reply_to is not None:
+        db.add(ReplyTarget(job_id=job.id, target=reply_to))
+    return job
+
+
+def job_id_by_key(s: Settings, idempotency_key: str) -> str:
+    """The job made earlier with `idempotency_key`."""
+    with session(s.database) as db:
+        return db.scalars(select(Job.id).where(Job.idempotency_key == idempotency_key)).one()
 
 
 def get_job(s: Settings, job_id: str) -> Job | None:

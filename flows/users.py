@@ -47,7 +47,15 @@ from flows.db import (
     now,
     session,
 )
-from flows.jobs import FORGOTTEN, OPEN, cancel_job, failed_on_our_side, job_prefixes
+from flows.jobs import (
+    FORGOTTEN,
+    OPEN,
+    cancel_job,
+    failed_on_our_side,
+    insert_job,
+    job_id_by_key,
+    job_prefixes,
+)
 from flows.settings import Settings
 from flows.steps.train import owner_checkpoints, owner_folders
 from flows.storage import open_storage
@@ -599,24 +607,13 @@ def create_counted_job(
             limit = _limit(db, s, owner, kind)
             if limit is not None:
                 raise QuotaExceeded(limit)
-            job = Job(
-                kind=kind,
-                owner=owner,
-                params=params,
-                idempotency_key=idempotency_key,
-                runner=runner,
-            )
-            db.add(job)
-            db.flush()
+            job = insert_job(db, kind, owner, params, idempotency_key, reply_to, runner)
             db.add(Usage(subject=subject(s, owner), kind=kind, job_id=job.id))
-            if reply_to is not None:  # kept apart from the parameters (`create_job`)
-                db.add(ReplyTarget(job_id=job.id, target=reply_to))
             return job.id
     except IntegrityError:
         if idempotency_key is None:
             raise
-        with session(s.database) as db:
-            return db.scalars(select(Job.id).where(Job.idempotency_key == idempotency_key)).one()
+        return job_id_by_key(s, idempotency_key)
 
 
 def settle_usage(s: Settings, owner: str) -> None:
