@@ -346,8 +346,7 @@ def decode(
     The file is probed against `limits` (None: `NO_LIMITS`, for Encore's own files) and the
     limits hold for what is decoded, whatever its headers say."""
     limits = NO_LIMITS if limits is None else limits
-    info = probe(path, limits)
-    chunks = _pcm_chunks(Path(path), info, sample_rate, channels, limits, timeout)
+    chunks = decode_chunks(path, sample_rate, channels, limits, timeout)
     most = _frame_cap(limits, sample_rate)
     if most is None:  # no length limit (Encore's own files): gather, then copy once
         pieces = list(chunks)
@@ -369,6 +368,21 @@ def decode(
     if audio.shape[1] < limits.min_seconds * sample_rate:
         raise BadAudio("The audio is too short; send at least a few seconds.")
     return audio
+
+
+def decode_chunks(
+    path: Path,
+    sample_rate: int,
+    channels: int,
+    limits: Limits = Limits(),
+    timeout: float = FFMPEG_TIMEOUT_S,
+) -> Iterator[np.ndarray]:
+    """`decode` a piece at a time: float32 frames (n, channels) of about `CHUNK_BYTES` each.
+
+    The same checks as `decode` (they raise while iterating), with memory bounded by one
+    chunk, so a long file can be measured without holding it."""
+    info = probe(path, limits)
+    yield from _pcm_chunks(Path(path), info, sample_rate, channels, limits, timeout)
 
 
 def scan(path: Path, limits: Limits = Limits(), timeout: float = 120.0) -> AudioInfo:

@@ -14,16 +14,17 @@ level with headroom.
 
 How the measurements work: every file is opened as untrusted audio (`gpu_worker.audio.inspect`:
 allowed formats and codecs only, for its original rate and channels) and decoded once at
-`ANALYSIS_RATE`, within `decode_limits` (what decodes, not what headers claim). The decoded
-audio is cut into 30 ms frames; a frame is silence when its RMS is below a threshold that
-is the highest of a fixed floor (`SILENCE_FLOOR_DBFS`), a fixed distance below the loud part
-of the recording, and (when
-the recording has quiet gaps) just above its background noise. A sample counts as clipped at
-full scale (`CLIP_LEVEL`) or where it holds one value for several samples at a high level (a
-flat top: clipped, then turned down). A frame with more than `CLIPPED_FRAME` of its samples
-clipped is dropped, so a single full-scale peak in normalised audio costs nothing. Voiced
-seconds are the frames that are neither silent nor dropped. Known blind spot: a lossy encoder
-(AAC above all) can blur a flat top below full scale enough that it passes.
+`ANALYSIS_RATE`, within `decode_limits` (what decodes, not what headers claim), and measured
+block by block as it decodes (`_Analysis`), so checking a 30-minute sample in the bot process
+never holds it whole. The audio is cut into 30 ms frames; a frame is silence when its RMS is
+below a threshold that is the highest of a fixed floor (`SILENCE_FLOOR_DBFS`), a fixed distance
+below the loud part of the recording, and (when the recording has quiet gaps) just above its
+background noise. A sample counts as clipped at full scale (`CLIP_LEVEL`) or where it holds one
+value for several samples at a high level (a flat top: clipped, then turned down). A frame with
+more than `CLIPPED_FRAME` of its samples clipped is dropped, so a single full-scale peak in
+normalised audio costs nothing. Voiced seconds are the frames that are neither silent nor
+dropped. Known blind spot: a lossy encoder (AAC above all) can blur a flat top below full scale
+enough that it passes.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_worker.audio import Limits, decode, inspect, write_wav
+from gpu_worker.audio import Limits, decode, decode_chunks, inspect, write_wav
 from gpu_worker.errors import BadAudio, TooLong
 
 __all__ = [
@@ -74,7 +75,7 @@ MAX_PAUSE_S = 0.4  # prepare_samples: longer silences are shortened to this
 KEEP_AROUND_VOICE_S = 0.09  # prepare_samples: quiet edges kept around voiced frames
 FADE_S = 0.010  # prepare_samples: fade at each cut
 _VOICED, _SILENT, _CLIPPED = 0, 1, 2
-_BLOCK = 1 << 20  # samples per block for the per-sample clipping scan
+_BLOCK = 1 << 20  # samples per block of the analysis (frames are summed in groups this size)
 
 
 @dataclass(frozen=True)
@@ -182,64 +183,124 @@ def _silence_threshold(frame_db: np.ndarray) -> float:
     return max(SILENCE_FLOOR_DBFS, loud - SILENCE_BELOW_LOUD_DB, noise_gate)
 
 
-def _mark_clipping(x: np.ndarray, clip: np.ndarray) -> float:
-    """Mark clipped samples of one channel in `clip`; return the channel's peak.
+class _Analysis:
+    """Frames audio fed a block at a time and marks silent and clipped frames.
 
-    Works through the channel in blocks, so that a 30-minute file needs no full-length
-    temporaries; blocks overlap by a run's length so no flat top is missed at a block edge.
+    Memory is bounded by the block size whatever the length: what is kept between blocks is
+    per-frame sums, a block of samples whose frames are not yet summed, and the last few
+    samples of the block before (a flat top may straddle the edge; a sample's clipping mark is
+    final once `FLAT_RUN - 1` samples after it are known). Frames are summed in the same
+    groups of `_BLOCK // frame` frames however the audio arrives, so results do not depend on
+    how it is cut.
     """
-    pairs = FLAT_RUN - 1
-    peak = 0.0
-    for start in range(0, len(x), _BLOCK):
-        chunk = x[start : start + _BLOCK + pairs]
-        level = np.abs(chunk)
-        peak = max(peak, float(level.max()))
-        clip[start : start + len(chunk)] |= level >= CLIP_LEVEL
-        same = (np.abs(np.diff(chunk)) <= FLAT_TOLERANCE) & (level[1:] >= FLAT_LEVEL)
-        if len(same) < pairs or not same.any():
-            continue
-        runs = np.lib.stride_tricks.sliding_window_view(same, pairs).all(axis=1)
-        for offset in range(pairs + 1):
-            clip[start + offset : start + offset + len(runs)] |= runs
-    return peak
+
+    def __init__(self, sample_rate: int, channels: int):
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frame = max(1, round(FRAME_S * sample_rate))
+        size = max(1, _BLOCK // self.frame) * self.frame
+        self.samples = 0  # fed so far
+        self._buf = np.empty((channels, size), dtype=np.float32)  # marked, frames not summed
+        self._clip = np.zeros(size, dtype=bool)
+        self._filled = 0
+        self._carry = np.empty((channels, 0), dtype=np.float32)  # the last samples fed ...
+        self._unsure = 0  # ... of which these last ones are not yet marked for good
+        self._sums: list[np.ndarray] = []
+        self._squares: list[np.ndarray] = []
+        self._per_frame: list[np.ndarray] = []
+        self._clipped = 0
+        self._peak = 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        """Feed audio shaped (samples, channels), as `decode_chunks` yields it."""
+        if len(block):
+            self.samples += len(block)
+            self._mark(np.concatenate((self._carry, block.T), axis=1), final=False)
+
+    def _mark(self, x: np.ndarray, final: bool) -> None:
+        """Mark clipping in `x` (the carry, then new samples) and pass on what is final."""
+        pairs = FLAT_RUN - 1
+        n = x.shape[1]
+        if n == 0:
+            return
+        clip = np.zeros(n, dtype=bool)
+        for channel in x:
+            level = np.abs(channel)
+            self._peak = max(self._peak, float(level.max()))
+            clip |= level >= CLIP_LEVEL
+            same = (np.abs(np.diff(channel)) <= FLAT_TOLERANCE) & (level[1:] >= FLAT_LEVEL)
+            if len(same) < pairs or not same.any():
+                continue
+            runs = np.lib.stride_tricks.sliding_window_view(same, pairs).all(axis=1)
+            for offset in range(pairs + 1):
+                clip[offset : offset + len(runs)] |= runs
+        start = self._carry.shape[1] - self._unsure  # the first sample not yet passed on
+        end = n if final else max(start, n - pairs)
+        self._keep(x[:, start:end], clip[start:end])
+        self._carry = x[:, max(0, end - pairs) :].copy()
+        self._unsure = n - end
+
+    def _keep(self, x: np.ndarray, clip: np.ndarray) -> None:
+        at = 0
+        while at < x.shape[1]:
+            take = min(x.shape[1] - at, self._buf.shape[1] - self._filled)
+            self._buf[:, self._filled : self._filled + take] = x[:, at : at + take]
+            self._clip[self._filled : self._filled + take] = clip[at : at + take]
+            self._filled += take
+            at += take
+            if self._filled == self._buf.shape[1]:
+                self._sum_frames()
+
+    def _sum_frames(self) -> None:
+        """Sum the whole frames in the buffer (the mono mix); empty it."""
+        frame = self.frame
+        count = self._filled // frame
+        part = self._buf[:, : count * frame]
+        mono = part.mean(axis=0, dtype=np.float32) if self.channels > 1 else part[0]
+        frames = mono.reshape(count, frame)
+        self._sums.append(frames.sum(axis=1, dtype=np.float64))
+        self._squares.append(np.einsum("ij,ij->i", frames, frames, dtype=np.float64))
+        self._per_frame.append(self._clip[: count * frame].reshape(count, frame).sum(axis=1))
+        self._clipped += int(self._clip[: self._filled].sum())
+        self._filled = 0
+
+    def result(self) -> _Frames:
+        """What the audio fed holds; a recording shorter than a frame is one padded frame."""
+        self._mark(self._carry, final=True)
+        if self.samples < self.frame:
+            self._keep(
+                np.zeros((self.channels, self.frame - self.samples), dtype=np.float32),
+                np.zeros(self.frame - self.samples, dtype=bool),
+            )
+        self._sum_frames()
+        frame = self.frame
+        sums = np.concatenate(self._sums)
+        squares = np.concatenate(self._squares)
+        count = len(sums)
+        # Mean square per frame with the recording's DC offset taken out.
+        dc = float(sums.sum()) / (count * frame)
+        power = np.maximum(squares / frame - 2 * dc * sums / frame + dc * dc, 0.0)
+        frame_db = _db(power)
+        silent = frame_db < _silence_threshold(frame_db)
+        per_frame = np.concatenate(self._per_frame)
+        return _Frames(
+            frame=frame,
+            sample_rate=self.sample_rate,
+            dc=dc,
+            power=power,
+            silent=silent,
+            clipped=per_frame > CLIPPED_FRAME * frame,
+            clipped_samples=self._clipped,
+            peak=self._peak,
+        )
 
 
 def _analyse(audio: np.ndarray, sample_rate: int) -> _Frames:
     """Frame `audio` (channels, samples) and mark silent and clipped frames."""
-    frame = max(1, round(FRAME_S * sample_rate))
-    n = audio.shape[1]
-    if n < frame:  # shorter than a frame: one zero-padded frame
-        audio = np.pad(audio, ((0, 0), (0, frame - n)))
-        n = frame
-    clip = np.zeros(n, dtype=bool)
-    peak = max(_mark_clipping(channel, clip) for channel in audio)
-    count = n // frame
-    sums = np.empty(count, dtype=np.float64)
-    squares = np.empty(count, dtype=np.float64)
-    step = max(1, _BLOCK // frame)  # frames per block: the mono mix is made a block at a time
-    for first in range(0, count, step):
-        last = min(count, first + step)
-        part = audio[:, first * frame : last * frame]
-        mono = part.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else part[0]
-        frames = mono.reshape(last - first, frame)
-        sums[first:last] = frames.sum(axis=1, dtype=np.float64)
-        squares[first:last] = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
-    # Mean square per frame with the recording's DC offset taken out, without a centred copy.
-    dc = float(sums.sum()) / (count * frame)
-    power = np.maximum(squares / frame - 2 * dc * sums / frame + dc * dc, 0.0)
-    frame_db = _db(power)
-    silent = frame_db < _silence_threshold(frame_db)
-    per_frame = clip[: count * frame].reshape(count, frame).sum(axis=1)
-    return _Frames(
-        frame=frame,
-        sample_rate=sample_rate,
-        dc=dc,
-        power=power,
-        silent=silent,
-        clipped=per_frame > CLIPPED_FRAME * frame,
-        clipped_samples=int(clip.sum()),
-        peak=peak,
-    )
+    analysis = _Analysis(sample_rate, audio.shape[0])
+    for start in range(0, audio.shape[1], _BLOCK):
+        analysis.add(audio[:, start : start + _BLOCK].T)
+    return analysis.result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,15 +418,18 @@ def _check_one(
     if room_s <= 0:
         raise _Reject(_over_total(n, limits), **known)
 
+    # Measured while it decodes, a block at a time: memory stays bounded however long it is.
+    analysis = _Analysis(ANALYSIS_RATE, min(info.channels, 2))
     try:
-        audio = decode(path, ANALYSIS_RATE, min(info.channels, 2), decode_limits(limits))
+        for block in decode_chunks(path, ANALYSIS_RATE, analysis.channels, decode_limits(limits)):
+            analysis.add(block)
     except TooLong:
         raise _Reject(too_long, **known) from None
     except BadAudio:
         raise _Reject(
             f"Sample {n} is damaged or cut off; export it again and resend it.", **known
         ) from None
-    duration = audio.shape[1] / ANALYSIS_RATE
+    duration = analysis.samples / ANALYSIS_RATE
     known["duration_s"] = duration
     if duration > limits.max_sample_s + LENGTH_SLACK_S:
         raise _Reject(too_long, **known)
@@ -376,8 +440,7 @@ def _check_one(
             **known,
         )
 
-    frames = _analyse(audio, ANALYSIS_RATE)
-    del audio
+    frames = analysis.result()
     count = len(frames.silent)
     loud = ~frames.silent
     loud_power = frames.power[loud] if loud.any() else frames.power
