@@ -3,8 +3,8 @@ good upload still works.
 
 Files come from the builders in `tests/hostile_audio.py`. They go in through the layer the
 bots use (`bots.core.ChatCore.song_downloaded`, `flows.api.add_sample`), two of them end to
-end through the fake Telegram, and the memory a 20 MB upload's check takes is measured in a
-fresh process that imports what the bot imports.
+end through the fake Telegram, and the memory that checking a 20 MB upload or a 30-minute voice
+sample takes is measured in a fresh process that imports what the bot imports.
 """
 
 from __future__ import annotations
