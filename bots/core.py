@@ -394,7 +394,9 @@ def limit_text(limit: api.Limit, s) -> str:
 
 def _job_line(job: api.JobInfo) -> str:
     head = job.headline
-    if job.state == "succeeded":
+    if job.state == "succeeded" and job.undelivered:
+        state = f"❌ {job.undelivered}"
+    elif job.state == "succeeded":
         state = "✅ done"
     elif job.state == "failed":
         state = f"❌ {job.reason or 'failed'}"

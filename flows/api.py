@@ -194,6 +194,7 @@ class JobInfo:
     headline: str
     created_at: datetime
     reply_to: dict | None
+    undelivered: str | None = None  # why a finished result never reached the chat
 
     @property
     def open(self) -> bool:
@@ -217,6 +218,7 @@ def _job(job: Job | None, s: Settings) -> JobInfo | None:
         head,
         job.created_at,
         reply_target(s, job.id),
+        (job.result or {}).get("undelivered"),
     )
 
 

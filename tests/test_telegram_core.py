@@ -72,3 +72,17 @@ def test_bots_import_only_the_submission_and_query_api():
                 ):
                     continue  # the console entry extends the flows CLI and runs `encore serve`
                 assert module in allowed, (path.name, module)
+
+
+def test_status_says_when_a_finished_result_never_reached_the_chat(settings):
+    from flows.jobs import create_job, update_job
+
+    core = ChatCore(settings)
+    who = Who("telegram", "7", "7", "Ida")
+    given_up = "It was ready, but Telegram refused it for 6 h, so I stopped trying; ask again."
+    for result in ({"undelivered": given_up}, {}):
+        job_id = create_job(settings, "stems", who.owner, {"song_id": "x", "options": {}})
+        update_job(settings, job_id, state="succeeded", step="done", result=result)
+    lines = core.status(who).text.splitlines()
+    assert any(given_up in line for line in lines), lines
+    assert sum("✅ done" in line for line in lines) == 1, lines
