@@ -98,18 +98,19 @@ def runner_alive(runner: str | None) -> bool | None:
     if not runner or runner == RELEASED:
         return None
     try:
-        host, boot, pid, started = runner.split("|")
+        host, boot, pid_text, started = runner.split("|")
+        pid = int(pid_text)
     except ValueError:
-        return None
+        return None  # not a runner this code wrote: only the row's age tells
     if host != socket.gethostname()[:100] or boot != _boot_id():
         return None
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError):
-        pass  # it exists (another user's)
-    return _proc_start(int(pid)) == started
+    except PermissionError:
+        pass  # the pid exists but is another user's: its start time below tells if it is ours
+    return _proc_start(pid) == started
 
 
 # ------------------------------------------------------------------------------------------
