@@ -35,6 +35,7 @@ from bots.core import (
     clean_filename,
     sweep_deliveries,
 )
+from bots.threads import use_command_threads
 from flows import api
 from flows.api import UserError
 
@@ -115,6 +116,7 @@ class DiscordBot:
     # -- running
 
     async def _setup_hook(self) -> None:
+        use_command_threads()
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
     async def start(self) -> None:

@@ -60,6 +60,7 @@ from bots.core import (
     sweep_deliveries,
     too_big,
 )
+from bots.threads import use_command_threads
 from flows import api
 
 log = logging.getLogger("encore.telegram")
@@ -150,7 +151,7 @@ class TelegramBot:
             .token(self.s.telegram_token)
             .base_url(self.s.telegram_api_url)
             .base_file_url(self.s.telegram_file_url)
-            .concurrent_updates(8)
+            .concurrent_updates(64)  # one at a time per user: `_serial`
             .post_init(self._post_init)
             .post_stop(self._post_stop)
             .build()
@@ -198,6 +199,7 @@ class TelegramBot:
         await app.shutdown()
 
     async def _post_init(self, app: Application) -> None:
+        use_command_threads()
         await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
 
     # Jobs running at once in one process; more wait in a queue (users see their place).
     max_running_jobs: int = 2
+    # Jobs run in-process (embedded) run at this much lower CPU priority than the bot, so
+    # commands are answered at once while covers are made (0: the same priority).
+    job_nice: int = Field(default=10, ge=0, le=19)
 
     # Where flows run. "embedded": in the submitting process (no server needed). "cluster":
     # submitted to the Prefect server at PREFECT_API_URL as deployments that workers pick up;
