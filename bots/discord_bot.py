@@ -263,6 +263,24 @@ class DiscordBot:
             files = [file] if index is None else [file, index]
             await self._import(interaction, name or "", files)
 
+        @tree.command(name="charts", description="The hit chart: press a song to cover it")
+        @app_commands.describe(chart="Which chart (default: the main one)")
+        async def charts(interaction: discord.Interaction, chart: str | None = None):
+            await self._simple(interaction, self.core.charts, chart or "")
+
+        @charts.autocomplete("chart")
+        async def chart_names(interaction: discord.Interaction, current: str):
+            names = await asyncio.to_thread(api.chart_names, self.s)
+            typed = (current or "").strip().lower()
+            return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+        @tree.command(name="songs", description="The songs you can cover")
+        @app_commands.describe(page="Which page of the list")
+        async def songs(
+            interaction: discord.Interaction, page: app_commands.Range[int, 1, 999] = 1
+        ):
+            await self._simple(interaction, self.core.songs, str(page))
+
         @tree.command(name="voices", description="Your voices and the default one")
         async def voices(interaction: discord.Interaction):
             await self._simple(interaction, self.core.voices)

@@ -171,6 +171,8 @@ class TelegramBot:
             "cancel": self.on_cancel,
             "forget": self.on_forget,
             "trending": self.on_trending,
+            "charts": self.on_charts,
+            "songs": self.on_songs,
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, handler, filters=new))
@@ -347,6 +349,12 @@ class TelegramBot:
         async with self._serial(who):
             outcome = await self._core(fn, who, *args)
             await self._outcome(message, who, outcome, _key(message.chat_id, message.message_id))
+
+    async def on_charts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.charts, _args(update.effective_message))
+
+    async def on_songs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.songs, _args(update.effective_message))
 
     async def on_voices(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._simple(update, self.core.voices)
