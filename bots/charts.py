@@ -6,8 +6,10 @@ demo voice offer) as `/cover` does. A song that is not in the catalog gets a but
 such songs can be fetched on demand (`flows.api.chart_fetching`); its data names the chart, the
 rank and the song's key (`cc|<user>|<chart>|<rank>|<key>`), so a press on an old list is
 checked against the chart of now. With several charts configured, one button per other chart
-switches the list (`cp|<user>|<chart>`); `/charts <name>` picks one by name. Every button is
-bound to the user it was shown to, as all of `bots.core`'s are.
+switches the list (`cp|<user>|<chart>`); `/charts <name>` picks one by name. A chart picked in
+a private chat, or named by a group's admin, becomes the chat's default (`flows.api.chat_chart`);
+without one, the operator's default applies. Every button is bound to the user it was shown
+to, as all of `bots.core`'s are.
 """
 
 from __future__ import annotations
@@ -36,16 +38,25 @@ def _chart_buttons(who: Who, names, shown: str | None) -> tuple[tuple[Button, ..
     return (tuple(button(who, f"📈 {n}", "cp", n) for n in others),) if others else ()
 
 
-def charts_reply(core, who: Who, args: str = "") -> Reply:
-    """`/charts [name]`: the chart `name`, else the default one."""
+def charts_reply(core, who: Who, args: str = "", can_set: bool = False) -> Reply:
+    """`/charts [name]`: the chart `name`, else the chat's default one, else the operator's.
+
+    `can_set`: whoever asks may set the chat's default (a private chat's user, a group's
+    admins): a chart named this way becomes the one `/charts` shows first in the chat."""
     try:
         name = clean_arg(args).strip().lower()
-        info = api.chart(name or None, s=core.s)
+        chosen = name or api.chat_chart(who.platform, who.chat_id, s=core.s)
+        info = api.chart(chosen or None, s=core.s)
     except api.NoChart as exc:
         return Reply(exc.message, _chart_buttons(who, exc.names, None))
     except UserError as exc:
         return Reply(exc.message)
-    return render(core, who, info)
+    reply = render(core, who, info)
+    remember = name and can_set and len(info.names) > 1 and not who.placeholder
+    if remember and api.set_chat_chart(who.platform, who.chat_id, info.name, who.owner, s=core.s):
+        noted = f"{reply.text}\n{text.CHART_REMEMBERED.format(name=info.name)}"
+        reply = Reply(noted, reply.buttons)
+    return reply
 
 
 def _footer(core, who: Who, info: api.ChartInfo, fetching: bool) -> str:
@@ -86,7 +97,7 @@ def render(core, who: Who, info: api.ChartInfo) -> Reply:
 def pressed(core, who: Who, verb: str, args: list[str]):
     """A chart button: `cp` shows another chart, `cc` covers a chart song by rank."""
     if verb == "cp" and len(args) == 1 and _NAME.match(args[0]):
-        return charts_reply(core, who, args[0])
+        return charts_reply(core, who, args[0], can_set=who.private)
     if verb == "cc" and len(args) == 3:
         name, rank, key = args
         if not (_NAME.match(name) and _RANK.match(rank) and _KEY.match(key)):

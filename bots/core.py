@@ -440,11 +440,12 @@ class ChatCore:
         fallback = "Send /cover <song> to make a cover, or /help to see everything I can do."
         return Reply(song_menu.chatter(self, who, fallback))
 
-    def charts(self, who: Who, args: str = "") -> Reply:
-        """`/charts [name]`: the chart, a cover button per song (see `bots.charts`)."""
+    def charts(self, who: Who, args: str = "", is_admin: bool = False) -> Reply:
+        """`/charts [name]`: the chart, a cover button per song (see `bots.charts`); a name
+        given in a private chat, or by a group's admin, becomes the chat's default chart."""
         if not who.placeholder:
             api.ensure_user(who.owner, who.name, s=self.s)
-        return chart_menu.charts_reply(self, who, args)
+        return chart_menu.charts_reply(self, who, args, can_set=who.private or is_admin)
 
     def songs(self, who: Who, args: str = "") -> Reply:
         """`/songs [page]`: the catalog, paged, a cover button per song (see `bots.songs`)."""

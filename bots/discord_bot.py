@@ -264,9 +264,11 @@ class DiscordBot:
             await self._import(interaction, name or "", files)
 
         @tree.command(name="charts", description="The hit chart: press a song to cover it")
-        @app_commands.describe(chart="Which chart (default: the main one)")
+        @app_commands.describe(chart="Which chart (default: this channel's)")
         async def charts(interaction: discord.Interaction, chart: str | None = None):
-            await self._simple(interaction, self.core.charts, chart or "")
+            # Members with Manage Server set the channel's default chart by naming one.
+            is_admin = bool(interaction.permissions and interaction.permissions.manage_guild)
+            await self._simple(interaction, self.core.charts, chart or "", is_admin)
 
         @charts.autocomplete("chart")
         async def chart_names(interaction: discord.Interaction, current: str):

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import delete, select
+
 from flows import catalog, charts, erase, users, voices
 from flows.chat import charts_text
-from flows.db import Job, Song, UploadSession, Voice
+from flows.db import ChatSubscription, Job, Song, UploadSession, Voice, session
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
 from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
@@ -186,6 +188,43 @@ def chart_item(name: str, rank: int, key: str, s: Settings | None = None) -> Cha
     except UserError:
         return None
     return next((i for i in found.items if i.rank == rank and i.key == key), None)
+
+
+CHAT_CHART = "chart:"  # a chat's default chart: a subscription of kind "chart:<name>"
+
+
+def chat_chart(platform: str, chat_id: str, s: Settings | None = None) -> str | None:
+    """The chart a chat picked as its default (when it is still configured), else None."""
+    s = _s(s)
+    with session(s.database) as db:
+        kinds = db.scalars(
+            select(ChatSubscription.kind).where(
+                ChatSubscription.platform == platform,
+                ChatSubscription.chat_id == str(chat_id),
+                ChatSubscription.kind.startswith(CHAT_CHART),
+            )
+        ).all()
+    names = charts.configured(s)
+    return next((k[len(CHAT_CHART) :] for k in kinds if k[len(CHAT_CHART) :] in names), None)
+
+
+def set_chat_chart(
+    platform: str, chat_id: str, name: str, by: str | None, s: Settings | None = None
+) -> bool:
+    """Make `name` the chat's default chart; False if it already was."""
+    s = _s(s)
+    if chat_chart(platform, chat_id, s) == name:
+        return False
+    with session(s.database) as db:
+        db.execute(
+            delete(ChatSubscription).where(
+                ChatSubscription.platform == platform,
+                ChatSubscription.chat_id == str(chat_id),
+                ChatSubscription.kind.startswith(CHAT_CHART),
+            )
+        )
+    users.subscribe(s, platform, chat_id, CHAT_CHART + name, None, by)
+    return True
 
 
 def chart_fetching(s: Settings | None = None) -> bool:

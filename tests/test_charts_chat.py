@@ -95,12 +95,19 @@ def test_charts_lists_the_chart_marks_what_is_ready_and_binds_its_buttons(chat, 
 
     # The other chart, by button or by name; an unknown name lists the charts.
     other = core.button(ADA, switch)
-    assert other.text.splitlines()[:2] == [
+    assert other.text.splitlines() == [
         "📈 us: the top 1 right now",
         "1. ▫️ Miley Cyrus - Flowers",
+        text.CHART_NONE_READY,
+        text.CHART_REMEMBERED.format(name="us"),  # picked in her private chat: its default
     ]
-    assert other.text.splitlines()[2] == text.CHART_NONE_READY
-    assert core.charts(ADA, "US").text == other.text
+    assert core.charts(ADA, "").text.splitlines()[0] == "📈 us: the top 1 right now"
+    assert core.charts(ADA, "WORLD").text.splitlines()[0] == "📈 world: the top 3 right now"
+    # In a group, a member who is no admin picks a chart for himself, not for the group.
+    assert text.CHART_REMEMBERED.format(name="us") not in core.charts(BOB, "us").text
+    assert core.charts(BOB, "").text.splitlines()[0] == "📈 world: the top 3 right now"
+    assert "📌" in core.charts(BOB, "us", is_admin=True).text
+    assert core.charts(BOB, "").text.splitlines()[0] == "📈 us: the top 1 right now"
     unknown = core.charts(ADA, "mars")
     assert unknown.text == "There is no chart called “mars”; the charts here: world, us."
     assert [b.label for row in unknown.buttons for b in row] == ["📈 world", "📈 us"]

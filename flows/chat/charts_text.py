@@ -17,7 +17,7 @@ CHART_PRESS_DEMO = "✅ songs are ready: press a number to hear it sung by the d
 CHART_PRESS_FETCH = "✅ songs are ready now; I fetch the others when you press them."
 CHART_MOVED = "The chart has changed since this list; send /charts again."
 CHART_NOT_READY = "{song} is not in the catalog yet; pick a song marked ✅."
-OTHER_CHARTS = "Other charts: {names}."
+CHART_REMEMBERED = "📌 /charts shows {name} first in this chat now."
 
 SONGS_EMPTY = "The catalog is empty: send me a song file and reply to it with /cover."
 SONGS_HEAD = "🎵 The catalog: {count} songs (page {page} of {pages}). Press one to cover it."
