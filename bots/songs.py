@@ -106,11 +106,12 @@ def offer_demo(core, who: Who, song: api.SongInfo, pitch: int) -> Reply | None:
     button (pressing it makes it their default and covers the song). None otherwise."""
     if api.default_voice(who.owner, s=core.s) is not None:
         return None
-    demo = api.demo_voice(s=core.s)
+    available = api.list_voices(who.owner, s=core.s)
+    if not all(api.is_demo_voice(v) for v in available):
+        return None  # voices to pick from: the usual voice buttons
+    demo = api.demo_voice(s=core.s)  # registered now if it was not yet
     if demo is None:
         return None
-    if any(v.id != demo.id for v in api.list_voices(who.owner, s=core.s)):
-        return None  # other voices to pick from: the usual voice buttons
     offer = button(who, text.USE_DEMO, "dc", pack(song.id), f"{pitch:+d}")
     return Reply(text.NO_VOICE_DEMO.format(song=quoted(song.label)), ((offer,),))
 

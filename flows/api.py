@@ -233,6 +233,12 @@ def chart_fetching(s: Settings | None = None) -> bool:
     return False
 
 
+def is_demo_voice(voice: VoiceInfo) -> bool:
+    from flows.demo import DEMO_OWNER, DEMO_VOICE
+
+    return voice.owner == DEMO_OWNER and voice.name == DEMO_VOICE
+
+
 def demo_voice(s: Settings | None = None) -> VoiceInfo | None:
     """The public demo voice, registered from the model folder on first use; None when its
     weights are not downloaded."""
