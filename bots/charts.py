@@ -24,6 +24,8 @@ from flows.chat import charts_text as text
 PER_ROW = 3
 MAX_SONG_BUTTONS = 12  # Discord: 4 rows of 3, then one row of charts
 MAX_CHART_BUTTONS = 5
+MAX_LISTED = 20  # entries shown (Discord's 2000 characters, Telegram's 4096)
+MAX_LABEL = 70
 _NAME = re.compile(r"^[a-z0-9_-]{1,20}$")
 _RANK = re.compile(r"^\d{1,3}$")
 _KEY = re.compile(r"^[0-9a-f]{8}$")
@@ -76,13 +78,15 @@ def _footer(core, who: Who, info: api.ChartInfo, fetching: bool) -> str:
 
 def render(core, who: Who, info: api.ChartInfo) -> Reply:
     fetching = api.chart_fetching(s=core.s)
-    lines = [text.CHART_HEAD.format(name=info.name, count=len(info.items))]
-    for item in info.items:
+    items = info.items[:MAX_LISTED]
+    lines = [text.CHART_HEAD.format(name=info.name, count=len(items))]
+    for item in items:
         mark = text.READY_MARK if item.ready else text.MISSING_MARK
-        lines.append(f"{item.rank}. {mark} {item.label}")
+        shown = item.label if len(item.label) <= MAX_LABEL else item.label[: MAX_LABEL - 1] + "…"
+        lines.append(f"{item.rank}. {mark} {shown}")
     lines.append(_footer(core, who, info, fetching))
     picks: list[Button] = []
-    for item in info.items:
+    for item in items:
         if len(picks) >= MAX_SONG_BUTTONS:
             break
         label = f"{item.rank}. {item.title}"[:32]

@@ -18,6 +18,7 @@ from flows.chat import charts_text as text
 
 PAGE = 8  # songs per /songs page (Discord: 4 rows of 2, then the page buttons)
 PER_ROW = 2
+MAX_LABEL = 80  # characters of a song in the list (Discord shows 2000 in a message)
 _ENDS_IN_NUMBER = re.compile(r"[+-]?\d+$")  # "/cover Song 2" would read "2" as a key change
 
 
@@ -35,7 +36,7 @@ def songs_reply(core, who: Who, page: int = 1) -> Reply:
     shown = songs[(page - 1) * PAGE : page * PAGE]
     lines = [text.SONGS_HEAD.format(count=len(songs), page=page, pages=pages)]
     first = (page - 1) * PAGE + 1
-    lines += [f"{n}. {song.label}" for n, song in enumerate(shown, start=first)]
+    lines += [f"{n}. {song.label[:MAX_LABEL]}" for n, song in enumerate(shown, start=first)]
     picks = [
         button(who, f"{n}. {song.title}"[:40], "cs", pack(song.id), "+0")
         for n, song in enumerate(shown, start=first)

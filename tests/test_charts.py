@@ -180,3 +180,40 @@ def test_chart_entries_match_catalog_songs_whatever_their_accents(deezer):
     assert missing[0].entry.link.startswith("https://www.deezer.com/track/")
     assert entries[1].key == ChartEntry(9, "CAFE DEJA VU", "nova marée").key  # folded
     assert entries[1].key != entries[2].key
+
+
+def test_encore_charts_prints_the_chart_with_what_is_ready_marked(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.db import Song, session
+    from flows.settings import get_settings
+
+    chart = tmp_path / "chart.json"
+    chart.write_text(
+        json.dumps([{"title": "Flowers", "artist": "Miley Cyrus"}, {"title": "Solo", "artist": ""}])
+    )
+    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENCORE_CHARTS", json.dumps({"us": str(chart), "world": "deezer:chart/0"}))
+    get_settings.cache_clear()
+    charts.forget_cached()
+    with session(get_settings().database) as db:
+        db.add(
+            Song(title="Flowers", artist="Miley Cyrus", content_hash="f" * 64, uri="x", duration=3)
+        )
+    try:
+        shown = CliRunner().invoke(app, ["charts", "--json"])
+        assert shown.exit_code == 0, shown.output
+        got = json.loads(shown.output)
+        assert got["chart"] == "us"
+        assert [(e["rank"], e["title"], e["ready"]) for e in got["entries"]] == [
+            (1, "Flowers", True),
+            (2, "Solo", False),
+        ]
+        table = CliRunner().invoke(app, ["charts", "us"])
+        assert "1 of 2 ready to cover" in table.output and "Other charts: world." in table.output
+        missing = CliRunner().invoke(app, ["charts", "mars"])
+        assert missing.exit_code == 1 and "no chart called 'mars'" in missing.output
+    finally:
+        get_settings.cache_clear()
+        charts.forget_cached()
