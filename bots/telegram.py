@@ -172,6 +172,8 @@ class TelegramBot:
             "cancel": self.on_cancel,
             "forget": self.on_forget,
             "trending": self.on_trending,
+            "charts": self.on_charts,
+            "songs": self.on_songs,
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, handler, filters=new))
@@ -349,6 +351,19 @@ class TelegramBot:
         async with self._serial(who):
             outcome = await self._core(fn, who, *args)
             await self._outcome(message, who, outcome, _key(message.chat_id, message.message_id))
+
+    async def on_charts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = _who(update)
+        args = _args(message)
+        is_admin = who.private
+        if not who.private and not who.placeholder and args.strip():  # may set the default
+            member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
+            is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        await self._simple(update, self.core.charts, args, is_admin)
+
+    async def on_songs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.songs, _args(update.effective_message))
 
     async def on_voices(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._simple(update, self.core.voices)

@@ -1,0 +1,1 @@
+"""The chat side of Encore: what the bots say (text) and what they show, platform-neutral."""
