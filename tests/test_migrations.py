@@ -13,6 +13,15 @@ from flows.db import Base, migrate
 from flows.db import __file__ as db_file
 
 
+def _alembic(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_file).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
 def test_migrations_match_the_models(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     migrate(url)
@@ -25,7 +34,6 @@ def test_migrations_match_the_models(tmp_path):
 
 def test_reply_targets_move_out_of_job_parameters(tmp_path):
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
     from flows.db import engine_for
@@ -33,9 +41,7 @@ def test_reply_targets_move_out_of_job_parameters(tmp_path):
     from flows.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db_file).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg = _alembic(url)
     command.upgrade(cfg, "0004")
     target = {"platform": "discord", "interaction_token": "tok1", "channel_id": "9"}
     with create_engine(url).begin() as conn:
@@ -56,7 +62,6 @@ def test_reply_targets_move_out_of_job_parameters(tmp_path):
 def test_lookalike_voice_names_get_one_key_and_the_database_refuses_a_third(tmp_path):
     import pytest
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 
@@ -64,9 +69,7 @@ def test_lookalike_voice_names_get_one_key_and_the_database_refuses_a_third(tmp_
     from flows.names import name_key
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db_file).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg = _alembic(url)
     command.upgrade(cfg, "0009")
     with create_engine(url).begin() as conn:
         # Stored before keys existed: "alice" and a Cyrillic-a "аlice", both bob's.
