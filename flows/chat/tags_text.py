@@ -1,11 +1,10 @@
 """What users read about how a result was marked and made: the a cappella note, the six
-stems headline, and `encore verify`'s verdicts on a file's tags and Content Credentials."""
+stems file name, and `encore verify`'s verdicts on a file's tags and Content Credentials."""
 
 from __future__ import annotations
 
 A_CAPPELLA = "This song is a cappella, so it was not separated: the voice sang the whole recording."
 SIX_STEMS = "six stems"
-SIX_STEMS_WORDS = ("six", "6")
 
 UNMARKED = (
     "Unmarked: this file carries no Content Credentials (it was never marked, or it was "
@@ -21,11 +20,3 @@ INGREDIENTS = "Made from: {ingredients}."
 TAGS_AI = "Its tags say it is an AI-generated cover of {source}, sung by the voice {voice}."
 TAGS_OTHER = "Its tags: {title} by {artist}."
 NO_TAGS = "It has no tags."
-
-
-def split_six(query: str) -> tuple[str, bool]:
-    """`six <song>` (or `6 <song>`): the song's name, and whether six stems were asked for."""
-    head, _, rest = query.strip().partition(" ")
-    if head.lower() in SIX_STEMS_WORDS:
-        return rest.strip(), True
-    return query.strip(), False
