@@ -265,7 +265,7 @@ def verify(
     found = provenance.read(file)
     lines = []
     if not found.marked:
-        lines.append(text.UNMARKED)
+        lines.append(text.UNMARKED if found.supported else text.NO_PLACE)
     elif not found.valid:
         lines.append(text.TAMPERED.format(why=", ".join(found.problems) or "no valid signature"))
     else:

@@ -51,10 +51,12 @@ class Provenance:
 
     marked: it carries a manifest. valid: its signature and hashes hold (the file is as it
     was signed). trusted: its certificate chains to a trust anchor the reader knows.
-    ai_generated: its actions declare trained algorithmic media.
+    ai_generated: its actions declare trained algorithmic media. supported: the format can
+    carry a manifest at all (ogg cannot).
     """
 
     marked: bool
+    supported: bool = True
     valid: bool = False
     trusted: bool = False
     ai_generated: bool = False
@@ -270,6 +272,8 @@ def read(path: Path) -> Provenance:
 
     try:
         reader = c2pa.Reader.try_create(str(path))
+    except c2pa.C2paError.NotSupported:
+        return Provenance(marked=False, supported=False)
     except c2pa.C2paError as exc:  # a manifest is there but cannot be parsed
         return Provenance(marked=True, problems=(f"unreadable manifest ({exc})",))
     if reader is None:

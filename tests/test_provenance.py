@@ -79,6 +79,14 @@ def test_a_reencoded_file_is_unmarked(tmp_path, tone, credentials):
     assert provenance.read(copy).marked is False
 
 
+def test_ogg_and_junk_read_as_unmarked(tmp_path, tone):
+    ogg = provenance.read(encode(tone, tmp_path / "cover.ogg", "ogg"))
+    assert ogg.marked is False and ogg.supported is False
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"no audio here" * 50)
+    assert provenance.read(junk).marked is False
+
+
 def test_half_configured_credentials_are_refused(tmp_path):
     cert = tmp_path / "cert.pem"
     cert.write_text("-----BEGIN CERTIFICATE-----\n")

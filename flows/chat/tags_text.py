@@ -10,6 +10,9 @@ UNMARKED = (
     "Unmarked: this file carries no Content Credentials (it was never marked, or it was "
     "re-encoded or edited since)."
 )
+NO_PLACE = (
+    "Unmarked: this format cannot carry Content Credentials; only its tags can say what it is."
+)
 TAMPERED = "Content Credentials present, but the file was changed after it was signed ({why})."
 SIGNED = "Content Credentials: signed by {signer} ({issuer}); the signature holds."
 UNTRUSTED = "The signing certificate is not from a CA that C2PA validators trust (a self-made one)."
