@@ -102,6 +102,8 @@ def _compute(
             mark = Path(tmp) / A_CAPPELLA_MARK
             mark.write_text(json.dumps({"instrumental_share_db": round(share, 1)}))
             storage.put(mark, f"{key}/{A_CAPPELLA_MARK}")
+    else:  # a mark left by earlier stems of this song (another threshold) no longer holds
+        storage.delete(storage.uri(f"{key}/{A_CAPPELLA_MARK}"))
     return {name: storage.put(path, f"{key}/{name}.wav") for name, path in files.items()}
 
 
