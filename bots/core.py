@@ -82,7 +82,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("done", "Finish sending samples"),
     ("import", "Add an RVC model (.pth, .index or .zip)"),
     ("karaoke", "The song without its vocal: /karaoke <song>"),
-    ("stems", "Vocals, drums, bass and other: /stems <song>"),
+    ("stems", "Vocals, drums, bass and other: /stems [six] <song>"),
     ("status", "Your jobs"),
     ("cancel", "Stop the latest job or session"),
     ("forget", "Delete everything Encore keeps about you"),
@@ -101,7 +101,8 @@ HELP = (
     "/train <name> — clone a voice from voice notes\n"
     "/import — add an RVC model (.pth, .index or .zip)\n"
     "/karaoke <song> — the song without its lead vocal\n"
-    "/stems <song> — vocals, drums, bass and other as files\n"
+    "/stems <song> — vocals, drums, bass and other as files; /stems six <song> adds "
+    "guitar and piano\n"
     "/status — your jobs · /cancel — stop the latest\n"
     "/forget — delete everything I keep about you\n"
     "/trending on|off — group admins: post trending covers here"
@@ -281,7 +282,7 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _BUTTON_PITCH = re.compile(r"^[+-]\d{1,2}$")
-VERBS = ("cs", "cv", "ss", "ks", "dv", "tc", "tx", "fy", "fn", "cp", "cc", "sp", "dc")
+VERBS = ("cs", "cv", "ss", "s6", "ks", "dv", "tc", "tx", "fy", "fn", "cp", "cc", "sp", "dc")
 
 
 def owner_tag(who: Who) -> str:
@@ -362,6 +363,14 @@ def parse_song_args(text: str) -> tuple[str, int]:
                     "try something like /cover <song> +2."
                 )
     return " ".join(words), pitch
+
+
+def split_six(query: str) -> tuple[str, bool]:
+    """`"six <song>"` → ("<song>", True): six stems were asked for."""
+    head, _, rest = query.strip().partition(" ")
+    if head.lower() == "six" and rest.strip():
+        return rest.strip(), True
+    return query.strip(), False
 
 
 def too_big(size: int, limit: int) -> str:
@@ -463,7 +472,9 @@ class ChatCore:
         limit = api.check_quota(who.owner, kind, s=self.s)
         return Reply(limit_text(limit, self.s)) if limit is not None else None
 
-    def _song(self, who: Who, query: str, verb: str, pitch: int = 0) -> api.SongInfo | Reply:
+    def _song(
+        self, who: Who, query: str, verb: str, pitch: int = 0, six: bool = False
+    ) -> api.SongInfo | Reply:
         matches = api.find_songs(query, who.owner, limit=5, s=self.s)
         if not matches:
             return Reply(
@@ -475,7 +486,7 @@ class ChatCore:
         if not rivals or (score >= 99.5 and all(sc < 99.5 for _song, sc in rivals)):
             return best
         choices = [best] + [song for song, _sc in rivals]
-        code = {"cover": "cs", "stems": "ss", "karaoke": "ks"}[verb]
+        code = "s6" if six else {"cover": "cs", "stems": "ss", "karaoke": "ks"}[verb]
         buttons = tuple(
             (button(who, song.label[:60], code, pack(song.id), f"{pitch:+d}"),) for song in choices
         )
@@ -520,12 +531,17 @@ class ChatCore:
             options={"pitch": pitch},
         )
 
-    def _song_job(self, who: Who, song: api.SongInfo, kind: str) -> Outcome:
+    def _song_job(self, who: Who, song: api.SongInfo, kind: str, six: bool = False) -> Outcome:
         refused = self._quota(who, kind)
         if refused:
             return refused
+        what = f"{song.label} (six stems)" if six else song.label
         return JobPlan(
-            kind=kind, owner=who.owner, headline=api.headline(kind, song.label), song_id=song.id
+            kind=kind,
+            owner=who.owner,
+            headline=api.headline(kind, what),
+            song_id=song.id,
+            options={"six": True} if six else {},
         )
 
     @personal
@@ -539,6 +555,7 @@ class ChatCore:
         if verb != "cover" and pitch:
             query = f"{query} {pitch:+d}".strip()  # a title ending in a number, not a key
             pitch = 0
+        query, six = split_six(query) if verb == "stems" else (query, False)
         if not query:
             if verb == "cover":
                 return Reply(song_menu.usage(self, who, verb, COVER_USAGE))
@@ -551,12 +568,12 @@ class ChatCore:
             return refused
         if verb == "cover" and song_menu.has_no_voice(self, who):
             return Reply(NO_VOICE)
-        song = self._song(who, query, verb, pitch)
+        song = self._song(who, query, verb, pitch, six)
         if isinstance(song, Reply):
             return song
         if verb == "cover":
             return self._cover_with(who, song, pitch)
-        return self._song_job(who, song, verb)
+        return self._song_job(who, song, verb, six)
 
     @personal
     def song_file(self, who: Who, verb: str, args: str, incoming: Incoming) -> Reply | Download:
@@ -593,6 +610,7 @@ class ChatCore:
             return refused
         try:
             query, pitch = parse_song_args(clean_arg(args))
+            query, six = split_six(query) if verb == "stems" else (query, False)
             title = visible(query or title or "")[:MAX_ARG]
             song = api.add_uploaded_song(
                 who.owner, local, title, visible(artist)[:MAX_ARG], s=self.s
@@ -601,7 +619,7 @@ class ChatCore:
             return Reply(exc.message)
         if verb == "cover":
             return self._cover_with(who, song, pitch)
-        return self._song_job(who, song, verb)
+        return self._song_job(who, song, verb, six)
 
     # -- structured options (Discord's slash commands and their autocomplete)
 
@@ -628,10 +646,16 @@ class ChatCore:
 
     @personal
     def song_option(
-        self, who: Who, verb: str, ref: str, pitch: int = 0, voice_ref: str | None = None
+        self,
+        who: Who,
+        verb: str,
+        ref: str,
+        pitch: int = 0,
+        voice_ref: str | None = None,
+        six: bool = False,
     ) -> Outcome:
         """`/cover`, `/stems` or `/karaoke` whose song is a song id (picked from the
-        autocomplete) or typed text, with the pitch and the voice as separate options."""
+        autocomplete) or typed text, with the pitch, the voice and six stems as options."""
         api.ensure_user(who.owner, who.name, s=self.s)
         if abs(pitch) > MAX_PITCH:
             return Reply(f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones.")
@@ -656,7 +680,7 @@ class ChatCore:
                 return Reply(NO_VOICE)
         song = api.get_song(ref, who.owner, s=self.s) if _HEX_ID.match(ref) else None
         if song is None:
-            found = self._song(who, ref, verb, pitch)
+            found = self._song(who, ref, verb, pitch, six)
             if isinstance(found, Reply):
                 return found
             song = found
@@ -664,7 +688,7 @@ class ChatCore:
             if voice is not None:
                 return self._cover_plan(who, song, voice, pitch)
             return self._cover_with(who, song, pitch)
-        return self._song_job(who, song, verb)
+        return self._song_job(who, song, verb, six)
 
     # -- voices
 
@@ -1126,12 +1150,13 @@ class ChatCore:
             if voice is None:
                 return Reply("", toast="That voice is not yours to use; pick one of yours.")
             return self._cover_plan(who, song, voice, pitch)
-        if verb in ("ss", "ks") and len(args) == 2:
+        if verb in ("ss", "s6", "ks") and len(args) == 2:
             _button_pitch(args[1])
             song = self._pressed_song(who, args[0])
             if isinstance(song, Reply):
                 return song
-            return self._song_job(who, song, "stems" if verb == "ss" else "karaoke")
+            kind = "karaoke" if verb == "ks" else "stems"
+            return self._song_job(who, song, kind, six=verb == "s6")
         if verb == "dv" and len(args) == 1:
             voice = api.set_default_voice_id(who.owner, _button_id(args[0]), s=self.s)
             return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
@@ -1179,6 +1204,7 @@ class ChatCore:
                     s=self.s,
                     reply_to=reply_to,
                     quota=True,
+                    options=plan.options,
                 )
             elif plan.kind == "karaoke":
                 job_id = jobs.submit_karaoke(

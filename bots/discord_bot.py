@@ -173,13 +173,18 @@ class DiscordBot:
             await self._song_command(interaction, "cover", song, pitch, voice, file)
 
         @tree.command(name="stems", description="Vocals, drums, bass and other as files")
-        @app_commands.describe(song=SONG_HELP, file="Or a song file you upload")
+        @app_commands.describe(
+            song=SONG_HELP,
+            file="Or a song file you upload",
+            six="Six stems: guitar and piano too",
+        )
         async def stems(
             interaction: discord.Interaction,
             song: str | None = None,
             file: discord.Attachment | None = None,
+            six: bool = False,
         ):
-            await self._song_command(interaction, "stems", song, 0, None, file)
+            await self._song_command(interaction, "stems", song, 0, None, file, six)
 
         @tree.command(name="karaoke", description="The song without its lead vocal")
         @app_commands.describe(song=SONG_HELP, file="Or a song file you upload")
@@ -403,11 +408,12 @@ class DiscordBot:
         pitch: int,
         voice: str | None,
         file: discord.Attachment | None,
+        six: bool = False,
     ) -> None:
         who = _who(interaction)
         if file is None:
             outcome = await self._decide(
-                interaction, self.core.song_option, who, verb, song or "", pitch, voice
+                interaction, self.core.song_option, who, verb, song or "", pitch, voice, six
             )
             await self._outcome(interaction, who, outcome)
             return
@@ -432,7 +438,7 @@ class DiscordBot:
                     added = api.add_uploaded_song(who.owner, local, title, s=self.s)
                 except UserError as exc:
                     return Reply(exc.message)
-                return self.core.song_option(who, verb, added.id, pitch, voice)
+                return self.core.song_option(who, verb, added.id, pitch, voice, six)
 
             outcome = await asyncio.to_thread(add_and_plan)
         finally:

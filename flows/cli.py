@@ -163,8 +163,12 @@ def _save(final, out: Path | None, default_dir: Path = Path(".")) -> Path:
 
 
 def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
-    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`)."""
-    return _save(_follow(job_id), out, default_dir)
+    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`). A note
+    the job left (an a cappella song, for one) is printed."""
+    final = _follow(job_id)
+    if (final.result or {}).get("note"):
+        console.print(final.result["note"], highlight=False)
+    return _save(final, out, default_dir)
 
 
 @app.command()
@@ -212,12 +216,19 @@ def cover(
 def stems(
     song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The zip to write.")] = None,
+    six: Annotated[
+        bool, typer.Option("--six", help="Six stems: guitar and piano too (htdemucs_6s).")
+    ] = False,
 ):
     """Separate SONG into stems (a zip of FLAC files)."""
+    from flows.models import require_six_stems
     from flows.submit import submit_stems
 
-    require(get_settings(), conversion=False)
-    job_id = submit_stems(CLI_USER, _song_id(song))
+    s = get_settings()
+    require(s, conversion=False)
+    if six:
+        require_six_stems(s)
+    job_id = submit_stems(CLI_USER, _song_id(song), options={"six": True} if six else None)
     console.print(f"Stems written to [bold]{_run(job_id, output)}[/bold]")
 
 
@@ -235,6 +246,48 @@ def karaoke(
     fmt = fmt or (output.suffix.lstrip(".").lower() if output else None)
     job_id = submit_karaoke(CLI_USER, _song_id(song), {"format": fmt})
     console.print(f"Karaoke track written to [bold]{_run(job_id, output)}[/bold]")
+
+
+@app.command()
+@guarded
+def verify(
+    file: Annotated[Path, typer.Argument(help="An audio file (a cover, or any other).")],
+):
+    """Say what FILE is: its Content Credentials (C2PA manifest) and its tags."""
+    from flows.chat import tags_text as text
+    from gpu_worker import provenance
+    from gpu_worker.tags import AI_GENERATED, SOURCE_SONG, VOICE, read_tags
+
+    if not file.is_file():
+        fail(f"No file at {file}; give the path of an audio file.")
+    if not provenance.available():
+        fail("Reading Content Credentials needs c2pa-python; run scripts/setup again.")
+    found = provenance.read(file)
+    lines = []
+    if not found.marked:
+        lines.append(text.UNMARKED if found.supported else text.NO_PLACE)
+    elif not found.valid:
+        lines.append(text.TAMPERED.format(why=", ".join(found.problems) or "no valid signature"))
+    else:
+        lines.append(text.SIGNED.format(signer=found.signer, issuer=found.issuer))
+        lines.append(text.TRUSTED if found.trusted else text.UNTRUSTED)
+    if found.marked:
+        lines.append(text.AI_DECLARED if found.ai_generated else text.NOT_AI_DECLARED)
+        if found.ingredients:
+            lines.append(text.INGREDIENTS.format(ingredients="; ".join(found.ingredients)))
+    tags = read_tags(file)
+    if tags.get(AI_GENERATED) == "yes" and tags.get(VOICE):
+        source = tags.get(SOURCE_SONG, "an unnamed song")
+        lines.append(text.TAGS_AI.format(source=source, voice=tags[VOICE]))
+    elif tags.get("title") or tags.get("artist"):
+        title, artist = tags.get("title", "?"), tags.get("artist", "?")
+        lines.append(text.TAGS_OTHER.format(title=title, artist=artist))
+    else:
+        lines.append(text.NO_TAGS)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    if found.marked and not found.valid:
+        raise typer.Exit(2)
 
 
 @songs_app.command("add")

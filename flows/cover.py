@@ -12,10 +12,12 @@ from pathlib import Path
 from prefect import flow
 
 from flows.catalog import label
+from flows.chat import tags_text
 from flows.heavy import run_heavy, sing_vocal, voice_named
 from flows.jobs import run_job
 from flows.settings import get_settings
 from flows.steps import remix, resolve, step_task
+from gpu_worker.tags import cover_tags
 
 resolve_task = step_task(resolve.resolve, name="resolve")
 remix_task = step_task(remix.remix, name="remix")
@@ -40,6 +42,12 @@ def make_cover(
         voice = voice_named(s, voice_id)
         sung = run_heavy(s, sing_vocal, job_id, song_id=song_id, voice_id=voice_id, options=options)
         title = f"{label(song)} ({voice.name} cover)"
-        return remix_task(s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir)
+        tags = cover_tags(song.title, song.artist, voice.name)
+        result = remix_task(
+            s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir, tags
+        )
+        if sung.get("a_cappella"):
+            result["note"] = tags_text.A_CAPPELLA
+        return result
 
     return run_job(s, job_id, body)

@@ -525,6 +525,7 @@ class Courier:
                         "performer": performer[:64],
                         "duration": round(float(result.get("duration") or 0)) or None,
                     },
+                    caption=result.get("note"),  # an a cappella song, for one
                 )
             if job.kind == "stems":
                 return self._send_stems(storage, result, workdir)
@@ -629,7 +630,7 @@ class Courier:
                 "sendDocument",
                 "document",
                 {},
-                caption="Vocals, drums, bass, other and the instrumental, as FLAC.",
+                caption=_stems_caption(result),
             )
         with zipfile.ZipFile(local) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
@@ -648,6 +649,12 @@ class Courier:
                 sent.append((message or {}).get("message_id"))
                 target.unlink()
         return {"sent": "stems", "message_ids": sent}
+
+
+def _stems_caption(result: dict) -> str:
+    parts = "drums, bass, other, guitar, piano" if "guitar" in result.get("stems", []) else None
+    said = f"Vocals, {parts or 'drums, bass, other'} and the instrumental, as FLAC."
+    return f"{said}\n{result['note']}" if result.get("note") else said
 
 
 # ------------------------------------------------------------------------------------------

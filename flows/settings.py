@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     separation_model: str | None = None  # default: htdemucs on CPU, htdemucs_ft on CUDA
     separation_precision: Literal["auto", "fp32", "bf16"] = "auto"
     separation_overlap: float = 0.25
+    six_stems_model: str = "htdemucs_6s"  # `/stems six`: guitar and piano too
+    # A song whose separated instrumental is this many dB under its vocal, or quieter, is a
+    # cappella: the untouched song is sung by the voice, with no separation artefacts.
+    a_cappella_db: float = -30.0
     f0_method: Literal["rmvpe", "swiftf0", "pm"] = "rmvpe"
 
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -48,6 +52,15 @@ class Settings(BaseSettings):
     loudness_lufs: float = -14.0
     true_peak_dbtp: float = -1.0
     output_format: Literal["mp3", "ogg", "opus", "m4a", "wav", "flac"] = "mp3"
+
+    # Marking results as AI-generated (EU AI Act Art. 50(2)): tags on every result, and a
+    # signed Content Credentials (C2PA) manifest on mp3, wav, m4a and flac covers. The
+    # certificate is a PEM chain (end-entity first, ES256, issued by a CA) and its key; when
+    # neither file exists, a certificate from a local CA is made on first use (validators do
+    # not trust it: use one from a CA on the C2PA trust list for that).
+    c2pa_enabled: bool = True
+    c2pa_cert: Path | None = None  # default: <data_dir>/c2pa/cert.pem
+    c2pa_key: Path | None = None  # default: <data_dir>/c2pa/key.pem
 
     stems_wait_seconds: float = 1800.0  # how long a run waits for another run separating
     reap_after_seconds: float = 600.0  # an open job untouched this long has lost its process
@@ -154,6 +167,14 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'encore.db').resolve()}"
+
+    @property
+    def signing_cert(self) -> Path:
+        return self.c2pa_cert or self.data_dir / "c2pa" / "cert.pem"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.c2pa_key or self.data_dir / "c2pa" / "key.pem"
 
     @property
     def work_dir(self) -> Path:

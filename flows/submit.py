@@ -198,10 +198,12 @@ def submit_stems(
     s: Settings | None = None,
     reply_to: dict | None = None,
     quota: bool = False,
+    options: dict | None = None,
 ) -> str:
+    """`options`: `{"six": True}` for six stems (guitar and piano too)."""
     from flows.separation import stems
 
-    params = {"song_id": song_id, "options": {}}
+    params = {"song_id": song_id, "options": options or {}}
     return _submit(
         s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to, quota
     )

@@ -92,10 +92,11 @@ def models_dir(tmp_path_factory) -> Path:
 def build_model_folder(root: Path) -> Path:
     """What `encore models download` fills, with tiny random-weight models in the real formats."""
     from gpu_worker.convert import export_voice
-    from tests.tiny_demucs import build_demucs_repo
+    from tests.tiny_demucs import SOURCES_6S, build_demucs_repo
     from tests.tiny_rvc import build_hubert, build_pretrained, build_rmvpe, small_config
 
     build_demucs_repo(root / "demucs", "htdemucs")
+    build_demucs_repo(root / "demucs", "htdemucs_6s", sources=SOURCES_6S)
     build_hubert(root / "rvc")
     build_rmvpe(root / "rvc")
     generator, _ = build_pretrained(root / "rvc")
