@@ -170,7 +170,10 @@ def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
 @app.command()
 @guarded
 def cover(
-    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    song: Annotated[
+        str,
+        typer.Argument(help="An audio file, a song in the catalog, or a link (if enabled)."),
+    ],
     voice: Annotated[str, typer.Option("--voice", "-v", help="The voice that sings.")],
     pitch: Annotated[int, typer.Option(min=-24, max=24, help="Shift in semitones.")] = 0,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
@@ -203,7 +206,12 @@ def cover(
         "vocal_gain_db": vocal_gain,
         "format": fmt or (output.suffix.lstrip(".").lower() if output else None),
     }
-    job_id = submit_cover(CLI_USER, _song_id(song), found.id, options, s=s)
+    from flows.links import is_link
+
+    if is_link(song):  # fetched by the job (`flows.links`), when the operator enabled links
+        job_id = submit_cover(CLI_USER, None, found.id, options, s=s, link=song.strip())
+    else:
+        job_id = submit_cover(CLI_USER, _song_id(song), found.id, options, s=s)
     console.print(f"Cover written to [bold]{_run(job_id, output)}[/bold]")
 
 
@@ -266,15 +274,23 @@ def songs_list():
 @voices_app.command("import")
 @guarded
 def voices_import(
-    files: Annotated[list[Path], typer.Argument(help="A .pth (and .index), or a .zip.")],
+    files: Annotated[
+        list[str], typer.Argument(help="A .pth (and .index), or a .zip: files or links.")
+    ],
     name: Annotated[str | None, typer.Option(help="Defaults to the file's name.")] = None,
 ):
-    """Import an RVC v2 (or v1) model as one of your voices."""
+    """Import an RVC v2 (or v1) model as one of your voices (links: if enabled)."""
+    from flows.links import is_link, model_name
     from flows.submit import stage_upload, submit_import
 
     s = get_settings()
-    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in files]
-    final = _follow(submit_import(CLI_USER, name or files[0].stem, uris, s=s))
+    links = [f.strip() for f in files if is_link(f)]
+    paths = [Path(f) for f in files if not is_link(f)]
+    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in paths]
+    default = paths[0].stem if paths else model_name(links[0])
+    if not (name or default):
+        fail("Name the voice with --name; the link has no file name to take it from.")
+    final = _follow(submit_import(CLI_USER, name or default, uris, s=s, links=links))
     result = final.result
     index = "with index" if result["index"] else "no index"
     console.print(

@@ -15,8 +15,9 @@ from flows.catalog import label
 from flows.heavy import run_heavy, sing_vocal, voice_named
 from flows.jobs import run_job
 from flows.settings import get_settings
-from flows.steps import remix, resolve, step_task
+from flows.steps import fetch, remix, resolve, step_task
 
+fetch_task = step_task(fetch.fetch, name="fetch")
 resolve_task = step_task(resolve.resolve, name="resolve")
 remix_task = step_task(remix.remix, name="remix")
 
@@ -27,8 +28,10 @@ def make_cover(
     song_id: str,
     voice_id: str,
     options: dict | None = None,
+    link: str | None = None,
 ) -> dict:
-    """Make a cover of `song_id` sung by `voice_id`; returns the stored cover's URI.
+    """Make a cover of `song_id` (or of the song at `link`, fetched first: `flows.links`)
+    sung by `voice_id`; returns the stored cover's URI.
 
     `run_job` posts progress and the cover to the chat that asked (its reply target).
     """
@@ -36,10 +39,12 @@ def make_cover(
     options = options or {}
 
     def body(workdir: Path) -> dict:
-        song, _audio = resolve_task(s, job_id, song_id, workdir)
+        wanted = fetch_task(s, job_id, link).id if link else song_id
+        song, _audio = resolve_task(s, job_id, wanted, workdir)
         voice = voice_named(s, voice_id)
-        sung = run_heavy(s, sing_vocal, job_id, song_id=song_id, voice_id=voice_id, options=options)
+        sung = run_heavy(s, sing_vocal, job_id, song_id=wanted, voice_id=voice_id, options=options)
         title = f"{label(song)} ({voice.name} cover)"
-        return remix_task(s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir)
+        made = remix_task(s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir)
+        return {**made, "song_id": wanted} if link else made
 
     return run_job(s, job_id, body)

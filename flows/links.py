@@ -340,7 +340,6 @@ class Fetch:
             "proxy": "",
             "cachedir": False,
             "check_formats": False,
-            "max_filesize": self.max_bytes,
             "restrictfilenames": True,
             "overwrites": True,
             "continuedl": False,
@@ -355,10 +354,10 @@ class Fetch:
         try:
             self.guard.check_time()
             done = status.get("downloaded_bytes") or 0
-            if done > self.max_bytes:
-                self.refused = text.too_big(done, self.max_bytes)
-                raise _Refused(self.refused)
             total = status.get("total_bytes") or status.get("total_bytes_estimate")
+            if max(done, status.get("total_bytes") or 0) > self.max_bytes:  # said, or arrived
+                self.refused = text.too_big(max(done, total or 0), self.max_bytes)
+                raise _Refused(self.refused)
             if self.progress is not None and total:
                 self.progress(min(1.0, done / total))
         except _Refused:
