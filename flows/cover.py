@@ -25,7 +25,7 @@ remix_task = step_task(remix.remix, name="remix")
 @flow(name="make-cover", flow_run_name="cover-{job_id}", persist_result=False)
 def make_cover(
     job_id: str,
-    song_id: str,
+    song_id: str | None,
     voice_id: str,
     options: dict | None = None,
     link: str | None = None,
