@@ -103,6 +103,45 @@ def add_uploaded_song(
 
 
 # ------------------------------------------------------------------------------------------
+# Links (songs and voice models fetched by the job: `flows.links`)
+
+
+def is_link(text: str) -> bool:
+    """Whether a command's argument is a web link rather than a name."""
+    from flows.links import is_link as looks_like_link
+
+    return looks_like_link(text)
+
+
+def check_link(url: str, model: bool = False, s: Settings | None = None) -> str:
+    """The link as the job will fetch it; UserError (one sentence) when links are off or it
+    is not an http(s) link. The network checks happen when the job fetches it."""
+    from flows.links import normalize, require_enabled
+
+    require_enabled(_s(s), model=model)
+    return normalize(url)
+
+
+def link_label(url: str) -> str:
+    """How a link is named in a status message: its site and file, short."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{parts.hostname or 'a link'}{'/…/' + tail if tail else ''}"[:60]
+
+
+def voice_name_from_link(url: str) -> str:
+    """The voice name a model link suggests ("" when it has no usable file name)."""
+    from flows.links import model_name
+
+    try:
+        return voices.valid_name(model_name(url))
+    except UserError:
+        return ""
+
+
+# ------------------------------------------------------------------------------------------
 # Voices
 
 

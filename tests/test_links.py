@@ -294,3 +294,57 @@ def test_the_resolver_fetches_missing_chart_songs_into_the_catalog(
     again = run_drop(s, "2026-03-07")  # now in the catalog: matched, not fetched again
     assert again["fetched"] == [] and [m["rank"] for m in again["matched"]] == [1]
     assert media.hits.count("/song.wav") == 1 or len(_songs(s)) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Through the Telegram bot (the fake Bot API of tests/fake_telegram.py)
+
+
+@pytest.fixture
+def telegram(linked, monkeypatch):
+    from flows import submit
+    from flows.settings import get_settings
+    from tests.fake_telegram import BotProcess, FakeTelegram
+
+    fake = FakeTelegram().start()
+    monkeypatch.setenv("ENCORE_TELEGRAM_TOKEN", fake.token)
+    monkeypatch.setenv("ENCORE_TELEGRAM_API_URL", fake.api_url)
+    monkeypatch.setenv("ENCORE_TELEGRAM_FILE_URL", fake.file_url)
+    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
+    get_settings.cache_clear()
+    bot = BotProcess(get_settings()).start()
+    yield fake
+    bot.stop()
+    for job_id, thread in list(submit._threads.items()):
+        thread.join(120)
+        submit._threads.pop(job_id, None)
+    fake.stop()
+
+
+def test_import_and_cover_by_link_in_telegram(telegram, linked, media):
+    fake = telegram
+    sent = fake.send_text(f"/import {media.url('/models/Alice_Model.zip')} Alice")
+    status = fake.wait_for(lambda: fake.replies_to(sent), 30, "a status")[0]
+    assert status["text"].startswith("📦 Importing the voice “Alice”")
+    said = fake.wait_for(
+        lambda: [t for t in fake.sent_texts(1) if t.startswith("✅ Imported")], 60, "import"
+    )
+    assert said[0].startswith("✅ Imported “Alice” (RVC v2, 40 kHz, with its index).")
+    assert get_voice(linked, "telegram:1", "Alice") is not None
+
+    sent = fake.send_text(f"/cover {media.url('/away')}")
+    fake.wait_for(
+        lambda: (
+            any(text.PRIVATE in t for t in fake.sent_texts(1))
+            or any(
+                text.PRIVATE in e
+                for r in fake.replies_to(sent)
+                for e in fake.edits(1, r["message_id"])
+            )
+        ),
+        60,
+        "the refusal",
+    )
+    bad = fake.send_text("/cover ftp://example.org/song.mp3")
+    replies = fake.wait_for(lambda: fake.replies_to(bad), 30, "a reply")
+    assert replies[-1]["text"].startswith("No song in the catalog")  # not a web link: a name

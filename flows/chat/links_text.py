@@ -54,6 +54,8 @@ def _duration(seconds: float) -> str:
     return f"{secs} s"
 
 
+PICK_VOICE = "Pick your default voice first with /voice <name>, then send the link again."
+
 # Voices from a link
 NOT_A_MODEL = "That link is not an RVC model; send a direct link to the .zip, .pth or .index file."
 NAME_FROM_LINK = "Name the voice: /import <link> <name>."
