@@ -33,7 +33,6 @@ from pathlib import Path
 from flows import api
 from flows import submit as jobs
 from flows.api import UserError
-from flows.chat import links_text
 
 log = logging.getLogger("encore.bots")
 
@@ -512,7 +511,7 @@ class ChatCore:
             if found is None:
                 return Reply(NO_VOICE)
             if isinstance(found, list):
-                return Reply(links_text.PICK_VOICE)
+                return Reply(api.links_text.PICK_VOICE)
             voice = found
         refused = self._quota(who, "cover")
         if refused:
@@ -961,7 +960,7 @@ class ChatCore:
             return Reply(exc.message)
         name = raw_name or api.voice_name_from_link(link)
         if not name:
-            return Reply(links_text.NAME_FROM_LINK)
+            return Reply(api.links_text.NAME_FROM_LINK)
         name = self._new_voice_name(who, name)
         if isinstance(name, Reply):
             return name

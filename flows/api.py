@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from flows import catalog, erase, users, voices
+from flows.chat import links_text  # the sentences about links, for the bots
 from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
 from flows.jobs import reply_target
@@ -38,6 +39,7 @@ __all__ = [
     "VoiceInfo",
     "format_duration",
     "headline",
+    "links_text",
     "settings",
     "status_line",
     "status_text",
