@@ -105,10 +105,15 @@ def require(s, conversion: bool = True, training: bool = False) -> None:
 
 
 def _song_id(song: str) -> str:
-    """A local file is added to the catalog first; anything else is looked up in it."""
+    """A local file is added to the catalog first, a link fetched first (`flows.links`, when
+    the operator enabled links); anything else is looked up in the catalog."""
     from flows.catalog import add_song, resolve_song
+    from flows.links import fetch_song, is_link
 
     s = get_settings()
+    if is_link(song):
+        with err_console.status("Fetching the song from the link"):
+            return fetch_song(s, song.strip(), CLI_USER).id
     path = Path(song).expanduser()
     if path.exists():
         return add_song(s, path, owner=CLI_USER).id
@@ -206,19 +211,14 @@ def cover(
         "vocal_gain_db": vocal_gain,
         "format": fmt or (output.suffix.lstrip(".").lower() if output else None),
     }
-    from flows.links import is_link
-
-    if is_link(song):  # fetched by the job (`flows.links`), when the operator enabled links
-        job_id = submit_cover(CLI_USER, None, found.id, options, s=s, link=song.strip())
-    else:
-        job_id = submit_cover(CLI_USER, _song_id(song), found.id, options, s=s)
+    job_id = submit_cover(CLI_USER, _song_id(song), found.id, options, s=s)
     console.print(f"Cover written to [bold]{_run(job_id, output)}[/bold]")
 
 
 @app.command()
 @guarded
 def stems(
-    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    song: Annotated[str, typer.Argument(help="An audio file, a song in the catalog, or a link.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The zip to write.")] = None,
 ):
     """Separate SONG into stems (a zip of FLAC files)."""

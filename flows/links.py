@@ -476,7 +476,15 @@ def download_song(s: Settings, url: str, dest: Path, progress: Progress | None =
 
     fetch = Fetch(s, s.link_song_bytes, progress)
     opts = {
-        "format": "bestaudio[protocol^=http]/best[protocol^=http]/bestaudio/best",
+        # Only what yt-dlp downloads itself, through the guarded handler: plain http(s), and
+        # HLS/DASH by its native downloaders (never ffmpeg or another program fetching URLs).
+        "format": "/".join(
+            f"{kind}[protocol{p}]"
+            for p in ("^=http", "=m3u8_native")
+            for kind in ("bestaudio", "best")
+        ),
+        "hls_prefer_native": True,
+        "fixup": "never",
         "outtmpl": {"default": str(dest / "source.%(ext)s")},
         "paths": {"home": str(dest), "temp": str(dest)},
     }

@@ -348,3 +348,21 @@ def test_import_and_cover_by_link_in_telegram(telegram, linked, media):
     bad = fake.send_text("/cover ftp://example.org/song.mp3")
     replies = fake.wait_for(lambda: fake.replies_to(bad), 30, "a reply")
     assert replies[-1]["text"].startswith("No song in the catalog")  # not a web link: a name
+
+
+# ------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_encore_voices_import_and_cover_take_links(linked, media):
+    from tests.conftest import run_cli
+
+    link = media.url("/models/Alice_Model.zip")
+    done = run_cli(linked, "voices", "import", link)
+    assert done.returncode == 0, done.stderr
+    assert "Imported voice Alice_Model (RVC v2, 40 kHz, with index)" in " ".join(
+        done.stdout.split()
+    )
+    refused = run_cli(linked, "cover", media.url("/album.html"), "--voice", "Alice_Model")
+    assert refused.returncode == 1
+    assert " ".join(refused.stderr.split()) == f"Error: {text.PLAYLIST}"
