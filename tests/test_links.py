@@ -218,16 +218,28 @@ def test_what_counts_as_a_public_address():
 # Voices
 
 
-def test_a_voice_from_a_link_reaches_the_same_state_as_an_upload(linked, media, voice_files):
+def test_a_voice_from_a_link_reaches_the_same_state_as_an_upload(
+    linked, media, voice_files, tmp_path
+):
+    """A 60 MB model (a real index over 20,000 vectors) streamed from the server."""
+    from tests.tiny_rvc import build_index
+
+    pth, _ = voice_files["alice"]
+    index = build_index(tmp_path / "big", name="alice", vectors=20_000, seed=11)
+    big = tmp_path / "Alice_Big.zip"
+    with zipfile.ZipFile(big, "w") as zf:  # stored: the download is the full 60 MB
+        zf.write(pth, "alice.pth")
+        zf.write(index, index.name)
+    assert big.stat().st_size > 60 * 10**6
+    media.routes["/models/Alice_Big.zip"] = file(big, "application/zip")
     job = follow(
-        submit_import("u1", "Alice", [], s=linked, links=[media.url("/models/Alice_Model.zip")]),
+        submit_import("u1", "Alice", [], s=linked, links=[media.url("/models/Alice_Big.zip")]),
         s=linked,
     )
     assert job.state == "succeeded", job.reason
     assert [r.step for r in step_runs(linked, job.id)] == ["downloading", "importing"]
     fetched = get_voice(linked, "u1", "Alice")
-    pth, index = voice_files["alice"]
-    uploaded = import_voice(linked, "u2", "Alice", [pth, index])
+    uploaded = import_voice(linked, "u2", "Alice", [big])
     fields = ("version", "sample_rate", "f0", "public", "source")
     assert [getattr(fetched, f) for f in fields] == [getattr(uploaded, f) for f in fields]
     assert fetched.index_uri is not None and fetched.pth_uri
