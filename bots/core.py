@@ -922,13 +922,15 @@ class ChatCore:
     # -- importing
 
     @personal
-    def import_command(self, who: Who, args: str) -> Outcome:
+    def import_command(self, who: Who, args: str, links: bool = True) -> Outcome:
+        """`/import [name]` opens a session for the files; `/import <link> [name]` (`links`:
+        where the command's text may carry one) imports from the link."""
         api.ensure_user(who.owner, who.name, s=self.s)
         try:
             raw = clean_arg(args)
         except UserError as exc:
             return Reply(exc.message)
-        if raw and api.is_link(raw.split()[0]):
+        if links and raw and api.is_link(raw.split()[0]):
             return self._link_import(who, raw.split()[0], raw[len(raw.split()[0]) :].strip())
         name = ""
         if raw:
@@ -945,10 +947,11 @@ class ChatCore:
             else "I'll name it after the file; /import <name> names it yourself."
         )
         limit = self.s.telegram_download_limit_bytes // 2**20
+        bigger = f" {api.links_text.IMPORT_BY_LINK}" if self.s.link_sources else ""
         return Reply(
             "📦 Send me the RVC model as a file: a .zip holding the .pth (and its .index), or "
             f"the .pth and then the .index. Telegram lets bots fetch files up to {limit} MB. "
-            f"{called}"
+            f"{called}{bigger}"
         )
 
     def _link_import(self, who: Who, url: str, raw_name: str) -> Outcome:

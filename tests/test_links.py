@@ -335,9 +335,14 @@ def telegram(linked, monkeypatch):
 
 def test_import_and_cover_by_link_in_telegram(telegram, linked, media):
     fake = telegram
+    hint = fake.wait_for(lambda: fake.replies_to(fake.send_text("/import")), 30, "a reply")
+    assert hint[-1]["text"].endswith(text.IMPORT_BY_LINK)
     sent = fake.send_text(f"/import {media.url('/models/Alice_Model.zip')} Alice")
-    status = fake.wait_for(lambda: fake.replies_to(sent), 30, "a status")[0]
-    assert status["text"].startswith("📦 Importing the voice “Alice”")
+    fake.wait_for(
+        lambda: [m for m in fake.replies_to(sent) if m["text"].startswith("📦 Importing")],
+        30,
+        "the status message",
+    )
     said = fake.wait_for(
         lambda: [t for t in fake.sent_texts(1) if t.startswith("✅ Imported")], 60, "import"
     )

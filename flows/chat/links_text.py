@@ -58,6 +58,7 @@ PICK_VOICE = "Pick your default voice first with /voice <name>, then send the li
 
 # Voices from a link
 NOT_A_MODEL = "That link is not an RVC model; send a direct link to the .zip, .pth or .index file."
+IMPORT_BY_LINK = "Bigger models: /import <link> [name], with a direct link to the .zip or .pth."
 NAME_FROM_LINK = "Name the voice: /import <link> <name>."
 MODEL_USAGE = "Send /import <link> with a direct link to the .zip or .pth of the model."
 
