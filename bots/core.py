@@ -74,6 +74,8 @@ MAX_PITCH = 12
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("cover", "Make a cover: /cover <song> [+2]"),
+    ("charts", "The hit chart: press a song to cover it"),
+    ("songs", "The songs you can cover"),
     ("voices", "Your voices and the default one"),
     ("voice", "Set your default voice: /voice <name>"),
     ("train", "Clone a voice from voice notes: /train <name>"),
@@ -94,6 +96,7 @@ HELP = (
     "\n"
     "/cover <song> — make a cover; add +2 or -3 to change the key. "
     "Or reply /cover to a song file you sent.\n"
+    "/charts — the hit chart: press a song to cover it · /songs — every song I can cover\n"
     "/voices — your voices; /voice <name> sets the default\n"
     "/train <name> — clone a voice from voice notes\n"
     "/import — add an RVC model (.pth, .index or .zip)\n"
@@ -280,7 +283,7 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _BUTTON_PITCH = re.compile(r"^[+-]\d{1,2}$")
-VERBS = ("cs", "cv", "ss", "ks", "dv", "tc", "tx", "fy", "fn")
+VERBS = ("cs", "cv", "ss", "ks", "dv", "tc", "tx", "fy", "fn", "cp", "cc", "sp", "dc")
 
 
 def owner_tag(who: Who) -> str:
@@ -436,7 +439,25 @@ class ChatCore:
         """Plain text in a private chat."""
         if not who.private:
             return None
-        return Reply("Send /cover <song> to make a cover, or /help to see everything I can do.")
+        fallback = "Send /cover <song> to make a cover, or /help to see everything I can do."
+        return Reply(song_menu.chatter(self, who, fallback))
+
+    def charts(self, who: Who, args: str = "", is_admin: bool = False) -> Reply:
+        """`/charts [name]`: the chart, a cover button per song (see `bots.charts`); a name
+        given in a private chat, or by a group's admin, becomes the chat's default chart."""
+        if not who.placeholder:
+            api.ensure_user(who.owner, who.name, s=self.s)
+        return chart_menu.charts_reply(self, who, args, can_set=who.private or is_admin)
+
+    def songs(self, who: Who, args: str = "") -> Reply:
+        """`/songs [page]`: the catalog, paged, a cover button per song (see `bots.songs`)."""
+        if not who.placeholder:
+            api.ensure_user(who.owner, who.name, s=self.s)
+        try:
+            page = song_menu.page_number(visible(args)[:10] or "1")
+        except ValueError:
+            page = 1
+        return song_menu.songs_reply(self, who, page)
 
     # -- songs and voices
 
@@ -472,6 +493,9 @@ class ChatCore:
         return available or None
 
     def _cover_with(self, who: Who, song: api.SongInfo, pitch: int) -> Outcome:
+        offered = song_menu.offer_demo(self, who, song, pitch)  # a new user: the demo voice
+        if offered is not None:
+            return offered
         voice = self._voice(who)
         if voice is None:
             return Reply(NO_VOICE)
@@ -546,16 +570,17 @@ class ChatCore:
             pitch = 0
         if not query:
             if verb == "cover":
-                return Reply(COVER_USAGE)
-            return Reply(
+                return Reply(song_menu.usage(self, who, verb, COVER_USAGE))
+            fallback = (
                 f"Tell me which song: /{verb} <song>. Or reply /{verb} to a song file you sent."
             )
+            return Reply(song_menu.usage(self, who, verb, fallback))
         if verb == "cover" and api.is_link(query):
             return self._link_cover(who, query, pitch)
         refused = self._quota(who, verb)
         if refused:
             return refused
-        if verb == "cover" and self._voice(who) is None:
+        if verb == "cover" and song_menu.has_no_voice(self, who):
             return Reply(NO_VOICE)
         song = self._song(who, query, verb, pitch)
         if isinstance(song, Reply):
@@ -580,7 +605,7 @@ class ChatCore:
         refused = self._quota(who, verb)
         if refused:
             return refused
-        if verb == "cover" and self._voice(who) is None:
+        if verb == "cover" and song_menu.has_no_voice(self, who):
             return Reply(NO_VOICE)
         return Download("song", incoming.filename)
 
@@ -612,9 +637,9 @@ class ChatCore:
     # -- structured options (Discord's slash commands and their autocomplete)
 
     def song_choices(self, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
-        """(label, song id) pairs matching what the user typed so far."""
-        matches = api.find_songs(query or "", who.owner, limit=limit, s=self.s)
-        return [(song.label[:100], song.id) for song, _score in matches]
+        """(label, song id) pairs matching what the user typed so far (the catalog before
+        anything is typed)."""
+        return song_menu.song_choices(self, who, query, limit)
 
     def voice_choices(self, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
         """(name, voice id) pairs of the voices the user may use, filtered by `query`."""
@@ -663,7 +688,7 @@ class ChatCore:
                     return Reply(
                         f"You have no voice called {quoted(voice_ref)}; /voices lists yours."
                     )
-            elif self._voice(who) is None:
+            elif song_menu.has_no_voice(self, who):
                 return Reply(NO_VOICE)
         song = api.get_song(ref, who.owner, s=self.s) if _HEX_ID.match(ref) else None
         if song is None:
@@ -1143,6 +1168,16 @@ class ChatCore:
             return Reply("", toast=EXPIRED)
 
     def _pressed(self, who: Who, verb: str, args: list[str]) -> Outcome:
+        if verb in ("cp", "cc"):
+            return chart_menu.pressed(self, who, verb, args)
+        if verb == "sp" and len(args) == 1:
+            return song_menu.songs_reply(self, who, song_menu.page_number(args[0]))
+        if verb == "dc" and len(args) == 2:
+            pitch = _button_pitch(args[1])
+            song = self._pressed_song(who, args[0])
+            if isinstance(song, Reply):
+                return song
+            return song_menu.demo_pressed(self, who, song, pitch)
         if verb == "cs" and len(args) == 2:
             song = self._pressed_song(who, args[0])
             if isinstance(song, Reply):
@@ -1262,3 +1297,8 @@ class ChatCore:
 
     def already(self) -> str:
         return "Already on it: the status of this job is in the message above."
+
+
+# The chart and song menus use this module's replies and buttons, so they come last.
+from bots import charts as chart_menu  # noqa: E402
+from bots import songs as song_menu  # noqa: E402

@@ -35,6 +35,7 @@ from bots.core import (
     clean_filename,
     sweep_deliveries,
 )
+from bots.threads import use_command_threads
 from flows import api
 from flows.api import UserError
 
@@ -115,6 +116,7 @@ class DiscordBot:
     # -- running
 
     async def _setup_hook(self) -> None:
+        use_command_threads()
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
     async def start(self) -> None:
@@ -262,6 +264,26 @@ class DiscordBot:
         ):
             files = [file] if index is None else [file, index]
             await self._import(interaction, name or "", files)
+
+        @tree.command(name="charts", description="The hit chart: press a song to cover it")
+        @app_commands.describe(chart="Which chart (default: this channel's)")
+        async def charts(interaction: discord.Interaction, chart: str | None = None):
+            # Members with Manage Server set the channel's default chart by naming one.
+            is_admin = bool(interaction.permissions and interaction.permissions.manage_guild)
+            await self._simple(interaction, self.core.charts, chart or "", is_admin)
+
+        @charts.autocomplete("chart")
+        async def chart_names(interaction: discord.Interaction, current: str):
+            names = await asyncio.to_thread(api.chart_names, self.s)
+            typed = (current or "").strip().lower()
+            return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+        @tree.command(name="songs", description="The songs you can cover")
+        @app_commands.describe(page="Which page of the list")
+        async def songs(
+            interaction: discord.Interaction, page: app_commands.Range[int, 1, 999] = 1
+        ):
+            await self._simple(interaction, self.core.songs, str(page))
 
         @tree.command(name="voices", description="Your voices and the default one")
         async def voices(interaction: discord.Interaction):

@@ -60,6 +60,7 @@ from bots.core import (
     sweep_deliveries,
     too_big,
 )
+from bots.threads import use_command_threads
 from flows import api
 
 log = logging.getLogger("encore.telegram")
@@ -150,7 +151,7 @@ class TelegramBot:
             .token(self.s.telegram_token)
             .base_url(self.s.telegram_api_url)
             .base_file_url(self.s.telegram_file_url)
-            .concurrent_updates(8)
+            .concurrent_updates(64)  # one at a time per user: `_serial`
             .post_init(self._post_init)
             .post_stop(self._post_stop)
             .build()
@@ -171,6 +172,8 @@ class TelegramBot:
             "cancel": self.on_cancel,
             "forget": self.on_forget,
             "trending": self.on_trending,
+            "charts": self.on_charts,
+            "songs": self.on_songs,
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, handler, filters=new))
@@ -198,6 +201,7 @@ class TelegramBot:
         await app.shutdown()
 
     async def _post_init(self, app: Application) -> None:
+        use_command_threads()
         await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
@@ -347,6 +351,19 @@ class TelegramBot:
         async with self._serial(who):
             outcome = await self._core(fn, who, *args)
             await self._outcome(message, who, outcome, _key(message.chat_id, message.message_id))
+
+    async def on_charts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = _who(update)
+        args = _args(message)
+        is_admin = who.private
+        if not who.private and not who.placeholder and args.strip():  # may set the default
+            member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
+            is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        await self._simple(update, self.core.charts, args, is_admin)
+
+    async def on_songs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._simple(update, self.core.songs, _args(update.effective_message))
 
     async def on_voices(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._simple(update, self.core.voices)

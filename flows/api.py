@@ -11,14 +11,17 @@ hands out is a plain frozen dataclass, never a database row, and every call take
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flows import catalog, erase, users, voices
-from flows.chat import links_text  # the sentences about links, for the bots
-from flows.db import Job, Song, UploadSession, Voice
+from sqlalchemy import delete, select
+
+from flows import catalog, charts, erase, users, voices
+from flows.chat import charts_text, links_text  # (links_text: the link sentences, for the bots)
+from flows.db import ChatSubscription, Job, Song, UploadSession, Voice, session
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
 from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
@@ -44,6 +47,9 @@ __all__ = [
     "status_line",
     "status_text",
 ]
+
+
+_log = logging.getLogger("encore.api")
 
 
 def settings() -> Settings:
@@ -102,6 +108,151 @@ def add_uploaded_song(
 ) -> SongInfo:
     """Add an audio file a user sent as their own song (checked against the limits)."""
     return SongInfo.of(catalog.add_song(_s(s), Path(path), title=title, artist=artist, owner=owner))
+
+
+def list_songs(owner: str, s: Settings | None = None) -> list[SongInfo]:
+    """The public catalog and the user's own songs, by artist and title."""
+    return [SongInfo.of(song) for song in catalog.list_songs(_s(s), owner)]
+
+
+# ------------------------------------------------------------------------------------------
+# Charts (`/charts`): the configured charts, each entry with its catalog song when there is one
+
+
+@dataclass(frozen=True)
+class ChartItem:
+    rank: int
+    title: str
+    artist: str
+    key: str  # names the entry's song (see `flows.charts.ChartEntry.key`)
+    link: str  # the provider's page of the song, "" if none
+    song: SongInfo | None  # the catalog song, None while the song is not in the catalog
+
+    @property
+    def ready(self) -> bool:
+        return self.song is not None
+
+    @property
+    def label(self) -> str:
+        return f"{self.artist} - {self.title}" if self.artist else self.title
+
+
+@dataclass(frozen=True)
+class ChartInfo:
+    name: str
+    items: tuple[ChartItem, ...]
+    names: tuple[str, ...]  # every configured chart, this one included
+
+
+class NoChart(UserError):
+    """No chart by that name is configured (`names`: those that are)."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = names
+
+
+def chart_names(s: Settings | None = None) -> list[str]:
+    return list(charts.configured(_s(s)))
+
+
+def chart(name: str | None = None, s: Settings | None = None) -> ChartInfo:
+    """The chart `name` (None: the default) with its entries matched to the public catalog.
+
+    Raises NoChart when there is no such chart, UserError when it cannot be read now (the
+    operator's reason goes to the log)."""
+    s = _s(s)
+    names = tuple(charts.configured(s))
+    wanted = (name or "").strip().lower() or charts.default_name(s)
+    if not names:
+        raise NoChart(charts_text.NO_CHARTS)
+    if wanted not in names:
+        shown = f"“{(name or '').strip()[:30]}”"
+        raise NoChart(charts_text.UNKNOWN_CHART.format(name=shown, names=", ".join(names)), names)
+    try:
+        found, entries = charts.current(s, wanted)
+    except charts.ChartError as exc:
+        _log.warning("chart %s: %s", wanted, exc)
+        raise UserError(charts_text.CHART_UNREADABLE) from None
+    matched, _missing = charts.match(entries, catalog.list_songs(s), s.chart_match_score)
+    songs = {m.entry.rank: SongInfo.of(m.song) for m in matched}
+    items = tuple(
+        ChartItem(e.rank, e.title, e.artist, e.key, e.link, songs.get(e.rank)) for e in entries
+    )
+    return ChartInfo(found, items, names)
+
+
+def chart_item(name: str, rank: int, key: str, s: Settings | None = None) -> ChartItem | None:
+    """The entry at `rank` of chart `name` if it is still the song `key` names, else None."""
+    try:
+        found = chart(name, s)
+    except UserError:
+        return None
+    return next((i for i in found.items if i.rank == rank and i.key == key), None)
+
+
+CHAT_CHART = "chart:"  # a chat's default chart: a subscription of kind "chart:<name>"
+
+
+def chat_chart(platform: str, chat_id: str, s: Settings | None = None) -> str | None:
+    """The chart a chat picked as its default (when it is still configured), else None."""
+    s = _s(s)
+    with session(s.database) as db:
+        kinds = db.scalars(
+            select(ChatSubscription.kind).where(
+                ChatSubscription.platform == platform,
+                ChatSubscription.chat_id == str(chat_id),
+                ChatSubscription.kind.startswith(CHAT_CHART),
+            )
+        ).all()
+    names = charts.configured(s)
+    return next((k[len(CHAT_CHART) :] for k in kinds if k[len(CHAT_CHART) :] in names), None)
+
+
+def set_chat_chart(
+    platform: str, chat_id: str, name: str, by: str | None, s: Settings | None = None
+) -> bool:
+    """Make `name` the chat's default chart; False if it already was."""
+    s = _s(s)
+    if chat_chart(platform, chat_id, s) == name:
+        return False
+    with session(s.database) as db:
+        db.execute(
+            delete(ChatSubscription).where(
+                ChatSubscription.platform == platform,
+                ChatSubscription.chat_id == str(chat_id),
+                ChatSubscription.kind.startswith(CHAT_CHART),
+            )
+        )
+    users.subscribe(s, platform, chat_id, CHAT_CHART + name, None, by)
+    return True
+
+
+def chart_fetching(s: Settings | None = None) -> bool:
+    """Whether a chart song missing from the catalog can be fetched on demand (link sources,
+    when the operator enables them); False: only catalog songs can be covered."""
+    return False
+
+
+def is_demo_voice(voice: VoiceInfo) -> bool:
+    from flows.demo import DEMO_OWNER, DEMO_VOICE
+
+    return voice.owner == DEMO_OWNER and voice.name == DEMO_VOICE
+
+
+def demo_voice(s: Settings | None = None) -> VoiceInfo | None:
+    """The public demo voice, registered from the model folder on first use; None when its
+    weights are not downloaded."""
+    from flows.demo import ensure_demo_voice
+    from gpu_worker.errors import ModelMissing
+
+    try:
+        return VoiceInfo.of(ensure_demo_voice(_s(s)))
+    except ModelMissing:
+        return None
+    except Exception:  # a damaged demo voice must not stop the first cover's answer
+        _log.warning("the demo voice could not be registered", exc_info=True)
+        return None
 
 
 # ------------------------------------------------------------------------------------------

@@ -449,6 +449,59 @@ def demo(output: Annotated[Path, typer.Option("--output", "-o")] = Path("encore-
     console.print(f"Demo cover written to [bold]{_run(job_id, output)}[/bold]")
 
 
+@app.command("charts")
+@guarded
+def charts_list(
+    name: Annotated[
+        str | None, typer.Argument(help="Which chart (ENCORE_CHARTS); default: the default one.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the chart as JSON.")] = False,
+):
+    """Show a chart, numbered, with the songs that are ready to cover (in the catalog) marked.
+
+    Cover one with `encore cover "<artist> <title>" --voice NAME`.
+    """
+    import json
+
+    from flows.catalog import label, list_songs
+    from flows.charts import configured, current, match
+
+    s = get_settings()
+    found, entries = current(s, name)
+    matched, _missing = match(entries, list_songs(s), s.chart_match_score)
+    songs = {m.entry.rank: m.song for m in matched}
+    if as_json:
+        rows = [
+            {
+                "rank": e.rank,
+                "artist": e.artist,
+                "title": e.title,
+                "link": e.link,
+                "ready": e.rank in songs,
+                "song_id": songs[e.rank].id if e.rank in songs else None,
+            }
+            for e in entries
+        ]
+        typer.echo(json.dumps({"chart": found, "entries": rows}, indent=2, ensure_ascii=False))
+        return
+    from rich.markup import escape
+
+    table = Table("#", "", "chart entry", "catalog song", title=f"Chart {escape(found)}")
+    for e in entries:
+        song = songs.get(e.rank)
+        shown = f"{e.artist} - {e.title}" if e.artist else e.title
+        table.add_row(
+            str(e.rank), "✅" if song else "", escape(shown), escape(label(song)) if song else ""
+        )
+    console.print(table)
+    others = [n for n in configured(s) if n != found]
+    console.print(
+        f"{len(songs)} of {len(entries)} ready to cover (✅: in the catalog)."
+        + (f" Other charts: {', '.join(others)}." if others else ""),
+        highlight=False,
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # Trending drops
 

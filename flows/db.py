@@ -314,7 +314,10 @@ def engine_for(url: str) -> Engine:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             migrate(url)
-            engine = create_engine(url, pool_pre_ping=True)
+            # A bot runs many short transactions at once (commands, job watchers, couriers);
+            # SQLite connections are cheap, so a larger pool keeps them from queueing.
+            pool = {"pool_size": 8, "max_overflow": 56} if url.startswith("sqlite") else {}
+            engine = create_engine(url, pool_pre_ping=True, **pool)
             if engine.dialect.name == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
                 event.listen(engine, "before_cursor_execute", _sqlite_lock_for_update)

@@ -375,15 +375,21 @@ class Courier:
                 self._api.close()
 
     def _watch(self) -> None:
-        poll = max(0.05, min(0.5, self.interval / 2))
+        # A running job is looked at often (its progress moves); a job waiting in line only
+        # as often as its message may change, so a long line costs the database little.
+        running_poll = max(0.05, min(0.5, self.interval / 2))
+        poll, headline = running_poll, None
         while not self._stop.wait(poll):
             try:
                 job = get_job(self.s, self.job_id)
                 if job is None or job.state in TERMINAL:
                     return
-                position = queue_position(self.s, job) if job.state == "queued" else None
+                queued = job.state == "queued"
+                poll = max(running_poll, self.interval) if queued else running_poll
+                position = queue_position(self.s, job) if queued else None
+                headline = headline or job_headline(self.s, job)
                 text = status_text(
-                    job_headline(self.s, job),
+                    headline,
                     status_line(job.state, job.step, job.progress, position, kind=job.kind),
                 )
                 if text != self._shown and time.monotonic() - self._last_edit >= self.interval:

@@ -115,8 +115,10 @@ def _schedules(s: Settings, spec: Spec) -> dict[str, Any]:
     from prefect.schedules import Cron, Interval
 
     if spec.schedule == "trending":  # paused until there is a chart to read
+        from flows.charts import drop_source
+
         cron = Cron(s.trending_cron, timezone=s.trending_timezone)
-        return {"schedules": [cron], "paused": not s.chart_url}
+        return {"schedules": [cron], "paused": not drop_source(s)}
     if spec.schedule == "janitor":
         return {"schedules": [Interval(timedelta(seconds=s.janitor_interval_s))]}
     return {}

@@ -506,6 +506,9 @@ def _succeed(s: Settings, job_id: str, result: dict) -> bool:
         return True
 
 
+CANCEL_CHECK_S = 2.0  # how often a job waiting in line looks whether it was cancelled
+
+
 class _Slots:
     """Jobs running at once in this process; the others wait in line, oldest first.
 
@@ -539,7 +542,7 @@ class _Slots:
                 self._cond.notify_all()
 
     def _wait(self, s: Settings, job_id: str) -> None:
-        touched = time.monotonic()
+        touched = looked = time.monotonic()
         with self._cond:
             self._line.append(job_id)
         try:
@@ -551,6 +554,9 @@ class _Slots:
                     self._cond.wait(0.5)
                 if _stopping.is_set():
                     raise JobInterrupted()
+                if time.monotonic() - looked < CANCEL_CHECK_S:
+                    continue
+                looked = time.monotonic()
                 job = get_job(s, job_id)
                 if job is not None and job.state == "cancelled":
                     raise JobCancelled()

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
 
     # Jobs running at once in one process; more wait in a queue (users see their place).
     max_running_jobs: int = 2
+    # Jobs run in-process (embedded) run at this much lower CPU priority than the bot, so
+    # commands are answered at once while covers are made (0: the same priority).
+    job_nice: int = Field(default=10, ge=0, le=19)
 
     # Where flows run. "embedded": in the submitting process (no server needed). "cluster":
     # submitted to the Prefect server at PREFECT_API_URL as deployments that workers pick up;
@@ -87,6 +90,14 @@ class Settings(BaseSettings):
     chart_url: str | None = None  # JSON chart (Apple Music RSS shape or a plain list); or file
     chart_limit: int = 10  # chart entries considered per drop
     chart_match_score: float = 88.0  # rapidfuzz score an entry needs to match a catalog song
+    # Charts users pick from with /charts: name -> source (an Apple Music RSS URL, a Deezer
+    # chart "deezer:chart/0" or playlist "deezer:playlist/<id>", a JSON list's URL or file),
+    # e.g. ENCORE_CHARTS='{"world": "deezer:chart/0", "fr": "deezer:playlist/1109890291"}'.
+    # Unset: ENCORE_CHART_URL is the one chart, "top".
+    charts: dict[str, str] = Field(default_factory=dict)
+    chart_default: str | None = None  # the chart shown when none is picked (default: the first)
+    chart_cache_s: float = 600.0  # a chart is read at most this often
+    deezer_api_url: str = "https://api.deezer.com"  # Deezer's public API (no key needed)
     trending_cron: str = "0 17 * * 5"  # when drops happen (cron, in trending_timezone)
     trending_timezone: str = "UTC"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import threading
 import time
@@ -74,6 +75,21 @@ def flow_fn_of(kind: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def _lower_priority(nice: int) -> None:
+    """Give this thread, and the threads and processes it starts (Prefect's, the engine's,
+    ffmpeg), a lower CPU priority than the process's own, so a bot running jobs in-process
+    keeps answering commands at once however many jobs are running or waiting (on Linux a
+    thread has a priority of its own, inherited by what it creates)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+    except OSError as exc:  # a sandbox may forbid it: the job still runs
+        log.debug("could not lower the priority of a job thread: %s", exc)
+
+
 def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     """Run the job's flow on a thread of this process; the Prefect backend starts first."""
     from flows import backend
@@ -81,6 +97,7 @@ def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     backend.start(s)  # once per process, before any flow thread (no-op with a server)
 
     def target() -> None:
+        _lower_priority(s.job_nice)
         try:
             flow_fn(**kwargs)
         except Exception:  # the job row already says what the user needs to know

@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger
 from sqlalchemy import select
 
 from flows.catalog import label, list_songs
-from flows.charts import match, read_chart
+from flows.charts import drop_source, match, read_chart
 from flows.db import ChatSubscription, Job, Voice, session
 from flows.settings import Settings, get_settings
 from flows.submit import submit_cover
@@ -109,7 +109,7 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
         day = date.fromisoformat(day.strip()).isoformat()
     except (ValueError, AttributeError):
         raise EngineError(f"The drop date must look like 2025-01-31, not {day!r}.") from None
-    entries = read_chart(s.chart_url, s.chart_limit)
+    entries = read_chart(drop_source(s), s.chart_limit, s.deezer_api_url)
     matched, missing = match(entries, list_songs(s), s.chart_match_score)
     fetched = []
     if s.link_sources and missing:  # the resolver fetches what the catalog lacks

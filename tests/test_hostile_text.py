@@ -23,12 +23,13 @@ NAME_RULE = (
     "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; pick another name."
 )
 NO_SONG = "No song in the catalog matches “{}”. Check the spelling, or send me the song file and "
+USAGE = "Tell me which song: /cover <song>, like /cover test song +2 (/songs lists them all)…"
 RANGE = "The key change goes from -12 to +12 semitones; try something like /cover <song> +2."
 
 # (what the user does, the text, the sentence Encore answers: whole, or its start with "…")
 CORPUS = [
-    ("cover", "\x00", COVER_USAGE),
-    ("cover", "\u200b\u200c\u200d\ufeff", COVER_USAGE),
+    ("cover", "\x00", USAGE),
+    ("cover", "\u200b\u200c\u200d\ufeff", USAGE),
     ("cover", "\u202eevil\u202c", NO_SONG.format("evil") + "…"),
     ("cover", "zzqx\x00\x07\x1b[31m", NO_SONG.format("zzqx[31m") + "…"),
     ("cover", "zzqx [click](https://evil.example) <b>x</b>", "No song in the catalog matches…"),

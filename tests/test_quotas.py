@@ -10,6 +10,7 @@ through the bots' own `ChatCore.submit` against a quota of 3, on SQLite and on P
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from datetime import timedelta
@@ -387,7 +388,8 @@ def test_twenty_commands_at_once_make_exactly_the_quotas_three_jobs(race_setting
     assert len(made) == 3 and len(refused) == 17
     for reply in refused:
         assert reply.text.startswith("You have used today's 3 covers, karaoke tracks and stems.")
-        assert reply.text.endswith("Try again in 24 h.")
+        # (24 h after the first job; a slow machine may have taken a minute to get here)
+        assert re.search(r"Try again in (24 h|23 h \d{1,2} min)\.$", reply.text), reply.text
     with session(s.database) as db:
         jobs = list(db.scalars(select(Job).where(Job.owner == OWNER)))
         assert len(jobs) == 3 and db.query(Usage).count() == 3

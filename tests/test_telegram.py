@@ -371,7 +371,7 @@ def test_unknown_songs_missing_voices_and_malformed_commands_get_one_helpful_sen
     def ask(text: str, user_id: int = ADA) -> str:
         return _last_reply_text(fake, fake.send_text(text, user_id=user_id))
 
-    assert ask("/cover test song").startswith("You have no voice yet")  # no voice at all
+    assert ask("/cover test song").startswith("You have no voice of your own yet")  # the demo
     assert ask("/cover").startswith("Tell me which song")
     assert "-12 to +12" in ask("/cover test song +40")
     assert ask("/karaoke").startswith("Tell me which song: /karaoke")

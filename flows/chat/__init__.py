@@ -1,1 +1,1 @@
-"""What users read: the sentences of the chat and the CLI, kept apart from the logic."""
+"""The chat side of Encore: what the bots say (text) and what they show, platform-neutral."""
