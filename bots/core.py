@@ -181,6 +181,7 @@ class JobPlan:
     upload_id: str | None = None
     link: str | None = None  # a cover of the song at this link (fetched by the job)
     links: tuple[str, ...] = ()  # an import of the model files at these links
+    chart: tuple[str, str] | None = None  # (artist, title): a chart song fetched by the job
 
     @property
     def status(self) -> str:
@@ -547,6 +548,27 @@ class ChatCore:
             voice_id=voice.id,
             options={"pitch": pitch},
             link=link,
+        )
+
+    def chart_cover(self, who: Who, artist: str, title: str, label: str) -> Outcome:
+        """A chart song not in the catalog: the job fetches it through the resolver, then
+        covers it in the user's default voice (when the operator enabled link sources)."""
+        if not api.chart_fetching(s=self.s):
+            return Reply(api.links_text.DISABLED)
+        found = self._voice(who)
+        if found is None:
+            return Reply(NO_VOICE)
+        if isinstance(found, list):
+            return Reply(api.links_text.PICK_VOICE_CHART)
+        refused = self._quota(who, "cover")
+        if refused:
+            return refused
+        return JobPlan(
+            kind="cover",
+            owner=who.owner,
+            headline=api.headline("cover", label, found.name, 0),
+            voice_id=found.id,
+            chart=(artist, title),
         )
 
     def _song_job(self, who: Who, song: api.SongInfo, kind: str) -> Outcome:
@@ -1237,6 +1259,7 @@ class ChatCore:
                     reply_to=reply_to,
                     quota=True,
                     link=plan.link,
+                    chart={"artist": plan.chart[0], "title": plan.chart[1]} if plan.chart else None,
                 )
             elif plan.kind == "stems":
                 job_id = jobs.submit_stems(

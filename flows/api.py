@@ -231,7 +231,7 @@ def set_chat_chart(
 def chart_fetching(s: Settings | None = None) -> bool:
     """Whether a chart song missing from the catalog can be fetched on demand (link sources,
     when the operator enables them); False: only catalog songs can be covered."""
-    return False
+    return _s(s).link_sources
 
 
 def is_demo_voice(voice: VoiceInfo) -> bool:

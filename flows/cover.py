@@ -18,6 +18,7 @@ from flows.settings import get_settings
 from flows.steps import fetch, remix, resolve, step_task
 
 fetch_task = step_task(fetch.fetch, name="fetch")
+fetch_chart_task = step_task(fetch.fetch_chart, name="fetch-chart")
 resolve_task = step_task(resolve.resolve, name="resolve")
 remix_task = step_task(remix.remix, name="remix")
 
@@ -29,9 +30,11 @@ def make_cover(
     voice_id: str,
     options: dict | None = None,
     link: str | None = None,
+    chart: dict | None = None,
 ) -> dict:
     """Make a cover of `song_id` (or of the song at `link`, fetched first: `flows.links`)
-    sung by `voice_id`; returns the stored cover's URI.
+    sung by `voice_id`, or of chart song `chart` ({"artist", "title"}) that the resolver
+    fetches into the catalog first (`flows.resolver`); returns the stored cover's URI.
 
     `run_job` posts progress and the cover to the chat that asked (its reply target).
     """
@@ -39,12 +42,15 @@ def make_cover(
     options = options or {}
 
     def body(workdir: Path) -> dict:
-        wanted = fetch_task(s, job_id, link).id if link else song_id
+        if chart:
+            wanted = fetch_chart_task(s, job_id, chart["artist"], chart["title"]).id
+        else:
+            wanted = fetch_task(s, job_id, link).id if link else song_id
         song, _audio = resolve_task(s, job_id, wanted, workdir)
         voice = voice_named(s, voice_id)
         sung = run_heavy(s, sing_vocal, job_id, song_id=wanted, voice_id=voice_id, options=options)
         title = f"{label(song)} ({voice.name} cover)"
         made = remix_task(s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir)
-        return {**made, "song_id": wanted} if link else made
+        return {**made, "song_id": wanted} if wanted != song_id else made
 
     return run_job(s, job_id, body)

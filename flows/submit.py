@@ -183,6 +183,7 @@ def submit_cover(
     reply_to: dict | None = None,
     quota: bool = False,
     link: str | None = None,
+    chart: dict | None = None,
 ) -> str:
     """A cover of catalog song `song_id`, or (with `song_id` None) of the song at `link`,
     which the job fetches first (`flows.links`; refused at once when links are off)."""
@@ -195,6 +196,12 @@ def submit_cover(
         s = s or get_settings()
         require_enabled(s)
         params["link"] = normalize(link)
+    if chart:  # a chart song the resolver fetches (`flows.resolver`)
+        from flows.links import require_enabled
+
+        s = s or get_settings()
+        require_enabled(s)
+        params["chart"] = {"artist": str(chart["artist"]), "title": str(chart["title"])}
     return _submit(
         s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to, quota
     )

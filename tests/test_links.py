@@ -383,3 +383,39 @@ def test_encore_voices_import_and_cover_take_links(linked, media):
     refused = run_cli(linked, "cover", media.url("/album.html"), "--voice", "Alice_Model")
     assert refused.returncode == 1
     assert " ".join(refused.stderr.split()) == f"Error: {text.PLAYLIST}"
+
+
+# ------------------------------------------------------------------------------------------
+# /charts: a chart song missing from the catalog, fetched by the resolver, then covered
+
+
+def test_a_chart_song_missing_from_the_catalog_is_fetched_then_covered(
+    linked, media, voice_files, tmp_path, monkeypatch
+):
+    from bots.core import ChatCore, JobPlan, Who
+    from flows import charts
+    from flows.settings import get_settings
+
+    chart = tmp_path / "chart.json"
+    chart.write_text(json.dumps([{"artist": "Tester", "title": "Chart Song"}]))
+    monkeypatch.setenv("ENCORE_CHARTS", json.dumps({"top": str(chart)}))
+    monkeypatch.setenv("ENCORE_RESOLVER_URL_TEMPLATE", media.url("/find?q={query}"))
+    get_settings.cache_clear()
+    charts.forget_cached()
+    s = get_settings()
+    ada = Who("telegram", "1", "1", "Ada")
+    pth, index = voice_files["alice"]
+    import_voice(s, ada.owner, "alice", [pth, index])
+    core = ChatCore(s)
+    listing = core.charts(ada)
+    (press,) = [b.data for row in listing.buttons for b in row if b.data.startswith("cc|")]
+    plan = core.button(ada, press)
+    assert isinstance(plan, JobPlan) and plan.chart == ("Tester", "Chart Song")
+    job_id, fresh = core.submit(plan, "test:chart-press", {})
+    job = follow(job_id, s=s)
+    assert job.state == "succeeded", job.reason
+    (song,) = _songs(s)
+    assert (song.owner, song.artist, song.title) == (None, "Tester", "Chart Song")
+    assert song.source_url and job.result["filename"] == "Tester - Chart Song (alice cover).mp3"
+    after = core.charts(ada)  # now in the catalog: ready, with the usual song button
+    assert any(b.data.startswith("cs|") for row in after.buttons for b in row)

@@ -56,6 +56,8 @@ def _duration(seconds: float) -> str:
 
 PICK_VOICE = "Pick your default voice first with /voice <name>, then send the link again."
 
+PICK_VOICE_CHART = "Pick your default voice first with /voice <name>, then press the song again."
+
 # Voices from a link
 NOT_A_MODEL = "That link is not an RVC model; send a direct link to the .zip, .pth or .index file."
 IMPORT_BY_LINK = "Bigger models: /import <link> [name], with a direct link to the .zip or .pth."

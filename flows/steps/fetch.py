@@ -22,3 +22,13 @@ def fetch(s: Settings, job_id: str, link: str) -> Song:
         song = fetch_song(s, link, job.owner, progress=job_progress(s, job_id, 0.01, 0.05))
         record.detail = {"song_id": song.id}
         return song
+
+
+def fetch_chart(s: Settings, job_id: str, artist: str, title: str) -> Song:
+    """A chart song missing from the catalog, fetched into it by the resolver."""
+    from flows.resolver import fetch_chart_song
+
+    with job_step(s, job_id, "fetching", 0.01) as record:
+        song = fetch_chart_song(s, artist, title, job_progress(s, job_id, 0.01, 0.05))
+        record.detail = {"song_id": song.id}
+        return song
