@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from flows.names import name_key
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -65,10 +67,15 @@ class Voice(Base):
     """An RVC voice model owned by one user."""
 
     __tablename__ = "voices"
-    __table_args__ = (UniqueConstraint("owner", "name"),)
+    __table_args__ = (
+        UniqueConstraint("owner", "name"),
+        UniqueConstraint("owner", "name_key", name="uq_voices_owner_name_key"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(100))
+    # `flows.names.name_key(name)`, kept by `_keep_name_key`: lookalike names are one name.
+    name_key: Mapped[str] = mapped_column(String(200), index=True)
     pth_uri: Mapped[str] = mapped_column(Text)
     index_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     version: Mapped[str] = mapped_column(String(8))
@@ -80,6 +87,11 @@ class Voice(Base):
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     preview_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+@event.listens_for(Voice.name, "set", retval=False)
+def _keep_name_key(voice: Voice, value: str, _old, _initiator) -> None:
+    voice.name_key = name_key(value)
 
 
 class StemSet(Base):

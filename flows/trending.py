@@ -84,7 +84,17 @@ def _subscriptions(s: Settings) -> list[tuple[ChatSubscription, Voice | None]]:
         return [(sub, db.get(Voice, sub.voice_id) if sub.voice_id else None) for sub in subs]
 
 
-def _skip_reason(sub: ChatSubscription, voice: Voice | None) -> str | None:
+def _private(sub: ChatSubscription) -> bool:
+    """A subscription made in a private chat (before such chats were refused, or where the
+    operator allowed them): a Telegram private chat's id is its user's, positive, while
+    groups and channels have negative ids. (Discord DMs could never subscribe: the bot
+    checks the server's Manage permission, which a DM has not.)"""
+    return sub.platform == "telegram" and sub.chat_id.isdigit()
+
+
+def _skip_reason(s: Settings, sub: ChatSubscription, voice: Voice | None) -> str | None:
+    if _private(sub) and not s.trending_private_chats:
+        return "a private chat: trending covers go to groups and channels"
     if not sub.voice_id:
         return "no voice: an admin sets a default voice with /voice, then /trending on again"
     if voice is None:
@@ -130,7 +140,7 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
     }
     for sub, voice in _subscriptions(s):
         where = {"platform": sub.platform, "chat_id": sub.chat_id}
-        reason = _skip_reason(sub, voice)
+        reason = _skip_reason(s, sub, voice)
         if reason is not None:
             summary["skipped"].append({**where, "reason": reason})
             continue

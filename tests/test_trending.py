@@ -29,6 +29,7 @@ ADMIN = "telegram:1"
 GROUP = -100777  # a group chat that subscribed, with alice's voice
 BOBS = 2  # a private chat that subscribed with bob's voice
 NO_VOICE = -100888  # a group chat that subscribed before anyone had a voice
+BOBS_GROUP = -100999  # a group chat that subscribed with bob's voice
 DAY = "2026-03-06"
 
 
@@ -296,6 +297,7 @@ def _audio_to(fake, chat_id: int):
 def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
     fake, chart, drop_settings, catalog, voice_files, short_songs, tmp_path, monkeypatch
 ):
+    from flows.settings import get_settings
     from flows.steps import separate
     from flows.submit import follow
     from flows.trending import trending_drop
@@ -308,7 +310,9 @@ def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
         return real_separate(audio, *args, **kwargs)
 
     monkeypatch.setattr(separate.engine, "separate", counting)
-    s = drop_settings
+    monkeypatch.setenv("ENCORE_TRENDING_PRIVATE_CHATS", "1")  # bob's private chat may have them
+    get_settings.cache_clear()
+    s = get_settings()
     alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
     bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
     assert subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
@@ -381,9 +385,25 @@ def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
     assert again["submitted"] == []
     assert [j["job_id"] for j in again["existing"]] == job_ids
     assert again["missing"] == summary["missing"] and again["matched"] == summary["matched"]
-    assert len(_jobs(s)) == len(jobs)
-    time.sleep(1.0)
+    assert len(_jobs(s)) == len(jobs)  # no job, so nothing more can be posted
     assert len(fake.calls_of("sendAudio")) == 4
+
+
+def test_a_private_chat_subscribed_before_they_were_refused_gets_no_drop(
+    drop_settings, chart, catalog, voice_files
+):
+    from flows.trending import run_drop
+
+    s = drop_settings  # private chats not allowed: the default
+    bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
+    assert subscribe(s, "telegram", str(BOBS), "trending", bob.id, f"telegram:{BOBS}")
+    chart.serve(apple(("TEST SONG", "tester")))
+
+    summary = run_drop(s, day=DAY)
+
+    assert summary["submitted"] == [] and _jobs(s) == []
+    [skipped] = summary["skipped"]
+    assert skipped["chat_id"] == str(BOBS) and "private chat" in skipped["reason"]
 
 
 def test_the_cli_runs_a_drop_and_reports_what_it_could_not_do(
@@ -497,7 +517,7 @@ def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
     alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
     bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
     subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
-    subscribe(s, "telegram", str(BOBS), "trending", bob.id, f"telegram:{BOBS}")
+    subscribe(s, "telegram", str(BOBS_GROUP), "trending", bob.id, f"telegram:{BOBS}")
     chart.serve([{"title": "Quiet Morning", "artist": "Nobody Famous"}])  # the shortest song
     summary = trending_drop(day=DAY)
     by_chat = {j["chat_id"]: j["job_id"] for j in summary["submitted"]}
@@ -518,13 +538,13 @@ def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
     with session(s.database) as db:
         assert db.get(Job, by_chat[str(GROUP)]) is None  # sung by alice: gone, with its file
         assert db.get(Delivery, by_chat[str(GROUP)]) is None
-        assert db.get(Job, by_chat[str(BOBS)]).state == "succeeded"  # bob's stays
+        assert db.get(Job, by_chat[str(BOBS_GROUP)]).state == "succeeded"  # bob's stays
         left = db.get(Job, waiting)  # cancelled; its row kept for the flow, naming no one
         assert (left.state, left.owner, left.params) == ("cancelled", "forgotten", {})
         subs = {sub.chat_id: sub for sub in db.query(ChatSubscription)}
         assert subs[str(GROUP)].created_by is None  # the chat's, it stays
     assert not storage.exists(uris[str(GROUP)])
-    assert storage.exists(uris[str(BOBS)])
+    assert storage.exists(uris[str(BOBS_GROUP)])
 
 
 def _result_uri(s, job_id: str) -> str:
