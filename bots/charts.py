@@ -109,6 +109,8 @@ def pressed(core, who: Who, verb: str, args: list[str]):
         item = api.chart_item(name, int(rank), key, s=core.s)
         if item is None:
             return Reply("", toast=text.CHART_MOVED)
+        if item.song is None and api.chart_fetching(s=core.s):  # fetched by the job
+            return core.chart_cover(who, item.artist, item.title, item.label)
         if item.song is None:
             return Reply("", toast=text.CHART_NOT_READY.format(song=quoted(item.label))[:190])
         return core._cover_with(who, item.song, 0)

@@ -180,6 +180,9 @@ class JobPlan:
     name: str | None = None
     files: tuple[str, ...] = ()
     upload_id: str | None = None
+    link: str | None = None  # a cover of the song at this link (fetched by the job)
+    links: tuple[str, ...] = ()  # an import of the model files at these links
+    chart: tuple[str, str] | None = None  # (artist, title): a chart song fetched by the job
 
     @property
     def status(self) -> str:
@@ -531,6 +534,54 @@ class ChatCore:
             options={"pitch": pitch},
         )
 
+    def _link_cover(
+        self, who: Who, url: str, pitch: int, voice: api.VoiceInfo | None = None
+    ) -> Outcome:
+        """`/cover <link>`: the job fetches the song (when the operator enabled links)."""
+        try:
+            link = api.check_link(url, s=self.s)
+        except UserError as exc:
+            return Reply(exc.message)
+        if voice is None:
+            found = self._voice(who)
+            if found is None:
+                return Reply(NO_VOICE)
+            if isinstance(found, list):
+                return Reply(api.links_text.PICK_VOICE)
+            voice = found
+        refused = self._quota(who, "cover")
+        if refused:
+            return refused
+        return JobPlan(
+            kind="cover",
+            owner=who.owner,
+            headline=api.headline("cover", api.link_label(link), voice.name, pitch),
+            voice_id=voice.id,
+            options={"pitch": pitch},
+            link=link,
+        )
+
+    def chart_cover(self, who: Who, artist: str, title: str, label: str) -> Outcome:
+        """A chart song not in the catalog: the job fetches it through the resolver, then
+        covers it in the user's default voice (when the operator enabled link sources)."""
+        if not api.chart_fetching(s=self.s):
+            return Reply(api.links_text.DISABLED)
+        found = self._voice(who)
+        if found is None:
+            return Reply(NO_VOICE)
+        if isinstance(found, list):
+            return Reply(api.links_text.PICK_VOICE_CHART)
+        refused = self._quota(who, "cover")
+        if refused:
+            return refused
+        return JobPlan(
+            kind="cover",
+            owner=who.owner,
+            headline=api.headline("cover", label, found.name, 0),
+            voice_id=found.id,
+            chart=(artist, title),
+        )
+
     def _song_job(self, who: Who, song: api.SongInfo, kind: str, six: bool = False) -> Outcome:
         refused = self._quota(who, kind)
         if refused:
@@ -563,6 +614,8 @@ class ChatCore:
                 f"Tell me which song: /{verb} <song>. Or reply /{verb} to a song file you sent."
             )
             return Reply(song_menu.usage(self, who, verb, fallback))
+        if verb == "cover" and api.is_link(query):
+            return self._link_cover(who, query, pitch)
         refused = self._quota(who, verb)
         if refused:
             return refused
@@ -669,6 +722,11 @@ class ChatCore:
         if refused:
             return refused
         voice = None
+        if verb == "cover" and api.is_link(ref):
+            picked = self._voice_ref(who, voice_ref) if voice_ref.strip() else None
+            if voice_ref.strip() and picked is None:
+                return Reply(f"You have no voice called {quoted(voice_ref)}; /voices lists yours.")
+            return self._link_cover(who, ref, pitch, picked)
         if verb == "cover":
             if voice_ref and voice_ref.strip():
                 voice = self._voice_ref(who, voice_ref)
@@ -935,12 +993,16 @@ class ChatCore:
     # -- importing
 
     @personal
-    def import_command(self, who: Who, args: str) -> Reply:
+    def import_command(self, who: Who, args: str, links: bool = True) -> Outcome:
+        """`/import [name]` opens a session for the files; `/import <link> [name]` (`links`:
+        where the command's text may carry one) imports from the link."""
         api.ensure_user(who.owner, who.name, s=self.s)
         try:
             raw = clean_arg(args)
         except UserError as exc:
             return Reply(exc.message)
+        if links and raw and api.is_link(raw.split()[0]):
+            return self._link_import(who, raw.split()[0], raw[len(raw.split()[0]) :].strip())
         name = ""
         if raw:
             name = self._new_voice_name(who, raw)
@@ -956,10 +1018,36 @@ class ChatCore:
             else "I'll name it after the file; /import <name> names it yourself."
         )
         limit = self.s.telegram_download_limit_bytes // 2**20
+        bigger = f" {api.links_text.IMPORT_BY_LINK}" if self.s.link_sources else ""
         return Reply(
             "📦 Send me the RVC model as a file: a .zip holding the .pth (and its .index), or "
             f"the .pth and then the .index. Telegram lets bots fetch files up to {limit} MB. "
-            f"{called}"
+            f"{called}{bigger}"
+        )
+
+    def _link_import(self, who: Who, url: str, raw_name: str) -> Outcome:
+        """`/import <link> [name]`: the job downloads the model, then checks it like an
+        upload (progress in the status message)."""
+        try:
+            link = api.check_link(url, model=True, s=self.s)
+        except UserError as exc:
+            return Reply(exc.message)
+        name = raw_name or api.voice_name_from_link(link)
+        if not name:
+            return Reply(api.links_text.NAME_FROM_LINK)
+        name = self._new_voice_name(who, name)
+        if isinstance(name, Reply):
+            return name
+        refused = self._quota(who, "import")
+        if refused:
+            return refused
+        api.cancel_upload(who.owner, s=self.s)  # a session waiting for files is replaced
+        return JobPlan(
+            kind="import",
+            owner=who.owner,
+            headline=api.headline("import", name=name),
+            name=name,
+            links=(link,),
         )
 
     @personal
@@ -1195,6 +1283,8 @@ class ChatCore:
                     s=self.s,
                     reply_to=reply_to,
                     quota=True,
+                    link=plan.link,
+                    chart={"artist": plan.chart[0], "title": plan.chart[1]} if plan.chart else None,
                 )
             elif plan.kind == "stems":
                 job_id = jobs.submit_stems(
@@ -1236,6 +1326,7 @@ class ChatCore:
                     s=self.s,
                     reply_to=reply_to,
                     quota=True,
+                    links=list(plan.links),
                 )
             else:
                 raise ValueError(plan.kind)

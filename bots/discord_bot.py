@@ -517,7 +517,7 @@ class DiscordBot:
             await self._say(interaction, refused)
             return
         await interaction.response.defer(thinking=True)
-        opened = await asyncio.to_thread(self.core.import_command, who, name)
+        opened = await asyncio.to_thread(self.core.import_command, who, name, False)
         upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
         if upload is None or upload.kind != "import":
             await self._say(interaction, opened)

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 
 from flows import catalog, charts, erase, users, voices
-from flows.chat import charts_text
+from flows.chat import charts_text, links_text  # (links_text: the link sentences, for the bots)
 from flows.db import ChatSubscription, Job, Song, UploadSession, Voice, session
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
 from flows.jobs import reply_target
@@ -42,6 +42,7 @@ __all__ = [
     "VoiceInfo",
     "format_duration",
     "headline",
+    "links_text",
     "settings",
     "status_line",
     "status_text",
@@ -230,7 +231,7 @@ def set_chat_chart(
 def chart_fetching(s: Settings | None = None) -> bool:
     """Whether a chart song missing from the catalog can be fetched on demand (link sources,
     when the operator enables them); False: only catalog songs can be covered."""
-    return False
+    return _s(s).link_sources
 
 
 def is_demo_voice(voice: VoiceInfo) -> bool:
@@ -252,6 +253,45 @@ def demo_voice(s: Settings | None = None) -> VoiceInfo | None:
     except Exception:  # a damaged demo voice must not stop the first cover's answer
         _log.warning("the demo voice could not be registered", exc_info=True)
         return None
+
+
+# ------------------------------------------------------------------------------------------
+# Links (songs and voice models fetched by the job: `flows.links`)
+
+
+def is_link(text: str) -> bool:
+    """Whether a command's argument is a web link rather than a name."""
+    from flows.links import is_link as looks_like_link
+
+    return looks_like_link(text)
+
+
+def check_link(url: str, model: bool = False, s: Settings | None = None) -> str:
+    """The link as the job will fetch it; UserError (one sentence) when links are off or it
+    is not an http(s) link. The network checks happen when the job fetches it."""
+    from flows.links import normalize, require_enabled
+
+    require_enabled(_s(s), model=model)
+    return normalize(url)
+
+
+def link_label(url: str) -> str:
+    """How a link is named in a status message: its site and file, short."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{parts.hostname or 'a link'}{'/…/' + tail if tail else ''}"[:60]
+
+
+def voice_name_from_link(url: str) -> str:
+    """The voice name a model link suggests ("" when it has no usable file name)."""
+    from flows.links import model_name
+
+    try:
+        return voices.valid_name(model_name(url))
+    except UserError:
+        return ""
 
 
 # ------------------------------------------------------------------------------------------

@@ -105,10 +105,15 @@ def require(s, conversion: bool = True, training: bool = False) -> None:
 
 
 def _song_id(song: str) -> str:
-    """A local file is added to the catalog first; anything else is looked up in it."""
+    """A local file is added to the catalog first, a link fetched first (`flows.links`, when
+    the operator enabled links); anything else is looked up in the catalog."""
     from flows.catalog import add_song, resolve_song
+    from flows.links import fetch_song, is_link
 
     s = get_settings()
+    if is_link(song):
+        with err_console.status("Fetching the song from the link"):
+            return fetch_song(s, song.strip(), CLI_USER).id
     path = Path(song).expanduser()
     if path.exists():
         return add_song(s, path, owner=CLI_USER).id
@@ -174,7 +179,10 @@ def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
 @app.command()
 @guarded
 def cover(
-    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    song: Annotated[
+        str,
+        typer.Argument(help="An audio file, a song in the catalog, or a link (if enabled)."),
+    ],
     voice: Annotated[str, typer.Option("--voice", "-v", help="The voice that sings.")],
     pitch: Annotated[int, typer.Option(min=-24, max=24, help="Shift in semitones.")] = 0,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
@@ -214,7 +222,7 @@ def cover(
 @app.command()
 @guarded
 def stems(
-    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    song: Annotated[str, typer.Argument(help="An audio file, a song in the catalog, or a link.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The zip to write.")] = None,
     six: Annotated[
         bool, typer.Option("--six", help="Six stems: guitar and piano too (htdemucs_6s).")
@@ -319,15 +327,23 @@ def songs_list():
 @voices_app.command("import")
 @guarded
 def voices_import(
-    files: Annotated[list[Path], typer.Argument(help="A .pth (and .index), or a .zip.")],
+    files: Annotated[
+        list[str], typer.Argument(help="A .pth (and .index), or a .zip: files or links.")
+    ],
     name: Annotated[str | None, typer.Option(help="Defaults to the file's name.")] = None,
 ):
-    """Import an RVC v2 (or v1) model as one of your voices."""
+    """Import an RVC v2 (or v1) model as one of your voices (links: if enabled)."""
+    from flows.links import is_link, model_name
     from flows.submit import stage_upload, submit_import
 
     s = get_settings()
-    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in files]
-    final = _follow(submit_import(CLI_USER, name or files[0].stem, uris, s=s))
+    links = [f.strip() for f in files if is_link(f)]
+    paths = [Path(f) for f in files if not is_link(f)]
+    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in paths]
+    default = paths[0].stem if paths else model_name(links[0])
+    if not (name or default):
+        fail("Name the voice with --name; the link has no file name to take it from.")
+    final = _follow(submit_import(CLI_USER, name or default, uris, s=s, links=links))
     result = final.result
     index = "with index" if result["index"] else "no index"
     console.print(

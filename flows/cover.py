@@ -16,9 +16,11 @@ from flows.chat import tags_text
 from flows.heavy import run_heavy, sing_vocal, voice_named
 from flows.jobs import run_job
 from flows.settings import get_settings
-from flows.steps import remix, resolve, step_task
+from flows.steps import fetch, remix, resolve, step_task
 from gpu_worker.tags import cover_tags
 
+fetch_task = step_task(fetch.fetch, name="fetch")
+fetch_chart_task = step_task(fetch.fetch_chart, name="fetch-chart")
 resolve_task = step_task(resolve.resolve, name="resolve")
 remix_task = step_task(remix.remix, name="remix")
 
@@ -26,11 +28,15 @@ remix_task = step_task(remix.remix, name="remix")
 @flow(name="make-cover", flow_run_name="cover-{job_id}", persist_result=False)
 def make_cover(
     job_id: str,
-    song_id: str,
+    song_id: str | None,
     voice_id: str,
     options: dict | None = None,
+    link: str | None = None,
+    chart: dict | None = None,
 ) -> dict:
-    """Make a cover of `song_id` sung by `voice_id`; returns the stored cover's URI.
+    """Make a cover of `song_id` (or of the song at `link`, fetched first: `flows.links`)
+    sung by `voice_id`, or of chart song `chart` ({"artist", "title"}) that the resolver
+    fetches into the catalog first (`flows.resolver`); returns the stored cover's URI.
 
     `run_job` posts progress and the cover to the chat that asked (its reply target).
     """
@@ -38,9 +44,13 @@ def make_cover(
     options = options or {}
 
     def body(workdir: Path) -> dict:
-        song, _audio = resolve_task(s, job_id, song_id, workdir)
+        if chart:
+            wanted = fetch_chart_task(s, job_id, chart["artist"], chart["title"]).id
+        else:
+            wanted = fetch_task(s, job_id, link).id if link else song_id
+        song, _audio = resolve_task(s, job_id, wanted, workdir)
         voice = voice_named(s, voice_id)
-        sung = run_heavy(s, sing_vocal, job_id, song_id=song_id, voice_id=voice_id, options=options)
+        sung = run_heavy(s, sing_vocal, job_id, song_id=wanted, voice_id=voice_id, options=options)
         title = f"{label(song)} ({voice.name} cover)"
         tags = cover_tags(song.title, song.artist, voice.name)
         result = remix_task(
@@ -48,6 +58,6 @@ def make_cover(
         )
         if sung.get("a_cappella"):
             result["note"] = tags_text.A_CAPPELLA
-        return result
+        return {**result, "song_id": wanted} if wanted != song_id else result
 
     return run_job(s, job_id, body)

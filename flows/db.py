@@ -58,6 +58,8 @@ class Song(Base):
     uri: Mapped[str] = mapped_column(Text)
     duration: Mapped[float] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: catalog
+    # The link it was fetched from (`flows.links`); None for a file added or sent.
+    source_url: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

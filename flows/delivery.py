@@ -503,7 +503,8 @@ class Courier:
         with tempfile.TemporaryDirectory(dir=_scratch(self.s)) as tmp:
             workdir = Path(tmp)
             if job.kind in ("cover", "karaoke"):
-                song = get_song(self.s, params["song_id"]) if params.get("song_id") else None
+                song_id = params.get("song_id") or result.get("song_id")  # (a link's song)
+                song = get_song(self.s, song_id) if song_id else None
                 voice = _voice(self.s, params.get("voice_id"))
                 title = Path(result.get("filename") or "cover").stem
                 performer = "Encore"

@@ -39,6 +39,7 @@ GENERIC_FAILURE = "Something went wrong on our side; please try again in a few m
 # What each step is called where users read it.
 STEP_LABELS = {
     "queued": "Queued",
+    "fetching": "Fetching the song from the link",
     "resolving": "Fetching the song",
     "separating": "Separating vocals and instruments",
     "converting": "Singing in your voice",
@@ -49,6 +50,7 @@ STEP_LABELS = {
     "training": "Training your voice",
     "registering": "Saving your voice",
     "previewing": "Singing a preview",
+    "downloading": "Downloading the model",
     "importing": "Checking the model",
     "delivering": "Uploading",
     "done": "Done",

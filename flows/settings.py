@@ -114,6 +114,24 @@ class Settings(BaseSettings):
     trending_cron: str = "0 17 * * 5"  # when drops happen (cron, in trending_timezone)
     trending_timezone: str = "UTC"
 
+    # Songs and voices from links (`/cover <link>`, `/import <link>`, the chart resolver),
+    # fetched with yt-dlp or a plain HTTP GET. Off by default: the operator who switches it on
+    # is responsible for having the rights to what is fetched.
+    link_sources: bool = False
+    # Hosts on private, loopback and link-local networks are refused (every address a name
+    # resolves to, at every redirect). Exceptions, each "10.0.0.0/8", "192.168.1.5" or an
+    # address with one port "127.0.0.1:8080" (a local media server, the tests' servers).
+    link_allow_private: list[str] = Field(default_factory=list)
+    link_socket_timeout_s: float = 20.0  # one connection or read that stalls this long fails
+    link_deadline_s: float = 600.0  # a whole fetch (page, redirects, download) takes at most this
+    link_max_song_bytes: int | None = None  # default: max_upload_bytes
+    link_max_model_bytes: int | None = None  # default: max_user_upload_bytes
+    # Chart songs missing from the catalog: "artist - title" becomes a link by a yt-dlp search
+    # ("ytsearch1:" and the query), or by this template ({query}, {artist}, {title}, each
+    # URL-encoded), e.g. "https://media.example/find?q={query}".
+    resolver_search: str = "ytsearch1:"
+    resolver_url_template: str | None = None
+
     # Chat front ends (`encore bot telegram`) and delivery of results to chats.
     telegram_token: str | None = None  # from BotFather
     telegram_api_url: str = "https://api.telegram.org/bot"  # the token is appended
@@ -175,6 +193,14 @@ class Settings(BaseSettings):
     @property
     def signing_key(self) -> Path:
         return self.c2pa_key or self.data_dir / "c2pa" / "key.pem"
+
+    @property
+    def link_song_bytes(self) -> int:
+        return self.link_max_song_bytes or self.max_upload_bytes
+
+    @property
+    def link_model_bytes(self) -> int:
+        return self.link_max_model_bytes or self.max_user_upload_bytes
 
     @property
     def work_dir(self) -> Path:

@@ -182,10 +182,26 @@ def submit_cover(
     s: Settings | None = None,
     reply_to: dict | None = None,
     quota: bool = False,
+    link: str | None = None,
+    chart: dict | None = None,
 ) -> str:
+    """A cover of catalog song `song_id`, or (with `song_id` None) of the song at `link`,
+    which the job fetches first (`flows.links`; refused at once when links are off)."""
     from flows.cover import make_cover
 
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
+    if link:
+        from flows.links import normalize, require_enabled
+
+        s = s or get_settings()
+        require_enabled(s)
+        params["link"] = normalize(link)
+    if chart:  # a chart song the resolver fetches (`flows.resolver`)
+        from flows.links import require_enabled
+
+        s = s or get_settings()
+        require_enabled(s)
+        params["chart"] = {"artist": str(chart["artist"]), "title": str(chart["title"])}
     return _submit(
         s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to, quota
     )
@@ -293,12 +309,20 @@ def submit_import(
     s: Settings | None = None,
     reply_to: dict | None = None,
     quota: bool = False,
+    links: list[str] | None = None,
 ) -> str:
-    """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`) as `owner`'s voice `name`."""
+    """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`, and/or `links` to them,
+    which the job downloads first) as `owner`'s voice `name`."""
     from flows.training import import_voice_flow
     from flows.voices import valid_name
 
     params = {"owner": owner, "name": valid_name(name), "files": list(files)}
+    if links:
+        from flows.links import normalize, require_enabled
+
+        s = s or get_settings()
+        require_enabled(s, model=True)
+        params["links"] = [normalize(url) for url in links]
     return _submit(
         s or get_settings(),
         "import",

@@ -16,7 +16,9 @@ covers per rolling 24 hours, counted and checked atomically as each cover is mad
 past the budget are skipped (and reported), not failed.
 
 Chart entries missing from the catalog are reported in the summary and the run's log, never
-guessed; so are chats skipped because their voice is unset, deleted or no longer theirs.
+guessed, unless link sources are enabled (`ENCORE_LINK_SOURCES`): then the resolver
+(`flows.resolver`) fetches them into the catalog first, and only what it cannot fetch is
+reported. So are chats skipped because their voice is unset, deleted or no longer theirs.
 """
 
 from __future__ import annotations
@@ -119,10 +121,17 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
         raise EngineError(f"The drop date must look like 2025-01-31, not {day!r}.") from None
     entries = read_chart(drop_source(s), s.chart_limit, s.deezer_api_url)
     matched, missing = match(entries, list_songs(s), s.chart_match_score)
+    fetched = []
+    if s.link_sources and missing:  # the resolver fetches what the catalog lacks
+        from flows.resolver import resolve_missing
+
+        fetched, missing = resolve_missing(s, missing)
+        matched = sorted(matched + fetched, key=lambda m: m.entry.rank)
     summary: dict = {
         "date": day,
         "chart": len(entries),
         "matched": [m.summary() for m in matched],
+        "fetched": [m.summary() for m in fetched],
         "missing": [m.summary() for m in missing],
         "submitted": [],
         "existing": [],
