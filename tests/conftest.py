@@ -157,6 +157,9 @@ def settings(tmp_path, models_dir, monkeypatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+    from flows.logs import close_log_file
+
+    close_log_file()  # a CLI command run in this process (CliRunner) logged to the data folder
 
 
 @pytest.fixture(scope="session")
