@@ -36,6 +36,7 @@ console = Console()
 err_console = Console(stderr=True)
 CLI_USER = "local"
 HEAVY_COMMANDS = {"cover", "stems", "karaoke", "demo"}
+SERVICE_COMMANDS = {"bot", "serve"}  # long-running: they log to the terminal (service_logging)
 state = {"debug": False}
 
 
@@ -66,8 +67,12 @@ def main(
     # the terminal shows the progress bar and the results; `--debug` shows them too.
     if debug:
         logging.basicConfig(level=logging.DEBUG)
-    with contextlib.suppress(OSError, ValueError):  # no log file is no reason to fail
-        log_to_file(get_settings().log_path, logging.DEBUG if debug else logging.INFO)
+    if ctx.invoked_subcommand in SERVICE_COMMANDS:
+        if not debug:  # Prefect's run logs belong in its UI, not in the service's log
+            os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    else:
+        with contextlib.suppress(OSError, ValueError):  # no log file is no reason to fail
+            log_to_file(get_settings().log_path, logging.DEBUG if debug else logging.INFO)
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
         from flows.recovery import recover_lost_jobs
 
