@@ -254,19 +254,29 @@ LINES = [
 
 
 @pytest.fixture(scope="session")
-def speech(tmp_path_factory) -> list[Path]:
-    """Three spoken samples: a wav, an Opus voice note and an m4a, as users send them."""
-    from gpu_worker.audio import encode
-
-    root = tmp_path_factory.mktemp("speech")
+def spoken(tmp_path_factory) -> list[Path]:
+    """The three LINES, spoken by espeak-ng at three pitches (WAV files)."""
+    root = tmp_path_factory.mktemp("spoken")
     out = []
-    for i, (line, fmt) in enumerate(zip(LINES, ("wav", "ogg", "m4a"), strict=True)):
+    for i, line in enumerate(LINES):
         raw = root / f"raw{i}.wav"
         subprocess.run(
             ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
             check=True,
             capture_output=True,
         )
+        out.append(raw)
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory, spoken) -> list[Path]:
+    """Three spoken samples: a wav, an Opus voice note and an m4a, as users send them."""
+    from gpu_worker.audio import encode
+
+    root = tmp_path_factory.mktemp("speech")
+    out = []
+    for i, (raw, fmt) in enumerate(zip(spoken, ("wav", "ogg", "m4a"), strict=True)):
         out.append(raw if fmt == "wav" else encode(raw, root / f"sample{i}.{fmt}", fmt))
     return out
 

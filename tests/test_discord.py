@@ -422,24 +422,9 @@ def test_sync_sends_the_command_schema_of_the_snapshot(fake, dc_settings):
 
 
 @pytest.fixture(scope="module")
-def recordings(tmp_path_factory) -> list[bytes]:
+def recordings(spoken) -> list[bytes]:
     """Three spoken recordings, as the WAV attachments a user uploads."""
-    root = tmp_path_factory.mktemp("recordings")
-    lines = [
-        "I sing in the morning and I sing in the evening light.",
-        "The river runs along the valley where the tall trees grow.",
-        "Every song I know began as a voice somewhere far away.",
-    ]
-    out = []
-    for i, line in enumerate(lines):
-        raw = root / f"take{i}.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
-            check=True,
-            capture_output=True,
-        )
-        out.append(raw.read_bytes())
-    return out
+    return [raw.read_bytes() for raw in spoken]
 
 
 def test_training_from_attachments_asks_consent_with_a_button(

@@ -418,24 +418,10 @@ def test_an_unexpected_error_ends_in_one_sentence(fake, bot):
 
 
 @pytest.fixture(scope="module")
-def voice_notes(tmp_path_factory) -> list[bytes]:
+def voice_notes(tmp_path_factory, spoken) -> list[bytes]:
     """Three spoken voice notes (Opus in Ogg, as Telegram records them)."""
     root = tmp_path_factory.mktemp("notes")
-    lines = [
-        "I sing in the morning and I sing in the evening light.",
-        "The river runs along the valley where the tall trees grow.",
-        "Every song I know began as a voice somewhere far away.",
-    ]
-    notes = []
-    for i, line in enumerate(lines):
-        raw = root / f"raw{i}.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
-            check=True,
-            capture_output=True,
-        )
-        notes.append(encode(raw, root / f"note{i}.ogg", "opus").read_bytes())
-    return notes
+    return [encode(raw, root / f"note{i}.ogg", "opus").read_bytes() for i, raw in enumerate(spoken)]
 
 
 def test_training_a_voice_from_voice_notes(fake, settings, voice_notes, monkeypatch, tmp_path):
