@@ -173,6 +173,8 @@ def log_to_file(path: Path, level: int = logging.INFO) -> None:
     warnings become log records too. Calling it again moves the log to the new path.
     """
     global _file_handler, _root_level
+    for name, value in _PREFECT_QUIET.items():  # (even if the file cannot be made)
+        os.environ.setdefault(name, value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(
@@ -192,8 +194,6 @@ def log_to_file(path: Path, level: int = logging.INFO) -> None:
             _root_level = root.level
         root.setLevel(level)
     logging.captureWarnings(True)
-    for name, value in _PREFECT_QUIET.items():
-        os.environ.setdefault(name, value)
 
 
 def log_file() -> Path | None:
