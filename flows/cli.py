@@ -6,6 +6,7 @@ progress with rich. Errors print as one sentence; `--debug` shows tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -35,6 +36,7 @@ console = Console()
 err_console = Console(stderr=True)
 CLI_USER = "local"
 HEAVY_COMMANDS = {"cover", "stems", "karaoke", "demo"}
+SERVICE_COMMANDS = {"bot", "serve"}  # long-running: they log to the terminal (service_logging)
 state = {"debug": False}
 
 
@@ -58,17 +60,23 @@ def main(
 
         reexec_with_fast_allocator()
     state["debug"] = debug
-    from flows.logs import protect_logs
+    from flows.logs import log_to_file, protect_logs
 
     protect_logs(debug=debug)  # no token in any log line, whoever logs what
+    # Prefect's and libraries' log lines go to the log file (before Prefect is imported), so
+    # the terminal shows the progress bar and the results; `--debug` shows them too.
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+    if ctx.invoked_subcommand in SERVICE_COMMANDS:
+        if not debug:  # Prefect's run logs belong in its UI, not in the service's log
+            os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    else:
+        with contextlib.suppress(OSError, ValueError):  # no log file is no reason to fail
+            log_to_file(get_settings().log_path, logging.DEBUG if debug else logging.INFO)
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
         from flows.recovery import recover_lost_jobs
 
         recover_lost_jobs(get_settings())  # jobs of an earlier run that was killed
-    if debug:
-        logging.basicConfig(level=logging.DEBUG)
-    else:  # Prefect's run logs belong in its UI, not between the progress bar and the result
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 def fail(message: str) -> None:

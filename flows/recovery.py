@@ -94,8 +94,21 @@ def resume_lost_jobs(s: Settings) -> dict[str, int]:
     """Embedded: take over the open jobs whose process is gone and run them again here."""
     from flows.submit import resume
 
+    taken, failed = take_over_lost_jobs(s)
+    for job in taken:
+        resume(s, job)
+    return {"resumed": len(taken), "failed": failed}
+
+
+def take_over_lost_jobs(s: Settings) -> tuple[list[Job], int]:
+    """Embedded: the open jobs whose process is gone become this process's, queued again
+    (a job whose process died uses one more attempt; a released one does not); those that
+    cannot run again (no chat to tell, or out of attempts) end with INTERRUPTED.
+
+    Returns the jobs taken over, for the caller to run, and how many ended."""
     me = this_runner()
-    counts = {"resumed": 0, "failed": 0}
+    taken_over: list[Job] = []
+    failed = 0
     with session(s.database) as db:
         jobs = list(db.scalars(select(Job).where(Job.state.in_(OPEN))))
     for job in jobs:
@@ -119,12 +132,11 @@ def resume_lost_jobs(s: Settings) -> dict[str, int]:
         if not won:
             continue
         if fields["state"] == "failed":
-            counts["failed"] += 1
+            failed += 1
             continue
         log.warning("job %s: its process %s; running it again here", job.id, why)
-        counts["resumed"] += 1
-        resume(s, get_job(s, job.id))
-    return counts
+        taken_over.append(get_job(s, job.id))
+    return taken_over, failed
 
 
 def recover_lost_jobs(s: Settings) -> dict[str, int]:

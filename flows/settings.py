@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # default: <data_dir>/models
     storage_url: str | None = None  # default: file://<data_dir>/files
     database_url: str | None = None  # default: sqlite:///<data_dir>/encore.db
+    # Where `encore` commands write Prefect's and libraries' log lines (the terminal shows
+    # them only with `encore --debug`). Default: <data_dir>/logs/encore.log
+    log_file: Path | None = None
 
     # S3 storage (ENCORE_STORAGE_URL=s3://bucket/prefix); credentials come from boto3's chain.
     s3_endpoint_url: str | None = None  # None: AWS; else MinIO, a gateway, moto in tests
@@ -177,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def models(self) -> Path:
         return self.model_dir or self.data_dir / "models"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.data_dir / "logs" / "encore.log"
 
     @property
     def storage(self) -> str:

@@ -36,18 +36,11 @@ from flows.submit import stage_upload
 from flows.users import ensure_user, open_upload_session, stage_file
 from flows.voices import import_voice
 from tests.conftest import S3_REGION, s3_client
-from tests.fake_telegram import BotProcess, FakeTelegram
+from tests.fake_telegram import BotProcess
 from tests.faulty_s3 import FaultyS3
 
 ADA = 1
 OWNER = f"telegram:{ADA}"
-
-
-@pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from flows import api
 from flows.catalog import add_song
 from flows.db import Job, UploadFile, UploadSession, session
 from flows.voices import import_voice
+from tests.conftest import drain_jobs, telegram_env
 from tests.fake_telegram import BotProcess, FakeTelegram
-from tests.test_telegram import _drain, _env, _last_reply_text
+from tests.test_telegram import _last_reply_text
 
 ADA = Who("telegram", "1", "1", "Ada")
 GROUP_ADA = Who("telegram", "1", "-100", "Ada", private=False)
@@ -121,12 +122,12 @@ def telegram(settings, monkeypatch):
     from flows.settings import get_settings
 
     fake = FakeTelegram().start()
-    _env(monkeypatch, fake)
+    telegram_env(monkeypatch, fake)
     get_settings.cache_clear()
     process = BotProcess(get_settings()).start()
     yield fake
     process.stop()
-    _drain(get_settings())
+    drain_jobs()
     fake.stop()
     get_settings.cache_clear()
 

@@ -27,6 +27,7 @@ from flows.settings import Settings
 from flows.storage import open_storage
 from flows.users import QuotaExceeded, create_counted_job
 from gpu_worker.errors import EngineError
+from tests.conftest import fresh_database
 
 OWNER = "telegram:1"
 USER_FAULT = "That file is not audio I can use; send an mp3, m4a, ogg, wav or flac file."
@@ -35,7 +36,7 @@ USER_FAULT = "That file is not audio I can use; send an mp3, m4a, ogg, wav or fl
 def _settings(tmp_path: Path, **fields) -> Settings:
     base = {
         "data_dir": tmp_path / "data",
-        "database_url": f"sqlite:///{tmp_path / 'data' / 'encore.db'}",
+        "database_url": fresh_database(tmp_path / "data" / "encore.db"),
         "storage_url": (tmp_path / "data" / "files").resolve().as_uri(),
         "quota_jobs_per_day": 3,
         "quota_trainings_per_day": 2,

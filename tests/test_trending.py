@@ -22,7 +22,8 @@ from flows.demo import synth_song
 from flows.users import subscribe
 from flows.voices import import_voice
 from gpu_worker.audio import decode, write_wav
-from tests.fake_telegram import FakeTelegram, free_port
+from tests.conftest import drain_jobs
+from tests.fake_telegram import free_port
 
 SR = 44100
 ADMIN = "telegram:1"
@@ -229,13 +230,6 @@ def test_matching_never_guesses():
 
 
 @pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def drop_settings(settings, fake, chart, monkeypatch):
     from flows.settings import get_settings
 
@@ -246,18 +240,8 @@ def drop_settings(settings, fake, chart, monkeypatch):
     monkeypatch.setenv("ENCORE_CHART_LIMIT", "5")
     get_settings.cache_clear()
     yield get_settings()
-    _drain()
+    drain_jobs()
     get_settings.cache_clear()
-
-
-def _drain(timeout: float = 300) -> None:
-    """Wait for every job thread: flows read the settings of the environment."""
-    from flows import submit
-
-    deadline = time.monotonic() + timeout
-    for job_id, thread in list(submit._threads.items()):
-        thread.join(max(0.1, deadline - time.monotonic()))
-        submit._threads.pop(job_id, None)
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +266,12 @@ def catalog(drop_settings, short_songs) -> dict[str, Song]:
 def _jobs(s) -> list[Job]:
     with session(s.database) as db:
         return list(db.query(Job).order_by(Job.created_at))
+
+
+def _running_job_threads() -> list:
+    from flows import submit
+
+    return [thread for thread in submit._threads.values() if thread.is_alive()]
 
 
 def _delivered(s, job_ids: list[str]) -> list[str]:
@@ -385,7 +375,10 @@ def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
     assert again["submitted"] == []
     assert [j["job_id"] for j in again["existing"]] == job_ids
     assert again["missing"] == summary["missing"] and again["matched"] == summary["matched"]
-    assert len(_jobs(s)) == len(jobs)  # no job, so nothing more can be posted
+    assert len(_jobs(s)) == len(jobs)
+    # No job runs in this process any more, and every delivery is recorded as sent.
+    fake.wait_for(lambda: not _running_job_threads(), 60, "the job threads to end")
+    assert _delivered(s, job_ids) == ["sent"] * 4
     assert len(fake.calls_of("sendAudio")) == 4
 
 
