@@ -17,8 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 from flows import catalog, erase, users, voices
+from flows.chat import deliver_pending
+from flows.chat.courier import job_headline
+from flows.chat.text import headline, status_line, status_text
 from flows.db import Job, Song, UploadSession, Voice
-from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
 from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings

@@ -118,7 +118,7 @@ def _song_id(song: str) -> str:
 def _follow(job_id: str):
     """Follow a job with a progress bar until it ends; Ctrl-C cancels it. Fails unless it
     succeeded, else returns its view."""
-    from flows.jobs import STEP_LABELS
+    from flows.chat.text import STEP_LABELS
     from flows.submit import follow
 
     s = get_settings()
@@ -314,7 +314,8 @@ def voices_train(
     checkpoint.
     """
     from flows.recovery import recover_lost_jobs
-    from flows.submit import CONSENT_NEEDED, stage_upload, submit_training
+    from flows.submit import stage_upload, submit_training
+    from flows.training import CONSENT_NEEDED
 
     s = get_settings()
     if not consent:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prefect import flow
 
+import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows.catalog import label
 from flows.heavy import run_heavy, sing_vocal, voice_named
 from flows.jobs import run_job

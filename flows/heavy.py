@@ -38,14 +38,13 @@ from typing import Any
 from prefect import flow
 
 from flows.catalog import get_song
-from flows.db import Voice, session
+from flows.db import Voice, session, untouched_s
 from flows.jobs import (
     JobCancelled,
     get_job,
     heartbeat,
     heartbeat_s,
     job_key_prefix,
-    untouched_s,
     update_job,
     watch_job,
 )

@@ -30,7 +30,9 @@ from uuid import UUID
 from prefect import flow
 from sqlalchemy import select, update
 
-from flows.db import Job, now, session
+from flows import erase
+from flows.chat import deliver_pending
+from flows.db import Job, now, session, untouched_s
 from flows.jobs import (
     INTERRUPTED,
     OPEN,
@@ -40,9 +42,9 @@ from flows.jobs import (
     reply_target,
     runner_alive,
     this_runner,
-    untouched_s,
 )
 from flows.settings import Settings, get_settings
+from flows.users import sweep
 
 log = logging.getLogger("encore.recovery")
 
@@ -169,10 +171,6 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 def recover_jobs() -> dict:
     """Rerun jobs whose worker died, retry pending deletions, deliver ended jobs nobody
     delivered, and sweep stale upload sessions and old scratch files (`flows.users.sweep`)."""
-    from flows import erase
-    from flows.delivery import deliver_pending
-    from flows.users import sweep
-
     s = get_settings()
     found = recover_lost_jobs(s)
     found["erased"] = erase.sweep(s)  # deletions that failed before, what forgotten jobs left

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect import flow
 
+import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows.catalog import label
 from flows.heavy import run_heavy, separate_song
 from flows.jobs import job_step, run_job

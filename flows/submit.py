@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows import backend
+from flows.cover import make_cover
 from flows.db import TERMINAL, Job
 from flows.jobs import (
     GENERIC_FAILURE,
@@ -29,8 +29,12 @@ from flows.jobs import (
     this_runner,
     update_job,
 )
+from flows.separation import karaoke, stems
 from flows.settings import Settings, get_settings
-from flows.storage import open_storage
+from flows.storage import open_storage, upload_key
+from flows.training import CONSENT_NEEDED, import_voice_flow, train_voice
+from flows.users import create_counted_job
+from flows.voices import valid_name
 from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.submit")
@@ -76,8 +80,6 @@ def flow_fn_of(kind: str) -> Callable:
 
 def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     """Run the job's flow on a thread of this process; the Prefect backend starts first."""
-    from flows import backend
-
     backend.start(s)  # once per process, before any flow thread (no-op with a server)
 
     def target() -> None:
@@ -118,13 +120,11 @@ def _submit(
     """Make the job (counted against the owner's quotas when `quota`: a refusal raises
     `flows.users.QuotaExceeded` with nothing made) and start its flow.
 
-    The reply target (where the flow reports progress and delivers, `flows.delivery`) is kept
+    The reply target (where the flow reports progress and delivers, `flows.chat`) is kept
     in the database; the parameters, which Prefect stores, hold ids and options only."""
     embedded = s.run_mode != "cluster"
     runner = this_runner() if embedded else None
     if quota:
-        from flows.users import create_counted_job
-
         job_id = create_counted_job(
             s, kind, owner, params, idempotency_key=key, reply_to=reply_to, runner=runner
         )
@@ -166,8 +166,6 @@ def submit_cover(
     reply_to: dict | None = None,
     quota: bool = False,
 ) -> str:
-    from flows.cover import make_cover
-
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
     return _submit(
         s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to, quota
@@ -182,8 +180,6 @@ def submit_stems(
     reply_to: dict | None = None,
     quota: bool = False,
 ) -> str:
-    from flows.separation import stems
-
     params = {"song_id": song_id, "options": {}}
     return _submit(
         s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to, quota
@@ -199,15 +195,10 @@ def submit_karaoke(
     reply_to: dict | None = None,
     quota: bool = False,
 ) -> str:
-    from flows.separation import karaoke
-
     params = {"song_id": song_id, "options": options or {}}
     return _submit(
         s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to, quota
     )
-
-
-_SAFE = re.compile(r"[^\w.-]")
 
 
 def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = None) -> str:
@@ -218,20 +209,6 @@ def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = No
     """
     s = s or get_settings()
     return open_storage(s.storage).put(Path(local), upload_key(owner, filename))
-
-
-def upload_key(owner: str, filename: str) -> str:
-    """A fresh storage key for a file `owner` sent: `tmp/uploads/<owner>/<random>/<name>`."""
-    safe = _SAFE.sub("_", Path(filename).name)[-80:]
-    if not safe.strip("."):  # "", "." and ".." name no file
-        safe = "upload"
-    return f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
-
-
-CONSENT_NEEDED = (
-    "Training needs your consent: confirm the voice is yours or that you have its owner's "
-    "permission."
-)
 
 
 def submit_training(
@@ -249,9 +226,6 @@ def submit_training(
 
     Raises EngineError at once, with no job made, when consent is missing or the name is bad.
     """
-    from flows.training import train_voice
-    from flows.voices import valid_name
-
     if not consent:
         raise EngineError(CONSENT_NEEDED)
     params = {
@@ -276,9 +250,6 @@ def submit_import(
     quota: bool = False,
 ) -> str:
     """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`) as `owner`'s voice `name`."""
-    from flows.training import import_voice_flow
-    from flows.voices import valid_name
-
     params = {"owner": owner, "name": valid_name(name), "files": list(files)}
     return _submit(
         s or get_settings(),

@@ -4,7 +4,7 @@ One drop reads the chart (`flows.charts`), matches its entries to the public cat
 each chat subscribed to "trending" (`/trending on`, `flows.users.subscribe`) submits one cover
 per matched song, sung by the voice stored with the subscription. The flow only submits: the
 covers run as their own jobs (in this process when embedded, on the workers in a cluster) and
-post themselves to the chat (`flows.delivery`). Stems are cached per song, so a drop to many
+post themselves to the chat (`flows.chat`). Stems are cached per song, so a drop to many
 chats separates each song once.
 
 Every cover's idempotency key is `trending:<drop date>:<platform>:<chat>:<song>`, the date in
@@ -61,7 +61,7 @@ def idempotency_key(day: str, platform: str, chat_id: str, song_id: str) -> str:
 
 
 def reply_to(platform: str, chat_id: str, head: str) -> dict:
-    """Where a drop's cover goes: the chat itself, with no status message (see flows.delivery)."""
+    """Where a drop's cover goes: the chat itself, with no status message (see flows.chat)."""
     target: dict = {"platform": platform, "chat_id": chat_id, "headline": head}
     if platform == "discord":
         target["channel_id"] = chat_id  # posted to the channel by the bot, mentioning nobody

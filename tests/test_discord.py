@@ -284,7 +284,7 @@ def test_a_result_over_the_upload_limit_is_sent_as_a_link(
 def test_a_rate_limited_follow_up_is_retried_after_its_retry_after_and_arrives_once(
     fake, dc_settings, song, song_wav, monkeypatch
 ):
-    from flows.delivery import deliver, deliver_pending
+    from flows.chat import deliver, deliver_pending
     from flows.jobs import create_job, update_job
     from flows.settings import get_settings
     from flows.storage import open_storage

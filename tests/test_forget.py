@@ -29,7 +29,7 @@ from flows.db import (
     Voice,
     session,
 )
-from flows.erase import ALL_GONE
+from flows.chat.text import wording
 from flows.jobs import create_job, update_job
 from flows.storage import open_storage
 from flows.submit import stage_upload
@@ -40,6 +40,7 @@ from tests.fake_telegram import BotProcess, FakeTelegram
 from tests.faulty_s3 import FaultyS3
 
 ADA = 1
+ALL_GONE = wording("telegram").all_gone()
 OWNER = f"telegram:{ADA}"
 
 

@@ -655,7 +655,8 @@ def _finished_job(settings, kind: str, result: dict, params: dict) -> str:
 def test_results_over_the_upload_limit_go_as_a_link_or_a_reason(
     fake, tg_settings, song, monkeypatch, tmp_path
 ):
-    from flows.delivery import deliver, delivery_state
+    from flows.chat import deliver
+    from flows.chat.ledger import delivery_state
     from flows.settings import get_settings
     from flows.storage import open_storage
 
@@ -695,7 +696,8 @@ def test_results_over_the_upload_limit_go_as_a_link_or_a_reason(
 def test_transient_api_errors_are_retried_and_the_result_is_sent_once(
     fake, tg_settings, song, song_wav, tmp_path
 ):
-    from flows.delivery import deliver, delivery_state
+    from flows.chat import deliver
+    from flows.chat.ledger import delivery_state
     from flows.storage import open_storage
 
     mp3 = encode(song_wav, tmp_path / "k.mp3", "mp3")
@@ -790,7 +792,7 @@ def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
     job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
     crash = (
         "import os, signal, sys\n"
-        "from flows.delivery import claim\n"
+        "from flows.chat.ledger import claim\n"
         "from flows.settings import get_settings\n"
         "assert claim(get_settings(), sys.argv[1]) is not None\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -802,7 +804,7 @@ def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
     process = BotProcess(s).start()  # its sweeper finds the claim of a dead holder
     try:
         fake.wait_for(lambda: _ledger(s, job).state == "sent", 60, "the sweeper's delivery")
-        from flows.delivery import deliver_pending
+        from flows.chat import deliver_pending
 
         assert deliver_pending(s) == 0  # a second sweep finds nothing to do
     finally:
@@ -813,7 +815,7 @@ def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
 def test_a_lost_answer_after_an_upload_gives_at_most_two_copies_and_says_why(
     fake, tg_settings, song, song_wav, tmp_path, monkeypatch
 ):
-    from flows.delivery import deliver
+    from flows.chat import deliver
 
     s = _scaled(monkeypatch, delivery_read_timeout_s=1, delivery_time_scale=0.02)
     job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
@@ -838,7 +840,7 @@ def test_a_lost_answer_after_an_upload_gives_at_most_two_copies_and_says_why(
 def test_a_delivery_refused_past_the_give_up_time_ends_in_one_sentence(
     fake, tg_settings, song, song_wav, tmp_path, monkeypatch
 ):
-    from flows.delivery import deliver, deliver_pending
+    from flows.chat import deliver, deliver_pending
     from flows.jobs import get_job, reply_target
 
     s = _scaled(monkeypatch, delivery_give_up_s=600, delivery_time_scale=0.005)  # 3 s
