@@ -30,8 +30,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows import api
-from flows import submit as jobs
+from flows import api, submit
 from flows.api import UserError
 
 log = logging.getLogger("encore.bots")
@@ -1126,7 +1125,7 @@ class ChatCore:
         """
         try:
             if plan.kind == "cover":
-                job_id = jobs.submit_cover(
+                job_id = submit.submit_cover(
                     plan.owner,
                     plan.song_id,
                     plan.voice_id,
@@ -1137,7 +1136,7 @@ class ChatCore:
                     quota=True,
                 )
             elif plan.kind == "stems":
-                job_id = jobs.submit_stems(
+                job_id = submit.submit_stems(
                     plan.owner,
                     plan.song_id,
                     idempotency_key=key,
@@ -1146,7 +1145,7 @@ class ChatCore:
                     quota=True,
                 )
             elif plan.kind == "karaoke":
-                job_id = jobs.submit_karaoke(
+                job_id = submit.submit_karaoke(
                     plan.owner,
                     plan.song_id,
                     plan.options,
@@ -1156,7 +1155,7 @@ class ChatCore:
                     quota=True,
                 )
             elif plan.kind == "train":
-                job_id = jobs.submit_training(
+                job_id = submit.submit_training(
                     plan.owner,
                     plan.name,
                     list(plan.files),
@@ -1167,7 +1166,7 @@ class ChatCore:
                     quota=True,
                 )
             elif plan.kind == "import":
-                job_id = jobs.submit_import(
+                job_id = submit.submit_import(
                     plan.owner,
                     plan.name,
                     list(plan.files),

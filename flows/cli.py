@@ -99,7 +99,7 @@ def guarded(fn):
 
 
 def require(s, conversion: bool = True, training: bool = False) -> None:
-    from flows.models import require as require_models
+    from flows.weights import require as require_models
 
     require_models(s, conversion, training)
 
@@ -399,7 +399,7 @@ def deploy(
 @guarded
 def models_download():
     """Fetch the separation and voice models into the model folder."""
-    from flows.models import download
+    from flows.weights import download
 
     download(get_settings(), console)
 
@@ -408,7 +408,7 @@ def models_download():
 @guarded
 def models_status():
     """Show which model files are present."""
-    from flows.models import status
+    from flows.weights import status
 
     table = Table("part", "state", "where")
     ready = True

@@ -105,8 +105,8 @@ def deployment_name(flow_fn) -> str:
     return f"{flow_fn.name}/{DEPLOYMENT}"
 
 
-def voice_named(s: Settings, voice_id: str) -> Voice:
-    """The voice row; a user-facing error if it was deleted."""
+def require_voice(s: Settings, voice_id: str) -> Voice:
+    """The row of voice `voice_id`; a user-facing error if it was deleted."""
     with session(s.database) as db:
         voice = db.get(Voice, voice_id)
     if voice is None:
@@ -298,7 +298,7 @@ def sing_vocal(job_id: str, song_id: str, voice_id: str, options: dict | None = 
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        voice = voice_named(s, voice_id)
+        voice = require_voice(s, voice_id)
         stems = _separate(s, job_id, song_id, workdir)
         vocal = convert.convert(s, job_id, stems["vocals"], voice, options or {}, workdir)
         return {"vocal": vocal, "instrumental": stems["instrumental"]}
@@ -374,7 +374,7 @@ def render_preview(job_id: str, voice_id: str) -> dict:
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        return preview.preview(s, job_id, voice_named(s, voice_id), workdir)
+        return preview.preview(s, job_id, require_voice(s, voice_id), workdir)
 
     return _step(s, job_id, "preview", body)
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from flows import backend
@@ -41,8 +42,11 @@ log = logging.getLogger("encore.submit")
 
 
 @dataclass(frozen=True)
-class JobView:
-    """What a user sees of a job."""
+class JobInfo:
+    """What a user sees of a job (the CLI, the bots through `flows.api`): a copy of its row.
+
+    `headline` (what the chat calls the job) and `reply_to` (the chat it reports to) are
+    filled in by `flows.api` for the bots; `view` and `follow` leave them empty."""
 
     id: str
     kind: str
@@ -51,14 +55,37 @@ class JobView:
     progress: float
     reason: str | None
     result: dict
+    created_at: datetime | None = None
+    headline: str = ""
+    reply_to: dict | None = None
 
     @property
     def done(self) -> bool:
         return self.state in TERMINAL
 
+    @property
+    def open(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def undelivered(self) -> str | None:
+        """Why a finished result never reached the chat (the delivery's give-up sentence)."""
+        return (self.result or {}).get("undelivered")
+
     @classmethod
-    def of(cls, job: Job) -> JobView:
-        return cls(job.id, job.kind, job.state, job.step, job.progress, job.reason, job.result)
+    def of(cls, job: Job, headline: str = "", reply_to: dict | None = None) -> JobInfo:
+        return cls(
+            job.id,
+            job.kind,
+            job.state,
+            job.step,
+            job.progress,
+            job.reason,
+            dict(job.result or {}),
+            job.created_at,
+            headline,
+            reply_to,
+        )
 
 
 _threads: dict[str, threading.Thread] = {}
@@ -263,18 +290,32 @@ def submit_import(
     )
 
 
-def view(job_id: str, s: Settings | None = None) -> JobView | None:
+def running_here() -> list[str]:
+    """Jobs whose flows run on threads of this process now (embedded mode)."""
+    return [job_id for job_id, thread in list(_threads.items()) if thread.is_alive()]
+
+
+def wait_running(timeout: float) -> list[str]:
+    """Wait up to `timeout` seconds for the job threads of this process to end; the ids of
+    those still running."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_threads.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return running_here()
+
+
+def view(job_id: str, s: Settings | None = None) -> JobInfo | None:
     job = get_job(s or get_settings(), job_id)
-    return JobView.of(job) if job is not None else None
+    return JobInfo.of(job) if job is not None else None
 
 
 def follow(
     job_id: str,
-    on_change: Callable[[JobView], None] | None = None,
+    on_change: Callable[[JobInfo], None] | None = None,
     poll_seconds: float = 0.25,
     timeout: float | None = None,
     s: Settings | None = None,
-) -> JobView:
+) -> JobInfo:
     """Wait for the job to end, calling `on_change` whenever its step or progress moves."""
     s = s or get_settings()
     deadline = None if timeout is None else time.monotonic() + timeout
