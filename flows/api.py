@@ -15,12 +15,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows import catalog, erase, submit, users, voices
+from flows import backend, catalog, erase, submit, users, voices
 from flows.chat import deliver_pending
 from flows.chat.courier import job_headline
 from flows.chat.text import headline, status_line, status_text, wording
 from flows.db import Job, Song, UploadSession, Voice
 from flows.jobs import reply_target, stop_all_jobs
+from flows.logs import protect_logs
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
 from flows.submit import JobInfo
@@ -425,8 +426,6 @@ def prepare_process(s: Settings | None = None) -> int:
     never show a token, the fast allocator (if present; this restarts the process), the one
     Prefect backend of the process (`flows.backend`), and the jobs that an earlier process
     left unfinished, run again here. Returns how many jobs it resumed."""
-    from flows import backend
-    from flows.logs import protect_logs
     from gpu_worker.separate import reexec_with_fast_allocator
 
     protect_logs()

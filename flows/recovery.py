@@ -33,6 +33,7 @@ from sqlalchemy import select, update
 from flows import erase
 from flows.chat import deliver_pending
 from flows.db import Job, now, session, untouched_s
+from flows.deployments import start_run
 from flows.jobs import (
     INTERRUPTED,
     OPEN,
@@ -44,6 +45,7 @@ from flows.jobs import (
     this_runner,
 )
 from flows.settings import Settings, get_settings
+from flows.submit import resume
 from flows.users import sweep
 
 log = logging.getLogger("encore.recovery")
@@ -94,8 +96,6 @@ def _deliverable(s: Settings, job: Job) -> bool:
 
 def resume_lost_jobs(s: Settings) -> dict[str, int]:
     """Embedded: take over the open jobs whose process is gone and run them again here."""
-    from flows.submit import resume
-
     me = this_runner()
     counts = {"resumed": 0, "failed": 0}
     with session(s.database) as db:
@@ -134,8 +134,6 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
     if s.run_mode != "cluster":
         return resume_lost_jobs(s)
     from prefect.client.orchestration import get_client
-
-    from flows.deployments import start_run
 
     counts = {"rerun": 0, "failed": 0, "cancelled": 0}
     with get_client(sync_client=True) as client:

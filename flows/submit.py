@@ -21,6 +21,7 @@ from pathlib import Path
 from flows import backend
 from flows.cover import make_cover
 from flows.db import TERMINAL, Job
+from flows.deployments import start_run
 from flows.jobs import (
     GENERIC_FAILURE,
     SERVER_DOWN,
@@ -123,8 +124,6 @@ def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
 def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -> None:
     """Hand the job to the Prefect server; a job the server did not take ends at once, so
     nothing runs it later behind the user's back."""
-    from flows.deployments import start_run
-
     try:
         run_id = start_run(s, job_id, kind, params, attempt)
     except Exception as exc:
