@@ -11,6 +11,8 @@ Nothing here touches the database or the network: callers pass what the sentence
 
 from __future__ import annotations
 
+import math
+
 from flows.db import TERMINAL
 from gpu_worker.samples import format_duration
 
@@ -133,12 +135,11 @@ def clip(text: str, limit: int = CAPTION_LIMIT) -> str:
 
 
 def megabytes(n: int) -> str:
-    """A size as users read it: "20.5 MB", "48 MB", "300 KB" (never rounded to a limit)."""
-    if n >= 10 * 2**20:
-        return f"{n / 2**20:.0f} MB"
+    """A size as users read it: "20.5 MB", "48 MB", "300 KB". Rounded up, so that a file over
+    a limit never reads as the limit itself (20.04 MB is "20.1 MB", not "20 MB")."""
     if n >= 2**20:
-        return f"{n / 2**20:.1f} MB"
-    return f"{max(1, round(n / 1024))} KB"
+        return f"{math.ceil(n * 10 / 2**20) / 10:g} MB"
+    return f"{max(1, math.ceil(n / 1024))} KB"
 
 
 # ------------------------------------------------------------------------------------------
