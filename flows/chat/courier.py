@@ -156,6 +156,12 @@ class Courier:
         self._shown = text
         self._last_edit = time.monotonic()
 
+    @classmethod
+    def chat_target(cls, chat_id: str, head: str) -> dict:
+        """The reply target of a job that comes unprompted into chat `chat_id` (a trending
+        drop's cover), with no status message: its file's post says `head`."""
+        return {"platform": cls.platform, "chat_id": chat_id, "headline": head}
+
     def has_status_message(self) -> bool:
         return bool(self.reply_to.get("status_message_id"))
 

@@ -35,6 +35,12 @@ def courier_to(s: Settings, target: dict, job_id: str = "") -> Courier | None:
     return kind(s, job_id, target) if kind is not None else None
 
 
+def chat_target(platform: str, chat_id: str, head: str) -> dict:
+    """A reply target for a job that comes unprompted into a chat (a trending drop's cover):
+    the chat itself, with no status message, its post saying `head`."""
+    return PLATFORMS[platform].chat_target(chat_id, head)
+
+
 def courier_for(s: Settings, job_id: str) -> Courier | None:
     """The courier for a job submitted from a chat a registered platform can post to, else
     None: the job's observer (`flows.jobs.observe_jobs`)."""

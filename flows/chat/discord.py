@@ -109,6 +109,11 @@ class DiscordCourier(Courier):
     platform = "discord"
     api_class: type = DiscordApi
 
+    @classmethod
+    def chat_target(cls, chat_id: str, head: str) -> dict:
+        # posted to the channel by the bot, mentioning nobody
+        return {**super().chat_target(chat_id, head), "channel_id": chat_id}
+
     @property
     def upload_limit(self) -> int:
         return int(self.reply_to.get("upload_limit") or self.s.discord_upload_limit_bytes)

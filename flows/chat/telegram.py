@@ -82,6 +82,13 @@ class TelegramCourier(Courier):
     platform = "telegram"
     api_class: type = TelegramApi
 
+    @classmethod
+    def chat_target(cls, chat_id: str, head: str) -> dict:
+        target = super().chat_target(chat_id, head)
+        if chat_id.lstrip("-").isdigit():
+            target["chat_id"] = int(chat_id)
+        return target
+
     @property
     def upload_limit(self) -> int:
         return self.s.telegram_upload_limit_bytes

@@ -154,6 +154,24 @@ def cover_title(song_title: str, voice: str | None, kind: str = "cover", pitch: 
     return f"{song_title} ({kind})"
 
 
+# ------------------------------------------------------------------------------------------
+# Trending drops (`flows.trending`): what a cover says in the chat, and why a chat got none
+
+
+def drop_headline(rank: int, song: str, voice: str) -> str:
+    """What a drop's cover says it is (its caption, or its channel post)."""
+    return f"📈 #{rank} on the chart: {song} — sung by {voice}"
+
+
+DROP_NO_VOICE = "no voice: an admin sets a default voice with /voice, then /trending on again"
+DROP_VOICE_GONE = "its voice was deleted: an admin picks another with /voice, then /trending on"
+DROP_VOICE_PRIVATE = "its voice is no longer available to the admin who subscribed"
+
+
+def drop_budget_spent(limit: int, wait_min: int) -> str:
+    return f"the budget of {limit} drop covers a day is spent (room in {wait_min} min)"
+
+
 OUTCOME_NOUNS = {"cover": "cover", "karaoke": "karaoke track"}
 STEMS_CAPTION = "Vocals, drums, bass, other and the instrumental, as FLAC."
 DONE = "✅ Done."
