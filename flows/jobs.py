@@ -2,6 +2,9 @@
 
 `run_job` is the one wrapper every flow body runs in. It turns any failure into a terminal row
 with a short reason, removes what the job half-wrote, and never lets a traceback reach a user.
+It tells the job's observers (`observe_jobs`) how the job goes and when it ended: that is how
+a chat hears of its job (`flows.chat` registers an observer per platform), and this module
+knows nothing of chats.
 
 While a job runs, `watch_job` watches its row: a user's cancel, or this process shutting down
 (`stop_all_jobs`), stops the work within seconds through the engine's stop check
