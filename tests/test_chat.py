@@ -102,7 +102,9 @@ def test_discord_users_are_not_told_of_telegram_only_commands():
         discord.too_big("cover", 30 * 2**20, 25 * 2**20, None),
         discord.gave_up(6 * 3600),
     ]
+    every.append(discord.send_song_file("cover"))
     assert not any("/done" in line or "reply to" in line for line in every)
+    assert "reply to it with /cover" in telegram.send_song_file("cover")
     assert "Discord" in discord.gave_up(60) and "Telegram" in telegram.gave_up(60)
     assert discord.training_over().endswith("/train new.")
 

@@ -227,6 +227,10 @@ class Wording:
             f"{self.use_voice(name, is_default)}"
         )
 
+    def send_song_file(self, verb: str) -> str:
+        """How to use a song file of one's own with `/<verb>` (cover, stems, karaoke)."""
+        return f"send me the song file with /{verb}"
+
     def all_gone(self) -> str:
         """After `/forget`, once the last file left pending is deleted."""
         return "The rest of your files are deleted now: Encore keeps nothing about you."
@@ -276,6 +280,9 @@ class TelegramWording(Wording):
     platform = "telegram"
     name = "Telegram"
 
+    def send_song_file(self, verb: str) -> str:
+        return f"send me the song file and reply to it with /{verb}"
+
     def sample_over_total(self, max_total_s: float) -> str:
         return f"{super().sample_over_total(max_total_s)[:-1]}; /done to train with what you sent."
 
@@ -286,6 +293,9 @@ class DiscordWording(Wording):
 
     platform = "discord"
     name = "Discord"
+
+    def send_song_file(self, verb: str) -> str:
+        return f"attach the song file to /{verb} (its `file` option)"
 
     def training_over(self) -> str:
         return "That training session is over; start again with /train new."
