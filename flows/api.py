@@ -44,6 +44,7 @@ __all__ = [
     "settings",
     "status_line",
     "status_text",
+    "wording",  # a platform's sentences (`flows.chat.text`): what the bots say, too
 ]
 
 
