@@ -187,8 +187,9 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
     followups = fake.wait_for(lambda: pending.followups, 120, "the cover")
     [message] = followups
     [attachment] = message["attachments"]
-    assert attachment["filename"] == "Tester - Test Song (alice cover).mp3"
-    assert "Test Song (alice cover)" in message["content"]
+    # a +2 cover says so, in its file's name and its title
+    assert attachment["filename"] == "Tester - Test Song (alice cover, +2).mp3"
+    assert "Test Song (alice cover, +2)" in message["content"]
     cover = tmp_path / attachment["filename"]
     cover.write_bytes(fake.attachment(attachment))
     _check_cover(cover, song_wav, dc_settings)

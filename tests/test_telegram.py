@@ -171,11 +171,11 @@ def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
     audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
     assert len(audio) == 1
     call = audio[0]
-    assert call.params["title"] == "Test Song (alice cover)"
+    assert call.params["title"] == "Test Song (alice cover, +2)"
     assert call.params["performer"] == "Tester"
     assert call.params["reply_parameters"]["message_id"] == command["message_id"]
     cover = _audio_file(call, tmp_path)
-    assert cover.name == "Tester - Test Song (alice cover).mp3"
+    assert cover.name == "Tester - Test Song (alice cover, +2).mp3"  # a +2 cover says so
     source = decode(song_wav, SR, 2).shape[1]
     assert abs(decode(cover, SR, 2).shape[1] - source) <= 0.010 * SR
     loud = measure_loudness(cover)
