@@ -30,8 +30,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows import api
-from flows import submit as jobs
+from flows import api, submit
 from flows.api import UserError
 
 log = logging.getLogger("encore.bots")
@@ -1274,7 +1273,7 @@ class ChatCore:
         """
         try:
             if plan.kind == "cover":
-                job_id = jobs.submit_cover(
+                job_id = submit.submit_cover(
                     plan.owner,
                     plan.song_id,
                     plan.voice_id,
@@ -1287,7 +1286,7 @@ class ChatCore:
                     chart={"artist": plan.chart[0], "title": plan.chart[1]} if plan.chart else None,
                 )
             elif plan.kind == "stems":
-                job_id = jobs.submit_stems(
+                job_id = submit.submit_stems(
                     plan.owner,
                     plan.song_id,
                     idempotency_key=key,
@@ -1297,7 +1296,7 @@ class ChatCore:
                     options=plan.options,
                 )
             elif plan.kind == "karaoke":
-                job_id = jobs.submit_karaoke(
+                job_id = submit.submit_karaoke(
                     plan.owner,
                     plan.song_id,
                     plan.options,
@@ -1307,7 +1306,7 @@ class ChatCore:
                     quota=True,
                 )
             elif plan.kind == "train":
-                job_id = jobs.submit_training(
+                job_id = submit.submit_training(
                     plan.owner,
                     plan.name,
                     list(plan.files),
@@ -1318,7 +1317,7 @@ class ChatCore:
                     quota=True,
                 )
             elif plan.kind == "import":
-                job_id = jobs.submit_import(
+                job_id = submit.submit_import(
                     plan.owner,
                     plan.name,
                     list(plan.files),

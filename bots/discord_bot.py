@@ -5,7 +5,7 @@ autocomplete, `default_permissions`), deferring each interaction well inside Dis
 downloading attachments within the interaction's `attachment_size_limit`, rendering `bots.core`
 replies (ephemeral) and buttons, and submitting jobs with a `reply_to` that names the
 interaction's token. Progress edits and results are posted by the job itself over Discord's
-REST API (`flows.delivery`), not by this process. Commands are registered with Discord at
+REST API (`flows.chat`), not by this process. Commands are registered with Discord at
 deploy time (`encore bot discord --sync`, `sync_commands`), not on every start.
 """
 

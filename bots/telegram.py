@@ -3,7 +3,7 @@
 This module owns the Telegram wiring only. It turns updates into `bots.core` calls, renders
 their replies and inline buttons, downloads the files users send (within the Bot API's 20 MB
 limit), posts the one status message of a new job and submits the job with the chat's
-`reply_to`. Progress and results are posted by the job itself (`flows.delivery`), not by this
+`reply_to`. Progress and results are posted by the job itself (`flows.chat`), not by this
 process, so restarting the bot loses nothing.
 
 A user's updates are handled one at a time (different users in parallel), so a command

@@ -14,18 +14,20 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from flows import catalog, charts, erase, users, voices
-from flows.chat import charts_text, links_text  # (links_text: the link sentences, for the bots)
+from flows import backend, catalog, charts, erase, submit, users, voices
+from flows.chat import charts_text, deliver_pending, links_text
+from flows.chat.courier import job_headline
+from flows.chat.text import headline, status_line, status_text, wording
 from flows.db import ChatSubscription, Job, Song, UploadSession, Voice, session
-from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
-from flows.jobs import reply_target
+from flows.jobs import reply_target, stop_all_jobs
+from flows.logs import protect_logs
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
+from flows.submit import JobInfo
 from flows.users import Forgotten, Limit, QuotaExceeded
 from gpu_worker.errors import EngineError as UserError
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
@@ -46,6 +48,7 @@ __all__ = [
     "settings",
     "status_line",
     "status_text",
+    "wording",  # a platform's sentences (`flows.chat.text`): what the bots say, too
 ]
 
 
@@ -375,24 +378,6 @@ def ensure_user(owner: str, display_name: str = "", s: Settings | None = None) -
 # Jobs
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    id: str
-    kind: str
-    state: str
-    step: str
-    progress: float
-    reason: str | None
-    headline: str
-    created_at: datetime
-    reply_to: dict | None
-    undelivered: str | None = None  # why a finished result never reached the chat
-
-    @property
-    def open(self) -> bool:
-        return self.state in ("queued", "running")
-
-
 def _job(job: Job | None, s: Settings) -> JobInfo | None:
     if job is None:
         return None
@@ -400,18 +385,7 @@ def _job(job: Job | None, s: Settings) -> JobInfo | None:
         head = job_headline(s, job)
     except Exception:  # a job whose song or voice is gone still lists
         head = job.kind.capitalize()
-    return JobInfo(
-        job.id,
-        job.kind,
-        job.state,
-        job.step,
-        job.progress,
-        job.reason,
-        head,
-        job.created_at,
-        reply_target(s, job.id),
-        (job.result or {}).get("undelivered"),
-    )
+    return JobInfo.of(job, head, reply_target(s, job.id))
 
 
 def list_jobs(owner: str, limit: int = 8, s: Settings | None = None) -> list[JobInfo]:
@@ -551,28 +525,25 @@ def add_sample(
     """Check one voice sample and, when it is usable, stage it in the training session.
 
     `source` names the chat message it came from, so a re-delivered message counts once.
+    The problem is said as the owner's platform says it (an owner id starts with it).
     """
     s = _s(s)
+    words = wording(owner.partition(":")[0])
     session = get_upload(upload_id, s)
     if session is None or session.state != "open":
-        raise UserError("That training session is over; start again with /train <name>.")
+        raise UserError(words.training_over())
     if any(f.source == source for f in session.files):
         return SampleResult(False, True, 0.0, None, session)
     digest = _sha256(Path(local))
     if any(row.content_hash == digest for row in users.upload_files(s, upload_id)):
-        return SampleResult(False, False, 0.0, "You sent this clip already.", session)
+        return SampleResult(False, False, 0.0, words.sample_repeated(), session)
     limits = training_limits(s)
     check = check_samples([Path(local)], limits, names=[filename]).samples[0]
     problem = check.problem
     if problem is None and session.voiced_s + check.voiced_s > limits.max_total_s:
-        problem = (
-            f"That would take the total past {format_duration(limits.max_total_s)}, the most one "
-            "voice trains on; /done to train with what you sent."
-        )
+        problem = words.sample_over_total(limits.max_total_s)
     if problem is not None:
-        if problem.startswith("Sample 1 "):
-            problem = "This clip " + problem.removeprefix("Sample 1 ")
-        return SampleResult(False, False, check.voiced_s, problem, session)
+        return SampleResult(False, False, check.voiced_s, words.sample_problem(problem), session)
     row = users.stage_file(
         s, upload_id, owner, source, Path(local), filename, digest, check.voiced_s
     )
@@ -639,9 +610,7 @@ def recover(s: Settings | None = None) -> int:
 
 def jobs_in_process() -> list[str]:
     """Jobs whose flows run in this process now (embedded mode)."""
-    from flows import submit
-
-    return [job_id for job_id, thread in list(submit._threads.items()) if thread.is_alive()]
+    return submit.running_here()
 
 
 def prepare_process(s: Settings | None = None) -> int:
@@ -649,8 +618,6 @@ def prepare_process(s: Settings | None = None) -> int:
     never show a token, the fast allocator (if present; this restarts the process), the one
     Prefect backend of the process (`flows.backend`), and the jobs that an earlier process
     left unfinished, run again here. Returns how many jobs it resumed."""
-    from flows import backend
-    from flows.logs import protect_logs
     from gpu_worker.separate import reexec_with_fast_allocator
 
     protect_logs()
@@ -665,13 +632,5 @@ def prepare_process(s: Settings | None = None) -> int:
 def stop_jobs(timeout: float = 60.0) -> list[str]:
     """This process is shutting down: stop the jobs it runs (they stay open, and the next
     start resumes them) and wait up to `timeout` for their threads; the ids still running."""
-    import time
-
-    from flows import submit
-    from flows.jobs import stop_all_jobs
-
     stop_all_jobs()
-    deadline = time.monotonic() + timeout
-    for thread in list(submit._threads.values()):
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return jobs_in_process()
+    return submit.wait_running(timeout)

@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from flows.jobs import runner_alive, this_runner
 from flows.settings import Settings
 
 log = logging.getLogger("encore.backend")
@@ -54,8 +55,6 @@ def _folders(s: Settings) -> Path:
 
 def _sweep(root: Path) -> None:
     """Remove the databases of servers whose process is gone (a killed process's)."""
-    from flows.jobs import runner_alive
-
     if not root.is_dir():
         return
     for folder in root.iterdir():
@@ -160,8 +159,6 @@ def start(s: Settings) -> str | None:
             return _server.api_url
         if api_url_set():
             return None
-        from flows.jobs import this_runner
-
         root = _folders(s)
         _sweep(root)
         folder = root / str(os.getpid())

@@ -107,7 +107,7 @@ def guarded(fn):
 
 
 def require(s, conversion: bool = True, training: bool = False) -> None:
-    from flows.models import require as require_models
+    from flows.weights import require as require_models
 
     require_models(s, conversion, training)
 
@@ -131,7 +131,7 @@ def _song_id(song: str) -> str:
 def _follow(job_id: str):
     """Follow a job with a progress bar until it ends; Ctrl-C cancels it. Fails unless it
     succeeded, else returns its view."""
-    from flows.jobs import STEP_LABELS
+    from flows.chat.text import STEP_LABELS
     from flows.submit import follow
 
     s = get_settings()
@@ -237,8 +237,8 @@ def stems(
     ] = False,
 ):
     """Separate SONG into stems (a zip of FLAC files)."""
-    from flows.models import require_six_stems
     from flows.submit import submit_stems
+    from flows.weights import require_six_stems
 
     s = get_settings()
     require(s, conversion=False)
@@ -391,7 +391,8 @@ def voices_train(
     checkpoint.
     """
     from flows.recovery import recover_lost_jobs
-    from flows.submit import CONSENT_NEEDED, stage_upload, submit_training
+    from flows.submit import stage_upload, submit_training
+    from flows.training import CONSENT_NEEDED
 
     s = get_settings()
     if not consent:
@@ -475,7 +476,7 @@ def deploy(
 @guarded
 def models_download():
     """Fetch the separation and voice models into the model folder."""
-    from flows.models import download
+    from flows.weights import download
 
     download(get_settings(), console)
 
@@ -484,7 +485,7 @@ def models_download():
 @guarded
 def models_status():
     """Show which model files are present."""
-    from flows.models import status
+    from flows.weights import status
 
     table = Table("part", "state", "where")
     ready = True

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from prefect import flow
 
+import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows.catalog import label
 from flows.chat import tags_text
-from flows.heavy import run_heavy, sing_vocal, voice_named
+from flows.heavy import require_voice, run_heavy, sing_vocal
 from flows.jobs import run_job
 from flows.settings import get_settings
 from flows.steps import fetch, remix, resolve, step_task
@@ -49,9 +50,11 @@ def make_cover(
         else:
             wanted = fetch_task(s, job_id, link).id if link else song_id
         song, _audio = resolve_task(s, job_id, wanted, workdir)
-        voice = voice_named(s, voice_id)
+        voice = require_voice(s, voice_id)
         sung = run_heavy(s, sing_vocal, job_id, song_id=wanted, voice_id=voice_id, options=options)
-        title = f"{label(song)} ({voice.name} cover)"
+        pitch = int(options.get("pitch") or 0)
+        shift = f", {pitch:+d}" if pitch else ""  # a +2 cover is not the original-key one
+        title = f"{label(song)} ({voice.name} cover{shift})"
         tags = cover_tags(song.title, song.artist, voice.name)
         result = remix_task(
             s, job_id, sung["vocal"], sung["instrumental"], options, title, workdir, tags

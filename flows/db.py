@@ -145,7 +145,7 @@ class StepRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
-# Chat users and what the bots keep for them (see `flows.users` and `flows.delivery`).
+# Chat users and what the bots keep for them (see `flows.users` and `flows.chat`).
 
 
 class User(Base):
@@ -215,7 +215,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     # sending (held by `holder` until `lease_until`) | waiting (until `next_at`) | sent |
-    # failed (refused for good) | gave_up (still refused at `give_up_at`); see flows.delivery
+    # failed (refused for good) | gave_up (still refused at `give_up_at`); see flows.chat.ledger
     state: Mapped[str] = mapped_column(String(16), default="sending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)  # the parts sent, the last error
@@ -275,6 +275,15 @@ class PendingDeletion(Base):
 
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def untouched_s(job: Job) -> float:
+    """Seconds since anything touched the job's row."""
+    touched = job.updated_at
+    if touched.tzinfo is None:  # SQLite hands back naive UTC
+        touched = touched.replace(tzinfo=UTC)
+    return (now() - touched).total_seconds()
+
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -38,14 +38,13 @@ from typing import Any
 from prefect import flow
 
 from flows.catalog import get_song
-from flows.db import Voice, session
+from flows.db import Voice, session, untouched_s
 from flows.jobs import (
     JobCancelled,
     get_job,
     heartbeat,
     heartbeat_s,
     job_key_prefix,
-    untouched_s,
     update_job,
     watch_job,
 )
@@ -106,8 +105,8 @@ def deployment_name(flow_fn) -> str:
     return f"{flow_fn.name}/{DEPLOYMENT}"
 
 
-def voice_named(s: Settings, voice_id: str) -> Voice:
-    """The voice row; a user-facing error if it was deleted."""
+def require_voice(s: Settings, voice_id: str) -> Voice:
+    """The row of voice `voice_id`; a user-facing error if it was deleted."""
     with session(s.database) as db:
         voice = db.get(Voice, voice_id)
     if voice is None:
@@ -306,7 +305,7 @@ def sing_vocal(job_id: str, song_id: str, voice_id: str, options: dict | None = 
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        voice = voice_named(s, voice_id)
+        voice = require_voice(s, voice_id)
         stems = _separate(s, job_id, song_id, workdir)
         vocal = convert.convert(s, job_id, stems["vocals"], voice, options or {}, workdir)
         song = get_song(s, song_id)
@@ -384,7 +383,7 @@ def render_preview(job_id: str, voice_id: str) -> dict:
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        return preview.preview(s, job_id, voice_named(s, voice_id), workdir)
+        return preview.preview(s, job_id, require_voice(s, voice_id), workdir)
 
     return _step(s, job_id, "preview", body)
 

@@ -19,7 +19,7 @@ redacted ones, so the file holds no token either.
 
 The entry points call it: the `encore` CLI (`flows.cli`), the bots and `encore serve`
 (`bots.cli`), the fork server of warm flow runs (`flows.warm`), `flows.api.prepare_process`,
-and the chat API clients of `flows.delivery` (so a flow run's cold-started process is
+and the chat API clients of `flows.chat` (so a flow run's cold-started process is
 covered before its first request).
 """
 

@@ -30,7 +30,10 @@ from uuid import UUID
 from prefect import flow
 from sqlalchemy import select, update
 
-from flows.db import Job, now, session
+from flows import erase
+from flows.chat import deliver_pending
+from flows.db import Job, now, session, untouched_s
+from flows.deployments import start_run
 from flows.jobs import (
     INTERRUPTED,
     OPEN,
@@ -40,9 +43,10 @@ from flows.jobs import (
     reply_target,
     runner_alive,
     this_runner,
-    untouched_s,
 )
 from flows.settings import Settings, get_settings
+from flows.submit import resume
+from flows.users import sweep
 
 log = logging.getLogger("encore.recovery")
 
@@ -92,8 +96,6 @@ def _deliverable(s: Settings, job: Job) -> bool:
 
 def resume_lost_jobs(s: Settings) -> dict[str, int]:
     """Embedded: take over the open jobs whose process is gone and run them again here."""
-    from flows.submit import resume
-
     taken, failed = take_over_lost_jobs(s)
     for job in taken:
         resume(s, job)
@@ -145,8 +147,6 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
         return resume_lost_jobs(s)
     from prefect.client.orchestration import get_client
 
-    from flows.deployments import start_run
-
     counts = {"rerun": 0, "failed": 0, "cancelled": 0}
     with get_client(sync_client=True) as client:
         for job_id in quiet_job_ids(s):
@@ -181,10 +181,6 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 def recover_jobs() -> dict:
     """Rerun jobs whose worker died, retry pending deletions, deliver ended jobs nobody
     delivered, and sweep stale upload sessions and old scratch files (`flows.users.sweep`)."""
-    from flows import erase
-    from flows.delivery import deliver_pending
-    from flows.users import sweep
-
     s = get_settings()
     found = recover_lost_jobs(s)
     found["erased"] = erase.sweep(s)  # deletions that failed before, what forgotten jobs left

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow
 
+import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows.catalog import label
 from flows.chat import tags_text
 from flows.db import Song

@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     discord_token_fresh_s: float = 14 * 60  # interaction tokens live 15 min; post later by channel
     discord_upload_limit_bytes: int = 10 * 1024 * 1024  # when an interaction does not say
     status_edit_interval_s: float = 2.0  # at most one status message edit this often
-    # Delivery of outcomes (`flows.delivery`): retried until sent or given up, never lost.
+    # Delivery of outcomes (`flows.chat`): retried until sent or given up, never lost.
     delivery_give_up_s: float = 6 * 3600  # stop retrying a refused outcome after this long
     delivery_lease_s: float = 60.0  # a claim not renewed this long: its holder died; taken over
     delivery_hold_s: float = 30.0  # waits up to this long happen in the job; longer: the sweeper

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect import flow
 
+import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows import erase
 from flows.db import TERMINAL
 from flows.heavy import render_preview, run_heavy, train_model
@@ -21,9 +22,13 @@ from flows.settings import get_settings
 from flows.steps import register, step_task
 from flows.steps.train import delete_checkpoints
 from flows.storage import open_storage
-from flows.submit import CONSENT_NEEDED
 from flows.voices import get_voice, import_voice, name_taken, valid_name
 from gpu_worker.errors import EngineError
+
+CONSENT_NEEDED = (
+    "Training needs your consent: confirm the voice is yours or that you have its owner's "
+    "permission."
+)
 
 register_task = step_task(register.register, name="register")
 

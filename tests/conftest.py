@@ -50,7 +50,7 @@ def _start_prefect_server() -> None:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
-    from flows.serve import wait_healthy  # (imports no Prefect)
+    from flows.deployments import wait_healthy  # (imports no Prefect)
 
     try:
         wait_healthy(url, 90, process=_server)

@@ -13,8 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from flows.chat.client import BotApiError
+from flows.chat.ledger import LeaseLost, backoff_s, claim, delivery_state, wait_s
 from flows.db import Delivery, now, session
-from flows.delivery import BotApiError, LeaseLost, backoff_s, claim, delivery_state, wait_s
 from flows.jobs import create_job, update_job
 from flows.logs import REDACTED, protect_logs, redact
 from flows.settings import Settings

@@ -179,8 +179,9 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
     followups = fake.wait_for(lambda: pending.followups, 120, "the cover")
     [message] = followups
     [attachment] = message["attachments"]
-    assert attachment["filename"] == "Tester - Test Song (alice cover).mp3"
-    assert "Test Song (alice cover)" in message["content"]
+    # a +2 cover says so, in its file's name and its title
+    assert attachment["filename"] == "Tester - Test Song (alice cover, +2).mp3"
+    assert "Test Song (alice cover, +2)" in message["content"]
     cover = tmp_path / attachment["filename"]
     cover.write_bytes(fake.attachment(attachment))
     _check_cover(cover, song_wav, dc_settings)
@@ -276,7 +277,7 @@ def test_a_result_over_the_upload_limit_is_sent_as_a_link(
 def test_a_rate_limited_follow_up_is_retried_after_its_retry_after_and_arrives_once(
     fake, dc_settings, song, song_wav, monkeypatch
 ):
-    from flows.delivery import deliver, deliver_pending
+    from flows.chat import deliver, deliver_pending
     from flows.jobs import create_job, update_job
     from flows.settings import get_settings
     from flows.storage import open_storage

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from flows import api
 from flows.catalog import add_song
+from flows.chat.text import wording
 from flows.db import (
     Delivery,
     Job,
@@ -29,7 +30,6 @@ from flows.db import (
     Voice,
     session,
 )
-from flows.erase import ALL_GONE
 from flows.jobs import create_job, update_job
 from flows.storage import open_storage
 from flows.submit import stage_upload
@@ -40,6 +40,7 @@ from tests.fake_telegram import BotProcess
 from tests.faulty_s3 import FaultyS3
 
 ADA = 1
+ALL_GONE = wording("telegram").all_gone()
 OWNER = f"telegram:{ADA}"
 
 

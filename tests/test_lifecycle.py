@@ -330,7 +330,7 @@ def test_a_job_nobody_can_be_told_about_ends_with_a_sentence(settings):
 
 
 def test_status_lines_of_a_restart():
-    from flows.delivery import status_line
+    from flows.chat.text import status_line
 
     assert status_line("queued", "interrupted", 0.3, kind="cover") == (
         "⏸ Encore is restarting; your cover continues when it is back."

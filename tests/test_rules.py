@@ -13,9 +13,18 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
+from flows.chat import deliver_pending
+from flows.chat.ledger import claim, delivery_state
 from flows.db import Delivery, Job, now, session
-from flows.delivery import claim, deliver_pending, delivery_state, queue_position
-from flows.jobs import INTERRUPTED, RELEASED, cancel_job, create_job, get_job, this_runner
+from flows.jobs import (
+    INTERRUPTED,
+    RELEASED,
+    cancel_job,
+    create_job,
+    get_job,
+    queue_position,
+    this_runner,
+)
 from flows.recovery import take_over_lost_jobs
 from flows.settings import Settings
 from flows.users import check_quota, create_counted_job, forget_user

@@ -129,11 +129,11 @@ def test_cover_from_a_command_arrives_as_audio_with_status_edits_in_order(
     audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 120, "the cover")
     assert len(audio) == 1
     call = audio[0]
-    assert call.params["title"] == "Test Song (alice cover)"
+    assert call.params["title"] == "Test Song (alice cover, +2)"
     assert call.params["performer"] == "Tester"
     assert call.params["reply_parameters"]["message_id"] == command["message_id"]
     cover = _audio_file(call, tmp_path)
-    assert cover.name == "Tester - Test Song (alice cover).mp3"
+    assert cover.name == "Tester - Test Song (alice cover, +2).mp3"  # a +2 cover says so
     source = decode(song_wav, SR, 2).shape[1]
     assert abs(decode(cover, SR, 2).shape[1] - source) <= 0.010 * SR
     loud = measure_loudness(cover)
@@ -597,7 +597,8 @@ def _finished_job(settings, kind: str, result: dict, params: dict) -> str:
 def test_results_over_the_upload_limit_go_as_a_link_or_a_reason(
     fake, tg_settings, song, monkeypatch, tmp_path
 ):
-    from flows.delivery import deliver, delivery_state
+    from flows.chat import deliver
+    from flows.chat.ledger import delivery_state
     from flows.settings import get_settings
     from flows.storage import open_storage
 
@@ -637,7 +638,8 @@ def test_results_over_the_upload_limit_go_as_a_link_or_a_reason(
 def test_transient_api_errors_are_retried_and_the_result_is_sent_once(
     fake, tg_settings, song, song_wav, tmp_path
 ):
-    from flows.delivery import deliver, delivery_state
+    from flows.chat import deliver
+    from flows.chat.ledger import delivery_state
     from flows.storage import open_storage
 
     mp3 = encode(song_wav, tmp_path / "k.mp3", "mp3")
@@ -732,7 +734,7 @@ def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
     job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
     crash = (
         "import os, signal, sys\n"
-        "from flows.delivery import claim\n"
+        "from flows.chat.ledger import claim\n"
         "from flows.settings import get_settings\n"
         "assert claim(get_settings(), sys.argv[1]) is not None\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -744,7 +746,7 @@ def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
     process = BotProcess(s).start()  # its sweeper finds the claim of a dead holder
     try:
         fake.wait_for(lambda: _ledger(s, job).state == "sent", 60, "the sweeper's delivery")
-        from flows.delivery import deliver_pending
+        from flows.chat import deliver_pending
 
         assert deliver_pending(s) == 0  # a second sweep finds nothing to do
     finally:
@@ -755,7 +757,7 @@ def test_a_crash_between_claim_and_send_is_delivered_by_the_sweeper_once(
 def test_a_lost_answer_after_an_upload_gives_at_most_two_copies_and_says_why(
     fake, tg_settings, song, song_wav, tmp_path, monkeypatch
 ):
-    from flows.delivery import deliver
+    from flows.chat import deliver
 
     s = _scaled(monkeypatch, delivery_read_timeout_s=1, delivery_time_scale=0.02)
     job = _karaoke_ready(s, song, song_wav, tmp_path, fake)
@@ -780,7 +782,7 @@ def test_a_lost_answer_after_an_upload_gives_at_most_two_copies_and_says_why(
 def test_a_delivery_refused_past_the_give_up_time_ends_in_one_sentence(
     fake, tg_settings, song, song_wav, tmp_path, monkeypatch
 ):
-    from flows.delivery import deliver, deliver_pending
+    from flows.chat import deliver, deliver_pending
     from flows.jobs import get_job, reply_target
 
     s = _scaled(monkeypatch, delivery_give_up_s=600, delivery_time_scale=0.005)  # 3 s

@@ -577,7 +577,7 @@ def _ended_cover(s, song_wav, reply_to: dict) -> str:
 
 
 def _posted(courier_class, s, song_wav, reply_to: dict, monkeypatch) -> list[tuple]:
-    from flows.delivery import deliver
+    from flows.chat import deliver
 
     monkeypatch.setattr(courier_class, "api_class", RecordingApi)
     monkeypatch.setattr(RecordingApi, "calls", [])
@@ -589,22 +589,22 @@ def _posted(courier_class, s, song_wav, reply_to: dict, monkeypatch) -> list[tup
 def test_an_unprompted_telegram_cover_has_its_headline_as_the_caption(
     settings, song_wav, monkeypatch
 ):
-    from flows.delivery import Courier
+    from flows.chat.telegram import TelegramCourier
 
     head = "📈 #1 on the chart: Tester - Test Song — sung by alice"
     to = {"platform": "telegram", "chat_id": GROUP, "headline": head}
-    [(method, data, files)] = _posted(Courier, settings, song_wav, to, monkeypatch)
+    [(method, data, files)] = _posted(TelegramCourier, settings, song_wav, to, monkeypatch)
     assert method == "sendAudio" and data["caption"] == head and "audio" in files
 
     # Over Telegram's 1024 (UTF-16 units, an emoji being two): cut between characters.
     to["headline"] = "📈 " + "🎤" * 600
-    [(_, data, _)] = _posted(Courier, settings, song_wav, to, monkeypatch)
+    [(_, data, _)] = _posted(TelegramCourier, settings, song_wav, to, monkeypatch)
     assert data["caption"] == "📈 " + "🎤" * 510 + "…"
     assert len(data["caption"].encode("utf-16-le")) // 2 == 1024
 
     # A job asked for in the chat has its status message: no caption, as before.
     prompted = {**to, "status_message_id": 45, "reply_to_message_id": 44}
-    calls = _posted(Courier, settings, song_wav, prompted, monkeypatch)
+    calls = _posted(TelegramCourier, settings, song_wav, prompted, monkeypatch)
     [(_, data, _)] = [c for c in calls if c[0] == "sendAudio"]
     assert "caption" not in data
     assert calls[-1][0] == "editMessageText"  # ✅ Done, in the status message
@@ -613,7 +613,7 @@ def test_an_unprompted_telegram_cover_has_its_headline_as_the_caption(
 def test_an_unprompted_discord_cover_has_its_headline_as_the_channel_post(
     settings, song_wav, monkeypatch
 ):
-    from flows.delivery import DiscordCourier
+    from flows.chat.discord import DiscordCourier
 
     head = "📈 #1 on the chart: Tester - Test Song — sung by alice"
     to = {"platform": "discord", "chat_id": "555", "channel_id": "555", "headline": head}

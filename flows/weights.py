@@ -1,4 +1,4 @@
-"""The model folder: what must be in it, what is, and filling it with `encore models download`.
+"""The weights folder: what must be in it, what is, and filling it with `encore models download`.
 
 Layout under `ENCORE_MODEL_DIR`:
 - `demucs/`: Demucs models (`<sig>.th` and bag `.yaml` files), read by Demucs's own loader:
