@@ -459,7 +459,7 @@ def prepare_process(s: Settings | None = None) -> int:
     left unfinished, run again here. Returns how many jobs it resumed."""
     from flows import backend
     from flows.logs import protect_logs
-    from gpu_worker.separate import reexec_with_fast_allocator
+    from gpu_worker.cpu import reexec_with_fast_allocator
 
     protect_logs()
     reexec_with_fast_allocator()

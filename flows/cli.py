@@ -54,7 +54,7 @@ def main(
 ):
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
         # Demucs runs about 1.3x faster under tcmalloc, which must be loaded at process start.
-        from gpu_worker.separate import reexec_with_fast_allocator
+        from gpu_worker.cpu import reexec_with_fast_allocator
 
         reexec_with_fast_allocator()
     state["debug"] = debug

@@ -620,7 +620,7 @@ def default_precision(device: str = "cpu") -> str:
 
     With emulated bf16 autocast is slower than fp32. On a GPU `fp32` leaves rvc-next's own rule
     in charge (fp16 on most cards)."""
-    from gpu_worker.separate import cpu_has_native_bf16
+    from gpu_worker.cpu import cpu_has_native_bf16
 
     if str(device or "cpu").startswith("cpu") and cpu_has_native_bf16():
         return "bf16"
@@ -655,7 +655,7 @@ def _use_all_cpus(device: Any) -> None:
     """Give torch every CPU this process may use (affinity and cgroup quota), once."""
     import torch
 
-    from gpu_worker.separate import available_cpus
+    from gpu_worker.cpu import available_cpus
 
     if str(device).startswith("cpu") and torch.get_num_threads() != available_cpus():
         torch.set_num_threads(available_cpus())

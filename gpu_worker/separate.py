@@ -11,9 +11,9 @@ This module owns the separation step of the engine:
   at all;
 - filling a model folder with Demucs's own download mechanism (`download_demucs`), which is
   what `encore models download` calls; jobs never download;
-- the speed knobs that live outside the model: the torch thread count, and the allocator
-  environment (`fast_allocator_env`, `reexec_with_fast_allocator`), since preloading tcmalloc
-  must happen before the process starts.
+- how many chunks run at once on a CPU, on how many torch threads (`cpu_plan`).
+
+The CPU count and the fast allocator are `gpu_worker.cpu`'s.
 
 Input is an array, not a path: the caller decodes with `gpu_worker.audio.decode(path, 44100, 2)`.
 """
@@ -21,15 +21,13 @@ Input is an array, not a path: the caller decodes with `gpu_worker.audio.decode(
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import math
 import os
 import shutil
 import socket
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gpu_worker import cancel
+from gpu_worker.cpu import available_cpus, cpu_has_native_bf16
 from gpu_worker.errors import BadAudio, EngineError, ModelMissing
 
 SAMPLE_RATE = 44100
@@ -94,19 +93,6 @@ def default_model(device: str) -> str:
     return "htdemucs_ft" if str(device).startswith("cuda") else "htdemucs"
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); Linux only."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
 def default_precision(device: str) -> str:
     """`bf16` on a CPU with native bf16 (about 2x faster there), `fp32` everywhere else.
 
@@ -119,22 +105,7 @@ def default_precision(device: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Threads and allocator
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask, capped by a cgroup v2 CPU quota if set."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
+# Threads
 
 
 MAX_AUTO_WORKERS = 4
@@ -145,76 +116,6 @@ def cpu_plan(threads: int = 0, workers: int = 0) -> tuple[int, int]:
     total = threads or available_cpus()
     workers = workers or min(total, MAX_AUTO_WORKERS)
     return workers, max(1, total // workers)
-
-
-_TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
-_TCMALLOC_DIRS = (
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/usr/lib64",
-    "/usr/lib",
-)
-_REEXEC_MARK = "ENCORE_ALLOCATOR_REEXEC"
-
-
-def find_tcmalloc() -> str | None:
-    """Path of a tcmalloc shared library (Debian: libgoogle-perftools4), or None."""
-    for folder in _TCMALLOC_DIRS:
-        for name in _TCMALLOC_NAMES:
-            path = Path(folder) / name
-            if path.exists():
-                return str(path)
-    found = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
-    return found if found and os.path.isabs(found) else None
-
-
-def fast_allocator_active() -> bool:
-    """Whether tcmalloc is loaded in this process."""
-    try:
-        return "tcmalloc" in Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-
-
-def fast_allocator_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment to start a separation process with: tcmalloc preloaded.
-
-    glibc's allocator returns Demucs's large buffers to the kernel after every op, and the
-    page faults that follow cost 25-35% of CPU time. Preloading tcmalloc measured 1.4x on
-    fp32 and 1.3x on bf16 here. It must be in `LD_PRELOAD` when the process starts: pass
-    this to `subprocess`, or see `reexec_with_fast_allocator`. Without tcmalloc installed it
-    falls back to glibc's transparent huge pages tunable, which helps less.
-    """
-    env = dict(os.environ if base is None else base)
-    lib = find_tcmalloc()
-    if lib is None:
-        if "glibc.malloc.hugetlb" not in env.get("GLIBC_TUNABLES", ""):
-            tunables = [t for t in [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"] if t]
-            env["GLIBC_TUNABLES"] = ":".join(tunables)
-        return env
-    preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p]
-    if not any("tcmalloc" in p for p in preload):
-        env["LD_PRELOAD"] = ":".join([lib, *preload])
-    # tcmalloc reports every allocation over 1 GiB on stderr; a 10-minute song makes some.
-    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
-    return env
-
-
-def reexec_with_fast_allocator(argv: list[str] | None = None) -> None:
-    """Replace this process with itself under `fast_allocator_env()`, once.
-
-    For long-lived entry points that separate in-process (the GPU worker, `encore` commands):
-    call it first thing in `main()`. It returns without doing anything when tcmalloc is
-    already loaded, is not installed, or a previous re-exec already happened.
-    """
-    if fast_allocator_active() or os.environ.get(_REEXEC_MARK) or find_tcmalloc() is None:
-        return
-    env = fast_allocator_env()
-    env[_REEXEC_MARK] = "1"
-    args = argv if argv is not None else list(getattr(sys, "orig_argv", sys.argv))[1:]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *args], env)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token: 
     else:
         import torch
 
-        from gpu_worker.separate import available_cpus
+        from gpu_worker.cpu import available_cpus
 
         torch.set_num_threads(available_cpus())  # this process is the job: use every CPU
 

@@ -37,7 +37,7 @@ EVENT_PREFIX = "@encore "
 
 
 def _child_env() -> dict[str, str]:
-    from gpu_worker.separate import fast_allocator_env
+    from gpu_worker.cpu import fast_allocator_env
 
     # tcmalloc where installed: glibc's allocator page-faults on every large training buffer.
     env = fast_allocator_env(os.environ)

@@ -339,7 +339,7 @@ def test_conversion_is_repeatable(rvc):
 
 
 def test_precision_choice(rvc, tmp_path):
-    from gpu_worker.separate import cpu_has_native_bf16
+    from gpu_worker.cpu import cpu_has_native_bf16
 
     assert vc.default_precision("cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert vc.default_precision("cuda:0") == "fp32"  # rvc-next's own fp16/fp32 rule applies

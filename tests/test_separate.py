@@ -12,6 +12,7 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from gpu_worker import cpu  # noqa: E402
 from gpu_worker import separate as sep  # noqa: E402
 from gpu_worker.errors import BadAudio, EngineError, ModelMissing  # noqa: E402
 from tests.tiny_demucs import build_demucs_repo, demucs_reference  # noqa: E402
@@ -199,11 +200,11 @@ def test_options_are_validated():
 
 
 def test_allocator_env_preloads_tcmalloc_when_installed():
-    env = sep.fast_allocator_env({"PATH": "/bin", "LD_PRELOAD": "/x/libfoo.so"})
-    if sep.find_tcmalloc():
-        assert env["LD_PRELOAD"].split(":")[0] == sep.find_tcmalloc()
+    env = cpu.fast_allocator_env({"PATH": "/bin", "LD_PRELOAD": "/x/libfoo.so"})
+    if cpu.find_tcmalloc():
+        assert env["LD_PRELOAD"].split(":")[0] == cpu.find_tcmalloc()
         assert env["LD_PRELOAD"].endswith(":/x/libfoo.so")
-        assert sep.fast_allocator_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
+        assert cpu.fast_allocator_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
     else:
         assert "glibc.malloc.hugetlb=1" in env["GLIBC_TUNABLES"]
 
@@ -255,13 +256,13 @@ def test_download_failure_is_one_clear_sentence(tmp_path, monkeypatch):
     assert list(target.iterdir()) == []  # no partial file, no bag without its model
 
 
-@pytest.mark.skipif(sep.find_tcmalloc() is None, reason="tcmalloc is not installed")
+@pytest.mark.skipif(cpu.find_tcmalloc() is None, reason="tcmalloc is not installed")
 def test_reexec_with_fast_allocator_preloads_tcmalloc_once():
     import subprocess
     import sys
 
     code = (
-        "import os; from gpu_worker import separate as s; s.reexec_with_fast_allocator(); "
+        "import os; from gpu_worker import cpu as s; s.reexec_with_fast_allocator(); "
         "print(s.fast_allocator_active(), os.environ.get('ENCORE_ALLOCATOR_REEXEC'))"
     )
     drop = ("LD_PRELOAD", "ENCORE_ALLOCATOR_REEXEC")
