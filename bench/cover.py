@@ -94,6 +94,7 @@ def child_ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     from gpu_worker import convert as vc
     from gpu_worker import cpu
+    from gpu_worker import rvc_synthesis as syn
     from gpu_worker import separate as sep
     from gpu_worker.audio import decode
     from gpu_worker.remix import MixOptions, remix
@@ -141,7 +142,7 @@ def child_ours(args: argparse.Namespace) -> None:
     info["mix"] = {"lufs": loud.integrated_lufs, "true_peak_dbtp": loud.true_peak_dbtp}
     info["separation_precision"] = sep.default_precision("cpu")
     net_g = runtime.voice(args.voice).net_g
-    info["conversion_precision"] = vc._resolve_precision(args.precision, "cpu", net_g)
+    info["conversion_precision"] = syn._resolve_precision(args.precision, "cpu", net_g)
     info["tcmalloc"] = cpu.fast_allocator_active()
     import torch
 
@@ -154,13 +155,14 @@ def child_ours(args: argparse.Namespace) -> None:
 def precision_check(args: argparse.Namespace, runtime, vocal: Path, params) -> dict:
     """Convert the first seconds of the vocal in fp32 and in the chosen precision; SNR, times."""
     from gpu_worker import convert as vc
+    from gpu_worker import rvc_synthesis as syn
     from gpu_worker.audio import read_wav
 
     audio, rate = read_wav(vocal)
-    x16 = vc._resample(audio.mean(axis=0)[: int(args.snr_seconds * rate)], rate, vc.SR_16K)
+    x16 = syn.resample(audio.mean(axis=0)[: int(args.snr_seconds * rate)], rate, syn.SR_16K)
     voice, index = runtime.voice(args.voice), runtime.index(args.index)
     out, secs = {}, {}
-    for precision in ("fp32", vc._resolve_precision(args.precision, "cpu", voice.net_g)):
+    for precision in ("fp32", syn._resolve_precision(args.precision, "cpu", voice.net_g)):
         start = time.perf_counter()
         out[precision] = vc.convert_16k(x16, runtime, voice, index, params, precision=precision)[0]
         secs[precision] = round(time.perf_counter() - start, 2)

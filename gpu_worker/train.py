@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_worker.errors import BadAudio, Cancelled, EngineError
+from gpu_worker.rvc_assets import check_assets
 from gpu_worker.train_manifest import FORMAT, JOB_FILE, MANIFEST_FILE, resume_files, write_json
 from gpu_worker.train_options import (
     EMBEDDER,
@@ -106,8 +107,6 @@ def _job(
     device: str,
     options: TrainOptions,
 ) -> dict[str, Any]:
-    from gpu_worker.convert import check_assets
-
     if isinstance(samples, str | Path):
         samples = [samples]
     paths = [Path(p) for p in samples]

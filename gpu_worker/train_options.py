@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpu_worker.errors import EngineError
+from gpu_worker.rvc_assets import F0_METHODS, required_assets
 
 SAMPLE_RATE = 40000
 RATE_NAME = "40k"
@@ -44,8 +45,6 @@ class TrainOptions:
     """Deep-merged into rvc-next's training config (tests shrink the model with it)."""
 
     def __post_init__(self) -> None:
-        from gpu_worker.convert import F0_METHODS
-
         for field_name, low in (("epochs", 1), ("batch_size", 1), ("save_every", 1)):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -71,8 +70,6 @@ class TrainOptions:
 
     @property
     def engine_f0_method(self) -> str:
-        from gpu_worker.convert import F0_METHODS
-
         return F0_METHODS[self.f0_method]
 
 
@@ -106,8 +103,6 @@ class TrainResult:
 def required_training_assets(assets_dir: Path, f0_method: str = "rmvpe") -> list[Path]:
     """The files training with `f0_method` reads: HuBERT, the pitch model's weights (none for pm
     and swiftf0) and the v2 40k base models `pretrained_v2/f0G40k.pth` and `f0D40k.pth`."""
-    from gpu_worker.convert import required_assets
-
     return required_assets(Path(assets_dir), f0_method, embedder=EMBEDDER, training=True)
 
 

@@ -12,10 +12,12 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpu_worker.errors import BadAudio, Cancelled, EngineError, ModelMissing
+from gpu_worker.rvc_assets import DOWNLOAD_HINT, TRAINING_FILES
 from gpu_worker.train_manifest import (
     DATASET_DIR,
     F0_DIRS,
@@ -44,16 +46,6 @@ from gpu_worker.train_options import (
 )
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("slicing", "pitch", "features", "training", "indexing")
-STAGE_WEIGHTS = {
-    "slicing": 0.02,
-    "pitch": 0.04,
-    "features": 0.04,
-    "training": 0.88,
-    "indexing": 0.02,
-}
-"""Share of the whole job each stage counts for in `TrainProgress.fraction`."""
 
 
 class Reporter:
@@ -90,8 +82,6 @@ def _engine_call(fn: Callable[[], Any]) -> Any:
     from rvc_next.engine.errors import Cancelled as EngineCancelled
     from rvc_next.engine.errors import MissingAssetError
 
-    from gpu_worker.convert import DOWNLOAD_HINT
-
     try:
         return fn()
     except EngineCancelled:
@@ -110,19 +100,235 @@ def _stage_progress(
     return on_progress
 
 
+@dataclass
+class _Run:
+    """One job as the stages see it: its inputs, and what the stages produced so far."""
+
+    exp: Path
+    name: str
+    assets: str
+    device: str
+    opts: TrainOptions
+    samples: list[Path]
+    report: Reporter
+    token: Any
+    keys: dict[str, str] = field(default_factory=dict)
+    """Each stage's key, once computed (a later stage's key includes an earlier one's)."""
+    out: dict[str, Any] = field(default_factory=dict)
+    """pth, index, epochs, steps, resumed_from_epoch: the job's result, filled in by stages."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the table: how to key, reuse and run one stage."""
+
+    name: str
+    weight: float
+    """Share of the whole job the stage counts for in `TrainProgress.fraction`."""
+    key: Callable[[_Run], str]
+    """The key of everything the stage reads; a change redoes it and every later stage."""
+    kept: Callable[[_Run, dict], bool]
+    """Whether a finished stage's outputs (its manifest record) are here to be reused."""
+    run: Callable[[_Run, bool, dict | None], dict]
+    """Do the stage: (job, its outputs belong to other inputs, the record of an earlier finished
+    run with the same key) -> the record the manifest keeps."""
+    reuse: Callable[[_Run, dict], None] | None = None
+    """What reusing a finished stage sets up (default: nothing but a progress line)."""
+
+
+def _sample_hashes(r: _Run) -> list[str]:
+    hashes = []
+    for p in r.samples:
+        try:
+            hashes.append(audio_sha256(p))
+        except OSError:
+            raise BadAudio(f"The sample {p.name} cannot be read; upload it again.") from None
+    return hashes
+
+
+def _run_slicing(r: _Run, stale: bool, previous: dict | None) -> dict:
+    exp = r.exp
+    if stale:
+        remove_paths([exp / d for d in (*SLICE_DIRS, DATASET_DIR)] + [exp / SLICE_DONE])
+    _copy_samples(r.samples, exp / DATASET_DIR)
+    r.report("slicing", 0.0, f"slicing {len(r.samples)} recordings")
+    _slice(exp, r.opts, r.report, r.token)
+    count, seconds = sliced_seconds(exp)
+    if seconds < MIN_SLICED_SECONDS:
+        raise EngineError(
+            f"Only {seconds:.1f} s of voice was left after cutting out silence; "
+            f"upload at least {MIN_SLICED_SECONDS:.0f} s of clear singing or speech "
+            "(a few minutes trains a good voice)."
+        )
+    return {"slices": count, "seconds": round(seconds, 2)}
+
+
+def _run_pitch(r: _Run, stale: bool, previous: dict | None) -> dict:
+    if not stale:
+        for d in F0_DIRS:
+            drop_newest(r.exp / d)
+    r.report("pitch", 0.0, f"pitch ({r.opts.f0_method})")
+    counts = _pitch(r.exp, r.assets, r.device, r.opts, stale, r.report, r.token)
+    voiced = len(list((r.exp / F0_DIRS[1]).glob("*.npy")))
+    if voiced == 0:
+        if counts.get("failed"):
+            raise EngineError(
+                f"Pitch detection ({r.opts.f0_method}) failed on every slice; run "
+                "`encore models download` or train with another pitch method."
+            )
+        raise EngineError(
+            "No pitched voice was found in the samples; upload recordings of singing or speech."
+        )
+    return {"voiced": voiced}
+
+
+def _run_features(r: _Run, stale: bool, previous: dict | None) -> dict:
+    if not stale:
+        drop_newest(r.exp / FEATURE_DIR)
+    r.report("features", 0.0, "content features")
+    counts = _features(r.exp, r.assets, r.device, stale, r.report, r.token)
+    if not any((r.exp / FEATURE_DIR).glob("*.npy")):
+        raise EngineError(
+            "Content features could not be computed for any slice; "
+            "run `encore models download` and try again."
+        )
+    return counts
+
+
+def _voice_path(r: _Run) -> Path:
+    return r.exp / "weights" / f"{r.name}.pth"
+
+
+def _training_kept(r: _Run, record: dict) -> bool:
+    return (
+        int(record.get("epochs", 0)) >= r.opts.epochs
+        and folder_path(r.exp, record.get("pth")).is_file()
+    )
+
+
+def _reuse_training(r: _Run, record: dict) -> None:
+    pth = _voice_path(r)
+    if not pth.is_file():
+        shutil.copyfile(folder_path(r.exp, record["pth"]), pth)
+    epochs, steps = int(record["epochs"]), int(record["steps"])
+    r.out.update(pth=pth, epochs=epochs, steps=steps, resumed_from_epoch=epochs)
+    r.report(
+        "training",
+        1.0,
+        f"training: done before ({epochs} epochs, {steps} steps)",
+        epoch=epochs,
+        epochs=epochs,
+        step=steps,
+    )
+
+
+def _run_training(r: _Run, stale: bool, previous: dict | None) -> dict:
+    exp = r.exp
+    earlier = folder_path(exp, previous.get("pth")) if previous is not None else None
+    if stale:
+        remove_paths(training_outputs(exp))
+    for tmp in exp.glob("[GD]_*.pth.tmp"):
+        tmp.unlink(missing_ok=True)
+    _, seconds = sliced_seconds(exp)
+    override = _config_override(r.opts)
+    loop = _loop(exp, r.name, r.assets, r.device, r.opts, override, seconds, r.report, r.token)
+    final = Path(loop["final_model"]) if loop["final_model"] else _voice_path(r)
+    if not final.is_file() and earlier is not None and earlier.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(earlier, final)  # already trained, under another name
+    if not final.is_file():
+        raise EngineError("Training ended without a voice model; run it again.")
+    epochs, steps = loop["epochs"], loop["steps"]
+    r.out.update(
+        pth=final, epochs=epochs, steps=steps, resumed_from_epoch=loop["resumed_from_epoch"]
+    )
+    return {"epochs": epochs, "steps": steps, "pth": relative_to_folder(exp, final)}
+
+
+def _reuse_index(r: _Run, record: dict) -> None:
+    r.out["index"] = folder_path(r.exp, record["index"])
+    r.report("indexing", 1.0, "indexing: done before, reused")
+
+
+def _run_indexing(r: _Run, stale: bool, previous: dict | None) -> dict:
+    r.report("indexing", 0.0, "building the index")
+    index = _index(r.exp, r.name, r.opts, stale, r.report, r.token)
+    r.out["index"] = index
+    return {"index": relative_to_folder(r.exp, index)}
+
+
+def _outputs_in(folder: str) -> Callable[[_Run, dict], bool]:
+    return lambda r, record: has_outputs(r.exp, folder)
+
+
+TABLE: tuple[Stage, ...] = (
+    Stage(
+        "slicing",
+        0.02,
+        key=lambda r: stage_key("slicing", _sample_hashes(r), r.opts.sample_rate, SLICE_SECONDS),
+        kept=_outputs_in(SLICE_DIRS[0]),
+        run=_run_slicing,
+    ),
+    Stage(
+        "pitch",
+        0.04,
+        key=lambda r: stage_key("pitch", r.keys["slicing"], r.opts.engine_f0_method),
+        kept=_outputs_in(F0_DIRS[1]),
+        run=_run_pitch,
+    ),
+    Stage(
+        "features",
+        0.04,
+        key=lambda r: stage_key("features", r.keys["slicing"], VERSION, EMBEDDER),
+        kept=_outputs_in(FEATURE_DIR),
+        run=_run_features,
+    ),
+    Stage(
+        "training",
+        0.88,
+        key=lambda r: stage_key(
+            "training",
+            r.keys["pitch"],
+            r.keys["features"],
+            _config_override(r.opts),
+            RATE_NAME,
+            VERSION,
+        ),
+        kept=_training_kept,
+        run=_run_training,
+        reuse=_reuse_training,
+    ),
+    Stage(
+        "indexing",
+        0.02,
+        key=lambda r: stage_key("indexing", r.keys["features"], r.name),
+        kept=lambda r, record: folder_path(r.exp, record.get("index")).is_file(),
+        run=_run_indexing,
+        reuse=_reuse_index,
+    ),
+)
+"""The stages in the order they run; each one's outputs are the next one's inputs."""
+STAGES = tuple(stage.name for stage in TABLE)
+STAGE_WEIGHTS = {stage.name: stage.weight for stage in TABLE}
+
+
 def run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token: Any) -> dict:
-    """The whole pipeline, in this process. `token` is rvc-next's `CancelToken`."""
-    exp = Path(job["exp_dir"])
-    name = str(job["name"])
-    assets = str(job["assets_dir"])
-    device = str(job["device"])
-    opts = TrainOptions(**job["options"])
-    samples = [Path(p) for p in job["samples"]]
-    report = Reporter(emit)
-    exp.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(exp)
-    if device.startswith("cuda"):
-        _check_cuda(device)
+    """The whole pipeline, in this process: every stage of `TABLE` in turn, each reused when
+    its key and outputs are unchanged. `token` is rvc-next's `CancelToken`."""
+    r = _Run(
+        exp=Path(job["exp_dir"]),
+        name=str(job["name"]),
+        assets=str(job["assets_dir"]),
+        device=str(job["device"]),
+        opts=TrainOptions(**job["options"]),
+        samples=[Path(p) for p in job["samples"]],
+        report=Reporter(emit),
+        token=token,
+    )
+    r.exp.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(r.exp)
+    if r.device.startswith("cuda"):
+        _check_cuda(r.device)
     else:
         import torch
 
@@ -130,138 +336,27 @@ def run_job(job: dict[str, Any], emit: Callable[[dict[str, Any]], None], token: 
 
         torch.set_num_threads(available_cpus())  # this process is the job: use every CPU
 
-    # slicing
-    hashes = []
-    for p in samples:
-        try:
-            hashes.append(audio_sha256(p))
-        except OSError:
-            raise BadAudio(f"The sample {p.name} cannot be read; upload it again.") from None
-    k_slice = stage_key("slicing", hashes, opts.sample_rate, SLICE_SECONDS)
-    if manifest.is_done("slicing", k_slice) and has_outputs(exp, SLICE_DIRS[0]):
-        report("slicing", 1.0, "slicing: done before, reused")
-    else:
-        stale = manifest.start("slicing", k_slice)
-        if stale:
-            remove_paths([exp / d for d in (*SLICE_DIRS, DATASET_DIR)] + [exp / SLICE_DONE])
-        _copy_samples(samples, exp / DATASET_DIR)
-        report("slicing", 0.0, f"slicing {len(samples)} recordings")
-        _slice(exp, opts, report, token)
-        count, seconds = sliced_seconds(exp)
-        if seconds < MIN_SLICED_SECONDS:
-            raise EngineError(
-                f"Only {seconds:.1f} s of voice was left after cutting out silence; "
-                f"upload at least {MIN_SLICED_SECONDS:.0f} s of clear singing or speech "
-                "(a few minutes trains a good voice)."
-            )
-        manifest.finish("slicing", k_slice, slices=count, seconds=round(seconds, 2))
-    token.check()
-
-    # pitch
-    k_pitch = stage_key("pitch", k_slice, opts.engine_f0_method)
-    if manifest.is_done("pitch", k_pitch) and has_outputs(exp, F0_DIRS[1]):
-        report("pitch", 1.0, "pitch: done before, reused")
-    else:
-        stale = manifest.start("pitch", k_pitch)
-        if not stale:
-            for d in F0_DIRS:
-                drop_newest(exp / d)
-        report("pitch", 0.0, f"pitch ({opts.f0_method})")
-        counts = _pitch(exp, assets, device, opts, stale, report, token)
-        voiced = len(list((exp / F0_DIRS[1]).glob("*.npy")))
-        if voiced == 0:
-            if counts.get("failed"):
-                raise EngineError(
-                    f"Pitch detection ({opts.f0_method}) failed on every slice; run "
-                    "`encore models download` or train with another pitch method."
-                )
-            raise EngineError(
-                "No pitched voice was found in the samples; upload recordings of singing or speech."
-            )
-        manifest.finish("pitch", k_pitch, voiced=voiced)
-    token.check()
-
-    # features
-    k_feat = stage_key("features", k_slice, VERSION, EMBEDDER)
-    if manifest.is_done("features", k_feat) and has_outputs(exp, FEATURE_DIR):
-        report("features", 1.0, "features: done before, reused")
-    else:
-        stale = manifest.start("features", k_feat)
-        if not stale:
-            drop_newest(exp / FEATURE_DIR)
-        report("features", 0.0, "content features")
-        counts = _features(exp, assets, device, stale, report, token)
-        if not any((exp / FEATURE_DIR).glob("*.npy")):
-            raise EngineError(
-                "Content features could not be computed for any slice; "
-                "run `encore models download` and try again."
-            )
-        manifest.finish("features", k_feat, **counts)
-    token.check()
-
-    # training
-    override = _config_override(opts)
-    k_train = stage_key("training", k_pitch, k_feat, override, RATE_NAME, VERSION)
-    trained = manifest.done.get("training") or {}
-    pth = exp / "weights" / f"{name}.pth"
-    if (
-        manifest.is_done("training", k_train)
-        and int(trained.get("epochs", 0)) >= opts.epochs
-        and folder_path(exp, trained.get("pth")).is_file()
-    ):
-        if not pth.is_file():
-            shutil.copyfile(folder_path(exp, trained["pth"]), pth)
-        epochs, steps = int(trained["epochs"]), int(trained["steps"])
-        resumed = epochs
-        report(
-            "training",
-            1.0,
-            f"training: done before ({epochs} epochs, {steps} steps)",
-            epoch=epochs,
-            epochs=epochs,
-            step=steps,
-        )
-    else:
-        previous = (
-            folder_path(exp, trained.get("pth")) if manifest.is_done("training", k_train) else None
-        )
-        if manifest.start("training", k_train):
-            remove_paths(training_outputs(exp))
-        for tmp in exp.glob("[GD]_*.pth.tmp"):
-            tmp.unlink(missing_ok=True)
-        _, seconds = sliced_seconds(exp)
-        loop = _loop(exp, name, assets, device, opts, override, seconds, report, token)
-        epochs, steps, resumed = loop["epochs"], loop["steps"], loop["resumed_from_epoch"]
-        final = Path(loop["final_model"]) if loop["final_model"] else pth
-        if not final.is_file() and previous is not None and previous.is_file():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(previous, final)  # already trained, under another name
-        if not final.is_file():
-            raise EngineError("Training ended without a voice model; run it again.")
-        pth = final
-        manifest.finish(
-            "training", k_train, epochs=epochs, steps=steps, pth=relative_to_folder(exp, pth)
-        )
-    token.check()
-
-    # indexing
-    k_index = stage_key("indexing", k_feat, name)
-    done = manifest.done.get("indexing") or {}
-    if manifest.is_done("indexing", k_index) and folder_path(exp, done.get("index")).is_file():
-        index = folder_path(exp, done["index"])
-        report("indexing", 1.0, "index: done before, reused")
-    else:
-        stale = manifest.start("indexing", k_index)
-        report("indexing", 0.0, "building the index")
-        index = _index(exp, name, opts, stale, report, token)
-        manifest.finish("indexing", k_index, index=relative_to_folder(exp, index))
-    report("indexing", 1.0, "done", epoch=epochs, epochs=epochs, step=steps)
+    for stage in TABLE:
+        key = r.keys[stage.name] = stage.key(r)
+        record = manifest.done.get(stage.name) if manifest.is_done(stage.name, key) else None
+        if record is not None and stage.kept(r, record):
+            if stage.reuse is not None:
+                stage.reuse(r, record)
+            else:
+                r.report(stage.name, 1.0, f"{stage.name}: done before, reused")
+        else:
+            stale = manifest.start(stage.name, key)
+            manifest.finish(stage.name, key, **stage.run(r, stale, record))
+        if stage is not TABLE[-1]:
+            token.check()
+    epochs, steps = r.out["epochs"], r.out["steps"]
+    r.report("indexing", 1.0, "done", epoch=epochs, epochs=epochs, step=steps)
     return {
-        "pth": str(pth),
-        "index": str(index),
+        "pth": str(r.out["pth"]),
+        "index": str(r.out["index"]),
         "epochs": epochs,
         "steps": steps,
-        "resumed_from_epoch": resumed,
+        "resumed_from_epoch": r.out["resumed_from_epoch"],
     }
 
 
@@ -424,8 +519,6 @@ def _loop(
 ) -> dict[str, Any]:
     from rvc_next.engine.errors import EngineError as RvcEngineError
     from rvc_next.engine.train import loop
-
-    from gpu_worker.convert import TRAINING_FILES
 
     cuda = device.startswith("cuda")
     gpus = (int(device.split(":", 1)[1]),) if cuda else ()

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from gpu_worker import convert as vc
+from gpu_worker import rvc_synthesis as syn
 from gpu_worker.errors import BadVoice, EngineError, ModelMissing
 from tests.hostile import code_running_pth
 from tests.tiny_rvc import RvcAssets, build_hubert, build_rvc_assets
@@ -110,12 +111,12 @@ def test_long_audio_is_cut_without_drift(rvc):
     voice = runtime.voice(rvc.voice_pth)
     x = sung(4.5, 16000, seed=2)[0]
     context = 4000
-    pieces = vc.plan_pieces(len(x), 2 * 16000 - 160 - 2 * context - vc.TAIL, 16000, x)
+    pieces = vc.plan_pieces(len(x), 2 * 16000 - 160 - 2 * context - syn.TAIL, 16000, x)
     assert len(pieces) >= 3
     params = vc.VoiceParams(f0_method="pm", index_rate=0, rms_mix=1.0, protect=0.5)
     y, rate = vc.convert_16k(x, runtime, voice, None, params, context=context)
     assert rate == 40000 and len(y) == len(x) * 40000 // 16000
-    y16 = vc._resample(y, rate, 16000)
+    y16 = syn.resample(y, rate, 16000)
     for a, b in pieces:  # each piece (and the join before it) in time with the input
         lo, hi = max(0, a - 8000), min(len(x), b + 8000)
         lag, err = pitch_lag_ms(x[lo:hi], y16[lo:hi], 16000)
@@ -379,8 +380,8 @@ def test_decoder_renders_only_the_piece_plus_its_margin(rvc):
         y, _ = vc.convert_16k(x, runtime, voice, None, params)
     finally:
         hook.remove()
-    span = len(x) // vc.FRAME + 2 * vc.DECODER_MARGIN  # 470 frames: two windows
-    w, m = vc.DECODER_WINDOW, vc.DECODER_MARGIN
+    span = len(x) // syn.FRAME + 2 * syn.DECODER_MARGIN  # 470 frames: two windows
+    w, m = syn.DECODER_WINDOW, syn.DECODER_MARGIN
     assert [shape[-1] for shape in seen] == [w + m, span - w + m]
     assert len(y) == len(x) * 40000 // 16000
 
@@ -402,11 +403,11 @@ def test_windowed_decoding_equals_one_call(rvc, monkeypatch):
     monkeypatch.setattr(net_g.dec.m_source.l_sin_gen, "noise_std", 0.0)
 
     def render(window: int) -> np.ndarray:
-        monkeypatch.setattr(vc, "DECODER_WINDOW", window)
+        monkeypatch.setattr(syn, "DECODER_WINDOW", window)
         torch.manual_seed(0)
         with torch.inference_mode():
-            return vc._synthesize(
-                net_g, feats, coarse, hz, sid, head, length, vc.DECODER_MARGIN, 400
+            return syn._synthesize(
+                net_g, feats, coarse, hz, sid, head, length, syn.DECODER_MARGIN, 400
             )
 
     whole, windowed = render(10_000), render(37)

@@ -177,7 +177,7 @@ def test_an_unsafe_torch_is_refused(monkeypatch, voice_files):
     import torch
     from torch.torch_version import TorchVersion
 
-    from gpu_worker.convert import inspect_voice, require_safe_torch, torch_is_safe
+    from gpu_worker.rvc_checkpoint import inspect_voice, require_safe_torch, torch_is_safe
 
     assert torch_is_safe()  # the installed torch
     assert not torch_is_safe("2.5.1") and not torch_is_safe("2.4.0+cpu") and torch_is_safe("2.6.0")

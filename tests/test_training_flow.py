@@ -57,14 +57,14 @@ def _uploaded_files(settings) -> list[Path]:
 
 
 def _trainer_pids() -> list[int]:
-    """The training child processes running now (`python -m gpu_worker.train JOB`)."""
+    """The training child processes running now (`python -m gpu_worker.train_child JOB`)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if proc.name.isdigit() and b"gpu_worker.train" in cmd:
+        if proc.name.isdigit() and b"gpu_worker.train_child" in cmd:
             pids.append(int(proc.name))
     return pids
 
