@@ -10,7 +10,6 @@ hands out is a plain frozen dataclass, never a database row, and every call take
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
 from flows.users import Forgotten, Limit, QuotaExceeded
 from gpu_worker.errors import EngineError as UserError
+from gpu_worker.hashing import file_sha256
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
 
 __all__ = [
@@ -340,14 +340,6 @@ class SampleResult:
     upload: UploadInfo  # the session, with this sample when accepted
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def add_sample(
     upload_id: str,
     owner: str,
@@ -366,7 +358,7 @@ def add_sample(
         raise UserError("That training session is over; start again with /train <name>.")
     if any(f.source == source for f in session.files):
         return SampleResult(False, True, 0.0, None, session)
-    digest = _sha256(Path(local))
+    digest = file_sha256(Path(local))
     if any(row.content_hash == digest for row in users.upload_files(s, upload_id)):
         return SampleResult(False, False, 0.0, "You sent this clip already.", session)
     limits = training_limits(s)
@@ -402,7 +394,7 @@ def add_model_file(
     Raises UserError, storing nothing, when the session is over or a cap is reached.
     """
     s = _s(s)
-    digest = _sha256(Path(local))
+    digest = file_sha256(Path(local))
     row = users.stage_file(s, upload_id, owner, source, Path(local), filename, digest)
     return get_upload(upload_id, s), row is not None
 

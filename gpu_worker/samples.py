@@ -29,7 +29,6 @@ enough that it passes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ import numpy as np
 
 from gpu_worker.audio import Limits, decode, decode_chunks, inspect, write_wav
 from gpu_worker.errors import BadAudio, TooLong
+from gpu_worker.hashing import file_sha256
 
 __all__ = [
     "IntakeLimits",
@@ -329,14 +329,6 @@ def _range_text(low: float, high: float) -> str:
     return f"{format_duration(low)} to {format_duration(high)}"
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Reject(Exception):
     """A sample is refused; carries what was measured before the refusal."""
 
@@ -376,7 +368,7 @@ def _check_one(
             f"Sample {n} is {_mb(size)}, over the {_mb(limits.max_bytes)} limit; "
             "send a shorter or more compressed recording."
         )
-    digest = _file_hash(path)
+    digest = file_sha256(path)
     if digest in seen:
         raise _Reject(
             f"Sample {n} is the same file as sample {seen[digest]}; "

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gpu_worker.hashing import file_sha256
+
 MANIFEST_FILE = "encore-train.json"
 JOB_FILE = "encore-train-job.json"
 LOG_FILE = "train.log"
@@ -47,14 +49,6 @@ def write_json(path: Path, data: Any) -> None:
 
 def stage_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def audio_sha256(path: Path) -> str:
