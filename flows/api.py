@@ -5,11 +5,13 @@ the voices, the jobs and the users' state (`flows.users`): finding songs, adding
 sent, listing voices and the default one, checking one training sample, upload sessions,
 job lists and cancelling, forgetting a user, chat subscriptions and quotas. Everything it
 hands out is a plain frozen dataclass, never a database row, and every call takes an optional
-`Settings` (default: the process's). `UserError` is the error whose message a user may read.
+`Settings` (default: the process's). `UserError` is the error whose message a user may read:
+every function here turns the engine's typed errors into one (`flows.errors`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,11 +20,11 @@ from pathlib import Path
 from flows import catalog, erase, users, voices
 from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
+from flows.errors import UserError, worded
 from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
 from flows.users import Forgotten, Limit, QuotaExceeded
-from gpu_worker.errors import EngineError as UserError
 from gpu_worker.hashing import file_sha256
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
 
@@ -33,6 +35,7 @@ __all__ = [
     "QuotaExceeded",
     "SampleResult",
     "SongInfo",
+    "TrainingLimits",
     "UploadInfo",
     "UserError",
     "VoiceInfo",
@@ -327,8 +330,22 @@ def mark_submitted(upload_id: str, job_id: str, s: Settings | None = None) -> No
     users.mark_submitted(_s(s), upload_id, job_id)
 
 
-def training_limits(s: Settings | None = None) -> IntakeLimits:
-    return IntakeLimits(min_total_s=_s(s).train_min_seconds)
+@dataclass(frozen=True)
+class TrainingLimits:
+    """How much voice a training session takes: at least, best, at most (seconds)."""
+
+    min_total_s: float
+    recommended_s: tuple[float, float]
+    max_total_s: float
+
+
+def _intake_limits(s: Settings) -> IntakeLimits:
+    return IntakeLimits(min_total_s=s.train_min_seconds)
+
+
+def training_limits(s: Settings | None = None) -> TrainingLimits:
+    limits = _intake_limits(_s(s))
+    return TrainingLimits(limits.min_total_s, limits.recommended_s, limits.max_total_s)
 
 
 @dataclass(frozen=True)
@@ -361,7 +378,7 @@ def add_sample(
     digest = file_sha256(Path(local))
     if any(row.content_hash == digest for row in users.upload_files(s, upload_id)):
         return SampleResult(False, False, 0.0, "You sent this clip already.", session)
-    limits = training_limits(s)
+    limits = _intake_limits(s)
     check = check_samples([Path(local)], limits, names=[filename]).samples[0]
     problem = check.problem
     if problem is None and session.voiced_s + check.voiced_s > limits.max_total_s:
@@ -441,7 +458,7 @@ def jobs_in_process() -> list[str]:
     """Jobs whose flows run in this process now (embedded mode)."""
     from flows import submit
 
-    return [job_id for job_id, thread in list(submit._threads.items()) if thread.is_alive()]
+    return submit.running_here()
 
 
 def prepare_process(s: Settings | None = None) -> int:
@@ -471,7 +488,12 @@ def stop_jobs(timeout: float = 60.0) -> list[str]:
     from flows.jobs import stop_all_jobs
 
     stop_all_jobs()
-    deadline = time.monotonic() + timeout
-    for thread in list(submit._threads.values()):
-        thread.join(max(0.0, deadline - time.monotonic()))
+    submit.join_running(time.monotonic() + timeout)
     return jobs_in_process()
+
+
+# The engine's typed errors reach the bots as `UserError`, worded by `flows.errors`.
+for _name, _fn in list(globals().items()):
+    if inspect.isfunction(_fn) and _fn.__module__ == __name__ and not _name.startswith("_"):
+        globals()[_name] = worded(_fn)
+del _name, _fn

@@ -17,10 +17,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from flows.db import Song, session
+from flows.errors import UserError
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.audio import Limits, scan
-from gpu_worker.errors import EngineError
 from gpu_worker.hashing import file_sha256
 
 MAX_TEXT = 200
@@ -141,12 +141,12 @@ def resolve_song(s: Settings, query: str, owner: str | None = None) -> Song:
         return song
     matches = find_songs(s, query, owner)
     if not matches:
-        raise EngineError(
+        raise UserError(
             f"No song in the catalog matches {clean_text(query)[:60]!r}; "
             "check the spelling or add it with `encore songs add`."
         )
     best, score = matches[0]
     if len(matches) > 1 and matches[1][1] >= score - 2 and label(matches[1][0]) != label(best):
         names = "; ".join(label(m) for m, _ in matches[:3])
-        raise EngineError(f"Several songs match: {names}. Be more specific.")
+        raise UserError(f"Several songs match: {names}. Be more specific.")
     return best

@@ -28,7 +28,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from flows.catalog import clean_text, label
 from flows.db import Song
-from gpu_worker.errors import EngineError
+from flows.errors import UserError
 
 log = logging.getLogger("encore.charts")
 
@@ -39,7 +39,7 @@ RETRY_WAIT = wait_exponential(multiplier=0.5, min=0.5, max=4)
 TIE_MARGIN = 2.0  # a second song within this many points of the best makes a match ambiguous
 
 
-class ChartError(EngineError):
+class ChartError(UserError):
     """The chart could not be read or is not a chart."""
 
 

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.errors import EXPECTED, ConsentNeeded, user_message
 from flows.settings import get_settings
-from gpu_worker.errors import EngineError
 
 app = typer.Typer(help="Encore: AI cover songs.", no_args_is_help=True, add_completion=False)
 songs_app = typer.Typer(help="The song catalog.", no_args_is_help=True)
@@ -84,10 +84,10 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except EngineError as exc:
+        except EXPECTED as exc:
             if state["debug"]:
                 raise
-            fail(exc.message)
+            fail(user_message(exc))
         except KeyboardInterrupt:
             fail("Interrupted.")
         except Exception as exc:
@@ -314,11 +314,11 @@ def voices_train(
     checkpoint.
     """
     from flows.recovery import recover_lost_jobs
-    from flows.submit import CONSENT_NEEDED, stage_upload, submit_training
+    from flows.submit import stage_upload, submit_training
 
     s = get_settings()
     if not consent:
-        fail(f"{CONSENT_NEEDED} Add --consent.")
+        fail(f"{user_message(ConsentNeeded())} Add --consent.")
     require(s, training=True)
     recover_lost_jobs(s)
     uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in samples]

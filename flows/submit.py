@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.db import TERMINAL, Job
+from flows.errors import ConsentNeeded, UserError, worded
 from flows.jobs import (
     GENERIC_FAILURE,
     SERVER_DOWN,
@@ -31,7 +32,6 @@ from flows.jobs import (
 )
 from flows.settings import Settings, get_settings
 from flows.storage import open_storage
-from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.submit")
 
@@ -69,6 +69,17 @@ JOB_FLOW_FNS = {
 }
 
 
+def running_here() -> list[str]:
+    """The jobs whose flows run on a thread of this process now (embedded mode)."""
+    return [job_id for job_id, thread in list(_threads.items()) if thread.is_alive()]
+
+
+def join_running(deadline: float) -> None:
+    """Wait, until `time.monotonic()` reaches `deadline`, for this process's job threads."""
+    for thread in list(_threads.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def flow_fn_of(kind: str) -> Callable:
     module, name = JOB_FLOW_FNS[kind].rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
@@ -101,7 +112,7 @@ def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt
     except Exception as exc:
         log.warning("could not submit job %s: %s", job_id, exc)
         update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
-        raise EngineError(SERVER_DOWN) from exc
+        raise UserError(SERVER_DOWN) from exc
     update_job(s, job_id, flow_run_id=run_id)
 
 
@@ -146,7 +157,7 @@ def _submit(
         except Exception as exc:  # the Prefect backend did not start: nothing will run it
             log.warning("could not start job %s: %s", job_id, exc)
             update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
-            raise EngineError(SERVER_DOWN) from exc
+            raise UserError(SERVER_DOWN) from exc
     return job_id
 
 
@@ -156,6 +167,7 @@ def resume(s: Settings, job: Job) -> None:
         _start(s, job.id, flow_fn_of(job.kind), {"job_id": job.id, **(job.params or {})})
 
 
+@worded
 def submit_cover(
     owner: str,
     song_id: str,
@@ -174,6 +186,7 @@ def submit_cover(
     )
 
 
+@worded
 def submit_stems(
     owner: str,
     song_id: str,
@@ -190,6 +203,7 @@ def submit_stems(
     )
 
 
+@worded
 def submit_karaoke(
     owner: str,
     song_id: str,
@@ -228,12 +242,7 @@ def upload_key(owner: str, filename: str) -> str:
     return f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
 
 
-CONSENT_NEEDED = (
-    "Training needs your consent: confirm the voice is yours or that you have its owner's "
-    "permission."
-)
-
-
+@worded
 def submit_training(
     owner: str,
     name: str,
@@ -247,13 +256,14 @@ def submit_training(
 ) -> str:
     """Train voice `name` for `owner` from sample URIs (see `stage_upload`).
 
-    Raises EngineError at once, with no job made, when consent is missing or the name is bad.
+    Raises ConsentNeeded or UserError at once, with no job made, when consent is missing or
+    the name is bad.
     """
     from flows.training import train_voice
     from flows.voices import valid_name
 
     if not consent:
-        raise EngineError(CONSENT_NEEDED)
+        raise ConsentNeeded()
     params = {
         "owner": owner,
         "name": valid_name(name),
@@ -266,6 +276,7 @@ def submit_training(
     )
 
 
+@worded
 def submit_import(
     owner: str,
     name: str,

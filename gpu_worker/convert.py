@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_worker.errors import BadAudio, EngineError
+from gpu_worker.errors import BadAudio, BadOptions
 from gpu_worker.rvc_assets import (
-    DOWNLOAD_HINT,
     F0_METHODS,
     TRAINING_FILES,
     asset_ids,
@@ -49,7 +48,7 @@ from gpu_worker.rvc_synthesis import (
 
 @dataclass(frozen=True)
 class VoiceParams:
-    """The conversion knobs RVC users know. Invalid values raise `EngineError` on creation."""
+    """The conversion knobs RVC users know. Invalid values raise `BadOptions` on creation."""
 
     pitch: int = 0
     """Semitones, -24..24 (+12: one octave up)."""
@@ -71,9 +70,9 @@ class VoiceParams:
             or not isinstance(self.pitch, int)
             or not -24 <= self.pitch <= 24
         ):
-            raise EngineError("Pitch must be a whole number of semitones from -24 to 24.")
+            raise BadOptions("pitch", low=-24, high=24)
         if self.f0_method not in F0_METHODS:
-            raise EngineError(unknown_f0(self.f0_method))
+            raise unknown_f0(self.f0_method)
         for name, low, high in (("index_rate", 0, 1), ("protect", 0, 0.5), ("rms_mix", 0, 1)):
             value = getattr(self, name)
             if (
@@ -81,13 +80,13 @@ class VoiceParams:
                 or not math.isfinite(value)
                 or not low <= value <= high
             ):
-                raise EngineError(f"{name} must be a number from {low} to {high}.")
+                raise BadOptions("number_range", name=name, low=low, high=high)
         if (
             isinstance(self.filter_radius, bool)
             or not isinstance(self.filter_radius, int)
             or not 0 <= self.filter_radius <= 7
         ):
-            raise EngineError("filter_radius must be a whole number from 0 to 7.")
+            raise BadOptions("whole_range", name="filter_radius", low=0, high=7)
 
     @property
     def engine_f0_method(self) -> str:
@@ -112,9 +111,7 @@ def _read_vocal(path: Path) -> tuple[np.ndarray, int]:
         try:
             data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception:
-            raise BadAudio(
-                f"The vocal file {path.name} is damaged; separate the song again."
-            ) from None
+            raise BadAudio("vocal_damaged", name=path.name) from None
         return data.T.copy(), int(rate)
     meta = probe(path, Limits(**_NO_LIMITS_ARGS, min_seconds=0))
     return decode(path, meta.sample_rate, meta.channels, limits=None), meta.sample_rate
@@ -145,11 +142,11 @@ def convert(
     vocal_path, out_path, voice_pth = Path(vocal_path), Path(out_path), Path(voice_pth)
     assets_dir = Path(assets_dir)
     if precision not in PRECISIONS:
-        raise EngineError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+        raise BadOptions("precision", value=str(precision)[:20], allowed=list(PRECISIONS))
     info = voice_info(voice_pth)
     check_assets(assets_dir, params.f0_method if info.f0 else "pm", embedder=info.embedder)
     if not vocal_path.is_file():
-        raise BadAudio(f"The vocal file {vocal_path.name} was not found; separate the song again.")
+        raise BadAudio("vocal_not_found", name=vocal_path.name)
     audio, rate = _read_vocal(vocal_path)
     channels, n = audio.shape
     runtime = engine_runtime(assets_dir, device)
@@ -162,7 +159,6 @@ def convert(
 
 
 __all__ = [
-    "DOWNLOAD_HINT",
     "F0_METHODS",
     "PRECISIONS",
     "TRAINING_FILES",

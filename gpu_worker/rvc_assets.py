@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gpu_worker.errors import EngineError, ModelMissing
+from gpu_worker.errors import BadOptions, EngineError, ModelMissing
 
-DOWNLOAD_HINT = "run `encore models download`"
 F0_METHODS: dict[str, str] = {
     "rmvpe": "rmvpe",
     "swift": "swift",
@@ -43,8 +42,9 @@ TRAINING_FILES = ("pretrained_v2/f0G40k.pth", "pretrained_v2/f0D40k.pth")
 """The base models a v2, 40 kHz, pitch-guided voice is fine-tuned from."""
 
 
-def unknown_f0(method: object) -> str:
-    return f"Unknown pitch method {method!r}; use one of rmvpe, swiftf0, pm, fcpe, crepe."
+def unknown_f0(method: object) -> BadOptions:
+    """The refusal of a pitch method that is not in `F0_METHODS`."""
+    return BadOptions("f0_method", value=str(method)[:40], allowed=sorted(F0_METHODS))
 
 
 def _hubert_files(assets_dir: Path, embedder: str) -> list[Path]:
@@ -66,7 +66,7 @@ def required_assets(
     """The files conversion with `f0_method` needs (and, with `training`, fine-tuning too)."""
     engine = F0_METHODS.get(f0_method)
     if engine is None:
-        raise EngineError(unknown_f0(f0_method))
+        raise unknown_f0(f0_method)
     assets_dir = Path(assets_dir)
     files = _hubert_files(assets_dir, embedder)
     files += [assets_dir / rel for rel in _F0_FILES[engine]]
@@ -84,14 +84,14 @@ def missing_assets(assets_dir: Path, f0_method: str = "rmvpe", **kwargs: Any) ->
 
 
 def check_assets(assets_dir: Path, f0_method: str = "rmvpe", **kwargs: Any) -> None:
-    """Raise `ModelMissing`, naming the download command, when a needed file is not there."""
+    """Raise `ModelMissing` (the folder, the files missing from it) when a file is not there."""
     missing = missing_assets(assets_dir, f0_method, **kwargs)
     if missing:
-        rel = ", ".join(
+        rel = [
             str(p.relative_to(assets_dir)) if p.is_relative_to(assets_dir) else str(p)
             for p in missing
-        )
-        raise ModelMissing(f"Voice models are missing from {assets_dir} ({rel}); {DOWNLOAD_HINT}.")
+        ]
+        raise ModelMissing("voice_models", folder=str(assets_dir), missing=rel)
 
 
 def asset_ids(f0_methods: Sequence[str] = ("rmvpe",), training: bool = True) -> list[str]:
@@ -100,7 +100,7 @@ def asset_ids(f0_methods: Sequence[str] = ("rmvpe",), training: bool = True) -> 
     for method in f0_methods:
         engine = F0_METHODS.get(method)
         if engine is None:
-            raise EngineError(unknown_f0(method))
+            raise unknown_f0(method)
         if engine in _F0_ASSET_IDS and _F0_ASSET_IDS[engine] not in ids:
             ids.append(_F0_ASSET_IDS[engine])
     if training:
@@ -108,9 +108,10 @@ def asset_ids(f0_methods: Sequence[str] = ("rmvpe",), training: bool = True) -> 
     return ids
 
 
-def _download_failed(detail: object) -> str:
-    text = " ".join(str(detail).split())[:200]
-    return f"Downloading the voice models failed ({text}); check the connection and try again."
+def _download_failed(detail: object) -> EngineError:
+    return EngineError(
+        "download_failed", what="voice models", detail=" ".join(str(detail).split())[:200]
+    )
 
 
 def download_assets(
@@ -156,18 +157,18 @@ def download_assets(
             services.events.subscribe(on_event)
         job = services.assets.download(ids, foreground=True)
     except Exception as e:
-        raise EngineError(_download_failed(e)) from e
+        raise _download_failed(e) from e
     finally:
         if services is not None:
             services.close()
         shutil.rmtree(state_dir, ignore_errors=True)
     if job.state != "completed":
         detail = job.error.message if job.error else job.state
-        raise EngineError(_download_failed(detail))
+        raise _download_failed(detail)
     files = required_assets(assets_dir, "pm", training=training)
     for method in f0_methods:
         files += [f for f in required_assets(assets_dir, method) if f not in files]
     missing = [str(f.relative_to(assets_dir)) for f in files if not f.is_file()]
     if missing:
-        raise EngineError(_download_failed(f"still missing: {', '.join(missing)}"))
+        raise _download_failed(f"still missing: {', '.join(missing)}")
     return files

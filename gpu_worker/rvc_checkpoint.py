@@ -55,29 +55,22 @@ def inspect_voice(pth: Path, max_bytes: int = MAX_VOICE_BYTES) -> VoiceInfo:
     pth = Path(pth)
     name = voice_name(pth)
     if not pth.is_file():
-        raise BadVoice(f"The voice file {name} does not exist; upload the voice's .pth again.")
+        raise BadVoice("not_found", name=name)
     size = pth.stat().st_size
     if size == 0:
-        raise BadVoice(f"The voice file {name} is empty; upload the voice's .pth again.")
+        raise BadVoice("empty", name=name)
     if size > max_bytes:
-        raise BadVoice(
-            f"The voice file {name} is over {max_bytes // 2**20} MB; RVC voices are far smaller."
-        )
+        raise BadVoice("too_large", name=name, size=size, max_bytes=max_bytes)
     require_safe_torch()
     _check_container(pth, name, max_bytes)
     try:
         data = torch.load(str(pth), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" not in str(e).lower():  # garbage, or not a torch file at all
-            raise BadVoice(
-                f"{name} is not a PyTorch model file; upload an RVC voice .pth."
-            ) from None
-        raise BadVoice(
-            f"{name} holds Python objects besides weights and was refused, "
-            "as loading it could run code."
-        ) from None
+            raise BadVoice("not_torch", name=name) from None
+        raise BadVoice("pickled_code", name=name) from None
     except Exception:
-        raise BadVoice(f"{name} is not a PyTorch model file; upload an RVC voice .pth.") from None
+        raise BadVoice("not_torch", name=name) from None
     return _describe(data, name)
 
 
@@ -101,10 +94,7 @@ def torch_is_safe(version: Any = None) -> bool:
 def require_safe_torch(version: Any = None) -> None:
     """Refuse to open untrusted checkpoints on a torch whose `weights_only` can be bypassed."""
     if not torch_is_safe(version):
-        raise EngineError(
-            "Voice models cannot be loaded safely with this server's PyTorch; "
-            "the operator must upgrade torch to 2.6 or newer."
-        )
+        raise EngineError("unsafe_torch", needs=".".join(map(str, SAFE_TORCH)))
 
 
 def _check_container(pth: Path, name: str, max_bytes: int) -> None:
@@ -112,17 +102,15 @@ def _check_container(pth: Path, name: str, max_bytes: int) -> None:
     and records that would unpack to more than the file holds, before torch reads it."""
     from gpu_worker.archives import zip_entries
 
-    fix = "upload the original .pth again"
-    subject = f"The voice file {name}"
     if not zipfile.is_zipfile(pth):
-        raise BadVoice(f"{name} is not a PyTorch model file; upload an RVC voice .pth.")
-    zf, entries = zip_entries(pth, MAX_PTH_RECORDS, subject, fix)
+        raise BadVoice("not_torch", name=name)
+    zf, entries = zip_entries(pth, MAX_PTH_RECORDS, name)
     with zf:
         unpacked = sum(e.file_size for e in entries)
         if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or unpacked > min(
             pth.stat().st_size, max_bytes
         ):
-            raise BadVoice(f"{subject} expands far beyond its size; {fix}.")
+            raise BadVoice("archive_expands", name=name)
 
 
 def _tensors(weight: dict, name: str) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -131,7 +119,7 @@ def _tensors(weight: dict, name: str) -> dict[str, tuple[tuple[int, ...], str]]:
     out = {}
     for key, value in weight.items():
         if not isinstance(value, torch.Tensor):
-            raise BadVoice(f"{name} holds something other than weights; upload the original .pth.")
+            raise BadVoice("not_weights", name=name)
         out[key] = (tuple(value.shape), str(value.dtype).removeprefix("torch."))
     return out
 
@@ -146,59 +134,50 @@ def _describe(data: Any, name: str) -> VoiceInfo:
     import torch
 
     if isinstance(data, dict) and isinstance(data.get("model"), dict) and "weight" not in data:
-        raise BadVoice(
-            f"{name} is a training checkpoint, not a voice; "
-            "upload the small .pth that training exports."
-        )
+        raise BadVoice("training_checkpoint", name=name)
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("weight"), dict)
         or "config" not in data
     ):
-        raise BadVoice(f"{name} is not an RVC voice model; upload the .pth of an RVC voice.")
+        raise BadVoice("not_rvc", name=name)
     weight = data["weight"]
     config = data["config"]
     if not isinstance(config, list | tuple) or len(config) != 18:
-        raise BadVoice(f"{name} has a damaged config; upload the original .pth again.")
+        raise BadVoice("damaged", name=name, part="config")
     emb_g = weight.get("emb_g.weight")
     phone = weight.get("enc_p.emb_phone.weight")
     if not isinstance(emb_g, torch.Tensor) or not isinstance(phone, torch.Tensor):
-        raise BadVoice(f"{name} is missing RVC weights; upload the original .pth again.")
+        raise BadVoice("damaged", name=name, part="rvc_weights")
     foreign = ("dec.mrfs.", "dec.upsample_blocks.", "dec.mel_conv.")
     if any(isinstance(k, str) and k.startswith(foreign) for k in weight) or data.get(
         "vocoder"
     ) not in (None, "", "HiFi-GAN"):
-        raise BadVoice(
-            f"{name} uses a vocoder other than RVC's HiFi-GAN, which cannot be used here."
-        )
+        raise BadVoice("vocoder", name=name)
     dims = int(phone.shape[1])
     version = str(data.get("version") or ("v2" if dims == 768 else "v1"))
     if version not in ("v1", "v2") or dims != (768 if version == "v2" else 256):
-        raise BadVoice(
-            f"{name} says it is an RVC {version} voice but its weights do not match; it is damaged."
-        )
+        raise BadVoice("version_mismatch", name=name, version=version[:10])
     try:
         sample_rate = int(config[-1])
     except (TypeError, ValueError):
-        raise BadVoice(f"{name} has a damaged config; upload the original .pth again.") from None
+        raise BadVoice("damaged", name=name, part="config") from None
     if sample_rate not in (32000, 40000, 48000):
-        raise BadVoice(f"{name} synthesises at {sample_rate} Hz; RVC voices use 32, 40 or 48 kHz.")
+        raise BadVoice("sample_rate", name=name, sample_rate=sample_rate)
     try:
         f0 = bool(int(data.get("f0", 1)))
     except (TypeError, ValueError):
-        raise BadVoice(f"{name} has a damaged f0 field; upload the original .pth again.") from None
+        raise BadVoice("damaged", name=name, part="f0") from None
     from rvc_next.engine.features.embedders import EMBEDDERS, WITH_FINAL_PROJ
 
     embedder = str(data.get("embedder_model") or "contentvec")
     if embedder not in EMBEDDERS or (version == "v1" and embedder not in WITH_FINAL_PROJ):
-        raise BadVoice(
-            f"{name} was trained on a content model ({embedder}) that cannot be used here."
-        )
+        raise BadVoice("embedder", name=name, embedder=embedder[:40])
     # The config drives the synthesizer's size at conversion: it must be an RVC geometry, and
     # every tensor the shape that geometry implies (bounded and checked before any compute).
     check_voice(data["config"], _tensors(weight, name), version, f0, name)
     if not _all_finite(weight):
-        raise BadVoice(f"{name} has NaN or infinite weights, so it cannot sing; use another copy.")
+        raise BadVoice("not_finite", name=name)
     return VoiceInfo(
         version=version,
         sample_rate=sample_rate,
@@ -218,9 +197,7 @@ def voice_info(pth: Path) -> VoiceInfo:
     try:
         st = pth.stat()
     except OSError:
-        raise BadVoice(
-            f"The voice file {voice_name(pth)} does not exist; upload the voice's .pth again."
-        ) from None
+        raise BadVoice("not_found", name=voice_name(pth)) from None
     return _inspect_cached(str(pth.resolve()), st.st_mtime_ns, st.st_size)
 
 

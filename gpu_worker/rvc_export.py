@@ -30,7 +30,7 @@ def export_voice(
 
     data = ckpt.torch_load(generator)
     if not ckpt.is_g_checkpoint(data):
-        raise BadVoice(f"{Path(generator).name} is not an RVC generator checkpoint.")
+        raise BadVoice("not_generator", name=Path(generator).name)
     state = ckpt.legacy_weight_norm(data["model"])
     weight = OrderedDict((k, v.half()) for k, v in state.items() if "enc_q" not in k)
     model = ckpt.SmallModel(

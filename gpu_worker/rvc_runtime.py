@@ -14,7 +14,6 @@ from typing import Any
 
 from gpu_worker.errors import BadVoice, ModelMissing
 from gpu_worker.model_check import check_index
-from gpu_worker.rvc_assets import DOWNLOAD_HINT
 from gpu_worker.rvc_checkpoint import VoiceInfo, forget_inspected, require_safe_torch, voice_name
 
 logger = logging.getLogger(__name__)
@@ -86,32 +85,23 @@ def load_voice(
     try:
         voice = runtime.voice(voice_pth)
     except model_format as e:
-        raise BadVoice(f"{name} cannot be used: {e}.") from e
+        raise BadVoice("format", name=name, detail=str(e)[:200]) from e
     except missing_asset as e:
-        raise ModelMissing(f"Voice models are missing ({e}); {DOWNLOAD_HINT}.") from e
+        raise ModelMissing("voice_models", detail=str(e)[:300]) from e
     except (RuntimeError, ValueError, KeyError, IndexError) as e:
-        raise BadVoice(
-            f"{name} does not load as an RVC voice; it is damaged or not an RVC model."
-        ) from e
+        raise BadVoice("does_not_load", name=name) from e
     if index_path is None:
         return voice, None
     index_path = Path(index_path)
     iname = voice_name(index_path)
     if not index_path.is_file():
-        raise BadVoice(
-            f"The index file {iname} does not exist; upload it again or convert without it."
-        )
+        raise BadVoice("index_not_found", name=iname)
     want = 768 if info.version == "v2" else 256
     check_index(index_path, want, iname)  # faiss trusts the header: walk it first
     try:
         index = runtime.index(index_path)
     except Exception as e:
-        raise BadVoice(
-            f"The index file {iname} cannot be read; upload it again or convert without it."
-        ) from e
+        raise BadVoice("index_unreadable", name=iname) from e
     if index.dim != want:
-        raise BadVoice(
-            f"The index file {iname} holds {index.dim}-dim features but the voice needs {want}; "
-            "it belongs to another voice."
-        )
+        raise BadVoice("index_of_another_voice", name=iname, dim=index.dim, needs=want)
     return voice, index

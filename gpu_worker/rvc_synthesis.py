@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpu_worker import cancel
-from gpu_worker.errors import EngineError, ModelMissing
-from gpu_worker.rvc_assets import DOWNLOAD_HINT
+from gpu_worker.errors import BadOptions, ModelMissing
 from gpu_worker.rvc_runtime import engine_errors
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ def _resolve_precision(precision: str, device: Any, net_g: Any = None) -> str:
     """`auto` is `default_precision(device)` for a real-size voice. Small synthesizers (the
     tiny test models) run about 3x slower under bf16 autocast than in fp32, so they keep fp32."""
     if precision not in PRECISIONS:
-        raise EngineError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+        raise BadOptions("precision", value=str(precision)[:20], allowed=list(PRECISIONS))
     if precision != "auto":
         return precision
     conv_pre = getattr(getattr(net_g, "dec", None), "conv_pre", None)
@@ -325,7 +324,7 @@ def convert_16k(
         hubert = runtime.hubert(voice.embedder)
         pitch = _pitch(runtime, padded, params, device) if voice.if_f0 else _Pitch(None, None)
     except missing_asset as e:
-        raise ModelMissing(f"Voice models are missing ({e}); {DOWNLOAD_HINT}.") from e
+        raise ModelMissing("voice_models", detail=str(e)[:300]) from e
     if progress is not None:
         progress(0.1)
 

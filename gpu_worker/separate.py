@@ -36,14 +36,13 @@ import numpy as np
 
 from gpu_worker import cancel
 from gpu_worker.cpu import available_cpus, cpu_has_native_bf16
-from gpu_worker.errors import BadAudio, EngineError, ModelMissing
+from gpu_worker.errors import BadAudio, BadOptions, EngineError, ModelMissing
 
 SAMPLE_RATE = 44100
 CHANNELS = 2
 VOCALS = "vocals"
 INSTRUMENTAL = "instrumental"
 PRECISIONS = ("fp32", "bf16", "auto")
-DOWNLOAD_COMMAND = "encore models download"
 DOWNLOAD_TIMEOUT_S = 60.0
 
 ProgressFn = Callable[[float], None]
@@ -126,9 +125,11 @@ _models: dict[tuple[str, str, str], object] = {}
 _models_lock = threading.Lock()
 
 
-def _missing(name: str, model_dir: Path, what: str) -> ModelMissing:
+def _missing(name: str, model_dir: Path, state: str, detail: str = "") -> ModelMissing:
+    """The separation model `name` is not usable in `model_dir`: `state` is `not_installed`,
+    `checksum` (damaged: its checksum does not match) or `damaged` (`detail` says how)."""
     return ModelMissing(
-        f"The separation model {name} is {what}; run `{DOWNLOAD_COMMAND}` to fetch it."
+        "separation_model", model=name, folder=str(model_dir), state=state, detail=detail
     )
 
 
@@ -142,7 +143,7 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
             return model
         if not model_dir.is_dir():
             # Demucs calls sys.exit for a missing folder; say what to do instead.
-            raise _missing(name, model_dir, f"not installed ({model_dir} does not exist)")
+            raise _missing(name, model_dir, "no_folder")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from demucs.pretrained import get_model
         from demucs.repo import ModelLoadingError
@@ -150,25 +151,20 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
         try:
             model = get_model(name, repo=model_dir)
         except ModelLoadingError as exc:
-            if "checksum" in str(exc).lower():
-                what = f"damaged in {model_dir} (checksum mismatch)"
-            else:
-                what = f"not installed in {model_dir}"
-            raise _missing(name, model_dir, what) from exc
+            state = "checksum" if "checksum" in str(exc).lower() else "not_installed"
+            raise _missing(name, model_dir, state) from exc
         except (SystemExit, ImportError) as exc:
-            raise EngineError(
-                f"The separation model {name} needs a Demucs feature that is not installed "
-                f"({exc}); choose another model."
-            ) from exc
+            raise BadOptions("separation_model_feature", model=name, detail=str(exc)[:200]) from exc
         except Exception as exc:  # a truncated or foreign file
-            what = f"damaged in {model_dir} ({type(exc).__name__})"
-            raise _missing(name, model_dir, what) from exc
+            raise _missing(name, model_dir, "damaged", type(exc).__name__) from exc
         if VOCALS not in model.sources:
-            raise EngineError(f"The separation model {name} makes no vocal stem; choose another.")
+            raise BadOptions("separation_model_no_vocals", model=name)
         try:
             model.to(device)  # apply_model moves bag members back and forth otherwise
         except (RuntimeError, AssertionError) as exc:
-            raise EngineError(f"Separation cannot use the device {device} ({exc}).") from exc
+            raise BadOptions(
+                "separation_device", device=str(device), detail=str(exc)[:200]
+            ) from exc
         model.eval()
         _models[key] = model
         return model
@@ -186,17 +182,17 @@ def clear_model_cache() -> None:
 
 def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != SAMPLE_RATE:
-        raise BadAudio(f"Separation needs {SAMPLE_RATE} Hz audio, not {sample_rate} Hz.")
+        raise BadOptions("separation_rate", needs=SAMPLE_RATE, sample_rate=sample_rate)
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[0] not in (1, 2):
-        raise BadAudio("Separation needs mono or stereo audio shaped (channels, samples).")
+        raise BadOptions("separation_shape", shape=list(audio.shape))
     if audio.shape[1] == 0:
-        raise BadAudio("The audio is empty; send a file with sound in it.")
+        raise BadAudio("empty_audio")
     audio = audio.astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
-        raise BadAudio("The audio holds invalid samples; export it again and resend it.")
+        raise BadAudio("invalid_audio")
     if audio.shape[0] == 1:
         audio = np.repeat(audio, CHANNELS, axis=0)
     return audio
@@ -365,7 +361,7 @@ def separate(
     `out_dir` is replaced. `progress(fraction)` is called as chunks finish (0..1, one call
     at a time, possibly from a worker thread); an exception it raises aborts the separation.
 
-    Raises ModelMissing (the model is not in `model_dir`), BadAudio, EngineError.
+    Raises ModelMissing (the model is not in `model_dir`), BadAudio, BadOptions, EngineError.
     """
     out_dir = Path(out_dir)
     stems = separate_array(
@@ -412,7 +408,7 @@ def demucs_files(names: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
             sigs = [name]
         else:
             known = sorted(p.stem for p in root.glob("*.yaml"))
-            raise EngineError(f"Unknown Demucs model {name}; known models: {', '.join(known)}.")
+            raise BadOptions("separation_model_unknown", model=name, allowed=known)
         out[name] = [(urls[sig].rsplit("/", 1)[1], urls[sig]) for sig in sigs]
     return out
 
@@ -446,8 +442,12 @@ def download_demucs(
                     except Exception as exc:
                         dst.unlink(missing_ok=True)
                         raise EngineError(
-                            f"Could not download the Demucs model {name} from {url} ({exc}); "
-                            f"check the network, or copy {filename} into {model_dir} by hand."
+                            "download_failed",
+                            what=f"Demucs model {name}",
+                            url=url,
+                            file=filename,
+                            folder=str(model_dir),
+                            detail=str(exc)[:200],
                         ) from exc
                 paths.append(dst)
             bag_file = root / f"{name}.yaml"

@@ -49,7 +49,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gpu_worker.errors import BadAudio, Cancelled, EngineError
+from gpu_worker.errors import BadAudio, BadOptions, Cancelled
 from gpu_worker.rvc_assets import check_assets
 from gpu_worker.train_manifest import FORMAT, JOB_FILE, MANIFEST_FILE, resume_files, write_json
 from gpu_worker.train_options import (
@@ -90,7 +90,7 @@ def train(
     from it stops the training as one from `progress` does).
     """
     if not isinstance(options, TrainOptions):
-        raise EngineError("options must be TrainOptions.")
+        raise BadOptions("train_options")
     job = _job(samples, Path(exp_dir), name, Path(assets_dir), device, options)
     exp = Path(job["exp_dir"])
     exp.mkdir(parents=True, exist_ok=True)
@@ -111,12 +111,12 @@ def _job(
         samples = [samples]
     paths = [Path(p) for p in samples]
     if not paths:
-        raise BadAudio("No voice samples were given; upload at least one recording of the voice.")
+        raise BadAudio("no_samples")
     for p in paths:
         if not p.is_file():
-            raise BadAudio(f"The sample {p.name} was not found; upload it again.")
+            raise BadAudio("sample_not_found", name=p.name)
     if not str(name or "").strip():
-        raise EngineError("The voice needs a name.")
+        raise BadOptions("voice_name")
     dev = parse_device(device)
     check_assets(assets_dir, options.f0_method, embedder=EMBEDDER, training=True)
     return {

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from gpu_worker.errors import Cancelled, EngineError
+from gpu_worker.errors import Cancelled, Crashed, EngineError
 from gpu_worker.train_manifest import LOCK_FILE
 from gpu_worker.train_stages import run_job
 from gpu_worker.train_supervisor import EVENT_PREFIX
@@ -35,9 +35,7 @@ def _lock(exp: Path) -> IO[bytes]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise EngineError(
-            "This voice is already being trained; wait for that run to finish or cancel it."
-        ) from None
+        raise EngineError("training_busy") from None
     return handle
 
 
@@ -96,20 +94,19 @@ def child_main(argv: Sequence[str]) -> int:
         return 0
     except RvcCancelled:
         logger.info("Training stopped: cancelled")
-        emit({"event": "error", "type": "Cancelled", "message": "Voice training was cancelled."})
+        emit({"event": "error", **Cancelled("training").to_record()})
         return 2
     except EngineError as e:
         logger.info("Training stopped: %s", e)
-        emit({"event": "error", "type": type(e).__name__, "message": e.message})
+        emit({"event": "error", **e.to_record()})
         return 2 if isinstance(e, Cancelled) else 1
     except BaseException as e:
         logger.exception("Training failed")
         if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-            kind, message = "EngineError", "Training ran out of memory; lower the batch size."
+            error: EngineError = EngineError("training_out_of_memory", device="cpu")
         else:  # the details are in train.log; the user only needs to know a rerun resumes
-            kind = "Crashed"
-            message = "Voice training failed on our side; run it again to resume where it stopped."
-        emit({"event": "error", "type": kind, "message": message})
+            error = Crashed("training_failed")
+        emit({"event": "error", **error.to_record()})
         return 1
 
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpu_worker.errors import EngineError
-from gpu_worker.rvc_assets import F0_METHODS, required_assets
+from gpu_worker.errors import BadOptions
+from gpu_worker.rvc_assets import F0_METHODS, required_assets, unknown_f0
 
 SAMPLE_RATE = 40000
 RATE_NAME = "40k"
@@ -28,7 +28,7 @@ GPU_CACHE_MAX_SECONDS = 30 * 60.0
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How to train. Invalid values raise `EngineError` on creation."""
+    """How to train. Invalid values raise `BadOptions` on creation."""
 
     epochs: int = 200
     """Total epochs. 200 suits fine-tuning from the v2 base on a few minutes of voice."""
@@ -48,25 +48,21 @@ class TrainOptions:
         for field_name, low in (("epochs", 1), ("batch_size", 1), ("save_every", 1)):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise EngineError(f"{field_name} must be a whole number of at least {low}.")
+                raise BadOptions("whole_at_least", name=field_name, low=low)
         if self.epochs > 100_000:
-            raise EngineError("epochs must be at most 100000.")
+            raise BadOptions("at_most", name="epochs", high=100_000)
         if self.batch_size > 256:
-            raise EngineError("batch_size must be at most 256.")
+            raise BadOptions("at_most", name="batch_size", high=256)
         if self.f0_method not in F0_METHODS:
-            raise EngineError(
-                f"Unknown pitch method {self.f0_method!r}; "
-                "use one of rmvpe, swiftf0, pm, fcpe, crepe."
-            )
+            raise unknown_f0(self.f0_method)
         if self.sample_rate != SAMPLE_RATE:
-            raise EngineError(
-                f"Voices can only be trained at {SAMPLE_RATE} Hz (the v2 40k base models); "
-                f"{self.sample_rate!r} is not supported."
+            raise BadOptions(
+                "train_sample_rate", value=str(self.sample_rate)[:20], only=SAMPLE_RATE
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise EngineError("seed must be a whole number.")
+            raise BadOptions("whole", name="seed")
         if self.config_override is not None and not isinstance(self.config_override, dict):
-            raise EngineError("config_override must be a dict of rvc-next config sections.")
+            raise BadOptions("config_override")
 
     @property
     def engine_f0_method(self) -> str:
@@ -118,5 +114,5 @@ def parse_device(device: str) -> str:
         return "cpu"
     m = re.fullmatch(r"cuda(?::(\d{1,2}))?", text)
     if not m:
-        raise EngineError(f"Unknown device {device!r}; use cpu, cuda or cuda:N.")
+        raise BadOptions("device", value=str(device)[:20])
     return f"cuda:{int(m.group(1) or 0)}"

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpu_worker.errors import BadAudio, Cancelled, EngineError, ModelMissing
-from gpu_worker.rvc_assets import DOWNLOAD_HINT, TRAINING_FILES
+from gpu_worker.errors import BadAudio, BadOptions, Cancelled, Crashed, EngineError, ModelMissing
+from gpu_worker.rvc_assets import TRAINING_FILES
 from gpu_worker.train_manifest import (
     DATASET_DIR,
     F0_DIRS,
@@ -85,9 +85,9 @@ def _engine_call(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except EngineCancelled:
-        raise Cancelled("Voice training was cancelled.") from None
+        raise Cancelled("training") from None
     except MissingAssetError as e:
-        raise ModelMissing(f"Voice models are missing ({e}); {DOWNLOAD_HINT}.") from e
+        raise ModelMissing("voice_models", detail=str(e)[:300]) from e
 
 
 def _stage_progress(
@@ -142,7 +142,7 @@ def _sample_hashes(r: _Run) -> list[str]:
         try:
             hashes.append(audio_sha256(p))
         except OSError:
-            raise BadAudio(f"The sample {p.name} cannot be read; upload it again.") from None
+            raise BadAudio("sample_unreadable", name=p.name) from None
     return hashes
 
 
@@ -155,10 +155,8 @@ def _run_slicing(r: _Run, stale: bool, previous: dict | None) -> dict:
     _slice(exp, r.opts, r.report, r.token)
     count, seconds = sliced_seconds(exp)
     if seconds < MIN_SLICED_SECONDS:
-        raise EngineError(
-            f"Only {seconds:.1f} s of voice was left after cutting out silence; "
-            f"upload at least {MIN_SLICED_SECONDS:.0f} s of clear singing or speech "
-            "(a few minutes trains a good voice)."
+        raise BadAudio(
+            "too_little_voice", seconds=round(seconds, 1), min_seconds=MIN_SLICED_SECONDS
         )
     return {"slices": count, "seconds": round(seconds, 2)}
 
@@ -172,13 +170,8 @@ def _run_pitch(r: _Run, stale: bool, previous: dict | None) -> dict:
     voiced = len(list((r.exp / F0_DIRS[1]).glob("*.npy")))
     if voiced == 0:
         if counts.get("failed"):
-            raise EngineError(
-                f"Pitch detection ({r.opts.f0_method}) failed on every slice; run "
-                "`encore models download` or train with another pitch method."
-            )
-        raise EngineError(
-            "No pitched voice was found in the samples; upload recordings of singing or speech."
-        )
+            raise ModelMissing("pitch_failed", f0_method=r.opts.f0_method)
+        raise BadAudio("no_pitched_voice")
     return {"voiced": voiced}
 
 
@@ -188,10 +181,7 @@ def _run_features(r: _Run, stale: bool, previous: dict | None) -> dict:
     r.report("features", 0.0, "content features")
     counts = _features(r.exp, r.assets, r.device, stale, r.report, r.token)
     if not any((r.exp / FEATURE_DIR).glob("*.npy")):
-        raise EngineError(
-            "Content features could not be computed for any slice; "
-            "run `encore models download` and try again."
-        )
+        raise ModelMissing("features_failed")
     return counts
 
 
@@ -237,7 +227,7 @@ def _run_training(r: _Run, stale: bool, previous: dict | None) -> dict:
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(earlier, final)  # already trained, under another name
     if not final.is_file():
-        raise EngineError("Training ended without a voice model; run it again.")
+        raise Crashed("no_voice_model")
     epochs, steps = loop["epochs"], loop["steps"]
     r.out.update(
         pth=final, epochs=epochs, steps=steps, resumed_from_epoch=loop["resumed_from_epoch"]
@@ -365,12 +355,9 @@ def _check_cuda(device: str) -> None:
 
     index = int(device.split(":", 1)[1]) if ":" in device else 0
     if not torch.cuda.is_available():
-        raise EngineError("No CUDA GPU is available here; train on the cpu device instead.")
+        raise BadOptions("no_cuda")
     if index >= torch.cuda.device_count():
-        raise EngineError(
-            f"There is no GPU {index} (this machine has {torch.cuda.device_count()}); "
-            "use another cuda:N."
-        )
+        raise BadOptions("no_such_gpu", index=index, count=torch.cuda.device_count())
 
 
 def _copy_samples(samples: Sequence[Path], folder: Path) -> None:
@@ -402,7 +389,7 @@ def _slice(exp: Path, opts: TrainOptions, report: Reporter, token: Any) -> None:
     )
     failed = int(out.get("failed") or 0)
     if failed and not out.get("slices"):
-        raise BadAudio("None of the samples could be read as audio; upload them again as WAV.")
+        raise BadAudio("no_readable_samples")
     if failed:
         report.log(f"{failed} recordings could not be read and were left out")
 
@@ -551,16 +538,11 @@ def _loop(
         )
     except RvcEngineError as e:
         if "No training batches" in str(e):
-            raise EngineError(
-                "The samples gave too few usable slices for one training batch; upload more "
-                "voice or lower the batch size."
-            ) from e
+            raise BadAudio("too_few_slices", batch_size=opts.batch_size) from e
         raise
     except RuntimeError as e:
         if "out of memory" in str(e).lower():
-            raise EngineError(
-                "The GPU ran out of memory while training; lower the batch size and try again."
-            ) from e
+            raise EngineError("training_out_of_memory", device=device) from e
         raise
     start = int(out.get("start_epoch", 1))
     total = int(out.get("epochs", opts.epochs))

@@ -85,10 +85,7 @@ def _progress_of(event: dict[str, Any]) -> TrainProgress:
 
 
 def _error_of(event: dict[str, Any]) -> EngineError:
-    cls = getattr(errors, str(event.get("type")), EngineError)
-    if not (isinstance(cls, type) and issubclass(cls, EngineError)):
-        cls = EngineError
-    return cls(str(event.get("message") or "Voice training failed; try again."))
+    return errors.from_record(event)
 
 
 def run_child(
@@ -99,7 +96,7 @@ def run_child(
     on_checkpoint: Callable[[list[Path]], None] | None = None,
 ) -> TrainResult:
     if cancel is not None and cancel():
-        raise Cancelled("Voice training was cancelled before it started.")
+        raise Cancelled("training")
     cmd = [sys.executable, "-m", "gpu_worker.train_child", str(job_path)]
     with open(exp / LOG_FILE, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
@@ -129,10 +126,7 @@ def run_child(
             if stop is None and cancel is not None:
                 try:
                     if cancel():
-                        stop = Cancelled(
-                            "Voice training was cancelled; "
-                            "start it again to resume from the last checkpoint."
-                        )
+                        stop = Cancelled("training")
                 except BaseException as e:
                     stop = e
                 if stop is not None:
@@ -185,9 +179,7 @@ def run_child(
     if result is None:
         hint = ", perhaps out of memory" if code in (-9, 137) else ""
         logger.warning("training child exited with code %s%s", code, hint)
-        raise Crashed(
-            "Voice training stopped unexpectedly; run it again to resume from its last checkpoint."
-        )
+        raise Crashed("training_stopped", exit_code=code)
     return TrainResult(
         pth=Path(result["pth"]),
         index=Path(result["index"]),

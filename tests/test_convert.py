@@ -17,6 +17,7 @@ from gpu_worker import rvc_synthesis as syn
 from gpu_worker.errors import BadVoice, EngineError, ModelMissing
 from tests.hostile import code_running_pth
 from tests.tiny_rvc import RvcAssets, build_hubert, build_rvc_assets
+from tests.wording import refused, said
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ def test_a_pickle_that_runs_code_is_refused_and_not_run(tmp_path):
 
     marker = tmp_path / "pwned"
     evil = code_running_pth(tmp_path / "evil.pth", marker)
-    with pytest.raises(BadVoice, match="could run code"):
+    with refused(BadVoice, match="could run code"):
         vc.inspect_voice(evil)
     assert not marker.exists()
     # The payload is real: an unsafe load would have run it.
@@ -209,9 +210,9 @@ def test_inspect_voice_refuses_other_files(tmp_path, content, match):
         tensors = {k: torch.as_tensor(v) for k, v in content.get("model", {}).items()}
         content = {**content, "model": tensors} if "model" in content else content
         torch.save(content, path)
-    with pytest.raises(BadVoice, match=match) as err:
+    with refused(BadVoice, match=match) as err:
         vc.inspect_voice(path)
-    assert str(err.value).endswith(".") and "\n" not in str(err.value)
+    assert said(err.value).endswith(".") and "\n" not in said(err.value)
 
 
 def test_bad_voice_or_index_in_convert(rvc, tmp_path):
@@ -219,14 +220,14 @@ def test_bad_voice_or_index_in_convert(rvc, tmp_path):
 
     src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
     g = rvc.assets_dir / "pretrained_v2" / "f0G40k.pth"
-    with pytest.raises(BadVoice, match="training checkpoint"):
+    with refused(BadVoice, match="training checkpoint"):
         vc.convert(src, tmp_path / "o.wav", voice_pth=g, index_path=None, assets_dir=rvc.assets_dir)
     v1_vectors = np.random.default_rng(0).standard_normal((80, 256)).astype(np.float32)
     v1_index = faiss.index_factory(256, "IVF2,Flat")
     v1_index.train(v1_vectors)
     v1_index.add(v1_vectors)
     faiss.write_index(v1_index, str(tmp_path / "added_v1.index"))
-    with pytest.raises(BadVoice, match="another voice"):
+    with refused(BadVoice, match="another voice"):
         vc.convert(
             src,
             tmp_path / "o.wav",
@@ -241,7 +242,7 @@ def test_missing_assets_name_the_download_command(rvc, tmp_path):
     src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
     empty = tmp_path / "empty-assets"
     empty.mkdir()
-    with pytest.raises(ModelMissing, match="encore models download") as err:
+    with refused(ModelMissing, match="encore models download") as err:
         vc.convert(
             src,
             tmp_path / "o.wav",
@@ -250,12 +251,12 @@ def test_missing_assets_name_the_download_command(rvc, tmp_path):
             assets_dir=empty,
             params=vc.VoiceParams(f0_method="pm"),
         )
-    assert "hubert_base" in str(err.value)
+    assert "hubert_base" in said(err.value)
     no_rmvpe = tmp_path / "no-rmvpe"
     build_hubert(no_rmvpe)
-    with pytest.raises(ModelMissing, match="encore models download") as err:
+    with refused(ModelMissing, match="encore models download") as err:
         vc.check_assets(no_rmvpe, "rmvpe")
-    assert "rmvpe.pt" in str(err.value)
+    assert "rmvpe.pt" in said(err.value)
     vc.check_assets(no_rmvpe, "swiftf0")  # SwiftF0 ships in the wheel, pm needs nothing
     vc.check_assets(rvc.assets_dir, "rmvpe", training=True)
 
@@ -297,14 +298,14 @@ def test_download_failure_is_one_clear_sentence(tmp_path):
 
     transport = httpx.MockTransport(lambda request: httpx.Response(404))
     seen = []
-    with pytest.raises(EngineError, match="Downloading the voice models failed") as err:
+    with refused(EngineError, match="Downloading the voice models failed") as err:
         vc.download_assets(
             tmp_path / "assets",
             lambda f, msg: seen.append(msg),
             transport=transport,
             training=False,
         )
-    assert "\n" not in str(err.value)
+    assert "\n" not in said(err.value)
     assert any("huggingface.co" in m for m in seen)
     assert not any(p.is_file() for p in (tmp_path / "assets").rglob("*"))
 
@@ -345,7 +346,7 @@ def test_precision_choice(rvc, tmp_path):
     assert vc.default_precision("cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert vc.default_precision("cuda:0") == "fp32"  # rvc-next's own fp16/fp32 rule applies
     src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
-    with pytest.raises(EngineError, match="precision"):
+    with refused(EngineError, match="precision"):
         vc.convert(
             src,
             tmp_path / "o.wav",

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flows.errors import UserError
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.steps.separate import options as separation_options
 from gpu_worker import samples as engine
 from gpu_worker import separate
 from gpu_worker.audio import decode
-from gpu_worker.errors import EngineError
 
 MAX_REASONS = 3
 
@@ -68,7 +68,7 @@ def intake(
         limits = engine.IntakeLimits(min_total_s=s.train_min_seconds)
         report = engine.check_samples(local, limits, names=names)
         if not report.ok:
-            raise EngineError(refusal(report))
+            raise UserError(refusal(report))
         if isolate:
             with job_step(s, job_id, "isolating", 0.02):
                 kept = [local[c.number - 1] for c in report.accepted]
@@ -76,7 +76,7 @@ def intake(
                 report = engine.check_samples(vocals, limits, names=[p.name for p in kept])
                 if not report.ok:
                     # (numbers in this report count the kept samples, so only the total is told)
-                    raise EngineError(
+                    raise UserError(
                         "Little voice was left once the music was removed. " + report.summary
                     )
                 local = vocals
