@@ -20,7 +20,7 @@ from pathlib import Path
 from flows import catalog, erase, users, voices
 from flows.db import Job, Song, UploadSession, Voice
 from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
-from flows.errors import UserError, worded
+from flows.errors import UserError, sample_problem, worded
 from flows.jobs import reply_target
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
@@ -380,7 +380,7 @@ def add_sample(
         return SampleResult(False, False, 0.0, "You sent this clip already.", session)
     limits = _intake_limits(s)
     check = check_samples([Path(local)], limits, names=[filename]).samples[0]
-    problem = check.problem
+    problem = sample_problem(check)
     if problem is None and session.voiced_s + check.voiced_s > limits.max_total_s:
         problem = (
             f"That would take the total past {format_duration(limits.max_total_s)}, the most one "

@@ -26,6 +26,7 @@ from gpu_worker.errors import (
     TooLong,
     from_record,
 )
+from gpu_worker.samples import IntakeReport, SampleCheck, format_duration
 
 T = TypeVar("T")
 
@@ -250,6 +251,7 @@ SENTENCES: dict[tuple[type[Exception], str], Wording] = {
     (BadAudio, "vocal_damaged"): "The vocal file {name} is damaged; separate the song again.",
     (BadAudio, "vocal_not_found"): "The vocal file {name} was not found; separate the song again.",
     # training samples
+    (BadAudio, "sample_changed"): "Sample {number} could not be read again; send it once more.",
     (BadAudio, "no_samples"): "No voice samples were given; "
     "upload at least one recording of the voice.",
     (BadAudio, "sample_not_found"): "The sample {name} was not found; upload it again.",
@@ -398,6 +400,115 @@ FALLBACK: dict[type[Exception], str] = {
     EngineError: GENERIC,
 }
 """The sentence for a class's case that `SENTENCES` does not list (a bug to fix there)."""
+
+
+# -- voice samples (`gpu_worker.samples`) -------------------------------------------------------
+
+
+def _khz(hz: float) -> str:
+    return f"{hz / 1000:.3g} kHz"
+
+
+def _channels_wanted(most: int) -> str:
+    if most <= 1:
+        return "a mono recording"
+    if most == 2:
+        return "a mono or stereo recording"
+    return f"a recording with at most {most} channels"
+
+
+def _range_text(low: float, high: float) -> str:
+    if low % 60 == 0 and high % 60 == 0:
+        return f"{low / 60:g}–{high / 60:g} min"
+    return f"{format_duration(low)} to {format_duration(high)}"
+
+
+SAMPLE_PROBLEMS: dict[str, Wording] = {
+    "missing": "did not arrive; send it again.",
+    "empty": "is an empty file; send the recording again.",
+    "too_large": lambda d: (
+        f"is {megabytes(d['size'], up=True)}, over the "
+        f"{megabytes(d['max_bytes'])} limit; send a shorter or more compressed recording."
+    ),
+    "duplicate": "is the same file as sample {of}; send a different recording or leave it out.",
+    "not_audio": "could not be read as audio; send it as an mp3, wav, ogg or m4a file.",
+    "channels": lambda d: (
+        f"has {d['channels']} audio channels; send {_channels_wanted(d['most'])}."
+    ),
+    "low_rate": lambda d: (
+        f"is low-quality audio ({_khz(d['rate'])}); record it again at "
+        f"{_khz(d['least'])} or more, for example as a voice note."
+    ),
+    "high_rate": lambda d: (
+        f"has an unusual sample rate ({_khz(d['rate'])}); export it again "
+        f"at {_khz(d['most'])} or less, or send it as a voice note."
+    ),
+    "too_long": lambda d: (
+        f"is over the {format_duration(d['most_s'])} limit for one sample; "
+        "split it into shorter recordings."
+    ),
+    "over_total": lambda d: (
+        f"would take the total past the {format_duration(d['most_s'])} "
+        "limit for one voice; leave it out."
+    ),
+    "damaged": "is damaged or cut off; export it again and resend it.",
+    "too_short": lambda d: (
+        f"is only {format_duration(d['seconds'])} long; "
+        f"send recordings of at least {format_duration(d['least_s'])}."
+    ),
+    "mostly_silence": "is mostly silence; record it again closer to the microphone.",
+    "too_quiet": "is too quiet; record it again closer to the microphone "
+    "or with the input volume turned up.",
+    "clipped": "is distorted because it was recorded too loud; "
+    "record it again a little further from the microphone.",
+    "little_voice": lambda d: (
+        f"has less than {format_duration(d['least_s'])} of clear voice; "
+        "send a longer recording of you speaking or singing."
+    ),
+    "too_many": "is over the limit of {most} samples; send fewer, longer recordings.",
+    "unchecked": "could not be checked; send it again as an mp3, wav, ogg or m4a file.",
+}
+"""Why a voice sample was refused (`SampleProblem.reason`), after "Sample N "."""
+
+
+def sample_problem(check: SampleCheck) -> str | None:
+    """The sentence for a refused sample ("Sample 3 is mostly silence; ..."), or None."""
+    problem = check.problem
+    if problem is None:
+        return None
+    wording = SAMPLE_PROBLEMS.get(problem.reason, SAMPLE_PROBLEMS["unchecked"])
+    text = wording.format(**problem.data) if isinstance(wording, str) else wording(problem.data)
+    return f"Sample {check.number} {text}"
+
+
+def intake_summary(report: IntakeReport) -> str:
+    """One or two short sentences: how much clean voice the samples hold, and is it enough."""
+    limits = report.limits
+    accepted, rejected, total = report.accepted, len(report.rejected), report.voiced_s
+    best = _range_text(*limits.recommended_s)
+    minimum = format_duration(limits.min_total_s)
+    if not accepted and not rejected:
+        return (
+            f"No samples yet; send at least {minimum} of clear speech or singing ({best} is best)."
+        )
+    if total <= 0:
+        return (
+            f"No clean voice in these samples; send at least {minimum} of clear speech "
+            f"or singing ({best} is best)."
+        )
+    if total < limits.min_total_s:
+        short = format_duration(total)
+        return f"Only {short} of clean voice; send at least {minimum} ({best} is best)."
+    count = len(accepted)
+    first = f"{format_duration(total)} of clean voice from {count} sample{'s' if count > 1 else ''}"
+    if rejected:
+        first += f" ({rejected} left out)"
+    low, high = limits.recommended_s
+    if total < low:
+        return f"{first}. {best} gives the best clone."
+    if total <= high:
+        return f"{first}, in the {best} range that gives the best clone."
+    return f"{first}. {best} is usually enough for the best clone; more makes training take longer."
 
 
 def user_message(error: BaseException) -> str:

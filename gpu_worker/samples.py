@@ -3,10 +3,10 @@
 This module owns the first step of training a voice. `check_samples` looks at every file a
 user sent (wav, mp3, ogg/opus voice notes, m4a: anything ffmpeg decodes) and measures how many
 seconds of clean speech or singing it holds, its level, clipping, silence, sample rate and
-channels. Each unusable sample gets one sentence that names it by number and says what to do
-("Sample 3 is mostly silence; record it again closer to the microphone."); one bad file never
-makes the whole check fail. The report's summary tells the user whether there is enough voice
-to train (at least 1 min, 5-10 min is best) and the report's `ok` says whether to go on.
+channels. Each unusable sample gets a `SampleProblem` (a reason and its facts, which
+`flows.errors` turns into one sentence naming the sample by number); one bad file never makes
+the whole check fail. The report's `ok` says whether there is enough voice to train (at least
+1 min; 5-10 min is best), and its numbers are what the user's summary is made from.
 
 `prepare_samples` then writes the accepted samples as clean mono float wavs at the training
 rate: long silences shortened, clipped stretches cut out, level brought to a steady speech
@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +98,14 @@ class IntakeLimits:
 
 
 @dataclass(frozen=True)
+class SampleProblem:
+    """Why one sample is refused: `reason` names the case, `data` its facts (sizes, limits)."""
+
+    reason: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SampleCheck:
     """What intake found in one sample. Levels are dBFS; `DB_FLOOR` stands for silence."""
 
@@ -111,7 +119,7 @@ class SampleCheck:
     peak_dbfs: float
     clipped_fraction: float  # of the non-silent samples
     silent_fraction: float  # of the sample's duration
-    problem: str | None  # None if accepted; else one sentence naming the sample by number
+    problem: SampleProblem | None  # None if accepted; else why not (`flows.errors` words it)
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ class IntakeReport:
     samples: list[SampleCheck]
     voiced_s: float  # total of accepted samples
     ok: bool  # enough accepted audio to train
-    summary: str  # one or two short sentences for the user
+    limits: IntakeLimits = IntakeLimits()  # what the samples were checked against
 
     @property
     def accepted(self) -> list[SampleCheck]:
@@ -307,38 +315,20 @@ def _analyse(audio: np.ndarray, sample_rate: int) -> _Frames:
 # Checking
 
 
-def _khz(rate: int) -> str:
-    return f"{rate / 1000:.3g} kHz"
-
-
-def _mb(size: float) -> str:
-    return f"{size / 2**20:.0f} MB"
-
-
-def _channels_wanted(limit: int) -> str:
-    if limit <= 1:
-        return "a mono recording"
-    if limit == 2:
-        return "a mono or stereo recording"
-    return f"a recording with at most {limit} channels"
-
-
-def _range_text(low: float, high: float) -> str:
-    if low % 60 == 0 and high % 60 == 0:
-        return f"{low / 60:g}–{high / 60:g} min"
-    return f"{format_duration(low)} to {format_duration(high)}"
-
-
 class _Reject(Exception):
-    """A sample is refused; carries what was measured before the refusal."""
+    """A sample is refused; carries why, and what was measured before the refusal."""
 
-    def __init__(self, problem: str, **measured):
-        super().__init__(problem)
+    def __init__(self, problem: SampleProblem, **measured):
+        super().__init__(problem.reason)
         self.problem = problem
         self.measured = measured
 
 
-def _blank(number: int, name: str, problem: str, **measured) -> SampleCheck:
+def _refuse(reason: str, measured: dict | None = None, **facts) -> _Reject:
+    return _Reject(SampleProblem(reason, facts), **(measured or {}))
+
+
+def _blank(number: int, name: str, problem: SampleProblem, **measured) -> SampleCheck:
     fields = dict(
         duration_s=0.0,
         voiced_s=0.0,
@@ -356,59 +346,35 @@ def _blank(number: int, name: str, problem: str, **measured) -> SampleCheck:
 def _check_one(
     number: int, name: str, path: Path, limits: IntakeLimits, seen: dict[str, int], room_s: float
 ) -> SampleCheck:
-    """Measure one sample; a refusal raises _Reject with the sentence for the user."""
-    n = number
+    """Measure one sample; a refusal raises _Reject with the problem."""
     if not path.is_file():
-        raise _Reject(f"Sample {n} did not arrive; send it again.")
+        raise _refuse("missing")
     size = path.stat().st_size
     if size == 0:
-        raise _Reject(f"Sample {n} is an empty file; send the recording again.")
+        raise _refuse("empty")
     if size > limits.max_bytes:
-        raise _Reject(
-            f"Sample {n} is {_mb(size)}, over the {_mb(limits.max_bytes)} limit; "
-            "send a shorter or more compressed recording."
-        )
+        raise _refuse("too_large", size=size, max_bytes=limits.max_bytes)
     digest = file_sha256(path)
     if digest in seen:
-        raise _Reject(
-            f"Sample {n} is the same file as sample {seen[digest]}; "
-            "send a different recording or leave it out."
-        )
-    seen[digest] = n
+        raise _refuse("duplicate", of=seen[digest])
+    seen[digest] = number
 
     try:
         info = inspect(path, limits.max_bytes)
     except BadAudio:
-        raise _Reject(
-            f"Sample {n} could not be read as audio; send it as an mp3, wav, ogg or m4a file."
-        ) from None
+        raise _refuse("not_audio") from None
     known = dict(sample_rate=info.sample_rate, channels=info.channels, duration_s=info.duration)
     if info.channels > limits.max_channels:
-        raise _Reject(
-            f"Sample {n} has {info.channels} audio channels; "
-            f"send {_channels_wanted(limits.max_channels)}.",
-            **known,
-        )
+        raise _refuse("channels", known, channels=info.channels, most=limits.max_channels)
     if info.sample_rate < limits.min_sample_rate:
-        raise _Reject(
-            f"Sample {n} is low-quality audio ({_khz(info.sample_rate)}); record it again at "
-            f"{_khz(limits.min_sample_rate)} or more, for example as a voice note.",
-            **known,
-        )
+        raise _refuse("low_rate", known, rate=info.sample_rate, least=limits.min_sample_rate)
     if info.sample_rate > limits.max_sample_rate:
-        raise _Reject(
-            f"Sample {n} has an unusual sample rate ({_khz(info.sample_rate)}); export it "
-            f"again at {_khz(limits.max_sample_rate)} or less, or send it as a voice note.",
-            **known,
-        )
-    too_long = (
-        f"Sample {n} is over the {format_duration(limits.max_sample_s)} limit for one sample; "
-        "split it into shorter recordings."
-    )
+        raise _refuse("high_rate", known, rate=info.sample_rate, most=limits.max_sample_rate)
+    too_long = SampleProblem("too_long", {"most_s": limits.max_sample_s})
     if info.duration > limits.max_sample_s + LENGTH_SLACK_S:
         raise _Reject(too_long, **known)
     if room_s <= 0:
-        raise _Reject(_over_total(n, limits), **known)
+        raise _Reject(_over_total(limits), **known)
 
     # Measured while it decodes, a block at a time: memory stays bounded however long it is.
     analysis = _Analysis(ANALYSIS_RATE, min(info.channels, 2))
@@ -418,19 +384,13 @@ def _check_one(
     except TooLong:
         raise _Reject(too_long, **known) from None
     except BadAudio:
-        raise _Reject(
-            f"Sample {n} is damaged or cut off; export it again and resend it.", **known
-        ) from None
+        raise _refuse("damaged", known) from None
     duration = analysis.samples / ANALYSIS_RATE
     known["duration_s"] = duration
     if duration > limits.max_sample_s + LENGTH_SLACK_S:
         raise _Reject(too_long, **known)
     if duration < limits.min_sample_s:
-        raise _Reject(
-            f"Sample {n} is only {format_duration(duration)} long; "
-            f"send recordings of at least {format_duration(limits.min_sample_s)}.",
-            **known,
-        )
+        raise _refuse("too_short", known, seconds=duration, least_s=limits.min_sample_s)
 
     frames = analysis.result()
     count = len(frames.silent)
@@ -446,25 +406,16 @@ def _check_one(
     )
     problem = None
     if measured["silent_fraction"] > limits.max_silent_fraction:
-        problem = f"Sample {n} is mostly silence; record it again closer to the microphone."
+        problem = SampleProblem("mostly_silence", {"fraction": measured["silent_fraction"]})
     elif measured["rms_dbfs"] < limits.min_voice_dbfs:
-        problem = (
-            f"Sample {n} is too quiet; record it again closer to the microphone "
-            "or with the input volume turned up."
-        )
+        problem = SampleProblem("too_quiet", {"rms_dbfs": measured["rms_dbfs"]})
     elif measured["clipped_fraction"] > limits.max_clipped_fraction:
-        problem = (
-            f"Sample {n} is distorted because it was recorded too loud; "
-            "record it again a little further from the microphone."
-        )
+        problem = SampleProblem("clipped", {"fraction": measured["clipped_fraction"]})
     elif measured["voiced_s"] < limits.min_sample_s:
-        problem = (
-            f"Sample {n} has less than {format_duration(limits.min_sample_s)} of clear voice; "
-            "send a longer recording of you speaking or singing."
-        )
+        problem = SampleProblem("little_voice", {"least_s": limits.min_sample_s})
     elif measured["voiced_s"] > room_s:
-        problem = _over_total(n, limits)
-    return SampleCheck(number=n, name=name, problem=problem, **measured)
+        problem = _over_total(limits)
+    return SampleCheck(number=number, name=name, problem=problem, **measured)
 
 
 def decode_limits(limits: IntakeLimits) -> Limits:
@@ -479,38 +430,8 @@ def decode_limits(limits: IntakeLimits) -> Limits:
     )
 
 
-def _over_total(number: int, limits: IntakeLimits) -> str:
-    return (
-        f"Sample {number} would take the total past the {format_duration(limits.max_total_s)} "
-        "limit for one voice; leave it out."
-    )
-
-
-def _summary(accepted: list[SampleCheck], rejected: int, total: float, limits: IntakeLimits) -> str:
-    best = _range_text(*limits.recommended_s)
-    minimum = format_duration(limits.min_total_s)
-    if not accepted and not rejected:
-        return (
-            f"No samples yet; send at least {minimum} of clear speech or singing ({best} is best)."
-        )
-    if total <= 0:
-        return (
-            f"No clean voice in these samples; send at least {minimum} of clear speech "
-            f"or singing ({best} is best)."
-        )
-    if total < limits.min_total_s:
-        short = format_duration(total)
-        return f"Only {short} of clean voice; send at least {minimum} ({best} is best)."
-    count = len(accepted)
-    first = f"{format_duration(total)} of clean voice from {count} sample{'s' if count > 1 else ''}"
-    if rejected:
-        first += f" ({rejected} left out)"
-    low, high = limits.recommended_s
-    if total < low:
-        return f"{first}. {best} gives the best clone."
-    if total <= high:
-        return f"{first}, in the {best} range that gives the best clone."
-    return f"{first}. {best} is usually enough for the best clone; more makes training take longer."
+def _over_total(limits: IntakeLimits) -> SampleProblem:
+    return SampleProblem("over_total", {"most_s": limits.max_total_s})
 
 
 def check_samples(
@@ -530,12 +451,7 @@ def check_samples(
     for number, (path, name) in enumerate(zip(paths, names, strict=True), start=1):
         if number > limits.max_samples:
             checks.append(
-                _blank(
-                    number,
-                    name,
-                    f"Sample {number} is over the limit of {limits.max_samples} samples; "
-                    "send fewer, longer recordings.",
-                )
+                _blank(number, name, SampleProblem("too_many", {"most": limits.max_samples}))
             )
             continue
         try:
@@ -544,19 +460,13 @@ def check_samples(
             check = _blank(number, name, refusal.problem, **refusal.measured)
         except Exception:  # one odd file must not sink the others
             log.exception("checking sample %d (%s) failed", number, name)
-            check = _blank(
-                number,
-                name,
-                f"Sample {number} could not be checked; send it again as an mp3, wav, ogg "
-                "or m4a file.",
-            )
+            check = _blank(number, name, SampleProblem("unchecked"))
         if check.problem is None:
             total += check.voiced_s
         checks.append(check)
     accepted = [c for c in checks if c.problem is None]
     ok = bool(accepted) and total >= limits.min_total_s
-    summary = _summary(accepted, len(checks) - len(accepted), total, limits)
-    return IntakeReport(samples=checks, voiced_s=total, ok=ok, summary=summary)
+    return IntakeReport(samples=checks, voiced_s=total, ok=ok, limits=limits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,9 +568,7 @@ def prepare_samples(
         try:
             audio = decode(paths[check.number - 1], sample_rate, 1, decode_limits(limits))
         except BadAudio:
-            raise BadAudio(
-                f"Sample {check.number} could not be read again; send it once more."
-            ) from None
+            raise BadAudio("sample_changed", number=check.number) from None
         clean = _clean(audio[0], sample_rate)
         del audio
         if len(clean) == 0:
