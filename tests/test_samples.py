@@ -335,7 +335,7 @@ def test_prepare_needs_the_files_the_report_was_made_from(tmp_path):
 def test_the_streamed_analysis_does_not_depend_on_where_blocks_end():
     """A sample measured as it decodes, cut anywhere (flat tops straddling the cuts), reads
     the same as measured whole."""
-    from gpu_worker.samples import _analyse, _Analysis
+    from gpu_worker.sample_analysis import Analysis, analyse
 
     rng = np.random.default_rng(7)
     n = 3 * 2**20 + 123
@@ -343,11 +343,11 @@ def test_the_streamed_analysis_does_not_depend_on_where_blocks_end():
     for at in [*rng.integers(0, n - 8, 300), 2**20 - 2, 2**20 - 3, 131070, 999, 1001]:
         x[:, at : at + 4] = 0.5  # a flat top: clipped, then turned down
     x[1, 5000:5003] = 1.0
-    whole = _analyse(x, 16000)
+    whole = analyse(x, 16000)
     assert whole.clipped_samples >= 4 * 300 and whole.clipped.any()
     tiny = list(range(0, 3000, 1)) + list(range(3000, 6000, 3))  # 1- and 3-sample blocks
     for cuts in (tiny + [6000], list(range(0, n, 131072)), list(range(0, n, 100_003))):
-        streamed = _Analysis(16000, 2)
+        streamed = Analysis(16000, 2)
         for start, end in zip(cuts, [*cuts[1:], n], strict=True):
             streamed.add(x[:, start:end].T)
         got = streamed.result()
