@@ -383,8 +383,8 @@ SENTENCES: dict[tuple[type[Exception], str], Wording] = {
         f"Unknown Demucs model {d['model']}; known models: {_listed(d['allowed'])}."
     ),
     (BadOptions, "separation_device"): "Separation cannot use the device {device} ({detail}).",
-    (BadOptions, "separation_rate"): "Separation needs {needs} Hz audio, not {sample_rate} Hz.",
-    (BadOptions, "separation_shape"): "Separation needs mono or stereo audio shaped "
+    (BadAudio, "separation_rate"): "Separation needs {needs} Hz audio, not {sample_rate} Hz.",
+    (BadAudio, "separation_shape"): "Separation needs mono or stereo audio shaped "
     "(channels, samples).",
 }
 """(error class, reason) -> the sentence, from the error's data. A class's entry also serves

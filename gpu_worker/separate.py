@@ -182,12 +182,12 @@ def clear_model_cache() -> None:
 
 def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != SAMPLE_RATE:
-        raise BadOptions("separation_rate", needs=SAMPLE_RATE, sample_rate=sample_rate)
+        raise BadAudio("separation_rate", needs=SAMPLE_RATE, sample_rate=sample_rate)
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[0] not in (1, 2):
-        raise BadOptions("separation_shape", shape=list(audio.shape))
+        raise BadAudio("separation_shape", shape=list(audio.shape))
     if audio.shape[1] == 0:
         raise BadAudio("empty_audio")
     audio = audio.astype(np.float32, copy=False)
