@@ -332,9 +332,9 @@ SENTENCES: dict[tuple[type[Exception], str], Wording] = {
     # weights
     (ModelMissing, "voice_models"): _models_missing,
     (ModelMissing, "separation_model"): _separation_missing,
-    (ModelMissing, "pitch_failed"): "Pitch detection ({f0_method}) failed on every slice; "
+    (EngineError, "pitch_failed"): "Pitch detection ({f0_method}) failed on every slice; "
     f"{DOWNLOAD} or train with another pitch method.",
-    (ModelMissing, "features_failed"): "Content features could not be computed for any slice; "
+    (EngineError, "features_failed"): "Content features could not be computed for any slice; "
     f"{DOWNLOAD} and try again.",
     (ModelMissing, "part"): "The {part} model is not in {folder}; " + DOWNLOAD + ".",
     (ModelMissing, "demo_voice"): f"The demo voice is not downloaded; {DOWNLOAD}.",
@@ -349,7 +349,7 @@ SENTENCES: dict[tuple[type[Exception], str], Wording] = {
     "run it again to resume where it stopped.",
     (Crashed, "training_stopped"): "Voice training stopped unexpectedly; "
     "run it again to resume from its last checkpoint.",
-    (Crashed, "no_voice_model"): "Training ended without a voice model; run it again.",
+    (EngineError, "no_voice_model"): "Training ended without a voice model; run it again.",
     # options
     (BadOptions, "pitch"): "Pitch must be a whole number of semitones from {low} to {high}.",
     (BadOptions, "f0_method"): lambda d: (

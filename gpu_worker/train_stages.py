@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpu_worker.errors import BadAudio, BadOptions, Cancelled, Crashed, EngineError, ModelMissing
+from gpu_worker.errors import BadAudio, BadOptions, Cancelled, EngineError, ModelMissing
 from gpu_worker.rvc_assets import TRAINING_FILES
 from gpu_worker.train_manifest import (
     DATASET_DIR,
@@ -170,7 +170,7 @@ def _run_pitch(r: _Run, stale: bool, previous: dict | None) -> dict:
     voiced = len(list((r.exp / F0_DIRS[1]).glob("*.npy")))
     if voiced == 0:
         if counts.get("failed"):
-            raise ModelMissing("pitch_failed", f0_method=r.opts.f0_method)
+            raise EngineError("pitch_failed", f0_method=r.opts.f0_method)
         raise BadAudio("no_pitched_voice")
     return {"voiced": voiced}
 
@@ -181,7 +181,7 @@ def _run_features(r: _Run, stale: bool, previous: dict | None) -> dict:
     r.report("features", 0.0, "content features")
     counts = _features(r.exp, r.assets, r.device, stale, r.report, r.token)
     if not any((r.exp / FEATURE_DIR).glob("*.npy")):
-        raise ModelMissing("features_failed")
+        raise EngineError("features_failed")
     return counts
 
 
@@ -227,7 +227,7 @@ def _run_training(r: _Run, stale: bool, previous: dict | None) -> dict:
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(earlier, final)  # already trained, under another name
     if not final.is_file():
-        raise Crashed("no_voice_model")
+        raise EngineError("no_voice_model")
     epochs, steps = loop["epochs"], loop["steps"]
     r.out.update(
         pth=final, epochs=epochs, steps=steps, resumed_from_epoch=loop["resumed_from_epoch"]
