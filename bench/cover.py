@@ -93,6 +93,8 @@ def child_result(log: Path) -> dict:
 def child_ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     from gpu_worker import convert as vc
+    from gpu_worker import cpu
+    from gpu_worker import rvc_synthesis as syn
     from gpu_worker import separate as sep
     from gpu_worker.audio import decode
     from gpu_worker.remix import MixOptions, remix
@@ -140,8 +142,8 @@ def child_ours(args: argparse.Namespace) -> None:
     info["mix"] = {"lufs": loud.integrated_lufs, "true_peak_dbtp": loud.true_peak_dbtp}
     info["separation_precision"] = sep.default_precision("cpu")
     net_g = runtime.voice(args.voice).net_g
-    info["conversion_precision"] = vc._resolve_precision(args.precision, "cpu", net_g)
-    info["tcmalloc"] = sep.fast_allocator_active()
+    info["conversion_precision"] = syn._resolve_precision(args.precision, "cpu", net_g)
+    info["tcmalloc"] = cpu.fast_allocator_active()
     import torch
 
     info["torch_threads"] = torch.get_num_threads()
@@ -153,13 +155,14 @@ def child_ours(args: argparse.Namespace) -> None:
 def precision_check(args: argparse.Namespace, runtime, vocal: Path, params) -> dict:
     """Convert the first seconds of the vocal in fp32 and in the chosen precision; SNR, times."""
     from gpu_worker import convert as vc
+    from gpu_worker import rvc_synthesis as syn
     from gpu_worker.audio import read_wav
 
     audio, rate = read_wav(vocal)
-    x16 = vc._resample(audio.mean(axis=0)[: int(args.snr_seconds * rate)], rate, vc.SR_16K)
+    x16 = syn.resample(audio.mean(axis=0)[: int(args.snr_seconds * rate)], rate, syn.SR_16K)
     voice, index = runtime.voice(args.voice), runtime.index(args.index)
     out, secs = {}, {}
-    for precision in ("fp32", vc._resolve_precision(args.precision, "cpu", voice.net_g)):
+    for precision in ("fp32", syn._resolve_precision(args.precision, "cpu", voice.net_g)):
         start = time.perf_counter()
         out[precision] = vc.convert_16k(x16, runtime, voice, index, params, precision=precision)[0]
         secs[precision] = round(time.perf_counter() - start, 2)
@@ -217,7 +220,7 @@ def main() -> None:
 
     import torch
 
-    from gpu_worker import separate as sep
+    from gpu_worker import cpu
     from gpu_worker.remix import MixOptions, remix
 
     model = "htdemucs"
@@ -226,7 +229,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="encore-bench-cover-"))
     song = make_input(work, args.seconds)
     plain_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    ours_env = sep.fast_allocator_env(plain_env) if args.allocator == "tcmalloc" else plain_env
+    ours_env = cpu.fast_allocator_env(plain_env) if args.allocator == "tcmalloc" else plain_env
     common = ["--assets", str(assets), "--voice", str(voice), "--index", str(index)]
     common += ["--f0", args.f0]
     me = [sys.executable, str(Path(__file__).resolve())]
@@ -281,9 +284,9 @@ def main() -> None:
         "input": {"seconds": args.seconds, "source": "flows.demo.synth_song, mp3"},
         "weights": {"demucs": demucs_weights, "rvc": rvc_weights},
         "machine": {
-            "cpus": sep.available_cpus(),
+            "cpus": cpu.available_cpus(),
             "torch": torch.__version__,
-            "native_bf16": sep.cpu_has_native_bf16(),
+            "native_bf16": cpu.cpu_has_native_bf16(),
             "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
             "loadavg_1_5_15_after": [round(x, 2) for x in load_after],
         },

@@ -31,9 +31,10 @@ from sqlalchemy.exc import IntegrityError
 
 from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session, untouched_s
 from flows.erase import erase, prefix, uri
+from flows.errors import EXPECTED, user_message
 from flows.settings import Settings
 from gpu_worker import cancel
-from gpu_worker.errors import Crashed, EngineError, ModelMissing
+from gpu_worker.errors import Crashed, ModelMissing
 
 log = logging.getLogger("encore.jobs")
 
@@ -550,10 +551,11 @@ def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
             log.warning("job %s stopped by the shutdown: %s", job_id, exc)
             release_job(s, job_id)
             return {"state": "interrupted"}
-        if isinstance(exc, EngineError):
+        if isinstance(exc, EXPECTED):
             ours = {"fault": "ours"} if isinstance(exc, Crashed | ModelMissing) else None
-            _finish(s, job_id, "failed", reason=exc.message, result=ours)
-            return {"state": "failed", "reason": exc.message}
+            reason = user_message(exc)
+            _finish(s, job_id, "failed", reason=reason, result=ours)
+            return {"state": "failed", "reason": reason}
         log.exception("job %s failed", job_id)
         _finish(s, job_id, "failed", reason=GENERIC_FAILURE)
         raise

@@ -23,6 +23,7 @@ from flows import backend
 from flows.cover import make_cover
 from flows.db import TERMINAL, Job
 from flows.deployments import start_run
+from flows.errors import ConsentNeeded, UserError, worded
 from flows.jobs import (
     GENERIC_FAILURE,
     SERVER_DOWN,
@@ -35,10 +36,9 @@ from flows.jobs import (
 from flows.separation import karaoke, stems
 from flows.settings import Settings, get_settings
 from flows.storage import open_storage, upload_key
-from flows.training import CONSENT_NEEDED, import_voice_flow, train_voice
+from flows.training import import_voice_flow, train_voice
 from flows.users import create_counted_job
 from flows.voices import valid_name
-from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.submit")
 
@@ -146,7 +146,7 @@ def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt
     except Exception as exc:
         log.warning("could not submit job %s: %s", job_id, exc)
         update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
-        raise EngineError(SERVER_DOWN) from exc
+        raise UserError(SERVER_DOWN) from exc
     update_job(s, job_id, flow_run_id=run_id)
 
 
@@ -189,7 +189,7 @@ def _submit(
         except Exception as exc:  # the Prefect backend did not start: nothing will run it
             log.warning("could not start job %s: %s", job_id, exc)
             update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
-            raise EngineError(SERVER_DOWN) from exc
+            raise UserError(SERVER_DOWN) from exc
     return job_id
 
 
@@ -199,6 +199,7 @@ def resume(s: Settings, job: Job) -> None:
         _start(s, job.id, flow_fn_of(job.kind), {"job_id": job.id, **(job.params or {})})
 
 
+@worded
 def submit_cover(
     owner: str,
     song_id: str,
@@ -232,6 +233,7 @@ def submit_cover(
     )
 
 
+@worded
 def submit_stems(
     owner: str,
     song_id: str,
@@ -248,6 +250,7 @@ def submit_stems(
     )
 
 
+@worded
 def submit_karaoke(
     owner: str,
     song_id: str,
@@ -273,6 +276,7 @@ def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = No
     return open_storage(s.storage).put(Path(local), upload_key(owner, filename))
 
 
+@worded
 def submit_training(
     owner: str,
     name: str,
@@ -286,10 +290,11 @@ def submit_training(
 ) -> str:
     """Train voice `name` for `owner` from sample URIs (see `stage_upload`).
 
-    Raises EngineError at once, with no job made, when consent is missing or the name is bad.
+    Raises ConsentNeeded or UserError at once, with no job made, when consent is missing or
+    the name is bad.
     """
     if not consent:
-        raise EngineError(CONSENT_NEEDED)
+        raise ConsentNeeded()
     params = {
         "owner": owner,
         "name": valid_name(name),
@@ -302,6 +307,7 @@ def submit_training(
     )
 
 
+@worded
 def submit_import(
     owner: str,
     name: str,

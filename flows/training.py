@@ -16,6 +16,7 @@ from prefect import flow
 import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows import erase
 from flows.db import TERMINAL
+from flows.errors import ConsentNeeded, UserError
 from flows.heavy import render_preview, run_heavy, train_model
 from flows.jobs import get_job, job_progress, job_step, run_job
 from flows.settings import get_settings
@@ -23,12 +24,6 @@ from flows.steps import register, step_task
 from flows.steps.train import delete_checkpoints
 from flows.storage import open_storage
 from flows.voices import get_voice, import_voice, name_taken, valid_name
-from gpu_worker.errors import EngineError
-
-CONSENT_NEEDED = (
-    "Training needs your consent: confirm the voice is yours or that you have its owner's "
-    "permission."
-)
 
 register_task = step_task(register.register, name="register")
 
@@ -58,10 +53,10 @@ def train_voice(
 
     def body(workdir: Path) -> dict:
         if not consent:
-            raise EngineError(CONSENT_NEEDED)
+            raise ConsentNeeded()
         voice_name = valid_name(name)
         if get_voice(s, owner, voice_name, include_public=False) is not None:
-            raise EngineError(name_taken(voice_name))
+            raise UserError(name_taken(voice_name))
         trained = run_heavy(
             s, train_model, job_id, owner=owner, name=voice_name, samples=samples, options=options
         )

@@ -212,9 +212,9 @@ def test_a_job_the_server_does_not_take_ends_at_once_with_a_sentence(
 ):
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+    from flows.errors import UserError
     from flows.settings import get_settings
     from flows.submit import SERVER_DOWN, submit_cover
-    from gpu_worker.errors import EngineError
     from tests.conftest import _free_port
 
     monkeypatch.setenv("ENCORE_RUN_MODE", "cluster")
@@ -225,7 +225,7 @@ def test_a_job_the_server_does_not_take_ends_at_once_with_a_sentence(
     song = add_song(s, song_wav, title="Test Song", artist="Tester")
     dead = f"http://127.0.0.1:{_free_port()}/api"  # nothing listens there
     offline = temporary_settings({PREFECT_API_URL: dead, PREFECT_CLIENT_MAX_RETRIES: 0})
-    with offline, pytest.raises(EngineError) as refused:
+    with offline, pytest.raises(UserError) as refused:
         submit_cover("u1", song.id, voice.id, idempotency_key="k1", s=s)
     assert refused.value.message == SERVER_DOWN
     with session(s.database) as db:

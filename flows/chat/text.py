@@ -175,12 +175,16 @@ def drop_budget_spent(limit: int, wait_min: int) -> str:
 
 
 OUTCOME_NOUNS = {"cover": "cover", "karaoke": "karaoke track"}
+
+
 def stems_caption(result: dict) -> str:
     """What a stems zip holds (six stems: guitar and piano too), and the job's note if any."""
     six = "guitar" in result.get("stems", [])
     parts = "drums, bass, other, guitar, piano" if six else "drums, bass, other"
     said = f"Vocals, {parts} and the instrumental, as FLAC."
     return f"{said}\n{result['note']}" if result.get("note") else said
+
+
 DONE = "✅ Done."
 
 
