@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_worker import cancel
+from gpu_worker import cancel, loads
 from gpu_worker.errors import BadAudio, EngineError, ModelMissing
 
 SAMPLE_RATE = 44100
@@ -270,6 +270,7 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
             raise EngineError(f"Separation cannot use the device {device} ({exc}).") from exc
         model.eval()
         _models[key] = model
+        loads.count()
         return model
 
 
