@@ -64,6 +64,22 @@ def _socket_path(path: Path) -> str:
     return str(Path(tempfile.gettempdir()) / f"encore-{digest}.sock")
 
 
+def _devices(s: Settings) -> list[str | None]:
+    """The CUDA device of each warm host: one per GPU (None: the one the process sees, or
+    none). The GPUs are counted without starting CUDA here."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        found = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        found = sorted(
+            (p.name[len("nvidia") :] for p in Path("/dev").glob("nvidia[0-9]*")), key=int
+        )
+    count = s.gpu_count if s.gpu_count is not None else len(found)
+    if count <= 1 or len(found) < count:
+        return [None] * max(1, count)
+    return found[:count]
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)
@@ -167,15 +183,26 @@ class Supervisor:
         commands, workers = {}, []
         run_dir = self.s.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
+        module = [sys.executable, "-m", "flows.warm"]
         for kind, pool in pools.items():
-            sock = _socket_path(run_dir / f"warm-{kind}.sock")
-            module = [sys.executable, "-m", "flows.warm"]
-            commands[kind] = shlex.join([*module, "run", sock])
-            warm = Service(f"warm starts {pool}", [*module, "serve", sock, *PRELOAD[kind]], env)
-            self.services.append(warm)  # talks to no server
-            self._spawn(warm)
+            if kind == "gpu" and self.s.warm_hosts:  # one warm host per GPU, runs in-process
+                socks = []
+                for i, device in enumerate(_devices(self.s)):
+                    sock = _socket_path(run_dir / f"warm-{kind}-{i}.sock")
+                    host_env = {**env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})}
+                    argv = [*module, "host", sock, *PRELOAD[kind]]
+                    self.services.append(Service(f"warm host {pool} {i}", argv, host_env))
+                    socks.append(sock)
+                commands[kind] = shlex.join([*module, "run", ",".join(socks)])
+            else:  # a fork server: a new process per run, its imports done ahead
+                sock = _socket_path(run_dir / f"warm-{kind}.sock")
+                commands[kind] = shlex.join([*module, "run", sock])
+                argv = [*module, "serve", sock, *PRELOAD[kind]]
+                self.services.append(Service(f"warm starts {pool}", argv, env))
             argv = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
             workers.append(Service(f"worker {pool}", argv, env))
+        for warm in self.services:  # they talk to the server only once runs come
+            self._spawn(warm)
         # The deploy imports every flow, then waits for the server itself.
         argv = [sys.executable, "-m", "flows.deployments", json.dumps(commands)]
         self.deployer = Service("deploy", argv, env)
