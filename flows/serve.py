@@ -39,7 +39,7 @@ log = logging.getLogger("encore.serve")
 
 HEALTHY_WAIT_S = 90.0
 DEPLOY_WAIT_S = 300.0  # creating the pools and deployments (imports every flow first)
-WORKER_QUERY_S = "0.5"  # how often a worker asks for runs (Prefect's default is 10 s)
+WORKER_QUERY_S = "0.2"  # how often a worker asks for runs (Prefect's default is 10 s)
 
 
 @dataclass
