@@ -7,6 +7,8 @@ its own process, one after another.
   second loads none, since they stayed resident; the host is the same process throughout.
 - A heavy step that hangs on the host is stopped by its timeout, its job fails with a
   sentence, and the host goes on: the next job runs on it, still warm.
+- A host with no run for `ENCORE_WARM_IDLE_EXIT_S` exits (scale to zero) and leaves nothing
+  behind that would make a run wait for it.
 """
 
 from __future__ import annotations
@@ -181,3 +183,25 @@ def test_a_hung_step_on_a_warm_host_is_stopped_by_its_timeout_and_the_host_goes_
     assert host.poll() is None  # the same process: it stopped the step and went on
     ended = [line for line in host_log.read_text().splitlines() if " ended (" in line]
     assert "ended (1)" in ended[-2] and "ended (0)" in ended[-1], ended
+
+
+def test_an_idle_host_exits_and_runs_go_cold_without_it(tmp_path):
+    """Scale to zero: a host with no run for `ENCORE_WARM_IDLE_EXIT_S` exits and leaves no
+    socket behind, so the next run's client starts the engine itself at once."""
+    from flows import warm
+
+    sock = str(Path("/tmp") / f"encore-idle-{uuid.uuid4().hex[:6]}.sock")
+    env = {**os.environ, "ENCORE_WARM_IDLE_EXIT_S": "2", "ENCORE_DATA_DIR": str(tmp_path)}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.warm", "host", sock],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "idle for 2 s; exiting" in done.stderr
+    assert time.monotonic() - began >= 2
+    assert not Path(sock).exists() and not Path(sock + ".lock").exists()
+    assert warm._connect([sock]) is None  # no host: the client goes cold, without waiting
