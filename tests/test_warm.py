@@ -7,6 +7,7 @@ its own process, one after another.
   second loads none, since they stayed resident; the host is the same process throughout.
 - A heavy step that hangs on the host is stopped by its timeout, its job fails with a
   sentence, and the host goes on: the next job runs on it, still warm.
+- A user's cancel stops a step running on the host, and the host goes on.
 - A host with no run for `ENCORE_WARM_IDLE_EXIT_S` exits (scale to zero) and leaves nothing
   behind that would make a run wait for it.
 """
@@ -183,6 +184,40 @@ def test_a_hung_step_on_a_warm_host_is_stopped_by_its_timeout_and_the_host_goes_
     assert host.poll() is None  # the same process: it stopped the step and went on
     ended = [line for line in host_log.read_text().splitlines() if " ended (" in line]
     assert "ended (1)" in ended[-2] and "ended (0)" in ended[-1], ended
+
+
+def test_a_cancelled_step_on_a_warm_host_stops_and_the_host_goes_on(warm, tmp_path):
+    from flows.jobs import cancel_job
+    from flows.steps.separate import options
+    from flows.submit import submit_stems
+
+    s, host, host_log = warm
+    song = _song(s, tmp_path, seed=45, title="Cancel Me Warm")
+    with session(s.database) as db:  # the step waits on another run's claim until cancelled
+        db.add(StemSet(content_hash=song.content_hash, model=options(s).model, job_id="other"))
+    job_id = submit_stems(OWNER, song.id, s=s)
+    deadline = time.monotonic() + 120
+    while not [r for r in _heavy_runs([f"separate-{job_id}"]) if r.state.type.value == "RUNNING"]:
+        assert time.monotonic() < deadline, "the step did not start on the host"
+        time.sleep(0.3)
+    ended_before = host_log.read_text().count(" ended (")
+    assert cancel_job(s, job_id)
+    began = time.monotonic()
+    job = _ended(s, job_id, 60)
+    assert job.state == "cancelled"
+    deadline = time.monotonic() + 60
+    while True:  # the step's run ends too, well before its timeout
+        [step] = _heavy_runs([f"separate-{job_id}"])
+        if step.state.is_final():
+            break
+        assert time.monotonic() < deadline, f"the step is still {step.state.type.value}"
+        time.sleep(0.3)
+    assert time.monotonic() - began < STEP_S
+    deadline = time.monotonic() + 30
+    while host_log.read_text().count(" ended (") == ended_before:
+        assert time.monotonic() < deadline, "the host did not end the run"
+        time.sleep(0.2)
+    assert host.poll() is None  # the host goes on
 
 
 def test_an_idle_host_exits_and_runs_go_cold_without_it(tmp_path):
