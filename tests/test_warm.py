@@ -240,3 +240,14 @@ def test_an_idle_host_exits_and_runs_go_cold_without_it(tmp_path):
     assert time.monotonic() - began >= 2
     assert not Path(sock).exists() and not Path(sock + ".lock").exists()
     assert warm._connect([sock]) is None  # no host: the client goes cold, without waiting
+
+
+def test_serve_starts_one_warm_host_per_gpu(monkeypatch, settings):
+    """Each host sees one GPU; one host where there is a single GPU or none."""
+    from flows.serve import _devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert _devices(settings) == ["2", "3"]
+    assert _devices(settings.model_copy(update={"gpu_count": 1})) == [None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert _devices(settings) == [None]
