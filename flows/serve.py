@@ -3,10 +3,12 @@
 It starts, as child processes: the Prefect server (unless `PREFECT_API_URL` names one; its
 state under `<data folder>/prefect`), then creates the work pools and deployments on it
 (`python -m flows.deployments`), then a process worker per pool and whatever extra services
-the caller adds (the chat bots, from `bots.cli`). Every child gets `ENCORE_RUN_MODE=cluster`
-and the server's URL, so the bots submit to the server and the workers run the flows. A child
-that dies is started again (after a pause that grows if it keeps dying); Ctrl-C or SIGTERM
-stops them all, the server last.
+the caller adds (the chat bots, from `bots.cli`). The cpu pool's runs start from a fork
+server, the gpu pool's run on a warm host per GPU that keeps the models loaded
+(`flows.warm`); both start before the deploy, while the server starts. Every child gets
+`ENCORE_RUN_MODE=cluster` and the server's URL, so the bots submit to the server and the
+workers run the flows. A child that dies is started again (after a pause that grows if it
+keeps dying); Ctrl-C or SIGTERM stops them all, the server last.
 
 This process never talks to Prefect itself. Prefect reads its settings once, when it is first
 imported, so a URL set in this process's environment afterwards would not reach it: the
