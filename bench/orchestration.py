@@ -70,7 +70,14 @@ def one_cover(s, fake, voice_id: str, song_path: Path, title: str) -> dict:
         sent = fake.calls_of("sendAudio")
         return [c for c in sent if c.params.get("title", "").startswith(title)]
 
-    [call] = fake.wait_for(arrived, 600, f"the cover of {title}")
+    try:
+        [call] = fake.wait_for(arrived, 600, f"the cover of {title}")
+    except AssertionError:
+        job = view(job_id, s)
+        state = f"{job.state} ({job.reason or job.step})" if job else "gone"
+        raise SystemExit(
+            f"The cover of {title} never reached the chat; its job is {state}."
+        ) from None
     delivered = _wall(call.at)
     job = view(job_id, s)
     if job is None or job.state != "succeeded":
