@@ -59,7 +59,7 @@ from gpu_worker.errors import Crashed
 log = logging.getLogger("encore.heavy")
 
 DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
-POLL_S = (0.25, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
+POLL_S = (0.1, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
 LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
 STOP_GRACE_S = 60.0  # past its timeout, a step's own process has this long to stop it
 NOT_STARTED_STATES = ("SCHEDULED", "PENDING", "PAUSED")  # waiting for a worker (or a GPU)

@@ -33,7 +33,7 @@ from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, sessi
 from flows.erase import erase, prefix, uri
 from flows.errors import EXPECTED, user_message
 from flows.settings import Settings
-from gpu_worker import cancel
+from gpu_worker import cancel, loads
 from gpu_worker.errors import Crashed, ModelMissing
 
 log = logging.getLogger("encore.jobs")
@@ -335,7 +335,10 @@ def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[S
     update_job(s, job_id, state="running", step=step, progress=progress)
     record = StepRecord()
     start = time.perf_counter()
+    loaded = loads.total()
     yield record
+    # Models the step loaded (none when a warm worker had them resident, `flows.warm`).
+    detail = {**record.detail, "models_loaded": loads.total() - loaded}
     with session(s.database) as db:
         db.add(
             StepRun(
@@ -343,7 +346,7 @@ def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[S
                 step=step,
                 cached=record.cached,
                 seconds=time.perf_counter() - start,
-                detail=record.detail,
+                detail=detail,
             )
         )
 

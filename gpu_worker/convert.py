@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpu_worker import loads
 from gpu_worker.errors import BadAudio, BadOptions
 from gpu_worker.rvc_assets import (
     F0_METHODS,
@@ -150,10 +151,14 @@ def convert(
     audio, rate = _read_vocal(vocal_path)
     channels, n = audio.shape
     runtime = engine_runtime(assets_dir, device)
-    voice, index = load_voice(runtime, voice_pth, index_path, info)
-    mono = audio.mean(axis=0) if channels > 1 else audio[0]
-    x16 = resample(mono, rate, SR_16K)
-    y, y_rate = convert_16k(x16, runtime, voice, index, params, progress, precision=precision)
+    resident = set(runtime.cached())
+    try:
+        voice, index = load_voice(runtime, voice_pth, index_path, info)
+        mono = audio.mean(axis=0) if channels > 1 else audio[0]
+        x16 = resample(mono, rate, SR_16K)
+        y, y_rate = convert_16k(x16, runtime, voice, index, params, progress, precision=precision)
+    finally:  # HuBERT, the pitch model, the voice and its index, if they were not loaded
+        loads.count(len(set(runtime.cached()) - resident))
     y = fit_length(resample(y, y_rate, rate), n)
     return write_wav(out_path, np.repeat(y[None, :], channels, axis=0), rate)
 

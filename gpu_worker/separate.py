@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_worker import cancel
+from gpu_worker import cancel, loads
 from gpu_worker.cpu import available_cpus, cpu_has_native_bf16
 from gpu_worker.errors import BadAudio, BadOptions, EngineError, ModelMissing
 
@@ -167,6 +167,7 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
             ) from exc
         model.eval()
         _models[key] = model
+        loads.count()
         return model
 
 

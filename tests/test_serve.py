@@ -105,7 +105,7 @@ def test_serve_on_a_clean_machine_runs_a_cover_from_the_bot_on_its_own_server(
         assert run.deployment_id is not None and run.work_pool_name == s.cpu_pool
         assert run.state.is_completed()
         children = descendants(serve.pid)
-        assert len(children) >= 6  # the server, two warm starters, two workers and the bot
+        assert len(children) >= 6  # the server, a fork server, a warm host, two workers, the bot
         # Nothing started a throwaway Prefect server, and Prefect's files are Encore's.
         assert not [pid for pid in children if b"PREFECT__SERVER_EPHEMERAL=1" in _environ(pid)]
         assert (data / "prefect" / "prefect.db").is_file()
