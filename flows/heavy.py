@@ -47,6 +47,7 @@ from flows.jobs import (
     heartbeat,
     heartbeat_s,
     job_key_prefix,
+    job_params,
     update_job,
     watch_job,
 )
@@ -331,9 +332,7 @@ train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retr
     persist_result=False,
     timeout_seconds=_time_limit("train"),
 )
-def train_model(
-    job_id: str, owner: str, name: str, samples: list[str], options: dict | None = None
-) -> dict:
+def train_model(job_id: str, options: dict | None = None) -> dict:
     """Check the samples and train the model; the model and index go to the job's storage.
 
     The training folder is kept until the model is stored, so a retry (Prefect's, or the user
@@ -344,6 +343,8 @@ def train_model(
     """
     s = get_settings()
     options = options or {}
+    asked = job_params(s, job_id)  # the owner, the voice's name and the samples
+    owner, name, samples = asked.get("owner", ""), asked.get("name", ""), asked.get("samples", [])
 
     def body(workdir: Path) -> dict:
         train.sweep_stale(s)

@@ -490,6 +490,30 @@ def _observed(s: Settings, job_id: str) -> Iterator[None]:
             _call(observer, "ended")
 
 
+# What of a job's parameters its flow run carries: ids and options, which Prefect stores and
+# shows. Whatever else the job was given (its owner, a voice's name, uploaded files, links)
+# stays in the job's row, where the flow reads it (`job_params`), and goes with `/forget`.
+RUN_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "cover": ("song_id", "voice_id", "options", "chart"),
+    "stems": ("song_id", "options"),
+    "karaoke": ("song_id", "options"),
+    "train": ("options",),
+    "import": (),
+}
+
+
+def run_parameters(kind: str, job_id: str, params: dict | None) -> dict:
+    """The parameters of job `job_id`'s flow run (see `RUN_PARAMETERS`)."""
+    keep = RUN_PARAMETERS[kind]
+    return {"job_id": job_id, **{k: v for k, v in (params or {}).items() if k in keep}}
+
+
+def job_params(s: Settings, job_id: str) -> dict:
+    """The parameters job `job_id` was submitted with ({} once its row is gone)."""
+    job = get_job(s, job_id)
+    return dict(job.params or {}) if job is not None else {}
+
+
 def queue_position(s: Settings, job: Job) -> int:
     """1 for the next job to start; counts queued jobs submitted before this one."""
     with session(s.database) as db:

@@ -29,6 +29,7 @@ from flows.jobs import (
     SERVER_DOWN,
     create_job,
     get_job,
+    run_parameters,
     stopping,
     this_runner,
     update_job,
@@ -185,7 +186,7 @@ def _submit(
         # (a repeated submission of another process's job is that process's to run, or,
         # if it died, the next recovery's: `flows.recovery`)
         try:
-            _start(s, job_id, flow_fn, {"job_id": job_id, **params})
+            _start(s, job_id, flow_fn, run_parameters(kind, job_id, params))
         except Exception as exc:  # the Prefect backend did not start: nothing will run it
             log.warning("could not start job %s: %s", job_id, exc)
             update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
@@ -196,7 +197,7 @@ def _submit(
 def resume(s: Settings, job: Job) -> None:
     """Run again, in this process, an open job this process has just taken over."""
     if job.id not in _threads:
-        _start(s, job.id, flow_fn_of(job.kind), {"job_id": job.id, **(job.params or {})})
+        _start(s, job.id, flow_fn_of(job.kind), run_parameters(job.kind, job.id, job.params))
 
 
 @worded

@@ -29,6 +29,7 @@ from gpu_worker.audio import decode, measure_loudness, write_wav
 from gpu_worker.convert import inspect_voice
 from tests.conftest import cli_env, run_cli
 from tests.hostile import code_running_pth
+from tests.privacy import assert_runs_name_nobody
 from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
 SR = 44100
@@ -84,6 +85,8 @@ def test_train_a_voice_then_cover_with_it(train_settings, speech, song_wav):
     assert job.result["voice"] == "Me" and job.result["epochs"] == TINY["epochs"]
     assert job.result["resumed_from_epoch"] >= 1
     assert job.result["voiced_seconds"] > 5
+    # Prefect keeps the runs' parameters: ids and options, not the owner, name or samples.
+    assert_runs_name_nobody(job_id, '"u1"', '"Me"', "uploads/")
 
     voice = get_voice(s, "u1", "me", include_public=False)
     assert voice is not None and voice.source == "trained" and voice.consent and voice.consent_at
@@ -151,6 +154,7 @@ def test_import_flow_registers_good_models_and_refuses_hostile_ones(
         zf.write(index, "bob/added_IVF5_Flat_nprobe_1_bob_v2.index")
     good = follow(submit_import("u1", "Bob", _uploads(s, [archive]), s=s))
     assert good.state == "succeeded", good.reason
+    assert_runs_name_nobody(good.id, '"u1"', '"Bob"', "uploads/")
     assert (good.result["version"], good.result["sample_rate"], good.result["index"]) == (
         "v2",
         40000,
