@@ -155,6 +155,11 @@ def test_the_second_cover_on_a_warm_host_loads_no_model(warm, tmp_path):
     assert "run 2 ended (0)" in host_log.read_text()
 
 
+def _last_end(host_log) -> str:
+    ended = [line for line in host_log.read_text().splitlines() if " ended (" in line]
+    return ended[-1] if ended else ""
+
+
 def test_a_hung_step_on_a_warm_host_is_stopped_by_its_timeout_and_the_host_goes_on(warm, tmp_path):
     from flows.steps.separate import options
     from flows.submit import submit_stems
@@ -176,7 +181,12 @@ def test_a_hung_step_on_a_warm_host_is_stopped_by_its_timeout_and_the_host_goes_
     [step] = _heavy_runs([f"separate-{job_id}"])
     assert step.state.type.value == "FAILED" and step.state.name == "TimedOut"
 
-    # The host stopped the step and went on: the next job runs on it.
+    # The host stops the step (its run ends with an error) and goes on: the next job runs on
+    # it. (Wait for the host to say so: a job sent while it still cleans up runs cold.)
+    deadline = time.monotonic() + 60
+    while " ended (1)" not in _last_end(host_log):
+        assert time.monotonic() < deadline, host_log.read_text()[-2000:]
+        time.sleep(0.2)
     other = _song(s, tmp_path, seed=44, title="Ends Warm")
     next_id = submit_stems(OWNER, other.id, s=s)
     job = _ended(s, next_id, 120)
@@ -246,6 +256,7 @@ def test_serve_starts_one_warm_host_per_gpu(monkeypatch, settings):
     """Each host sees one GPU; one host where there is a single GPU or none."""
     from flows.serve import _devices
 
+    settings = settings.model_copy(update={"gpu_count": None})  # (not the module's warm host's)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _devices(settings) == ["2", "3"]
     assert _devices(settings.model_copy(update={"gpu_count": 1})) == [None]
