@@ -2,8 +2,8 @@
 
 This module owns the Discord wiring only: the slash commands' schema (names, options,
 autocomplete, `default_permissions`), deferring each interaction well inside Discord's 3 s,
-downloading attachments within the interaction's `attachment_size_limit`, rendering `bots.core`
-replies (ephemeral) and buttons, and submitting jobs with a `reply_to` that names the
+downloading attachments within the interaction's `attachment_size_limit`, rendering the
+handlers' replies (ephemeral) and buttons, and submitting jobs with a `reply_to` that names the
 interaction's token. Progress edits and results are posted by the job itself over Discord's
 REST API (`flows.delivery`), not by this process. Commands are registered with Discord at
 deploy time (`encore bot discord --sync`, `sync_commands`), not on every start.
@@ -24,24 +24,30 @@ import discord
 import yarl
 from discord import app_commands
 
-from bots.core import (
-    GENERIC_ERROR,
-    MODEL_SUFFIXES,
-    ChatCore,
-    Incoming,
-    JobPlan,
-    Reply,
-    Who,
-    clean_filename,
-    sweep_deliveries,
+from bots import (
+    buttons,
+    importing,
+    privacy,
+    sessions,
+    songs,
+    status,
+    submission,
+    training,
+    trending,
+    voices,
 )
+from bots.checks import GENERIC_ERROR
+from bots.inputs import MODEL_SUFFIXES, clean_filename
+from bots.messages import Incoming, JobPlan, Reply, Who
+from bots.submission import ALREADY
+from bots.sweep import sweep_deliveries
 from flows import api
 from flows.api import UserError
 
 log = logging.getLogger("encore.discord")
 
 DEFAULT_API = "https://discord.com/api/v10"
-DECIDE_S = 2.0  # answer directly if core decides this fast; defer otherwise (Discord allows 3 s)
+DECIDE_S = 2.0  # answer at once if a handler decides this fast; else defer (Discord allows 3 s)
 SONG_HELP = "Start typing and pick a song from the catalog"
 
 
@@ -73,8 +79,8 @@ def _view(reply: Reply) -> discord.ui.View | None:
     if not reply.buttons:
         return None
     view = discord.ui.View(timeout=None)
-    for row, buttons in enumerate(reply.buttons[:5]):
-        for b in buttons:
+    for row, line in enumerate(reply.buttons[:5]):
+        for b in line:
             view.add_item(discord.ui.Button(label=b.label[:80], custom_id=b.data, row=row))
     return view
 
@@ -97,7 +103,6 @@ class DiscordBot:
 
     def __init__(self, s=None):
         self.s = s or api.settings()
-        self.core = ChatCore(self.s)
         self.client = discord.Client(
             intents=discord.Intents(guilds=True),
             guild_ready_timeout=0.5,
@@ -188,20 +193,20 @@ class DiscordBot:
         ):
             await self._song_command(interaction, "karaoke", song, 0, None, file)
 
-        async def songs(interaction: discord.Interaction, current: str):
-            found = await asyncio.to_thread(self.core.song_choices, _who(interaction), current)
+        async def song_names(interaction: discord.Interaction, current: str):
+            found = await self._run(songs.song_choices, _who(interaction), current)
             return [app_commands.Choice(name=label, value=ref) for label, ref in found]
 
         async def voices_by_id(interaction: discord.Interaction, current: str):
-            found = await asyncio.to_thread(self.core.voice_choices, _who(interaction), current)
+            found = await self._run(voices.voice_choices, _who(interaction), current)
             return [app_commands.Choice(name=name, value=ref) for name, ref in found]
 
         async def voices_by_name(interaction: discord.Interaction, current: str):
-            found = await asyncio.to_thread(self.core.voice_choices, _who(interaction), current)
+            found = await self._run(voices.voice_choices, _who(interaction), current)
             return [app_commands.Choice(name=name, value=name) for name, _ref in found]
 
         for command in (cover, stems, karaoke):
-            command.autocomplete("song")(songs)
+            command.autocomplete("song")(song_names)
         cover.autocomplete("voice")(voices_by_id)
 
         train = app_commands.Group(name="train", description="Clone a voice from recordings")
@@ -264,44 +269,48 @@ class DiscordBot:
             await self._import(interaction, name or "", files)
 
         @tree.command(name="voices", description="Your voices and the default one")
-        async def voices(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.voices)
+        async def voices_command(interaction: discord.Interaction):
+            await self._simple(interaction, voices.voices)
 
         @tree.command(name="voice", description="Set your default voice")
         @app_commands.describe(default="The voice to use when a command names none")
         async def voice(interaction: discord.Interaction, default: str):
-            await self._simple(interaction, self.core.set_voice, default)
+            await self._simple(interaction, voices.set_voice, default)
 
         voice.autocomplete("default")(voices_by_name)
 
         @tree.command(name="status", description="Your jobs")
-        async def status(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.status)
+        async def status_command(interaction: discord.Interaction):
+            await self._simple(interaction, status.status)
 
         @tree.command(name="cancel", description="Stop your latest job")
         async def cancel(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.cancel)
+            await self._simple(interaction, status.cancel)
 
         @tree.command(name="forget", description="Delete everything Encore keeps about you")
         async def forget(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.forget)
+            await self._simple(interaction, privacy.forget)
 
         @tree.command(name="trending", description="Post covers of trending songs in this channel")
         @app_commands.describe(state="on or off; leave it out to see the current setting")
         @app_commands.default_permissions(manage_guild=True)
         @app_commands.guild_only()
-        async def trending(
+        async def trending_command(
             interaction: discord.Interaction, state: Literal["on", "off"] | None = None
         ):
             # Discord hides the command from others; checked again here all the same.
             is_admin = interaction.permissions.manage_guild
-            await self._simple(interaction, self.core.trending, state or "", is_admin)
+            await self._simple(interaction, trending.trending, state or "", is_admin)
 
     # -- helpers
 
-    async def _decide(self, interaction: discord.Interaction, fn, *args, component=False):
-        """Run core's `fn` off the loop; defer if it takes longer than DECIDE_S."""
-        task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    async def _run(self, handler, *args):
+        """A handler `(s, ...)`, run off the event loop (they block on the database)."""
+        return await asyncio.to_thread(handler, self.s, *args)
+
+    async def _decide(self, interaction: discord.Interaction, handler, *args, component=False):
+        """Run `handler` off the loop; defer if it takes longer than DECIDE_S."""
+        task = asyncio.ensure_future(self._run(handler, *args))
         try:
             return await asyncio.wait_for(asyncio.shield(task), DECIDE_S)
         except TimeoutError:
@@ -355,13 +364,13 @@ class DiscordBot:
             "upload_limit": interaction.filesize_limit,
             "headline": plan.headline,
         }
-        submitted = await asyncio.to_thread(self.core.submit, plan, key, reply_to)
+        submitted = await self._run(submission.submit, plan, key, reply_to)
         if isinstance(submitted, Reply):
             await interaction.edit_original_response(content=_plain(submitted.text))
             return
         _job_id, fresh = submitted
         if not fresh:
-            await interaction.edit_original_response(content=self.core.already())
+            await interaction.edit_original_response(content=ALREADY)
 
     async def _simple(self, interaction: discord.Interaction, fn, *args) -> None:
         who = _who(interaction)
@@ -385,7 +394,7 @@ class DiscordBot:
         who = _who(interaction)
         if file is None:
             outcome = await self._decide(
-                interaction, self.core.song_option, who, verb, song or "", pitch, voice
+                interaction, songs.song_option, who, verb, song or "", pitch, voice
             )
             await self._outcome(interaction, who, outcome)
             return
@@ -394,7 +403,7 @@ class DiscordBot:
             await self._say(interaction, Reply(too_big(file.size, limit)))
             return
         incoming = Incoming(file.filename, None, file.content_type)  # its name made safe
-        decision = await self._decide(interaction, self.core.song_file, who, verb, "", incoming)
+        decision = await self._decide(interaction, songs.song_file, who, verb, "", incoming)
         if isinstance(decision, Reply):
             await self._say(interaction, decision)
             return
@@ -410,7 +419,7 @@ class DiscordBot:
                     added = api.add_uploaded_song(who.owner, local, title, s=self.s)
                 except UserError as exc:
                     return Reply(exc.message)
-                return self.core.song_option(who, verb, added.id, pitch, voice)
+                return songs.song_option(self.s, who, verb, added.id, pitch, voice)
 
             outcome = await asyncio.to_thread(add_and_plan)
         finally:
@@ -440,7 +449,7 @@ class DiscordBot:
         await interaction.response.defer(thinking=True, ephemeral=True)
         lines: list[str] = []
         if name is not None:
-            opened = await asyncio.to_thread(self.core.train, who, name)
+            opened = await self._run(training.train, who, name)
             upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
             if upload is None or upload.kind != "train" or upload.job_id:
                 await interaction.edit_original_response(content=_plain(opened.text))
@@ -455,20 +464,20 @@ class DiscordBot:
         try:
             for i, file in enumerate(files):
                 incoming = Incoming(file.filename, None, file.content_type)
-                decision = await asyncio.to_thread(self.core.sample_incoming, who, incoming)
+                decision = await self._run(training.sample_incoming, who, incoming)
                 if isinstance(decision, Reply):
                     lines.append(f"{incoming.filename}: {decision.text}")
                     continue
                 local = await self._fetch(file, folder)
                 source = f"discord:{interaction.id}:{i}"
-                took = await asyncio.to_thread(
-                    self.core.sample_downloaded, who, source, local, incoming.filename
+                took = await self._run(
+                    training.sample_downloaded, who, source, local, incoming.filename
                 )
                 if took is not None:
                     lines.append(took.text)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        done = await asyncio.to_thread(self.core.done, who)
+        done = await self._run(sessions.done, who)
         if isinstance(done, Reply) and done.buttons:
             lines.append(done.text)
             view = _view(done)
@@ -489,7 +498,7 @@ class DiscordBot:
             await self._say(interaction, refused)
             return
         await interaction.response.defer(thinking=True)
-        opened = await asyncio.to_thread(self.core.import_command, who, name)
+        opened = await self._run(importing.import_command, who, name)
         upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
         if upload is None or upload.kind != "import":
             await self._say(interaction, opened)
@@ -500,20 +509,20 @@ class DiscordBot:
             for i, file in enumerate(files):
                 local = await self._fetch(file, folder)
                 source = f"discord:{interaction.id}:{i}"
-                outcome = await asyncio.to_thread(
-                    self.core.model_downloaded, who, source, local, clean_filename(file.filename)
+                outcome = await self._run(
+                    importing.model_downloaded, who, source, local, clean_filename(file.filename)
                 )
                 if isinstance(outcome, JobPlan):
                     break
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if not isinstance(outcome, JobPlan):
-            outcome = await asyncio.to_thread(self.core.done, who)  # a .pth without its index
+            outcome = await self._run(sessions.done, who)  # a .pth without its index
         if isinstance(outcome, Reply):
             await asyncio.to_thread(api.cancel_upload, who.owner, self.s)
         await self._outcome(interaction, who, outcome)
 
-    # -- buttons (custom ids are core's button data: they survive restarts)
+    # -- buttons (custom ids are `bots.payload` button data: they survive restarts)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is not discord.InteractionType.component:
@@ -523,7 +532,7 @@ class DiscordBot:
         menu = interaction.message
         key = f"discord:{menu.id if menu is not None else interaction.id}"
         try:
-            refused = await asyncio.to_thread(self.core.press_refusal, who, data)
+            refused = await self._run(buttons.press_refusal, who, data)
             if refused is not None:  # another user's button, or junk: nothing happens
                 await self._say(interaction, refused)
                 return
@@ -533,7 +542,7 @@ class DiscordBot:
                     await interaction.response.send_message("Already on it.", ephemeral=True)
                     return
                 outcome = await self._decide(
-                    interaction, self.core.button, who, data, component=True
+                    interaction, buttons.pressed, who, data, component=True
                 )
                 if isinstance(outcome, JobPlan):
                     await self._start_job(interaction, who, outcome, key)

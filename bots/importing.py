@@ -1,0 +1,117 @@
+"""Importing a community RVC model: the `/import [name]` session and its files.
+
+A `.zip` (of the `.pth` and its `.index`) starts the import at once; a `.pth` waits for its
+`.index` (or `/done`); the voice is named by the user or after the model's file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bots.checks import personal, quota_refusal, quoted, too_big
+from bots.inputs import MODEL_SUFFIXES, clean_arg, clean_filename
+from bots.messages import Download, Incoming, JobPlan, Outcome, Reply, Who
+from bots.training import new_voice_name
+from flows import api
+from flows.api import UserError
+
+NOT_A_MODEL = "That is not an RVC model; send a .pth, .index or .zip file."
+
+
+@personal
+def import_command(s, who: Who, args: str) -> Reply:
+    """`/import [name]`: open a session that waits for the model's files."""
+    api.ensure_user(who.owner, who.name, s=s)
+    try:
+        raw = clean_arg(args)
+    except UserError as exc:
+        return Reply(exc.message)
+    name = ""
+    if raw:
+        name = new_voice_name(s, who, raw)
+        if isinstance(name, Reply):
+            return name
+    refused = quota_refusal(s, who, "import")
+    if refused:
+        return refused
+    api.open_upload(who.owner, "import", name, s=s)
+    called = (
+        f"I'll call it {quoted(name)}."
+        if name
+        else "I'll name it after the file; /import <name> names it yourself."
+    )
+    limit = s.telegram_download_limit_bytes // 2**20
+    return Reply(
+        "📦 Send me the RVC model as a file: a .zip holding the .pth (and its .index), or "
+        f"the .pth and then the .index. Telegram lets bots fetch files up to {limit} MB. "
+        f"{called}"
+    )
+
+
+@personal
+def model_incoming(s, who: Who, incoming: Incoming) -> Reply | Download:
+    """A model file: download it, or say why not."""
+    if incoming.suffix not in MODEL_SUFFIXES:
+        return Reply(NOT_A_MODEL)
+    limit = s.telegram_download_limit_bytes
+    if incoming.size and incoming.size > limit:
+        return Reply(too_big(incoming.size, limit))
+    return Download("model", incoming.filename)
+
+
+@personal
+def model_downloaded(s, who: Who, source: str, local: Path, filename: str) -> Outcome | None:
+    """A downloaded model file: the import job once the model is whole, else what to send
+    next; None for the same message again."""
+    filename = clean_filename(filename)  # as the platform named it: made safe here too
+    upload = api.current_upload(who.owner, s=s)
+    if upload is None or upload.kind != "import":
+        refused = quota_refusal(s, who, "import")
+        if refused:
+            return refused
+        upload = api.open_upload(who.owner, "import", "", s=s)
+    try:
+        upload, fresh = api.add_model_file(upload.id, who.owner, source, local, filename, s=s)
+    except UserError as exc:
+        return Reply(exc.message)
+    if not fresh:
+        return None
+    suffix = Path(filename).suffix.lower()
+    if suffix == ".zip" or (upload.has(".pth") and upload.has(".index")):
+        return import_plan(s, who, upload)
+    if suffix == ".pth":
+        return Reply("Got the model. Send its .index file too, or /done to import it without.")
+    return Reply("Got the index. Now send the model's .pth file.")
+
+
+def import_plan(s, who: Who, upload: api.UploadInfo) -> Outcome:
+    """The import job of a session whose model is whole, or why it cannot start."""
+    name = upload.name
+    if not name:
+        model = next(
+            (f for f in upload.files if f.filename.lower().endswith((".pth", ".zip"))), None
+        )
+        stem = Path(model.filename).stem if model else ""
+        stem = re.sub(r"[^\w .'-]", " ", stem).strip()[:40]
+        try:
+            name = api.valid_voice_name(stem)
+        except UserError:
+            return Reply("Name the voice first: /import <name>, then send the file again.")
+    if api.get_voice(who.owner, name, include_public=False, s=s) is not None:
+        api.cancel_upload(who.owner, s=s)
+        return Reply(
+            f"You already have a voice called {quoted(name)}; send /import <another name>, "
+            "then the files again."
+        )
+    claimed = api.claim_upload(upload.id, who.owner, s=s)
+    if claimed is None:
+        return Reply("Already importing; the status is above.")
+    return JobPlan(
+        kind="import",
+        owner=who.owner,
+        headline=api.headline("import", name=name),
+        name=name,
+        files=tuple(f.uri for f in claimed.files),
+        upload_id=claimed.id,
+    )
