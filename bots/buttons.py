@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bots import privacy, songs, training, voices
-from bots.checks import PLACEHOLDER
 from bots.inputs import visible
 from bots.messages import Outcome, Reply, Who
 from bots.payload import id_arg, owner_tag, pitch_arg, read, tagged_owner
 from flows import api
 from flows.api import UserError
+from flows.chat import text as said
 
-EXPIRED = "That button has expired; send the command again."
+EXPIRED = said.BUTTON_EXPIRED
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ def press_refusal(s, who: Who, data: str) -> Reply | None:
     if press.tag != owner_tag(who):
         owner = tagged_owner(who.platform, press.tag)
         name = visible(api.display_name(owner, s=s))[:60] if owner else ""
-        return Reply("", toast=f"This button is for {name or 'someone else'}.")
+        return Reply("", toast=said.button_owner(name))
     if who.placeholder:
-        return Reply("", toast=PLACEHOLDER)
+        return Reply("", toast=said.PLACEHOLDER_SENDER)
     return None
 
 

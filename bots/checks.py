@@ -12,16 +12,7 @@ import functools
 from bots.inputs import visible
 from bots.messages import Reply, Who
 from flows import api
-
-GENERIC_ERROR = "Something went wrong on our side; please try again in a minute."
-PLACEHOLDER = (
-    "I can't tell who you are when you post as the group or a channel, so send this from "
-    "your personal account (admins: turn off “Remain anonymous”)."
-)
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (many or word + 's')}"
+from flows.chat import text as said
 
 
 def personal(handler):
@@ -31,33 +22,20 @@ def personal(handler):
     @functools.wraps(handler)
     def wrapper(s, who: Who, *args, **kwargs):
         if who.placeholder:
-            return Reply(PLACEHOLDER)
+            return Reply(said.PLACEHOLDER_SENDER)
         return handler(s, who, *args, **kwargs)
 
     return wrapper
 
 
 def limit_text(limit: api.Limit, s) -> str:
-    if limit.rule == "active":
-        return (
-            f"You already have {plural(limit.limit, 'job')} on the way; wait for one to finish, "
-            "or /cancel the latest."
-        )
-    wait = api.format_wait(limit.retry_after_s or 1)
-    if limit.rule == "rate":
-        window = api.format_duration(s.rate_limit_window_s)
-        return (
-            f"That is a lot at once: at most {plural(limit.limit, 'new job')} per {window}. "
-            f"Try again in {wait}."
-        )
-    if limit.kind in ("train", "import"):
-        return (
-            f"You have used today's {plural(limit.limit, 'voice training')} and imports. "
-            f"Try again in {wait}."
-        )
-    return (
-        f"You have used today's {limit.limit} covers, karaoke tracks and stems. "
-        f"Try again in {wait}."
+    """The sentence for a full quota."""
+    return said.quota_full(
+        limit.rule,
+        limit.kind,
+        limit.limit,
+        wait=api.format_wait(limit.retry_after_s or 1),
+        window=api.format_duration(s.rate_limit_window_s),
     )
 
 
@@ -67,13 +45,6 @@ def quota_refusal(s, who: Who, kind: str) -> Reply | None:
     return Reply(limit_text(limit, s)) if limit is not None else None
 
 
-def quoted(text: str, limit: int = 60) -> str:
-    text = visible(text)
-    return f"“{text[:limit]}{'…' if len(text) > limit else ''}”"
-
-
-def too_big(size: int, limit: int) -> str:
-    return (
-        f"That file is {size / 2**20:.0f} MB, and Telegram lets bots download at most "
-        f"{limit // 2**20} MB; send a shorter or more compressed file."
-    )
+def quoted(name: str, limit: int = 60) -> str:
+    """A name the user typed, readable and quoted."""
+    return said.quoted(visible(name), limit)

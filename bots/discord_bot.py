@@ -36,19 +36,20 @@ from bots import (
     trending,
     voices,
 )
-from bots.checks import GENERIC_ERROR
 from bots.inputs import MODEL_SUFFIXES, clean_filename
 from bots.messages import Incoming, JobPlan, Reply, Who
-from bots.submission import ALREADY
 from bots.sweep import sweep_deliveries
 from flows import api
 from flows.api import UserError
+from flows.chat import text as said
 
 log = logging.getLogger("encore.discord")
 
 DEFAULT_API = "https://discord.com/api/v10"
 DECIDE_S = 2.0  # answer at once if a handler decides this fast; else defer (Discord allows 3 s)
-SONG_HELP = "Start typing and pick a song from the catalog"
+DISCORD = said.replies("discord")
+WORDS = said.DISCORD_COMMANDS  # what Discord shows of each command
+OPTIONS = said.DISCORD_OPTIONS  # and of its options
 
 
 _DISCORD_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -86,16 +87,9 @@ def _view(reply: Reply) -> discord.ui.View | None:
 
 
 def _plain(text: str) -> str:
-    """Core's replies are plain text: Discord shows the names and titles they echo as typed,
-    never as markdown (a masked link, a spoiler, a heading)."""
+    """The handlers' replies are plain text: Discord shows the names and titles they echo as
+    typed, never as markdown (a masked link, a spoiler, a heading)."""
     return discord.utils.escape_markdown(text)
-
-
-def too_big(size: int, limit: int) -> str:
-    return (
-        f"That file is {size / 2**20:.1f} MB, and this server accepts files up to "
-        f"{limit / 2**20:.0f} MB; send a shorter or more compressed file."
-    )
 
 
 class DiscordBot:
@@ -159,13 +153,8 @@ class DiscordBot:
     def _define(self) -> None:  # noqa: C901 - one nested function per command
         tree = self.tree
 
-        @tree.command(name="cover", description="Make a cover of a song in a voice")
-        @app_commands.describe(
-            song=SONG_HELP,
-            voice="Who sings (default: your default voice)",
-            pitch="Change the key, in semitones",
-            file="Or cover a song file you upload",
-        )
+        @tree.command(name="cover", description=WORDS["cover"])
+        @app_commands.describe(**OPTIONS["cover"])
         async def cover(
             interaction: discord.Interaction,
             song: str | None = None,
@@ -175,8 +164,8 @@ class DiscordBot:
         ):
             await self._song_command(interaction, "cover", song, pitch, voice, file)
 
-        @tree.command(name="stems", description="Vocals, drums, bass and other as files")
-        @app_commands.describe(song=SONG_HELP, file="Or a song file you upload")
+        @tree.command(name="stems", description=WORDS["stems"])
+        @app_commands.describe(**OPTIONS["stems"])
         async def stems(
             interaction: discord.Interaction,
             song: str | None = None,
@@ -184,8 +173,8 @@ class DiscordBot:
         ):
             await self._song_command(interaction, "stems", song, 0, None, file)
 
-        @tree.command(name="karaoke", description="The song without its lead vocal")
-        @app_commands.describe(song=SONG_HELP, file="Or a song file you upload")
+        @tree.command(name="karaoke", description=WORDS["karaoke"])
+        @app_commands.describe(**OPTIONS["karaoke"])
         async def karaoke(
             interaction: discord.Interaction,
             song: str | None = None,
@@ -209,17 +198,10 @@ class DiscordBot:
             command.autocomplete("song")(song_names)
         cover.autocomplete("voice")(voices_by_id)
 
-        train = app_commands.Group(name="train", description="Clone a voice from recordings")
+        train = app_commands.Group(name="train", description=WORDS["train"])
 
-        @train.command(name="new", description="Start a voice from recordings of it")
-        @app_commands.describe(
-            name="What to call the voice",
-            sample1="A recording of the voice (speech or singing, no music)",
-            sample2="Another recording",
-            sample3="Another recording",
-            sample4="Another recording",
-            sample5="Another recording",
-        )
+        @train.command(name="new", description=WORDS["train new"])
+        @app_commands.describe(**OPTIONS["train new"])
         async def train_new(
             interaction: discord.Interaction,
             name: str,
@@ -232,14 +214,8 @@ class DiscordBot:
             files = [sample1, sample2, sample3, sample4, sample5]
             await self._train(interaction, name, [f for f in files if f is not None])
 
-        @train.command(name="add", description="Add recordings to the voice you are training")
-        @app_commands.describe(
-            sample1="A recording of the voice",
-            sample2="Another recording",
-            sample3="Another recording",
-            sample4="Another recording",
-            sample5="Another recording",
-        )
+        @train.command(name="add", description=WORDS["train add"])
+        @app_commands.describe(**OPTIONS["train add"])
         async def train_add(
             interaction: discord.Interaction,
             sample1: discord.Attachment,
@@ -253,12 +229,8 @@ class DiscordBot:
 
         tree.add_command(train)
 
-        @tree.command(name="import", description="Add an RVC voice model (.pth, .index or .zip)")
-        @app_commands.describe(
-            file="The model: a .zip of .pth and .index, or the .pth",
-            index="The model's .index, when `file` is the .pth",
-            name="What to call the voice (default: the file's name)",
-        )
+        @tree.command(name="import", description=WORDS["import"])
+        @app_commands.describe(**OPTIONS["import"])
         async def import_(
             interaction: discord.Interaction,
             file: discord.Attachment,
@@ -268,31 +240,31 @@ class DiscordBot:
             files = [file] if index is None else [file, index]
             await self._import(interaction, name or "", files)
 
-        @tree.command(name="voices", description="Your voices and the default one")
+        @tree.command(name="voices", description=WORDS["voices"])
         async def voices_command(interaction: discord.Interaction):
             await self._simple(interaction, voices.voices)
 
-        @tree.command(name="voice", description="Set your default voice")
-        @app_commands.describe(default="The voice to use when a command names none")
+        @tree.command(name="voice", description=WORDS["voice"])
+        @app_commands.describe(**OPTIONS["voice"])
         async def voice(interaction: discord.Interaction, default: str):
             await self._simple(interaction, voices.set_voice, default)
 
         voice.autocomplete("default")(voices_by_name)
 
-        @tree.command(name="status", description="Your jobs")
+        @tree.command(name="status", description=WORDS["status"])
         async def status_command(interaction: discord.Interaction):
             await self._simple(interaction, status.status)
 
-        @tree.command(name="cancel", description="Stop your latest job")
+        @tree.command(name="cancel", description=WORDS["cancel"])
         async def cancel(interaction: discord.Interaction):
             await self._simple(interaction, status.cancel)
 
-        @tree.command(name="forget", description="Delete everything Encore keeps about you")
+        @tree.command(name="forget", description=WORDS["forget"])
         async def forget(interaction: discord.Interaction):
             await self._simple(interaction, privacy.forget)
 
-        @tree.command(name="trending", description="Post covers of trending songs in this channel")
-        @app_commands.describe(state="on or off; leave it out to see the current setting")
+        @tree.command(name="trending", description=WORDS["trending"])
+        @app_commands.describe(**OPTIONS["trending"])
         @app_commands.default_permissions(manage_guild=True)
         @app_commands.guild_only()
         async def trending_command(
@@ -370,7 +342,7 @@ class DiscordBot:
             return
         _job_id, fresh = submitted
         if not fresh:
-            await interaction.edit_original_response(content=ALREADY)
+            await interaction.edit_original_response(content=said.ALREADY_ON_IT)
 
     async def _simple(self, interaction: discord.Interaction, fn, *args) -> None:
         who = _who(interaction)
@@ -400,7 +372,7 @@ class DiscordBot:
             return
         limit = interaction.filesize_limit
         if file.size > limit:
-            await self._say(interaction, Reply(too_big(file.size, limit)))
+            await self._say(interaction, Reply(DISCORD.too_big(file.size, limit)))
             return
         incoming = Incoming(file.filename, None, file.content_type)  # its name made safe
         decision = await self._decide(interaction, songs.song_file, who, verb, "", incoming)
@@ -430,7 +402,7 @@ class DiscordBot:
         limit = interaction.filesize_limit
         for f in files:
             if f.size > limit:
-                return Reply(too_big(f.size, limit))
+                return Reply(DISCORD.too_big(f.size, limit))
         return None
 
     async def _fetch(self, file: discord.Attachment, folder: Path) -> Path:
@@ -457,7 +429,7 @@ class DiscordBot:
         else:
             upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
             if upload is None or upload.kind != "train":
-                text = "Start a voice first: /train new <name> with your recordings."
+                text = DISCORD.no_training_session()
                 await interaction.edit_original_response(content=text)
                 return
         folder = self._scratch()
@@ -482,7 +454,7 @@ class DiscordBot:
             lines.append(done.text)
             view = _view(done)
         else:
-            lines.append("Add more recordings with /train add.")
+            lines.append(DISCORD.add_recordings())
             view = None
         await interaction.edit_original_response(content=_plain("\n".join(lines))[:1900], view=view)
 
@@ -493,7 +465,7 @@ class DiscordBot:
         if refused is None:
             for f in files:
                 if Incoming(f.filename, None, None).suffix not in MODEL_SUFFIXES:
-                    refused = Reply("That is not an RVC model; send a .pth, .index or .zip file.")
+                    refused = Reply(said.NOT_A_MODEL)
         if refused is not None:
             await self._say(interaction, refused)
             return
@@ -539,7 +511,7 @@ class DiscordBot:
             lock = self._locks.setdefault(who.owner, asyncio.Lock())
             async with lock:
                 if await asyncio.to_thread(api.job_by_key, key, self.s) is not None:
-                    await interaction.response.send_message("Already on it.", ephemeral=True)
+                    await interaction.response.send_message(said.ALREADY_PRESSED, ephemeral=True)
                     return
                 outcome = await self._decide(
                     interaction, buttons.pressed, who, data, component=True
@@ -564,9 +536,9 @@ class DiscordBot:
         log.error("handling a Discord interaction failed", exc_info=error)
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():
-                await interaction.followup.send(GENERIC_ERROR, ephemeral=True)
+                await interaction.followup.send(said.SOMETHING_WENT_WRONG, ephemeral=True)
             else:
-                await interaction.response.send_message(GENERIC_ERROR, ephemeral=True)
+                await interaction.response.send_message(said.SOMETHING_WENT_WRONG, ephemeral=True)
 
 
 _NOVIEW = discord.utils.MISSING

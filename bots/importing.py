@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bots.checks import personal, quota_refusal, quoted, too_big
+from bots.checks import personal, quota_refusal
 from bots.inputs import MODEL_SUFFIXES, clean_arg, clean_filename
 from bots.messages import Download, Incoming, JobPlan, Outcome, Reply, Who
 from bots.training import new_voice_name
 from flows import api
 from flows.api import UserError
-
-NOT_A_MODEL = "That is not an RVC model; send a .pth, .index or .zip file."
+from flows.chat import text as said
 
 
 @personal
@@ -36,27 +35,18 @@ def import_command(s, who: Who, args: str) -> Reply:
     if refused:
         return refused
     api.open_upload(who.owner, "import", name, s=s)
-    called = (
-        f"I'll call it {quoted(name)}."
-        if name
-        else "I'll name it after the file; /import <name> names it yourself."
-    )
-    limit = s.telegram_download_limit_bytes // 2**20
-    return Reply(
-        "📦 Send me the RVC model as a file: a .zip holding the .pth (and its .index), or "
-        f"the .pth and then the .index. Telegram lets bots fetch files up to {limit} MB. "
-        f"{called}"
-    )
+    limit = s.telegram_download_limit_bytes if who.platform == "telegram" else None
+    return Reply(said.replies(who.platform).import_started(name, limit))
 
 
 @personal
 def model_incoming(s, who: Who, incoming: Incoming) -> Reply | Download:
     """A model file: download it, or say why not."""
     if incoming.suffix not in MODEL_SUFFIXES:
-        return Reply(NOT_A_MODEL)
+        return Reply(said.NOT_A_MODEL)
     limit = s.telegram_download_limit_bytes
     if incoming.size and incoming.size > limit:
-        return Reply(too_big(incoming.size, limit))
+        return Reply(said.replies(who.platform).too_big(incoming.size, limit))
     return Download("model", incoming.filename)
 
 
@@ -81,12 +71,13 @@ def model_downloaded(s, who: Who, source: str, local: Path, filename: str) -> Ou
     if suffix == ".zip" or (upload.has(".pth") and upload.has(".index")):
         return import_plan(s, who, upload)
     if suffix == ".pth":
-        return Reply("Got the model. Send its .index file too, or /done to import it without.")
-    return Reply("Got the index. Now send the model's .pth file.")
+        return Reply(said.replies(who.platform).got_model())
+    return Reply(said.GOT_INDEX)
 
 
 def import_plan(s, who: Who, upload: api.UploadInfo) -> Outcome:
     """The import job of a session whose model is whole, or why it cannot start."""
+    say = said.replies(who.platform)
     name = upload.name
     if not name:
         model = next(
@@ -97,16 +88,13 @@ def import_plan(s, who: Who, upload: api.UploadInfo) -> Outcome:
         try:
             name = api.valid_voice_name(stem)
         except UserError:
-            return Reply("Name the voice first: /import <name>, then send the file again.")
+            return Reply(say.name_the_import())
     if api.get_voice(who.owner, name, include_public=False, s=s) is not None:
         api.cancel_upload(who.owner, s=s)
-        return Reply(
-            f"You already have a voice called {quoted(name)}; send /import <another name>, "
-            "then the files again."
-        )
+        return Reply(say.import_name_taken(name))
     claimed = api.claim_upload(upload.id, who.owner, s=s)
     if claimed is None:
-        return Reply("Already importing; the status is above.")
+        return Reply(said.ALREADY_IMPORTING)
     return JobPlan(
         kind="import",
         owner=who.owner,

@@ -11,13 +11,14 @@ import re
 import unicodedata
 
 from flows.api import UserError
+from flows.chat import text as said
 
 MAX_ARG = 200  # characters of a command's text arguments
 MAX_FILENAME = 80
 MAX_PITCH = 12
 MODEL_SUFFIXES = (".pth", ".index", ".zip")
 AUDIO_SUFFIXES = (".mp3", ".m4a", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aac")
-TOO_LONG = f"That is too long for me; keep it under {MAX_ARG} characters."
+TOO_LONG = said.too_long(MAX_ARG)
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _PITCH = re.compile(r"^(?:([+-]\d{1,3})|(?:pitch|key)[=:]?([+-]?\d{1,3}))$", re.IGNORECASE)
@@ -68,8 +69,5 @@ def parse_song_args(text: str) -> tuple[str, int]:
             pitch = int(match.group(1) or match.group(2))
             words = words[:-1]
             if abs(pitch) > MAX_PITCH:
-                raise UserError(
-                    f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones; "
-                    "try something like /cover <song> +2."
-                )
+                raise UserError(said.key_change_range(MAX_PITCH, example=True))
     return " ".join(words), pitch

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from bots.inputs import HEX_ID, MAX_PITCH
 from bots.messages import Button, Who
 from flows.api import UserError
+from flows.chat import text as said
 
 # cs: song picked for a cover, cv: voice picked for a cover, ss/ks: song picked for stems or
 # karaoke, dv: default voice, tc/tx: training consent given/refused, fy/fn: forget yes/no.
@@ -90,7 +91,7 @@ def pitch_arg(text: str) -> int:
         raise ValueError(text)
     pitch = int(text)
     if abs(pitch) > MAX_PITCH:
-        raise UserError(f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones.")
+        raise UserError(said.key_change_range(MAX_PITCH))
     return pitch
 
 

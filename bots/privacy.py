@@ -6,15 +6,11 @@ finished later, and the chat is told then (`where_to_tell`).
 
 from __future__ import annotations
 
-from bots.checks import personal, plural
+from bots.checks import personal
 from bots.messages import Reply, Who
 from bots.payload import button
 from flows import api
-
-FORGET_PENDING = (
-    "Some of your files could not be deleted yet; Encore keeps trying and will tell you here."
-)
-FORGET_STOPPING = "Your running job is stopping; Encore deletes what it leaves and tells you here."
+from flows.chat import text as said
 
 
 def where_to_tell(who: Who) -> dict:
@@ -29,9 +25,8 @@ def forget(s, who: Who) -> Reply:
     """`/forget`: the question, with a button to confirm and one to keep everything."""
     api.ensure_user(who.owner, who.name, s=s)  # its name answers others' presses
     return Reply(
-        "This deletes your voices, covers, samples, uploaded songs and everything else I "
-        "keep about you. It cannot be undone. Go ahead?",
-        ((button(who, "🗑 Delete everything", "fy"), button(who, "Keep it", "fn")),),
+        said.FORGET_QUESTION,
+        ((button(who, said.FORGET_YES, "fy"), button(who, said.FORGET_NO, "fn")),),
     )
 
 
@@ -39,18 +34,13 @@ def forget(s, who: Who) -> Reply:
 def forget_confirmed(s, who: Who) -> Reply:
     """The confirm button: delete, and say what went."""
     gone = api.forget_user(who.owner, s=s, notify=where_to_tell(who))
-    done = (
-        f"Done: I deleted {plural(gone.voices, 'voice')}, {plural(gone.jobs, 'job')} with "
-        f"their files, {plural(gone.songs, 'uploaded song')} and "
-        f"{plural(gone.samples, 'staged sample')}."
+    return Reply(
+        said.forgotten(
+            gone.voices, gone.jobs, gone.songs, gone.samples, gone.pending, gone.stopping
+        )
     )
-    if gone.pending:
-        return Reply(f"{done} {FORGET_PENDING}")
-    if gone.stopping:
-        return Reply(f"{done} {FORGET_STOPPING}")
-    return Reply(f"{done} I keep nothing else about you.")
 
 
 def forget_declined(s, who: Who) -> Reply:
     """The keep button."""
-    return Reply("Kept: nothing was deleted.")
+    return Reply(said.FORGET_KEPT)

@@ -8,22 +8,23 @@ something Encore can use.
 from __future__ import annotations
 
 from bots import importing, training
-from bots.checks import PLACEHOLDER, personal
+from bots.checks import personal
 from bots.inputs import MODEL_SUFFIXES
 from bots.messages import Download, Incoming, Outcome, Reply, Who
-from bots.songs import NOT_AUDIO
 from flows import api
+from flows.chat import text as said
 
 
 @personal
 def done(s, who: Who) -> Outcome:
     """`/done`: finish the open session (training asks for consent, an import starts)."""
+    say = said.replies(who.platform)
     upload = api.current_upload(who.owner, s=s)
     if upload is None:
-        return Reply("Nothing to finish: start with /train <name> or /import.")
+        return Reply(say.nothing_to_finish())
     if upload.kind == "import":
         if not upload.has(".pth"):
-            return Reply("Send the model's .pth file first (or a .zip of the model).")
+            return Reply(say.model_needs_pth())
         return importing.import_plan(s, who, upload)
     return training.ready(s, who, upload)
 
@@ -31,19 +32,16 @@ def done(s, who: Who) -> Outcome:
 def loose_file(s, who: Who, incoming: Incoming) -> Reply | Download | None:
     """A file sent outside any command: a sample, a model, or a song to reply to."""
     if who.placeholder:  # a channel's posts forwarded into its group: files for people
-        return Reply(PLACEHOLDER) if who.private else None
+        return Reply(said.PLACEHOLDER_SENDER) if who.private else None
     upload = api.current_upload(who.owner, s=s)
     if upload is not None and upload.kind == "train":
         return training.sample_incoming(s, who, incoming)
     if incoming.suffix in MODEL_SUFFIXES:
         return importing.model_incoming(s, who, incoming)
     if upload is not None and upload.kind == "import":
-        return Reply(importing.NOT_A_MODEL)
+        return Reply(said.NOT_A_MODEL)
     if not who.private:
         return None  # in a group, files are for people
     if incoming.audio:
-        return Reply(
-            "Nice track. Reply to it with /cover to hear it in your voice, /karaoke for the "
-            "instrumental, or /stems for its parts. To clone a voice, /train <name> first."
-        )
-    return Reply(NOT_AUDIO)
+        return Reply(said.replies(who.platform).song_file_sent())
+    return Reply(said.NOT_AUDIO)

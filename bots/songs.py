@@ -11,19 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bots.checks import personal, quota_refusal, quoted, too_big
+from bots.checks import personal, quota_refusal
 from bots.inputs import HEX_ID, MAX_ARG, MAX_PITCH, clean_arg, parse_song_args, visible
 from bots.messages import Download, Incoming, JobPlan, Outcome, Reply, Who
 from bots.payload import button, pack
-from bots.voices import NO_VOICE, usable_voice, voice_ref
+from bots.voices import usable_voice, voice_ref
 from flows import api
 from flows.api import UserError
+from flows.chat import text as said
 
-COVER_USAGE = (
-    "Tell me which song: /cover <song>, like /cover yesterday +2. "
-    "Or send a song file and reply to it with /cover."
-)
-NOT_AUDIO = "That file is not audio I can use; send an mp3, m4a, ogg, wav or flac file."
 VERB_OF_KIND = {"cover": "cs", "stems": "ss", "karaoke": "ks"}  # the song-pick button's verb
 
 
@@ -32,10 +28,7 @@ def find_song(s, who: Who, query: str, verb: str, pitch: int = 0) -> api.SongInf
     that match about as well as the best."""
     matches = api.find_songs(query, who.owner, limit=5, s=s)
     if not matches:
-        return Reply(
-            f"No song in the catalog matches {quoted(query)}. Check the spelling, or send "
-            "me the song file and reply to it with /" + verb + "."
-        )
+        return Reply(said.replies(who.platform).no_song_matches(visible(query), verb))
     best, score = matches[0]
     rivals = [(song, sc) for song, sc in matches[1:] if sc >= score - 8]
     if not rivals or (score >= 99.5 and all(sc < 99.5 for _song, sc in rivals)):
@@ -45,20 +38,20 @@ def find_song(s, who: Who, query: str, verb: str, pitch: int = 0) -> api.SongInf
     buttons = tuple(
         (button(who, song.label[:60], code, pack(song.id), f"{pitch:+d}"),) for song in choices
     )
-    return Reply(f"Several songs match {quoted(query)}. Which one?", buttons)
+    return Reply(said.several_songs(visible(query)), buttons)
 
 
 def cover_with(s, who: Who, song: api.SongInfo, pitch: int) -> Outcome:
     """A cover of `song` in the user's voice, or buttons to pick the voice."""
     voice = usable_voice(s, who)
     if voice is None:
-        return Reply(NO_VOICE)
+        return Reply(said.replies(who.platform).no_voice())
     if isinstance(voice, list):
         buttons = tuple(
             (button(who, v.name[:40], "cv", pack(song.id), pack(v.id), f"{pitch:+d}"),)
             for v in voice[:10]
         )
-        return Reply(f"Which voice should sing {quoted(song.label)}?", buttons)
+        return Reply(said.which_voice_sings(visible(song.label)), buttons)
     return cover_plan(s, who, song, voice, pitch)
 
 
@@ -89,6 +82,7 @@ def song_job(s, who: Who, song: api.SongInfo, kind: str) -> Outcome:
 @personal
 def song_command(s, who: Who, verb: str, args: str) -> Outcome:
     """`/cover`, `/stems` or `/karaoke` with a song name."""
+    say = said.replies(who.platform)
     api.ensure_user(who.owner, who.name, s=s)
     try:
         query, pitch = parse_song_args(clean_arg(args))
@@ -98,16 +92,12 @@ def song_command(s, who: Who, verb: str, args: str) -> Outcome:
         query = f"{query} {pitch:+d}".strip()  # a title ending in a number, not a key
         pitch = 0
     if not query:
-        if verb == "cover":
-            return Reply(COVER_USAGE)
-        return Reply(
-            f"Tell me which song: /{verb} <song>. Or reply /{verb} to a song file you sent."
-        )
+        return Reply(say.which_song(verb))
     refused = quota_refusal(s, who, verb)
     if refused:
         return refused
     if verb == "cover" and usable_voice(s, who) is None:
-        return Reply(NO_VOICE)
+        return Reply(say.no_voice())
     song = find_song(s, who, query, verb, pitch)
     if isinstance(song, Reply):
         return song
@@ -119,21 +109,22 @@ def song_command(s, who: Who, verb: str, args: str) -> Outcome:
 @personal
 def song_file(s, who: Who, verb: str, args: str, incoming: Incoming) -> Reply | Download:
     """`/cover` (or /stems, /karaoke) as a reply to a file: check it before downloading."""
+    say = said.replies(who.platform)
     api.ensure_user(who.owner, who.name, s=s)
     try:
         parse_song_args(clean_arg(args))
     except UserError as exc:
         return Reply(exc.message)
     if not incoming.audio:
-        return Reply(NOT_AUDIO)
+        return Reply(said.NOT_AUDIO)
     limit = s.telegram_download_limit_bytes
     if incoming.size and incoming.size > limit:
-        return Reply(too_big(incoming.size, limit))
+        return Reply(say.too_big(incoming.size, limit))
     refused = quota_refusal(s, who, verb)
     if refused:
         return refused
     if verb == "cover" and usable_voice(s, who) is None:
-        return Reply(NO_VOICE)
+        return Reply(say.no_voice())
     return Download("song", incoming.filename)
 
 
@@ -168,15 +159,16 @@ def song_option(
 ) -> Outcome:
     """`/cover`, `/stems` or `/karaoke` whose song is a song id (picked from the
     autocomplete) or typed text, with the pitch and the voice as separate options."""
+    say = said.replies(who.platform)
     api.ensure_user(who.owner, who.name, s=s)
     if abs(pitch) > MAX_PITCH:
-        return Reply(f"The key change goes from -{MAX_PITCH} to +{MAX_PITCH} semitones.")
+        return Reply(said.key_change_range(MAX_PITCH))
     try:
         ref, named = clean_arg(ref), clean_arg(voice or "")
     except UserError as exc:
         return Reply(exc.message)
     if not ref:
-        return Reply(f"Tell me which song: /{verb} and pick one as you type its name.")
+        return Reply(said.pick_song_as_you_type(verb))
     refused = quota_refusal(s, who, verb)
     if refused:
         return refused
@@ -185,9 +177,9 @@ def song_option(
         if named.strip():
             singer = voice_ref(s, who, named)
             if singer is None:
-                return Reply(f"You have no voice called {quoted(named)}; /voices lists yours.")
+                return Reply(said.no_voice_called(named))
         elif usable_voice(s, who) is None:
-            return Reply(NO_VOICE)
+            return Reply(say.no_voice())
     song = api.get_song(ref, who.owner, s=s) if HEX_ID.match(ref) else None
     if song is None:
         found = find_song(s, who, ref, verb, pitch)
@@ -207,7 +199,7 @@ def song_option(
 def _picked_song(s, who: Who, song_id: str) -> api.SongInfo | Reply:
     song = api.get_song(song_id, who.owner, s=s)
     if song is None:
-        return Reply("That song is no longer in the catalog; send the command again.")
+        return Reply(said.SONG_GONE)
     return song
 
 
@@ -224,7 +216,7 @@ def voice_picked_for_cover(s, who: Who, song_id: str, voice_id: str, pitch: int)
         return song
     voice = api.voice_by_id(who.owner, voice_id, s=s)
     if voice is None:
-        return Reply("", toast="That voice is not yours to use; pick one of yours.")
+        return Reply("", toast=said.VOICE_NOT_YOURS)
     return cover_plan(s, who, song, voice, pitch)
 
 

@@ -5,27 +5,23 @@
 
 from __future__ import annotations
 
-from bots.checks import personal, plural, quoted
+from bots.checks import personal
 from bots.messages import Reply, Who
 from flows import api
+from flows.chat import text as said
 
 
 def job_line(job: api.JobInfo) -> str:
     """One job in `/status`: its headline, and under it where it stands."""
-    head = job.headline
     if job.state == "succeeded" and job.undelivered:
-        state = f"❌ {job.undelivered}"
-    elif job.state == "succeeded":
-        state = "✅ done"
-    elif job.state == "failed":
-        state = f"❌ {job.reason or 'failed'}"
-    elif job.state == "cancelled":
-        state = "🚫 cancelled"
-    elif job.state == "queued":
-        state = "⏳ queued"
+        state = said.job_problem(job.undelivered)
+    elif job.state == "failed" and job.reason:
+        state = said.job_problem(job.reason)
+    elif job.state in said.JOB_STATES:
+        state = said.JOB_STATES[job.state]
     else:
         state = api.status_line(job.state, job.step, job.progress)
-    return f"{head}\n    {state}"
+    return said.job_item(job.headline, state)
 
 
 @personal
@@ -35,16 +31,14 @@ def status(s, who: Who) -> Reply:
     upload = api.current_upload(who.owner, s=s)
     lines = []
     if upload is not None and upload.kind == "train":
-        lines.append(
-            f"🎙 Collecting samples for {quoted(upload.name)}: "
-            f"{api.format_duration(upload.voiced_s)} of voice so far; /done to train."
-        )
+        so_far = api.format_duration(upload.voiced_s)
+        lines.append(said.replies(who.platform).collecting_samples(upload.name, so_far))
     elif upload is not None:
-        lines.append(f"📦 Waiting for the model files of {quoted(upload.name or 'a voice')}.")
+        lines.append(said.collecting_model_files(upload.name))
     if not found and not lines:
-        return Reply("You have no jobs yet; try /cover <song>.")
+        return Reply(said.NO_JOBS_YET)
     if found:
-        lines.append("Your latest jobs:")
+        lines.append(said.LATEST_JOBS)
         lines += [job_line(job) for job in found]
     return Reply("\n".join(lines))
 
@@ -54,15 +48,8 @@ def cancel(s, who: Who) -> Reply:
     """`/cancel`."""
     stopped = api.cancel_upload(who.owner, s=s)
     if stopped is not None:
-        what = "samples" if stopped.kind == "train" else "model files"
-        voice = quoted(stopped.name) if stopped.name else "the voice"
-        if not stopped.files:
-            return Reply(f"Stopped: no more {what} for {voice}.")
-        return Reply(
-            f"Stopped: the {plural(len(stopped.files), 'file')} you sent for {voice} "
-            f"{'is' if len(stopped.files) == 1 else 'are'} deleted."
-        )
+        return Reply(said.session_stopped(stopped.kind, stopped.name, len(stopped.files)))
     job = api.cancel_latest(who.owner, s=s)
     if job is None:
-        return Reply("Nothing to cancel: you have no job on the way.")
-    return Reply(f"🚫 Cancelled: {job.headline}")
+        return Reply(said.NOTHING_TO_CANCEL)
+    return Reply(said.job_cancelled(job.headline))

@@ -13,8 +13,6 @@ from flows import api
 from flows import submit as jobs
 from flows.api import UserError
 
-ALREADY = "Already on it: the status of this job is in the message above."
-
 
 def _submit(s, plan: JobPlan, key: str, reply_to: dict) -> str:
     common = {"idempotency_key": key, "s": s, "reply_to": reply_to, "quota": True}

@@ -63,16 +63,15 @@ from bots import (
     trending,
     voices,
 )
-from bots.checks import GENERIC_ERROR, too_big
-from bots.help import COMMANDS
 from bots.messages import Download, Incoming, JobPlan, Reply, Who
-from bots.submission import ALREADY
 from bots.sweep import sweep_deliveries
 from flows import api
+from flows.chat import text as said
 
 log = logging.getLogger("encore.telegram")
 
 SONG_VERBS = ("cover", "stems", "karaoke")
+TELEGRAM = said.replies("telegram")
 
 # Commands answered by one reply (or a job plan): name → (handler, whether it takes the
 # text after the command).
@@ -209,7 +208,8 @@ class TelegramBot:
         await app.shutdown()
 
     async def _post_init(self, app: Application) -> None:
-        await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        menu = [BotCommand(name, description) for name, description in said.TELEGRAM_MENU]
+        await app.bot.set_my_commands(menu)
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
     async def _post_stop(self, app: Application) -> None:
@@ -278,21 +278,21 @@ class TelegramBot:
             return
         _job_id, fresh = submitted
         if not fresh:
-            await status.edit_text(ALREADY)
+            await status.edit_text(said.ALREADY_ON_IT)
 
     async def _download(
         self, context: ContextTypes.DEFAULT_TYPE, media, filename: str, folder: Path
     ) -> Path | Reply:
         limit = self.s.telegram_download_limit_bytes
         if media.file_size and media.file_size > limit:
-            return Reply(too_big(media.file_size, limit))
+            return Reply(TELEGRAM.too_big(media.file_size, limit))
         safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "upload"
         local = folder / safe
         try:
             remote = await context.bot.get_file(media.file_id)
         except BadRequest as exc:
             if "too big" in exc.message.lower():
-                return Reply(too_big(media.file_size or limit + 1, limit))
+                return Reply(TELEGRAM.too_big(media.file_size or limit + 1, limit))
             raise
         await remote.download_to_drive(local)
         return local
@@ -421,7 +421,7 @@ class TelegramBot:
         who = _who(update)
         menu = query.message if isinstance(query.message, Message) else None
         if menu is None:
-            await query.answer("That button has expired; send the command again.")
+            await query.answer(said.BUTTON_EXPIRED)
             return
         refused = await self._run(buttons.press_refusal, who, query.data or "")
         if refused is not None:  # another user's button, or junk: nothing happens
@@ -430,7 +430,7 @@ class TelegramBot:
         key = _key(menu.chat_id, menu.message_id)
         async with self._serial(who):
             if await self._seen(key):
-                await query.answer("Already on it.")
+                await query.answer(said.ALREADY_PRESSED)
                 return
             outcome = await self._run(buttons.pressed, who, query.data or "")
             if isinstance(outcome, JobPlan):
@@ -451,9 +451,10 @@ class TelegramBot:
             return
         with contextlib.suppress(TelegramError):
             if update.callback_query is not None:
-                await update.callback_query.answer(GENERIC_ERROR[:190])
+                await update.callback_query.answer(said.SOMETHING_WENT_WRONG[:190])
             elif update.effective_chat is not None:
-                await context.bot.send_message(update.effective_chat.id, GENERIC_ERROR)
+                chat_id = update.effective_chat.id
+                await context.bot.send_message(chat_id, said.SOMETHING_WENT_WRONG)
 
 
 def run(s=None, webhook_url: str | None = None, listen: str = "0.0.0.0", port: int = 8443) -> None:

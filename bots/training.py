@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bots.checks import personal, plural, quota_refusal, quoted, too_big
+from bots.checks import personal, quota_refusal
 from bots.inputs import clean_arg, clean_filename
 from bots.messages import Download, Incoming, JobPlan, Outcome, Reply, Who
 from bots.payload import button, pack
 from flows import api
 from flows.api import UserError
+from flows.chat import text as said
 
 
 def new_voice_name(s, who: Who, raw: str) -> str | Reply:
@@ -25,20 +26,21 @@ def new_voice_name(s, who: Who, raw: str) -> str | Reply:
     except UserError as exc:
         return Reply(exc.message)
     if api.get_voice(who.owner, name, include_public=False, s=s) is not None:
-        return Reply(f"You already have a voice called {quoted(name)}; pick another name.")
+        return Reply(said.voice_name_taken(name))
     return name
 
 
 @personal
 def train(s, who: Who, args: str) -> Reply:
     """`/train <name>`: open a session that collects samples."""
+    say = said.replies(who.platform)
     api.ensure_user(who.owner, who.name, s=s)
     try:
         raw = clean_arg(args)
     except UserError as exc:
         return Reply(exc.message)
     if not raw:
-        return Reply("Give the voice a name: /train <name>, like /train my voice.")
+        return Reply(say.name_the_voice())
     name = new_voice_name(s, who, raw)
     if isinstance(name, Reply):
         return name
@@ -49,33 +51,36 @@ def train(s, who: Who, args: str) -> Reply:
     limits = api.training_limits(s)
     low, high = limits.recommended_s
     return Reply(
-        f"🎙 Let's clone {quoted(name)}. Send me voice notes or audio files of that voice "
-        "alone, speaking or singing, with no music behind it. I need at least "
-        f"{api.format_duration(limits.min_total_s)} in all; "
-        f"{api.format_duration(low)} to {api.format_duration(high)} gives the best clone. "
-        f"Files up to {s.telegram_download_limit_bytes // 2**20} MB each. "
-        "Send /done when you have finished, or /cancel."
+        say.training_started(
+            name,
+            api.format_duration(limits.min_total_s),
+            api.format_duration(low),
+            api.format_duration(high),
+            s.telegram_download_limit_bytes if who.platform == "telegram" else None,
+        )
     )
 
 
 @personal
 def sample_incoming(s, who: Who, incoming: Incoming) -> Reply | Download:
     """A file for the open session: download it, or say why not."""
+    say = said.replies(who.platform)
     limit = s.telegram_download_limit_bytes
     if incoming.size and incoming.size > limit:
-        return Reply(too_big(incoming.size, limit))
+        return Reply(say.too_big(incoming.size, limit))
     if not incoming.audio:
-        return Reply("That is not a recording; send voice notes or audio files.")
+        return Reply(say.not_a_recording())
     return Download("sample", incoming.filename)
 
 
 @personal
 def sample_downloaded(s, who: Who, source: str, local: Path, filename: str) -> Reply | None:
     """A downloaded sample: checked and counted; None for the same message again."""
+    say = said.replies(who.platform)
     filename = clean_filename(filename)  # as the platform named it: made safe here too
     upload = api.current_upload(who.owner, s=s)
     if upload is None or upload.kind != "train":
-        return Reply("Start a voice first: /train <name>.")
+        return Reply(say.no_training_session())
     try:
         got = api.add_sample(upload.id, who.owner, source, local, filename, s=s)
     except UserError as exc:
@@ -84,19 +89,18 @@ def sample_downloaded(s, who: Who, source: str, local: Path, filename: str) -> R
         return None  # the same message again: it was counted the first time
     total = api.format_duration(got.upload.voiced_s)
     if not got.accepted:
-        return Reply(f"⚠️ I can't use that one: {got.problem} So far: {total} of voice.")
+        return Reply(said.sample_refused(got.problem, total))
     limits = api.training_limits(s)
     have = got.upload.voiced_s
-    if have < limits.min_total_s:
-        more = api.format_wait(limits.min_total_s - have)
-        tail = f"send at least {more} more."
-    elif have < limits.recommended_s[0]:
-        tail = "/done to train now, or send more for a better clone."
-    else:
-        tail = "that is plenty: /done to start training."
+    more = api.format_wait(limits.min_total_s - have) if have < limits.min_total_s else None
     return Reply(
-        f"🎙 Got {api.format_duration(got.voiced_s)} of clean voice. "
-        f"Total: {total} in {plural(len(got.upload.files), 'clip')}; {tail}"
+        say.sample_counted(
+            api.format_duration(got.voiced_s),
+            total,
+            len(got.upload.files),
+            more,
+            enough=have >= limits.recommended_s[0],
+        )
     )
 
 
@@ -107,16 +111,15 @@ def ready(s, who: Who, upload: api.UploadInfo) -> Reply:
     if have < limits.min_total_s:
         more = api.format_wait(limits.min_total_s - have)
         return Reply(
-            f"I have {api.format_duration(have)} of clean voice for {quoted(upload.name)}; "
-            f"send at least {more} more, then /done."
+            said.replies(who.platform).too_little_voice(
+                upload.name, api.format_duration(have), more
+            )
         )
     return Reply(
-        f"Ready to train {quoted(upload.name)} on {api.format_duration(have)} of voice "
-        f"from {plural(len(upload.files), 'clip')}. I will post progress here.\n\n"
-        "First: is this your own voice, or do you have its owner's permission to clone it?",
+        said.ready_to_train(upload.name, api.format_duration(have), len(upload.files)),
         (
-            (button(who, "✅ It's mine, or I have permission", "tc", pack(upload.id)),),
-            (button(who, "✖ Cancel", "tx", pack(upload.id)),),
+            (button(who, said.CONSENT_YES, "tc", pack(upload.id)),),
+            (button(who, said.CONSENT_NO, "tx", pack(upload.id)),),
         ),
     )
 
@@ -128,8 +131,8 @@ def consent(s, who: Who, upload_id: str) -> Outcome:
     if claimed is None:
         upload = api.get_upload(upload_id, s=s)
         if upload is not None and upload.owner == who.owner and upload.job_id:
-            return Reply("", toast="Already training; the status is above.")
-        return Reply("", toast="This session is over; start again with /train <name>.")
+            return Reply("", toast=said.ALREADY_TRAINING)
+        return Reply("", toast=said.replies(who.platform).session_over())
     refused = quota_refusal(s, who, "train")
     if refused:
         api.release_upload(upload_id, s=s)
@@ -149,6 +152,6 @@ def consent_refused(s, who: Who, upload_id: str) -> Reply:
     """The cancel button under the consent question: the samples are deleted."""
     current = api.current_upload(who.owner, s=s)
     if current is None or current.id != upload_id:
-        return Reply("", toast="This session is over already.")
+        return Reply("", toast=said.SESSION_OVER_ALREADY)
     api.cancel_upload(who.owner, s=s)
-    return Reply("Cancelled; the samples you sent are deleted. /train <name> starts again.")
+    return Reply(said.replies(who.platform).training_cancelled())

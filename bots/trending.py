@@ -11,41 +11,29 @@ from bots.checks import personal
 from bots.inputs import MAX_ARG, visible
 from bots.messages import Reply, Who
 from flows import api
+from flows.chat import text as said
 
 
 @personal
 def trending(s, who: Who, args: str, is_admin: bool) -> Reply:
     """`/trending`, `/trending on`, `/trending off`."""
     arg = visible(args)[:MAX_ARG].lower()
-    subscribed = api.is_subscribed(who.platform, who.chat_id, "trending", s=s)
     private_ok = s.trending_private_chats
     if arg not in ("on", "off"):
         if arg:
-            return Reply("Use /trending on or /trending off.")
-        state = "gets" if subscribed else "does not get"
-        rule = (
-            "Admins switch them with /trending on|off."
-            if private_ok or not who.private
-            else "They go to groups and channels, where an admin switches them with "
-            "/trending on|off."
-        )
-        return Reply(f"This chat {state} the trending covers. {rule}")
+            return Reply(said.TRENDING_ON_OR_OFF)
+        subscribed = api.is_subscribed(who.platform, who.chat_id, "trending", s=s)
+        return Reply(said.trending_state(subscribed, private_ok or not who.private))
     if arg == "on" and who.private and not private_ok:
-        return Reply(
-            "Trending covers go to groups and channels: add me to one and send "
-            "/trending on there as an admin."
-        )
+        return Reply(said.TRENDING_NOT_HERE)
     if not is_admin:
-        return Reply("Only this chat's admins can switch the trending covers on or off.")
+        return Reply(said.TRENDING_ADMINS_ONLY)
     if arg == "off":
         if api.unsubscribe(who.platform, who.chat_id, "trending", s=s):
-            return Reply("📉 This chat will no longer get the trending covers.")
-        return Reply("This chat was not getting the trending covers.")
+            return Reply(said.TRENDING_STOPPED)
+        return Reply(said.TRENDING_WAS_OFF)
     voice = api.default_voice(who.owner, s=s)
     api.subscribe(
         who.platform, who.chat_id, "trending", voice.id if voice else None, who.owner, s=s
     )
-    sung = f", sung by {voice.name}" if voice else ""
-    return Reply(
-        f"📈 This chat will get covers of the trending songs{sung}. /trending off stops them."
-    )
+    return Reply(said.trending_started(voice.name if voice else None))

@@ -13,11 +13,7 @@ from bots.messages import Reply, Who
 from bots.payload import button, pack
 from flows import api
 from flows.api import UserError
-
-NO_VOICE = (
-    "You have no voice yet: clone yours with /train <name> (voice notes work), "
-    "or /import an RVC model."
-)
+from flows.chat import text as said
 
 
 def usable_voice(s, who: Who) -> api.VoiceInfo | list[api.VoiceInfo] | None:
@@ -52,33 +48,35 @@ def voice_choices(s, who: Who, query: str, limit: int = 25) -> list[tuple[str, s
 @personal
 def voices(s, who: Who) -> Reply:
     """`/voices`: the user's voices, the public ones, and buttons to pick the default."""
+    say = said.replies(who.platform)
     api.ensure_user(who.owner, who.name, s=s)
     available = api.list_voices(who.owner, s=s)
     if not available:
-        return Reply(NO_VOICE)
+        return Reply(say.no_voice())
     current = api.default_voice(who.owner, s=s)
     mine = [v for v in available if v.owner == who.owner]
     public = [v for v in available if v.owner != who.owner]
+
+    def is_default(v: api.VoiceInfo) -> bool:
+        return current is not None and current.id == v.id
+
     lines = []
     if mine:
-        lines.append("Your voices:")
+        lines.append(said.VOICES_MINE)
         for v in mine:
             how = "trained" if v.source == "trained" else "imported"
-            star = " ⭐ default" if current and current.id == v.id else ""
-            lines.append(f"• {v.name} ({how}){star}")
+            lines.append(said.voice_item(v.name, how, is_default(v)))
     else:
-        lines.append("You have no voice of your own yet: /train <name> clones yours.")
+        lines.append(say.no_own_voice())
     if public:
-        lines.append("Public voices:")
-        for v in public:
-            star = " ⭐ default" if current and current.id == v.id else ""
-            lines.append(f"• {v.name}{star}")
+        lines.append(said.VOICES_PUBLIC)
+        lines += [said.voice_item(v.name, None, is_default(v)) for v in public]
     if current is None:
-        lines.append("No default voice yet: /voice <name> picks one.")
+        lines.append(say.no_default_voice())
     buttons = tuple(
-        (button(who, f"Make {v.name[:40]} the default", "dv", pack(v.id)),)
+        (button(who, said.make_default_label(v.name), "dv", pack(v.id)),)
         for v in available[:8]
-        if current is None or v.id != current.id
+        if not is_default(v)
     )
     return Reply("\n".join(lines), buttons)
 
@@ -96,11 +94,11 @@ def set_voice(s, who: Who, args: str) -> Reply:
         voice = api.set_default_voice(who.owner, name, s=s)
     except UserError as exc:
         return Reply(exc.message)
-    return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
+    return Reply(said.default_voice_set(voice.name))
 
 
 @personal
 def default_picked(s, who: Who, voice_id: str) -> Reply:
     """The "Make … the default" button."""
     voice = api.set_default_voice_id(who.owner, voice_id, s=s)
-    return Reply(f"⭐ {voice.name} is your default voice now; /cover <song> to use it.")
+    return Reply(said.default_voice_set(voice.name))

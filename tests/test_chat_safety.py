@@ -12,12 +12,12 @@ import pytest
 
 from bots import buttons, help, importing, privacy, sessions, songs, status, training, trending
 from bots import voices as bot_voices
-from bots.checks import PLACEHOLDER
 from bots.inputs import clean_filename
 from bots.messages import Incoming, JobPlan, Reply, Who
 from bots.payload import button, owner_tag, pack
 from flows import api
 from flows.catalog import add_song
+from flows.chat.text import PLACEHOLDER_SENDER as PLACEHOLDER
 from flows.db import Job, Song, session
 from flows.voices import get_voice, import_voice, name_key, valid_name
 from gpu_worker.errors import EngineError

@@ -14,9 +14,9 @@ from bots import buttons, help, importing, songs, training, trending, voices
 from bots.buttons import EXPIRED
 from bots.inputs import TOO_LONG
 from bots.messages import Reply, Who
-from bots.songs import COVER_USAGE
 from flows import api
 from flows.catalog import add_song
+from flows.chat import text as said
 from flows.db import Job, UploadFile, UploadSession, session
 from flows.voices import import_voice
 from tests.fake_telegram import BotProcess, FakeTelegram
@@ -24,6 +24,7 @@ from tests.test_telegram import _drain, _env, _last_reply_text
 
 ADA = Who("telegram", "1", "1", "Ada")
 GROUP_ADA = Who("telegram", "1", "-100", "Ada", private=False)
+COVER_USAGE = said.replies("telegram").which_song("cover")
 NAME_RULE = (
     "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; pick another name."
 )

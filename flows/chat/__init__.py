@@ -1,0 +1,1 @@
+"""The chat side of Encore: what chat users read (`text`)."""
