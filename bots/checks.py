@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-from bots.inputs import visible
 from bots.messages import Reply, Who
 from flows import api
 from flows.chat import text as said
@@ -43,8 +42,3 @@ def quota_refusal(s, who: Who, kind: str) -> Reply | None:
     """The reply refusing a `kind` job to `who` now (a quota is full), or None."""
     limit = api.check_quota(who.owner, kind, s=s)
     return Reply(limit_text(limit, s)) if limit is not None else None
-
-
-def quoted(name: str, limit: int = 60) -> str:
-    """A name the user typed, readable and quoted."""
-    return said.quoted(visible(name), limit)
