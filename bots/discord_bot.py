@@ -336,7 +336,7 @@ class DiscordBot:
             "upload_limit": interaction.filesize_limit,
             "headline": plan.headline,
         }
-        submitted = await self._run(submission.submit, plan, key, reply_to)
+        submitted = await self._run(submission.submit_plan, plan, key, reply_to)
         if isinstance(submitted, Reply):
             await interaction.edit_original_response(content=_plain(submitted.text))
             return

@@ -9,27 +9,27 @@ from __future__ import annotations
 
 from bots.checks import limit_text
 from bots.messages import JobPlan, Reply
-from flows import api
-from flows import submit as jobs
+from flows import api, submit
 from flows.api import UserError
 
 
 def _submit(s, plan: JobPlan, key: str, reply_to: dict) -> str:
     common = {"idempotency_key": key, "s": s, "reply_to": reply_to, "quota": True}
     if plan.kind == "cover":
-        return jobs.submit_cover(plan.owner, plan.song_id, plan.voice_id, plan.options, **common)
+        return submit.submit_cover(plan.owner, plan.song_id, plan.voice_id, plan.options, **common)
     if plan.kind == "stems":
-        return jobs.submit_stems(plan.owner, plan.song_id, **common)
+        return submit.submit_stems(plan.owner, plan.song_id, **common)
     if plan.kind == "karaoke":
-        return jobs.submit_karaoke(plan.owner, plan.song_id, plan.options, **common)
+        return submit.submit_karaoke(plan.owner, plan.song_id, plan.options, **common)
     if plan.kind == "train":
-        return jobs.submit_training(plan.owner, plan.name, list(plan.files), consent=True, **common)
+        files = list(plan.files)
+        return submit.submit_training(plan.owner, plan.name, files, consent=True, **common)
     if plan.kind == "import":
-        return jobs.submit_import(plan.owner, plan.name, list(plan.files), **common)
+        return submit.submit_import(plan.owner, plan.name, list(plan.files), **common)
     raise ValueError(plan.kind)
 
 
-def submit(s, plan: JobPlan, key: str, reply_to: dict) -> tuple[str, bool] | Reply:
+def submit_plan(s, plan: JobPlan, key: str, reply_to: dict) -> tuple[str, bool] | Reply:
     """Submit the plan once per `key`; (job id, whether this call made it) or a refusal."""
     try:
         job_id = _submit(s, plan, key, reply_to)

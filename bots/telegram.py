@@ -272,7 +272,7 @@ class TelegramBot:
             "reply_to_message_id": command_id,
             "headline": plan.headline,
         }
-        submitted = await self._run(submission.submit, plan, key, reply_to)
+        submitted = await self._run(submission.submit_plan, plan, key, reply_to)
         if isinstance(submitted, Reply):
             await status.edit_text(submitted.text)
             return

@@ -4,7 +4,8 @@ The business rules run fast against a fresh SQLite database: what counts against
 (failures the user caused, not ours; cancelled jobs not in the rate window), when a place
 frees, that `/forget` resets nothing, the trending drops' budget, the caps on staged uploads
 and sessions, and the expiry of scratch files. The race tests send 20 commands at once
-through the bots' own `bots.submission.submit` against a quota of 3, on SQLite and on PostgreSQL.
+through the bots' own `bots.submission.submit_plan` against a quota of 3, on SQLite and on
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ def test_twenty_commands_at_once_make_exactly_the_quotas_three_jobs(race_setting
     def command(i: int) -> None:
         plan = JobPlan(kind="stems", owner=OWNER, headline="Stems", song_id=missing_song)
         start.wait()
-        answers[i] = submission.submit(s, plan, f"race-{i}", {"platform": "test"})
+        answers[i] = submission.submit_plan(s, plan, f"race-{i}", {"platform": "test"})
 
     threads = [threading.Thread(target=command, args=(i,)) for i in range(20)]
     for t in threads:
@@ -397,7 +398,7 @@ def test_twenty_commands_at_once_make_exactly_the_quotas_three_jobs(race_setting
     assert {(j.state, j.reason) for j in ended} == {
         ("failed", "That song is no longer in the catalog; pick another one.")
     }
-    late = submission.submit(
+    late = submission.submit_plan(
         s,
         JobPlan(kind="cover", owner=OWNER, headline="Cover", song_id=missing_song, voice_id="x"),
         "race-late",
