@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bots import privacy, songs, training, voices
+from bots import catalog_menu, chart_menu, privacy, songs, training, voices
 from bots.inputs import visible
 from bots.messages import Outcome, Reply, Who
 from bots.payload import id_arg, owner_tag, pitch_arg, read, tagged_owner
@@ -34,12 +34,20 @@ BINDINGS: dict[str, Binding] = {
     "cs": Binding(songs.song_picked_for_cover, (id_arg, pitch_arg)),
     "cv": Binding(songs.voice_picked_for_cover, (id_arg, id_arg, pitch_arg)),
     "ss": Binding(songs.song_picked_for_stems, (id_arg, pitch_arg)),
+    "s6": Binding(songs.song_picked_for_six_stems, (id_arg, pitch_arg)),
     "ks": Binding(songs.song_picked_for_karaoke, (id_arg, pitch_arg)),
     "dv": Binding(voices.default_picked, (id_arg,)),
     "tc": Binding(training.consent, (id_arg,)),
     "tx": Binding(training.consent_refused, (id_arg,)),
     "fy": Binding(privacy.forget_confirmed),
     "fn": Binding(privacy.forget_declined),
+    "cp": Binding(chart_menu.chart_picked, (chart_menu.chart_arg,)),
+    "cc": Binding(
+        chart_menu.chart_song_picked,
+        (chart_menu.chart_arg, chart_menu.rank_arg, chart_menu.key_arg),
+    ),
+    "sp": Binding(catalog_menu.songs_page, (catalog_menu.page_arg,)),
+    "dc": Binding(songs.demo_picked_for_cover, (id_arg, pitch_arg)),
 }
 
 

@@ -5,7 +5,7 @@ autocomplete, `default_permissions`), deferring each interaction well inside Dis
 downloading attachments within the interaction's `attachment_size_limit`, rendering the
 handlers' replies (ephemeral) and buttons, and submitting jobs with a `reply_to` that names the
 interaction's token. Progress edits and results are posted by the job itself over Discord's
-REST API (`flows.delivery`), not by this process. Commands are registered with Discord at
+REST API (`flows.chat`), not by this process. Commands are registered with Discord at
 deploy time (`encore bot discord --sync`, `sync_commands`), not on every start.
 """
 
@@ -26,6 +26,8 @@ from discord import app_commands
 
 from bots import (
     buttons,
+    catalog_menu,
+    chart_menu,
     importing,
     privacy,
     sessions,
@@ -39,6 +41,7 @@ from bots import (
 from bots.inputs import MODEL_SUFFIXES, clean_filename
 from bots.messages import Incoming, JobPlan, Reply, Who
 from bots.sweep import sweep_deliveries
+from bots.threads import use_command_threads
 from flows import api
 from flows.api import UserError
 from flows.chat import text as said
@@ -114,6 +117,7 @@ class DiscordBot:
     # -- running
 
     async def _setup_hook(self) -> None:
+        use_command_threads()
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
     async def start(self) -> None:
@@ -170,8 +174,9 @@ class DiscordBot:
             interaction: discord.Interaction,
             song: str | None = None,
             file: discord.Attachment | None = None,
+            six: bool = False,
         ):
-            await self._song_command(interaction, "stems", song, 0, None, file)
+            await self._song_command(interaction, "stems", song, 0, None, file, six)
 
         @tree.command(name="karaoke", description=WORDS["karaoke"])
         @app_commands.describe(**OPTIONS["karaoke"])
@@ -239,6 +244,26 @@ class DiscordBot:
         ):
             files = [file] if index is None else [file, index]
             await self._import(interaction, name or "", files)
+
+        @tree.command(name="charts", description=WORDS["charts"])
+        @app_commands.describe(**OPTIONS["charts"])
+        async def charts(interaction: discord.Interaction, chart: str | None = None):
+            # Members with Manage Server set the channel's default chart by naming one.
+            is_admin = bool(interaction.permissions and interaction.permissions.manage_guild)
+            await self._simple(interaction, chart_menu.charts, chart or "", is_admin)
+
+        @charts.autocomplete("chart")
+        async def chart_names(interaction: discord.Interaction, current: str):
+            names = await asyncio.to_thread(api.chart_names, self.s)
+            typed = (current or "").strip().lower()
+            return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+        @tree.command(name="songs", description=WORDS["songs"])
+        @app_commands.describe(**OPTIONS["songs"])
+        async def songs_command(
+            interaction: discord.Interaction, page: app_commands.Range[int, 1, 999] = 1
+        ):
+            await self._simple(interaction, catalog_menu.songs, str(page))
 
         @tree.command(name="voices", description=WORDS["voices"])
         async def voices_command(interaction: discord.Interaction):
@@ -362,11 +387,12 @@ class DiscordBot:
         pitch: int,
         voice: str | None,
         file: discord.Attachment | None,
+        six: bool = False,
     ) -> None:
         who = _who(interaction)
         if file is None:
             outcome = await self._decide(
-                interaction, songs.song_option, who, verb, song or "", pitch, voice
+                interaction, songs.song_option, who, verb, song or "", pitch, voice, six
             )
             await self._outcome(interaction, who, outcome)
             return
@@ -391,7 +417,7 @@ class DiscordBot:
                     added = api.add_uploaded_song(who.owner, local, title, s=self.s)
                 except UserError as exc:
                     return Reply(exc.message)
-                return songs.song_option(self.s, who, verb, added.id, pitch, voice)
+                return songs.song_option(self.s, who, verb, added.id, pitch, voice, six)
 
             outcome = await asyncio.to_thread(add_and_plan)
         finally:
@@ -470,7 +496,7 @@ class DiscordBot:
             await self._say(interaction, refused)
             return
         await interaction.response.defer(thinking=True)
-        opened = await self._run(importing.import_command, who, name)
+        opened = await self._run(importing.import_command, who, name, False)  # no links
         upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
         if upload is None or upload.kind != "import":
             await self._say(interaction, opened)

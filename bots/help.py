@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bots import catalog_menu
 from bots.inputs import visible
 from bots.messages import Reply, Who
 from flows import api
@@ -21,7 +22,7 @@ def unknown_command(s, who: Who, command: str) -> Reply:
 
 
 def chatter(s, who: Who) -> Reply | None:
-    """Plain text in a private chat."""
+    """Plain text in a private chat: how to start, naming a song the catalog has."""
     if not who.private:
         return None
-    return Reply(said.replies(who.platform).chatter())
+    return Reply(said.replies(who.platform).chatter(catalog_menu.example(s, who)))

@@ -15,17 +15,22 @@ from bots.messages import Download, Incoming, JobPlan, Outcome, Reply, Who
 from bots.training import new_voice_name
 from flows import api
 from flows.api import UserError
+from flows.chat import links_text
 from flows.chat import text as said
 
 
 @personal
-def import_command(s, who: Who, args: str) -> Reply:
-    """`/import [name]`: open a session that waits for the model's files."""
+def import_command(s, who: Who, args: str, links: bool = True) -> Outcome:
+    """`/import [name]`: open a session that waits for the model's files. `/import <link>
+    [name]` (`links`: where the command's text may carry one) imports from the link."""
     api.ensure_user(who.owner, who.name, s=s)
     try:
         raw = clean_arg(args)
     except UserError as exc:
         return Reply(exc.message)
+    if links and raw and api.is_link(raw.split()[0]):
+        url = raw.split()[0]
+        return link_import(s, who, url, raw[len(url) :].strip())
     name = ""
     if raw:
         name = new_voice_name(s, who, raw)
@@ -36,7 +41,33 @@ def import_command(s, who: Who, args: str) -> Reply:
         return refused
     api.open_upload(who.owner, "import", name, s=s)
     limit = s.telegram_download_limit_bytes if who.platform == "telegram" else None
-    return Reply(said.replies(who.platform).import_started(name, limit))
+    return Reply(said.replies(who.platform).import_started(name, limit, bool(s.link_sources)))
+
+
+def link_import(s, who: Who, url: str, raw_name: str) -> Outcome:
+    """`/import <link> [name]`: the job downloads the model, then checks it like an upload
+    (progress in the status message)."""
+    try:
+        link = api.check_link(url, model=True, s=s)
+    except UserError as exc:
+        return Reply(exc.message)
+    name = raw_name or api.voice_name_from_link(link)
+    if not name:
+        return Reply(links_text.NAME_FROM_LINK)
+    name = new_voice_name(s, who, name)
+    if isinstance(name, Reply):
+        return name
+    refused = quota_refusal(s, who, "import")
+    if refused:
+        return refused
+    api.cancel_upload(who.owner, s=s)  # a session waiting for files is replaced
+    return JobPlan(
+        kind="import",
+        owner=who.owner,
+        headline=api.headline("import", name=name),
+        name=name,
+        links=(link,),
+    )
 
 
 @personal

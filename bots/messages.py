@@ -59,6 +59,9 @@ class JobPlan:
     name: str | None = None
     files: tuple[str, ...] = ()
     upload_id: str | None = None
+    link: str | None = None  # a cover of the song at this link (fetched by the job)
+    links: tuple[str, ...] = ()  # an import of the model files at these links
+    chart: tuple[str, str] | None = None  # (artist, title): a chart song fetched by the job
 
     @property
     def status(self) -> str:

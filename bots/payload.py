@@ -21,8 +21,10 @@ from flows.api import UserError
 from flows.chat import text as said
 
 # cs: song picked for a cover, cv: voice picked for a cover, ss/ks: song picked for stems or
-# karaoke, dv: default voice, tc/tx: training consent given/refused, fy/fn: forget yes/no.
-VERBS = ("cs", "cv", "ss", "ks", "dv", "tc", "tx", "fy", "fn")
+# karaoke, s6: song picked for six stems, dv: default voice, tc/tx: training consent
+# given/refused, fy/fn: forget yes/no, cp: another chart, cc: a chart song by rank, sp: a
+# page of /songs, dc: the demo voice offered for a cover.
+VERBS = ("cs", "cv", "ss", "s6", "ks", "dv", "tc", "tx", "fy", "fn", "cp", "cc", "sp", "dc")
 MAX_DATA = 100  # characters of a press's data read at all
 _PITCH = re.compile(r"^[+-]\d{1,2}$")
 
@@ -66,6 +68,11 @@ def tagged_owner(platform: str, tag: str) -> str | None:
 def button(who: Who, label: str, verb: str, *parts: str) -> Button:
     """A button for `who` alone: `verb|tag|parts…`."""
     return Button(label, "|".join((verb, owner_tag(who), *parts)))
+
+
+def rows(buttons: list[Button], per_row: int) -> tuple[tuple[Button, ...], ...]:
+    """`buttons` laid out `per_row` to a row."""
+    return tuple(tuple(buttons[i : i + per_row]) for i in range(0, len(buttons), per_row))
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,26 @@ from flows.api import UserError
 def _submit(s, plan: JobPlan, key: str, reply_to: dict) -> str:
     common = {"idempotency_key": key, "s": s, "reply_to": reply_to, "quota": True}
     if plan.kind == "cover":
-        return submit.submit_cover(plan.owner, plan.song_id, plan.voice_id, plan.options, **common)
+        chart = {"artist": plan.chart[0], "title": plan.chart[1]} if plan.chart else None
+        return submit.submit_cover(
+            plan.owner,
+            plan.song_id,
+            plan.voice_id,
+            plan.options,
+            link=plan.link,
+            chart=chart,
+            **common,
+        )
     if plan.kind == "stems":
-        return submit.submit_stems(plan.owner, plan.song_id, **common)
+        return submit.submit_stems(plan.owner, plan.song_id, options=plan.options, **common)
     if plan.kind == "karaoke":
         return submit.submit_karaoke(plan.owner, plan.song_id, plan.options, **common)
     if plan.kind == "train":
         files = list(plan.files)
         return submit.submit_training(plan.owner, plan.name, files, consent=True, **common)
     if plan.kind == "import":
-        return submit.submit_import(plan.owner, plan.name, list(plan.files), **common)
+        files, links = list(plan.files), list(plan.links)
+        return submit.submit_import(plan.owner, plan.name, files, links=links, **common)
     raise ValueError(plan.kind)
 
 

@@ -4,7 +4,7 @@ This module owns the Telegram wiring only. It turns updates into calls of the ha
 `bots` (songs, voices, training, ...; `ONE_REPLY` maps most commands to theirs), renders
 their replies and inline buttons, downloads the files users send (within the Bot API's 20 MB
 limit), posts the one status message of a new job and submits the job with the chat's
-`reply_to`. Progress and results are posted by the job itself (`flows.delivery`), not by this
+`reply_to`. Progress and results are posted by the job itself (`flows.chat`), not by this
 process, so restarting the bot loses nothing.
 
 A user's updates are handled one at a time (different users in parallel), so a command
@@ -52,6 +52,8 @@ from telegram.ext import (
 
 from bots import (
     buttons,
+    catalog_menu,
+    chart_menu,
     help,
     importing,
     privacy,
@@ -65,6 +67,7 @@ from bots import (
 )
 from bots.messages import Download, Incoming, JobPlan, Reply, Who
 from bots.sweep import sweep_deliveries
+from bots.threads import use_command_threads
 from flows import api
 from flows.chat import text as said
 
@@ -84,6 +87,7 @@ ONE_REPLY = {
     "status": (status.status, False),
     "cancel": (status.cancel, False),
     "forget": (privacy.forget, False),
+    "songs": (catalog_menu.songs, True),
 }
 
 
@@ -169,7 +173,7 @@ class TelegramBot:
             .token(self.s.telegram_token)
             .base_url(self.s.telegram_api_url)
             .base_file_url(self.s.telegram_file_url)
-            .concurrent_updates(8)
+            .concurrent_updates(64)  # one at a time per user: `_serial`
             .post_init(self._post_init)
             .post_stop(self._post_stop)
             .build()
@@ -184,6 +188,7 @@ class TelegramBot:
             callback = functools.partial(self._simple, handler, with_args)
             app.add_handler(CommandHandler(name, callback, filters=new))
         app.add_handler(CommandHandler("trending", self.on_trending, filters=new))
+        app.add_handler(CommandHandler("charts", self.on_charts, filters=new))
         app.add_handler(CallbackQueryHandler(self.on_button))
         files = filters.VOICE | filters.AUDIO | filters.Document.ALL
         app.add_handler(MessageHandler(new & files, self.on_file))
@@ -208,6 +213,7 @@ class TelegramBot:
         await app.shutdown()
 
     async def _post_init(self, app: Application) -> None:
+        use_command_threads()
         menu = [BotCommand(name, description) for name, description in said.TELEGRAM_MENU]
         await app.bot.set_my_commands(menu)
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
@@ -370,6 +376,16 @@ class TelegramBot:
             member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
             is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
         await self._one_reply(update, trending.trending, args, is_admin)
+
+    async def on_charts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = _who(update)
+        args = _args(message)
+        is_admin = who.private
+        if not who.private and not who.placeholder and args.strip():  # may set the default
+            member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
+            is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        await self._one_reply(update, chart_menu.charts, args, is_admin)
 
     async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

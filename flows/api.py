@@ -11,17 +11,23 @@ hands out is a plain frozen dataclass, never a database row, and every call take
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from flows import catalog, erase, users, voices
-from flows.db import Job, Song, UploadSession, Voice
-from flows.delivery import deliver_pending, headline, job_headline, status_line, status_text
-from flows.jobs import reply_target
+from sqlalchemy import delete, select
+
+from flows import backend, catalog, charts, erase, submit, users, voices
+from flows.chat import charts_text, deliver_pending, links_text
+from flows.chat.courier import job_headline
+from flows.chat.text import headline, status_line, status_text, wording
+from flows.db import ChatSubscription, Job, Song, UploadSession, Voice, session
+from flows.jobs import reply_target, stop_all_jobs
+from flows.logs import protect_logs
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
+from flows.submit import JobInfo
 from flows.users import Forgotten, Limit, QuotaExceeded
 from gpu_worker.errors import EngineError as UserError
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
@@ -38,10 +44,15 @@ __all__ = [
     "VoiceInfo",
     "format_duration",
     "headline",
+    "links_text",
     "settings",
     "status_line",
     "status_text",
+    "wording",  # a platform's sentences (`flows.chat.text`): what the bots say, too
 ]
+
+
+_log = logging.getLogger("encore.api")
 
 
 def settings() -> Settings:
@@ -100,6 +111,190 @@ def add_uploaded_song(
 ) -> SongInfo:
     """Add an audio file a user sent as their own song (checked against the limits)."""
     return SongInfo.of(catalog.add_song(_s(s), Path(path), title=title, artist=artist, owner=owner))
+
+
+def list_songs(owner: str, s: Settings | None = None) -> list[SongInfo]:
+    """The public catalog and the user's own songs, by artist and title."""
+    return [SongInfo.of(song) for song in catalog.list_songs(_s(s), owner)]
+
+
+# ------------------------------------------------------------------------------------------
+# Charts (`/charts`): the configured charts, each entry with its catalog song when there is one
+
+
+@dataclass(frozen=True)
+class ChartItem:
+    rank: int
+    title: str
+    artist: str
+    key: str  # names the entry's song (see `flows.charts.ChartEntry.key`)
+    link: str  # the provider's page of the song, "" if none
+    song: SongInfo | None  # the catalog song, None while the song is not in the catalog
+
+    @property
+    def ready(self) -> bool:
+        return self.song is not None
+
+    @property
+    def label(self) -> str:
+        return f"{self.artist} - {self.title}" if self.artist else self.title
+
+
+@dataclass(frozen=True)
+class ChartInfo:
+    name: str
+    items: tuple[ChartItem, ...]
+    names: tuple[str, ...]  # every configured chart, this one included
+
+
+class NoChart(UserError):
+    """No chart by that name is configured (`names`: those that are)."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = names
+
+
+def chart_names(s: Settings | None = None) -> list[str]:
+    return list(charts.configured(_s(s)))
+
+
+def chart(name: str | None = None, s: Settings | None = None) -> ChartInfo:
+    """The chart `name` (None: the default) with its entries matched to the public catalog.
+
+    Raises NoChart when there is no such chart, UserError when it cannot be read now (the
+    operator's reason goes to the log)."""
+    s = _s(s)
+    names = tuple(charts.configured(s))
+    wanted = (name or "").strip().lower() or charts.default_name(s)
+    if not names:
+        raise NoChart(charts_text.NO_CHARTS)
+    if wanted not in names:
+        shown = f"“{(name or '').strip()[:30]}”"
+        raise NoChart(charts_text.UNKNOWN_CHART.format(name=shown, names=", ".join(names)), names)
+    try:
+        found, entries = charts.current(s, wanted)
+    except charts.ChartError as exc:
+        _log.warning("chart %s: %s", wanted, exc)
+        raise UserError(charts_text.CHART_UNREADABLE) from None
+    matched, _missing = charts.match(entries, catalog.list_songs(s), s.chart_match_score)
+    songs = {m.entry.rank: SongInfo.of(m.song) for m in matched}
+    items = tuple(
+        ChartItem(e.rank, e.title, e.artist, e.key, e.link, songs.get(e.rank)) for e in entries
+    )
+    return ChartInfo(found, items, names)
+
+
+def chart_item(name: str, rank: int, key: str, s: Settings | None = None) -> ChartItem | None:
+    """The entry at `rank` of chart `name` if it is still the song `key` names, else None."""
+    try:
+        found = chart(name, s)
+    except UserError:
+        return None
+    return next((i for i in found.items if i.rank == rank and i.key == key), None)
+
+
+CHAT_CHART = "chart:"  # a chat's default chart: a subscription of kind "chart:<name>"
+
+
+def chat_chart(platform: str, chat_id: str, s: Settings | None = None) -> str | None:
+    """The chart a chat picked as its default (when it is still configured), else None."""
+    s = _s(s)
+    with session(s.database) as db:
+        kinds = db.scalars(
+            select(ChatSubscription.kind).where(
+                ChatSubscription.platform == platform,
+                ChatSubscription.chat_id == str(chat_id),
+                ChatSubscription.kind.startswith(CHAT_CHART),
+            )
+        ).all()
+    names = charts.configured(s)
+    return next((k[len(CHAT_CHART) :] for k in kinds if k[len(CHAT_CHART) :] in names), None)
+
+
+def set_chat_chart(
+    platform: str, chat_id: str, name: str, by: str | None, s: Settings | None = None
+) -> bool:
+    """Make `name` the chat's default chart; False if it already was."""
+    s = _s(s)
+    if chat_chart(platform, chat_id, s) == name:
+        return False
+    with session(s.database) as db:
+        db.execute(
+            delete(ChatSubscription).where(
+                ChatSubscription.platform == platform,
+                ChatSubscription.chat_id == str(chat_id),
+                ChatSubscription.kind.startswith(CHAT_CHART),
+            )
+        )
+    users.subscribe(s, platform, chat_id, CHAT_CHART + name, None, by)
+    return True
+
+
+def chart_fetching(s: Settings | None = None) -> bool:
+    """Whether a chart song missing from the catalog can be fetched on demand (link sources,
+    when the operator enables them); False: only catalog songs can be covered."""
+    return _s(s).link_sources
+
+
+def is_demo_voice(voice: VoiceInfo) -> bool:
+    from flows.demo import DEMO_OWNER, DEMO_VOICE
+
+    return voice.owner == DEMO_OWNER and voice.name == DEMO_VOICE
+
+
+def demo_voice(s: Settings | None = None) -> VoiceInfo | None:
+    """The public demo voice, registered from the model folder on first use; None when its
+    weights are not downloaded."""
+    from flows.demo import ensure_demo_voice
+    from gpu_worker.errors import ModelMissing
+
+    try:
+        return VoiceInfo.of(ensure_demo_voice(_s(s)))
+    except ModelMissing:
+        return None
+    except Exception:  # a damaged demo voice must not stop the first cover's answer
+        _log.warning("the demo voice could not be registered", exc_info=True)
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# Links (songs and voice models fetched by the job: `flows.links`)
+
+
+def is_link(text: str) -> bool:
+    """Whether a command's argument is a web link rather than a name."""
+    from flows.links import is_link as looks_like_link
+
+    return looks_like_link(text)
+
+
+def check_link(url: str, model: bool = False, s: Settings | None = None) -> str:
+    """The link as the job will fetch it; UserError (one sentence) when links are off or it
+    is not an http(s) link. The network checks happen when the job fetches it."""
+    from flows.links import normalize, require_enabled
+
+    require_enabled(_s(s), model=model)
+    return normalize(url)
+
+
+def link_label(url: str) -> str:
+    """How a link is named in a status message: its site and file, short."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{parts.hostname or 'a link'}{'/…/' + tail if tail else ''}"[:60]
+
+
+def voice_name_from_link(url: str) -> str:
+    """The voice name a model link suggests ("" when it has no usable file name)."""
+    from flows.links import model_name
+
+    try:
+        return voices.valid_name(model_name(url))
+    except UserError:
+        return ""
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,24 +378,6 @@ def ensure_user(owner: str, display_name: str = "", s: Settings | None = None) -
 # Jobs
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    id: str
-    kind: str
-    state: str
-    step: str
-    progress: float
-    reason: str | None
-    headline: str
-    created_at: datetime
-    reply_to: dict | None
-    undelivered: str | None = None  # why a finished result never reached the chat
-
-    @property
-    def open(self) -> bool:
-        return self.state in ("queued", "running")
-
-
 def _job(job: Job | None, s: Settings) -> JobInfo | None:
     if job is None:
         return None
@@ -208,18 +385,7 @@ def _job(job: Job | None, s: Settings) -> JobInfo | None:
         head = job_headline(s, job)
     except Exception:  # a job whose song or voice is gone still lists
         head = job.kind.capitalize()
-    return JobInfo(
-        job.id,
-        job.kind,
-        job.state,
-        job.step,
-        job.progress,
-        job.reason,
-        head,
-        job.created_at,
-        reply_target(s, job.id),
-        (job.result or {}).get("undelivered"),
-    )
+    return JobInfo.of(job, head, reply_target(s, job.id))
 
 
 def list_jobs(owner: str, limit: int = 8, s: Settings | None = None) -> list[JobInfo]:
@@ -359,28 +525,25 @@ def add_sample(
     """Check one voice sample and, when it is usable, stage it in the training session.
 
     `source` names the chat message it came from, so a re-delivered message counts once.
+    The problem is said as the owner's platform says it (an owner id starts with it).
     """
     s = _s(s)
+    words = wording(owner.partition(":")[0])
     session = get_upload(upload_id, s)
     if session is None or session.state != "open":
-        raise UserError("That training session is over; start again with /train <name>.")
+        raise UserError(words.training_over())
     if any(f.source == source for f in session.files):
         return SampleResult(False, True, 0.0, None, session)
     digest = _sha256(Path(local))
     if any(row.content_hash == digest for row in users.upload_files(s, upload_id)):
-        return SampleResult(False, False, 0.0, "You sent this clip already.", session)
+        return SampleResult(False, False, 0.0, words.sample_repeated(), session)
     limits = training_limits(s)
     check = check_samples([Path(local)], limits, names=[filename]).samples[0]
     problem = check.problem
     if problem is None and session.voiced_s + check.voiced_s > limits.max_total_s:
-        problem = (
-            f"That would take the total past {format_duration(limits.max_total_s)}, the most one "
-            "voice trains on; /done to train with what you sent."
-        )
+        problem = words.sample_over_total(limits.max_total_s)
     if problem is not None:
-        if problem.startswith("Sample 1 "):
-            problem = "This clip " + problem.removeprefix("Sample 1 ")
-        return SampleResult(False, False, check.voiced_s, problem, session)
+        return SampleResult(False, False, check.voiced_s, words.sample_problem(problem), session)
     row = users.stage_file(
         s, upload_id, owner, source, Path(local), filename, digest, check.voiced_s
     )
@@ -447,9 +610,7 @@ def recover(s: Settings | None = None) -> int:
 
 def jobs_in_process() -> list[str]:
     """Jobs whose flows run in this process now (embedded mode)."""
-    from flows import submit
-
-    return [job_id for job_id, thread in list(submit._threads.items()) if thread.is_alive()]
+    return submit.running_here()
 
 
 def prepare_process(s: Settings | None = None) -> int:
@@ -457,8 +618,6 @@ def prepare_process(s: Settings | None = None) -> int:
     never show a token, the fast allocator (if present; this restarts the process), the one
     Prefect backend of the process (`flows.backend`), and the jobs that an earlier process
     left unfinished, run again here. Returns how many jobs it resumed."""
-    from flows import backend
-    from flows.logs import protect_logs
     from gpu_worker.separate import reexec_with_fast_allocator
 
     protect_logs()
@@ -473,13 +632,5 @@ def prepare_process(s: Settings | None = None) -> int:
 def stop_jobs(timeout: float = 60.0) -> list[str]:
     """This process is shutting down: stop the jobs it runs (they stay open, and the next
     start resumes them) and wait up to `timeout` for their threads; the ids still running."""
-    import time
-
-    from flows import submit
-    from flows.jobs import stop_all_jobs
-
     stop_all_jobs()
-    deadline = time.monotonic() + timeout
-    for thread in list(submit._threads.values()):
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return jobs_in_process()
+    return submit.wait_running(timeout)

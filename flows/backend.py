@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from flows.jobs import runner_alive, this_runner
 from flows.settings import Settings
 
 log = logging.getLogger("encore.backend")
@@ -54,8 +55,6 @@ def _folders(s: Settings) -> Path:
 
 def _sweep(root: Path) -> None:
     """Remove the databases of servers whose process is gone (a killed process's)."""
-    from flows.jobs import runner_alive
-
     if not root.is_dir():
         return
     for folder in root.iterdir():
@@ -106,12 +105,23 @@ def _server_class():
             if not any(k in env for k in _DATABASE_VARS):
                 db = self.folder / "prefect.db"
                 env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{db}"
-            return subprocess.Popen(
-                [sys.executable, "-m", "flows.backend", str(self.port)],
-                env=env,
-                stdin=subprocess.PIPE,  # closes when this process dies: the server then stops
-                start_new_session=True,  # a terminal's Ctrl-C is for this process to handle
-            )
+            from flows.logs import log_file
+
+            # The server writes where this process logs: its file (the CLI), else the terminal.
+            path = log_file()
+            out = open(path, "ab") if path is not None else None  # noqa: SIM115 - closed below
+            try:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "flows.backend", str(self.port)],
+                    env=env,
+                    stdin=subprocess.PIPE,  # closes when this process dies: the server stops
+                    stdout=out,
+                    stderr=subprocess.STDOUT if out is not None else None,
+                    start_new_session=True,  # a terminal's Ctrl-C is for this process to handle
+                )
+            finally:
+                if out is not None:
+                    out.close()
 
         def stop(self) -> None:
             with self._start_lock:
@@ -149,8 +159,6 @@ def start(s: Settings) -> str | None:
             return _server.api_url
         if api_url_set():
             return None
-        from flows.jobs import this_runner
-
         root = _folders(s)
         _sweep(root)
         folder = root / str(os.getpid())

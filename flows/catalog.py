@@ -13,10 +13,10 @@ import re
 import unicodedata
 from pathlib import Path
 
-from rapidfuzz import fuzz, process, utils
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from flows import search
 from flows.db import Song, session
 from flows.settings import Settings
 from flows.storage import open_storage
@@ -124,22 +124,13 @@ def label(song: Song) -> str:
 def find_songs(
     s: Settings, query: str, owner: str | None = None, limit: int = 5, cutoff: float = 60
 ) -> list[tuple[Song, float]]:
-    """Songs whose "artist - title" matches `query`, best first, with a 0-100 score."""
+    """Songs whose "artist - title" matches `query`, best first, with a 0-100 score.
+
+    Accents and case do not matter, and an exact title scores 100 (see `flows.search`)."""
     query = clean_text(query)
     if not query:
         return []
-    songs = list_songs(s, owner)
-    choices = {song.id: label(song) for song in songs}
-    by_id = {song.id: song for song in songs}
-    matches = process.extract(
-        query,
-        choices,
-        scorer=fuzz.WRatio,
-        processor=utils.default_process,
-        limit=limit,
-        score_cutoff=cutoff,
-    )
-    return [(by_id[key], score) for _label, score, key in matches]
+    return search.rank(query, list_songs(s, owner), limit=limit, cutoff=cutoff)
 
 
 def resolve_song(s: Settings, query: str, owner: str | None = None) -> Song:
@@ -154,6 +145,8 @@ def resolve_song(s: Settings, query: str, owner: str | None = None) -> Song:
             "check the spelling or add it with `encore songs add`."
         )
     best, score = matches[0]
+    if score >= search.EXACT and (len(matches) == 1 or matches[1][1] < search.EXACT):
+        return best  # the exact title wins over songs that only contain its words
     if len(matches) > 1 and matches[1][1] >= score - 2 and label(matches[1][0]) != label(best):
         names = "; ".join(label(m) for m, _ in matches[:3])
         raise EngineError(f"Several songs match: {names}. Be more specific.")

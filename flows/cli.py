@@ -6,6 +6,7 @@ progress with rich. Errors print as one sentence; `--debug` shows tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -35,6 +36,7 @@ console = Console()
 err_console = Console(stderr=True)
 CLI_USER = "local"
 HEAVY_COMMANDS = {"cover", "stems", "karaoke", "demo"}
+SERVICE_COMMANDS = {"bot", "serve"}  # long-running: they log to the terminal (service_logging)
 state = {"debug": False}
 
 
@@ -58,17 +60,23 @@ def main(
 
         reexec_with_fast_allocator()
     state["debug"] = debug
-    from flows.logs import protect_logs
+    from flows.logs import log_to_file, protect_logs
 
     protect_logs(debug=debug)  # no token in any log line, whoever logs what
+    # Prefect's and libraries' log lines go to the log file (before Prefect is imported), so
+    # the terminal shows the progress bar and the results; `--debug` shows them too.
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+    if ctx.invoked_subcommand in SERVICE_COMMANDS:
+        if not debug:  # Prefect's run logs belong in its UI, not in the service's log
+            os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    else:
+        with contextlib.suppress(OSError, ValueError):  # no log file is no reason to fail
+            log_to_file(get_settings().log_path, logging.DEBUG if debug else logging.INFO)
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
         from flows.recovery import recover_lost_jobs
 
         recover_lost_jobs(get_settings())  # jobs of an earlier run that was killed
-    if debug:
-        logging.basicConfig(level=logging.DEBUG)
-    else:  # Prefect's run logs belong in its UI, not between the progress bar and the result
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 def fail(message: str) -> None:
@@ -99,16 +107,21 @@ def guarded(fn):
 
 
 def require(s, conversion: bool = True, training: bool = False) -> None:
-    from flows.models import require as require_models
+    from flows.weights import require as require_models
 
     require_models(s, conversion, training)
 
 
 def _song_id(song: str) -> str:
-    """A local file is added to the catalog first; anything else is looked up in it."""
+    """A local file is added to the catalog first, a link fetched first (`flows.links`, when
+    the operator enabled links); anything else is looked up in the catalog."""
     from flows.catalog import add_song, resolve_song
+    from flows.links import fetch_song, is_link
 
     s = get_settings()
+    if is_link(song):
+        with err_console.status("Fetching the song from the link"):
+            return fetch_song(s, song.strip(), CLI_USER).id
     path = Path(song).expanduser()
     if path.exists():
         return add_song(s, path, owner=CLI_USER).id
@@ -118,7 +131,7 @@ def _song_id(song: str) -> str:
 def _follow(job_id: str):
     """Follow a job with a progress bar until it ends; Ctrl-C cancels it. Fails unless it
     succeeded, else returns its view."""
-    from flows.jobs import STEP_LABELS
+    from flows.chat.text import STEP_LABELS
     from flows.submit import follow
 
     s = get_settings()
@@ -163,14 +176,21 @@ def _save(final, out: Path | None, default_dir: Path = Path(".")) -> Path:
 
 
 def _run(job_id: str, out: Path | None, default_dir: Path = Path(".")) -> Path:
-    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`)."""
-    return _save(_follow(job_id), out, default_dir)
+    """Follow a job with a progress bar; copy its result to `out` (or `default_dir`). A note
+    the job left (an a cappella song, for one) is printed."""
+    final = _follow(job_id)
+    if (final.result or {}).get("note"):
+        console.print(final.result["note"], highlight=False)
+    return _save(final, out, default_dir)
 
 
 @app.command()
 @guarded
 def cover(
-    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    song: Annotated[
+        str,
+        typer.Argument(help="An audio file, a song in the catalog, or a link (if enabled)."),
+    ],
     voice: Annotated[str, typer.Option("--voice", "-v", help="The voice that sings.")],
     pitch: Annotated[int, typer.Option(min=-24, max=24, help="Shift in semitones.")] = 0,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
@@ -210,14 +230,21 @@ def cover(
 @app.command()
 @guarded
 def stems(
-    song: Annotated[str, typer.Argument(help="An audio file, or a song in the catalog.")],
+    song: Annotated[str, typer.Argument(help="An audio file, a song in the catalog, or a link.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The zip to write.")] = None,
+    six: Annotated[
+        bool, typer.Option("--six", help="Six stems: guitar and piano too (htdemucs_6s).")
+    ] = False,
 ):
     """Separate SONG into stems (a zip of FLAC files)."""
     from flows.submit import submit_stems
+    from flows.weights import require_six_stems
 
-    require(get_settings(), conversion=False)
-    job_id = submit_stems(CLI_USER, _song_id(song))
+    s = get_settings()
+    require(s, conversion=False)
+    if six:
+        require_six_stems(s)
+    job_id = submit_stems(CLI_USER, _song_id(song), options={"six": True} if six else None)
     console.print(f"Stems written to [bold]{_run(job_id, output)}[/bold]")
 
 
@@ -235,6 +262,48 @@ def karaoke(
     fmt = fmt or (output.suffix.lstrip(".").lower() if output else None)
     job_id = submit_karaoke(CLI_USER, _song_id(song), {"format": fmt})
     console.print(f"Karaoke track written to [bold]{_run(job_id, output)}[/bold]")
+
+
+@app.command()
+@guarded
+def verify(
+    file: Annotated[Path, typer.Argument(help="An audio file (a cover, or any other).")],
+):
+    """Say what FILE is: its Content Credentials (C2PA manifest) and its tags."""
+    from flows.chat import tags_text as text
+    from gpu_worker import provenance
+    from gpu_worker.tags import AI_GENERATED, SOURCE_SONG, VOICE, read_tags
+
+    if not file.is_file():
+        fail(f"No file at {file}; give the path of an audio file.")
+    if not provenance.available():
+        fail("Reading Content Credentials needs c2pa-python; run scripts/setup again.")
+    found = provenance.read(file)
+    lines = []
+    if not found.marked:
+        lines.append(text.UNMARKED if found.supported else text.NO_PLACE)
+    elif not found.valid:
+        lines.append(text.TAMPERED.format(why=", ".join(found.problems) or "no valid signature"))
+    else:
+        lines.append(text.SIGNED.format(signer=found.signer, issuer=found.issuer))
+        lines.append(text.TRUSTED if found.trusted else text.UNTRUSTED)
+    if found.marked:
+        lines.append(text.AI_DECLARED if found.ai_generated else text.NOT_AI_DECLARED)
+        if found.ingredients:
+            lines.append(text.INGREDIENTS.format(ingredients="; ".join(found.ingredients)))
+    tags = read_tags(file)
+    if tags.get(AI_GENERATED) == "yes" and tags.get(VOICE):
+        source = tags.get(SOURCE_SONG, "an unnamed song")
+        lines.append(text.TAGS_AI.format(source=source, voice=tags[VOICE]))
+    elif tags.get("title") or tags.get("artist"):
+        title, artist = tags.get("title", "?"), tags.get("artist", "?")
+        lines.append(text.TAGS_OTHER.format(title=title, artist=artist))
+    else:
+        lines.append(text.NO_TAGS)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    if found.marked and not found.valid:
+        raise typer.Exit(2)
 
 
 @songs_app.command("add")
@@ -266,15 +335,23 @@ def songs_list():
 @voices_app.command("import")
 @guarded
 def voices_import(
-    files: Annotated[list[Path], typer.Argument(help="A .pth (and .index), or a .zip.")],
+    files: Annotated[
+        list[str], typer.Argument(help="A .pth (and .index), or a .zip: files or links.")
+    ],
     name: Annotated[str | None, typer.Option(help="Defaults to the file's name.")] = None,
 ):
-    """Import an RVC v2 (or v1) model as one of your voices."""
+    """Import an RVC v2 (or v1) model as one of your voices (links: if enabled)."""
+    from flows.links import is_link, model_name
     from flows.submit import stage_upload, submit_import
 
     s = get_settings()
-    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in files]
-    final = _follow(submit_import(CLI_USER, name or files[0].stem, uris, s=s))
+    links = [f.strip() for f in files if is_link(f)]
+    paths = [Path(f) for f in files if not is_link(f)]
+    uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in paths]
+    default = paths[0].stem if paths else model_name(links[0])
+    if not (name or default):
+        fail("Name the voice with --name; the link has no file name to take it from.")
+    final = _follow(submit_import(CLI_USER, name or default, uris, s=s, links=links))
     result = final.result
     index = "with index" if result["index"] else "no index"
     console.print(
@@ -314,7 +391,8 @@ def voices_train(
     checkpoint.
     """
     from flows.recovery import recover_lost_jobs
-    from flows.submit import CONSENT_NEEDED, stage_upload, submit_training
+    from flows.submit import stage_upload, submit_training
+    from flows.training import CONSENT_NEEDED
 
     s = get_settings()
     if not consent:
@@ -398,7 +476,7 @@ def deploy(
 @guarded
 def models_download():
     """Fetch the separation and voice models into the model folder."""
-    from flows.models import download
+    from flows.weights import download
 
     download(get_settings(), console)
 
@@ -407,7 +485,7 @@ def models_download():
 @guarded
 def models_status():
     """Show which model files are present."""
-    from flows.models import status
+    from flows.weights import status
 
     table = Table("part", "state", "where")
     ready = True
@@ -431,6 +509,59 @@ def demo(output: Annotated[Path, typer.Option("--output", "-o")] = Path("encore-
     song_id, voice_id = prepare_demo(s)
     job_id = submit_cover(CLI_USER, song_id, voice_id, {"format": output.suffix[1:] or None}, s=s)
     console.print(f"Demo cover written to [bold]{_run(job_id, output)}[/bold]")
+
+
+@app.command("charts")
+@guarded
+def charts_list(
+    name: Annotated[
+        str | None, typer.Argument(help="Which chart (ENCORE_CHARTS); default: the default one.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the chart as JSON.")] = False,
+):
+    """Show a chart, numbered, with the songs that are ready to cover (in the catalog) marked.
+
+    Cover one with `encore cover "<artist> <title>" --voice NAME`.
+    """
+    import json
+
+    from flows.catalog import label, list_songs
+    from flows.charts import configured, current, match
+
+    s = get_settings()
+    found, entries = current(s, name)
+    matched, _missing = match(entries, list_songs(s), s.chart_match_score)
+    songs = {m.entry.rank: m.song for m in matched}
+    if as_json:
+        rows = [
+            {
+                "rank": e.rank,
+                "artist": e.artist,
+                "title": e.title,
+                "link": e.link,
+                "ready": e.rank in songs,
+                "song_id": songs[e.rank].id if e.rank in songs else None,
+            }
+            for e in entries
+        ]
+        typer.echo(json.dumps({"chart": found, "entries": rows}, indent=2, ensure_ascii=False))
+        return
+    from rich.markup import escape
+
+    table = Table("#", "", "chart entry", "catalog song", title=f"Chart {escape(found)}")
+    for e in entries:
+        song = songs.get(e.rank)
+        shown = f"{e.artist} - {e.title}" if e.artist else e.title
+        table.add_row(
+            str(e.rank), "✅" if song else "", escape(shown), escape(label(song)) if song else ""
+        )
+    console.print(table)
+    others = [n for n in configured(s) if n != found]
+    console.print(
+        f"{len(songs)} of {len(entries)} ready to cover (✅: in the catalog)."
+        + (f" Other charts: {', '.join(others)}." if others else ""),
+        highlight=False,
+    )
 
 
 # ------------------------------------------------------------------------------------------

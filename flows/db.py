@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from flows.names import name_key
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -56,6 +58,8 @@ class Song(Base):
     uri: Mapped[str] = mapped_column(Text)
     duration: Mapped[float] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: catalog
+    # The link it was fetched from (`flows.links`); None for a file added or sent.
+    source_url: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
@@ -63,10 +67,15 @@ class Voice(Base):
     """An RVC voice model owned by one user."""
 
     __tablename__ = "voices"
-    __table_args__ = (UniqueConstraint("owner", "name"),)
+    __table_args__ = (
+        UniqueConstraint("owner", "name"),
+        UniqueConstraint("owner", "name_key", name="uq_voices_owner_name_key"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(100))
+    # `flows.names.name_key(name)`, kept by `_keep_name_key`: lookalike names are one name.
+    name_key: Mapped[str] = mapped_column(String(200), index=True)
     pth_uri: Mapped[str] = mapped_column(Text)
     index_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     version: Mapped[str] = mapped_column(String(8))
@@ -78,6 +87,11 @@ class Voice(Base):
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     preview_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+@event.listens_for(Voice.name, "set", retval=False)
+def _keep_name_key(voice: Voice, value: str, _old, _initiator) -> None:
+    voice.name_key = name_key(value)
 
 
 class StemSet(Base):
@@ -131,7 +145,7 @@ class StepRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
-# Chat users and what the bots keep for them (see `flows.users` and `flows.delivery`).
+# Chat users and what the bots keep for them (see `flows.users` and `flows.chat`).
 
 
 class User(Base):
@@ -201,7 +215,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     # sending (held by `holder` until `lease_until`) | waiting (until `next_at`) | sent |
-    # failed (refused for good) | gave_up (still refused at `give_up_at`); see flows.delivery
+    # failed (refused for good) | gave_up (still refused at `give_up_at`); see flows.chat.ledger
     state: Mapped[str] = mapped_column(String(16), default="sending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)  # the parts sent, the last error
@@ -262,6 +276,15 @@ class PendingDeletion(Base):
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
+
+def untouched_s(job: Job) -> float:
+    """Seconds since anything touched the job's row."""
+    touched = job.updated_at
+    if touched.tzinfo is None:  # SQLite hands back naive UTC
+        touched = touched.replace(tzinfo=UTC)
+    return (now() - touched).total_seconds()
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -312,7 +335,10 @@ def engine_for(url: str) -> Engine:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             migrate(url)
-            engine = create_engine(url, pool_pre_ping=True)
+            # A bot runs many short transactions at once (commands, job watchers, couriers);
+            # SQLite connections are cheap, so a larger pool keeps them from queueing.
+            pool = {"pool_size": 8, "max_overflow": 56} if url.startswith("sqlite") else {}
+            engine = create_engine(url, pool_pre_ping=True, **pool)
             if engine.dialect.name == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
                 event.listen(engine, "before_cursor_execute", _sqlite_lock_for_update)

@@ -10,7 +10,8 @@ installed package, or from the image that a container pool runs.
 `deploy` creates or updates the pools and the deployments against `PREFECT_API_URL`
 (`python -m flows.deployments` runs it in a process of its own, as `encore serve` does);
 `start_run` submits one attempt of a job (`run_deployment(timeout=0)`, returning at once).
-Importing this module imports no Prefect and no flow, so `encore serve` can read `PRELOAD`.
+Importing this module imports no Prefect and no flow, so `encore serve` can read `PRELOAD`
+and wait for the server (`wait_healthy`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import json
 import logging
 import os
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -115,11 +118,31 @@ def _schedules(s: Settings, spec: Spec) -> dict[str, Any]:
     from prefect.schedules import Cron, Interval
 
     if spec.schedule == "trending":  # paused until there is a chart to read
+        from flows.charts import drop_source
+
         cron = Cron(s.trending_cron, timezone=s.trending_timezone)
-        return {"schedules": [cron], "paused": not s.chart_url}
+        return {"schedules": [cron], "paused": not drop_source(s)}
     if spec.schedule == "janitor":
         return {"schedules": [Interval(timedelta(seconds=s.janitor_interval_s))]}
     return {}
+
+
+HEALTHY_WAIT_S = 90.0
+
+
+def wait_healthy(api_url: str, timeout: float = HEALTHY_WAIT_S, process=None) -> None:
+    """Wait until the Prefect server at `api_url` answers (or its `process` exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("The Prefect server exited at start; see its log above.")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"The Prefect server at {api_url} did not answer in {timeout:.0f} s.")
 
 
 # What a pool's warm fork server imports ahead of the runs (see `flows.warm`).
@@ -210,7 +233,6 @@ def main(argv: list[str]) -> int:
     """
     from prefect.settings import PREFECT_API_URL
 
-    from flows.serve import wait_healthy
     from flows.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -4,8 +4,9 @@ Each deletion (a file by URI, or everything under a storage prefix) is tried a f
 (tenacity, on top of boto3's own retries for S3). One that still fails is recorded in
 `pending_deletions`; `sweep` retries the recorded ones until they are gone. Callers learn how
 many are pending, so `/forget` can tell the user, in one sentence, that some files are not
-deleted yet. Once the last file of a `/forget` is gone, the sweeper tells the chat it was
-asked in (the only thing kept about the user meanwhile is where to say so).
+deleted yet. Once the last file of a `/forget` is gone, the sweeper tells its listeners
+(`when_all_gone`; the chat package says so in the chat it was asked in): the only thing kept
+about the user meanwhile is where to say so.
 
 The bots' periodic sweep (`flows.api.recover`) and the cluster janitor (`flows.recovery`)
 both run `sweep`.
@@ -14,14 +15,14 @@ both run `sweep`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from flows.db import Job, PendingDeletion, now, session
+from flows.db import Job, PendingDeletion, now, session, untouched_s
 from flows.settings import Settings
 from flows.storage import open_storage
 
@@ -33,7 +34,6 @@ log = logging.getLogger("encore.erase")
 # recorded after it in the same batch wait, since the job may still store files there.
 Target = tuple[str, str]
 
-ALL_GONE = "The rest of your files are deleted now: Encore keeps nothing about you."
 ATTEMPTS = 3  # tries of one deletion, each with the storage client's own retries
 
 
@@ -65,8 +65,6 @@ def _delete(storage, target: Target) -> None:
 
 def _job_stopped(s: Settings, job_id: str) -> bool:
     """True (and its row deleted) once a forgotten job's flow is surely over."""
-    from flows.jobs import untouched_s
-
     with session(s.database) as db:
         row = db.get(Job, job_id, with_for_update=True)
         if row is None:
@@ -211,20 +209,26 @@ def sweep(s: Settings, min_age: timedelta = timedelta(0)) -> int:
                 select(PendingDeletion.id).where(PendingDeletion.batch == batch).limit(1)
             )
         if open_rows is None and notify:
-            _tell(s, notify, ALL_GONE)
+            _all_gone(s, notify)
     return done
 
 
-def _tell(s: Settings, target: dict, text: str) -> None:
-    """Say `text` in the chat `target` names (best effort: the deletion is what matters)."""
-    from flows.delivery import Courier, DiscordCourier
+# Told when the last file of a `/forget` is gone, with the `notify` its batch was recorded
+# with (the chat it was asked in): the chat package registers one (`flows.chat`).
+AllGone = Callable[[Settings, dict], None]
+_all_gone_listeners: list[AllGone] = []
 
-    kind = DiscordCourier if target.get("platform") == "discord" else Courier
-    courier = kind(s, "", target)
-    try:
-        courier.say(text)
-    except Exception:
-        log.warning("could not say that a /forget finished", exc_info=True)
-    finally:
-        if courier._api is not None:
-            courier._api.close()
+
+def when_all_gone(listener: AllGone) -> AllGone:
+    """Call `listener(s, notify)` once a `/forget`'s last file is deleted (once per listener)."""
+    if listener not in _all_gone_listeners:
+        _all_gone_listeners.append(listener)
+    return listener
+
+
+def _all_gone(s: Settings, notify: dict) -> None:
+    for listener in list(_all_gone_listeners):
+        try:
+            listener(s, notify)
+        except Exception:  # best effort: the deletion is what matters
+            log.warning("could not say that a /forget finished", exc_info=True)

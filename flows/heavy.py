@@ -38,14 +38,13 @@ from typing import Any
 from prefect import flow
 
 from flows.catalog import get_song
-from flows.db import Voice, session
+from flows.db import Voice, session, untouched_s
 from flows.jobs import (
     JobCancelled,
     get_job,
     heartbeat,
     heartbeat_s,
     job_key_prefix,
-    untouched_s,
     update_job,
     watch_job,
 )
@@ -106,8 +105,8 @@ def deployment_name(flow_fn) -> str:
     return f"{flow_fn.name}/{DEPLOYMENT}"
 
 
-def voice_named(s: Settings, voice_id: str) -> Voice:
-    """The voice row; a user-facing error if it was deleted."""
+def require_voice(s: Settings, voice_id: str) -> Voice:
+    """The row of voice `voice_id`; a user-facing error if it was deleted."""
     with session(s.database) as db:
         voice = db.get(Voice, voice_id)
     if voice is None:
@@ -270,19 +269,25 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
     persist_result=False,
     timeout_seconds=_time_limit("step"),
 )
-def separate_song(job_id: str, song_id: str) -> dict:
-    """Stem URIs of the song (from the stems cache, or separated now)."""
+def separate_song(job_id: str, song_id: str, model: str | None = None) -> dict:
+    """Stem URIs of the song (from the stems cache, or separated now); `model` replaces the
+    operator's separation model (six stems)."""
     s = get_settings()
 
-    return _step(s, job_id, "separate", lambda workdir: _separate(s, job_id, song_id, workdir))
+    def body(workdir: Path) -> dict:
+        return _separate(s, job_id, song_id, workdir, model)
+
+    return _step(s, job_id, "separate", body)
 
 
-def _separate(s: Settings, job_id: str, song_id: str, workdir: Path) -> dict:
+def _separate(
+    s: Settings, job_id: str, song_id: str, workdir: Path, model: str | None = None
+) -> dict:
     song = get_song(s, song_id)
     if song is None:
         raise EngineError("That song is no longer in the catalog; pick another one.")
     audio = open_storage(s.storage).fetch(song.uri, workdir)
-    return separate.separate(s, job_id, song, audio, workdir)
+    return separate.separate(s, job_id, song, audio, workdir, model)
 
 
 @flow(
@@ -294,15 +299,18 @@ def _separate(s: Settings, job_id: str, song_id: str, workdir: Path) -> dict:
 def sing_vocal(job_id: str, song_id: str, voice_id: str, options: dict | None = None) -> dict:
     """Separate the song (cached) and sing its lead vocal in the voice: one GPU run per cover.
 
-    Returns the URIs of the sung vocal and of the instrumental it is mixed with.
+    Returns the URIs of the sung vocal and of the instrumental it is mixed with, and whether
+    the song was a cappella (its whole audio was sung, unseparated).
     """
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        voice = voice_named(s, voice_id)
+        voice = require_voice(s, voice_id)
         stems = _separate(s, job_id, song_id, workdir)
         vocal = convert.convert(s, job_id, stems["vocals"], voice, options or {}, workdir)
-        return {"vocal": vocal, "instrumental": stems["instrumental"]}
+        song = get_song(s, song_id)
+        solo = song is not None and separate.is_a_cappella(s, song)
+        return {"vocal": vocal, "instrumental": stems["instrumental"], "a_cappella": solo}
 
     return _step(s, job_id, "sing", body)
 
@@ -375,7 +383,7 @@ def render_preview(job_id: str, voice_id: str) -> dict:
     s = get_settings()
 
     def body(workdir: Path) -> dict:
-        return preview.preview(s, job_id, voice_named(s, voice_id), workdir)
+        return preview.preview(s, job_id, require_voice(s, voice_id), workdir)
 
     return _step(s, job_id, "preview", body)
 

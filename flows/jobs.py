@@ -2,6 +2,9 @@
 
 `run_job` is the one wrapper every flow body runs in. It turns any failure into a terminal row
 with a short reason, removes what the job half-wrote, and never lets a traceback reach a user.
+It tells the job's observers (`observe_jobs`) how the job goes and when it ended: that is how
+a chat hears of its job (`flows.chat` registers an observer per platform), and this module
+knows nothing of chats.
 
 While a job runs, `watch_job` watches its row: a user's cancel, or this process shutting down
 (`stop_all_jobs`), stops the work within seconds through the engine's stop check
@@ -20,14 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session
+from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session, untouched_s
+from flows.erase import erase, prefix, uri
 from flows.settings import Settings
 from gpu_worker import cancel
 from gpu_worker.errors import Crashed, EngineError, ModelMissing
@@ -35,24 +38,6 @@ from gpu_worker.errors import Crashed, EngineError, ModelMissing
 log = logging.getLogger("encore.jobs")
 
 GENERIC_FAILURE = "Something went wrong on our side; please try again in a few minutes."
-
-# What each step is called where users read it.
-STEP_LABELS = {
-    "queued": "Queued",
-    "resolving": "Fetching the song",
-    "separating": "Separating vocals and instruments",
-    "converting": "Singing in your voice",
-    "mixing": "Mixing",
-    "storing": "Saving",
-    "checking": "Checking your samples",
-    "isolating": "Removing background music",
-    "training": "Training your voice",
-    "registering": "Saving your voice",
-    "previewing": "Singing a preview",
-    "importing": "Checking the model",
-    "delivering": "Uploading",
-    "done": "Done",
-}
 
 
 class JobCancelled(Exception):
@@ -202,7 +187,7 @@ def insert_job(
     """Add a queued job in the open transaction `db` (a clash of idempotency keys raises
     IntegrityError at commit or flush).
 
-    `reply_to` (the chat to report to, see `flows.delivery`) is kept in its own table, never
+    `reply_to` (the chat to report to, see `flows.chat`) is kept in its own table, never
     in `params`: parameters go to Prefect, and must name nobody. `runner` names the process
     that will run it in-process (`this_runner`), for embedded jobs.
     """
@@ -269,14 +254,6 @@ def failed_on_our_side(job: Job) -> bool:
     if job.state != "failed":
         return False
     return job.reason in OUR_FAILURES or (job.result or {}).get("fault") == "ours"
-
-
-def untouched_s(job: Job) -> float:
-    """Seconds since anything touched the job's row."""
-    touched = job.updated_at
-    if touched.tzinfo is None:  # SQLite hands back naive UTC
-        touched = touched.replace(tzinfo=UTC)
-    return (now() - touched).total_seconds()
 
 
 def heartbeat_s(s: Settings) -> float:
@@ -413,6 +390,116 @@ def job_prefixes(job_id: str) -> list[str]:
     return [f"covers/{job_id}", f"results/{job_id}", job_key_prefix(job_id)]
 
 
+# ------------------------------------------------------------------------------------------
+# Observers: who hears how a job goes (a chat, through `flows.chat`)
+
+
+class JobObserver(Protocol):
+    """Follows one job for someone outside the runner. `run_job` calls `started` before the
+    job runs, `progressed` with the job's row every `every_s` seconds while it is open, and
+    `ended` once the runner is done with it (ended, or left open for a later process). An
+    observer's failure is logged, never the job's. While the job waits in line, `progressed`
+    comes every `waiting_every_s` seconds instead (a long line then costs the database little).
+    """
+
+    every_s: float
+    waiting_every_s: float
+
+    def started(self) -> None: ...
+
+    def progressed(self, job: Job) -> None: ...
+
+    def ended(self) -> None: ...
+
+
+# Given a job, an observer for it, or None when it has nobody to tell.
+ObserverFactory = Callable[[Settings, str], "JobObserver | None"]
+_observer_factories: list[ObserverFactory] = []
+
+
+def observe_jobs(factory: ObserverFactory) -> ObserverFactory:
+    """Give every job run in this process an observer made by `factory` (once per factory):
+    each chat platform registers its courier (`flows.chat`)."""
+    if factory not in _observer_factories:
+        _observer_factories.append(factory)
+    return factory
+
+
+def _call(observer: JobObserver, what: str, *args) -> None:
+    try:
+        getattr(observer, what)(*args)
+    except Exception:  # telling someone how a job goes is never worth failing the job for
+        log.warning("job observer %s.%s failed", type(observer).__name__, what, exc_info=True)
+
+
+def _observers(s: Settings, job_id: str) -> list[JobObserver]:
+    found = []
+    for factory in list(_observer_factories):
+        try:
+            observer = factory(s, job_id)
+        except Exception:
+            log.warning("job %s: no observer from %s", job_id, factory, exc_info=True)
+            continue
+        if observer is not None:
+            found.append(observer)
+    return found
+
+
+@contextmanager
+def _observed(s: Settings, job_id: str) -> Iterator[None]:
+    """While the block runs, a thread of this process reads the job's row and hands it to the
+    job's observers, until the job ends; then each observer hears that the runner is done."""
+    observers = _observers(s, job_id)
+    if not observers:
+        yield
+        return
+    for observer in observers:
+        _call(observer, "started")
+    stop = threading.Event()
+
+    def feed() -> None:
+        # A running job is read often (its progress moves); one waiting in line only as often
+        # as the observers may speak, so a long line costs the database little.
+        running_poll = max(0.05, min(0.5, min(o.every_s for o in observers)))
+        waiting_poll = max(running_poll, min(o.waiting_every_s for o in observers))
+        poll = running_poll
+        while not stop.wait(poll):
+            try:
+                job = get_job(s, job_id)
+            except Exception:  # a database hiccup: look again next time
+                log.warning("job %s: reading it for its observers failed", job_id)
+                continue
+            if job is None or job.state in TERMINAL:
+                return
+            poll = waiting_poll if job.state == "queued" else running_poll
+            for observer in observers:
+                _call(observer, "progressed", job)
+
+    thread = threading.Thread(target=feed, name=f"observe-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        for observer in observers:
+            _call(observer, "ended")
+
+
+def queue_position(s: Settings, job: Job) -> int:
+    """1 for the next job to start; counts queued jobs submitted before this one."""
+    with session(s.database) as db:
+        ahead = db.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.state == "queued", Job.created_at < job.created_at, Job.id != job.id)
+        )
+    return int(ahead or 0) + 1
+
+
+# ------------------------------------------------------------------------------------------
+# Running a job
+
 FORGOTTEN = "forgotten"  # the owner of a job whose user was forgotten while it ran
 
 
@@ -420,32 +507,22 @@ def run_job(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
     """Run `body(workdir)` as job `job_id`; end the row in a terminal state whatever happens.
 
     The body waits for a free slot first (`max_running_jobs`; users see their place in line).
-    A job submitted from a chat has a courier (`flows.delivery`): it edits the chat's status
-    message while the job runs, and posts the outcome there, once, when the job ends.
+    The job's observers (`observe_jobs`; for a job from a chat, its platform's courier, which
+    edits the status message and posts the outcome once) hear how it goes and that it ended.
     """
-    from flows.delivery import courier_for
-
     job = get_job(s, job_id)
     if job is not None and job.state in TERMINAL:  # a late duplicate run: nothing to do
         return {"state": job.state, **(job.result or {})}
-    courier = courier_for(s, job_id)
-    if courier is not None:
-        courier.start()
     try:
-        return _run(s, job_id, body)
+        with _observed(s, job_id):
+            return _run(s, job_id, body)
     finally:
-        try:
-            if courier is not None:
-                courier.close()
-        finally:
-            _drop_if_forgotten(s, job_id)
+        _drop_if_forgotten(s, job_id)
 
 
 def _drop_if_forgotten(s: Settings, job_id: str) -> None:
     """The flow of a job whose user was forgotten has ended: its row goes, and whatever it
     stored meanwhile (the sweeper also looks, `flows.erase`)."""
-    from flows.erase import erase, prefix
-
     with session(s.database) as db:
         job = db.get(Job, job_id, with_for_update=True)
         if job is None or job.owner != FORGOTTEN:
@@ -455,9 +532,7 @@ def _drop_if_forgotten(s: Settings, job_id: str) -> None:
 
 
 def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
-    from prefect.runtime import flow_run
-
-    from flows.erase import erase, prefix, uri
+    from prefect.runtime import flow_run  # (Prefect loads when the first job runs)
 
     workdir = job_workdir(s, job_id)
 
@@ -504,6 +579,9 @@ def _succeed(s: Settings, job_id: str, result: dict) -> bool:
         return True
 
 
+CANCEL_CHECK_S = 2.0  # how often a job waiting in line looks whether it was cancelled
+
+
 class _Slots:
     """Jobs running at once in this process; the others wait in line, oldest first.
 
@@ -537,7 +615,7 @@ class _Slots:
                 self._cond.notify_all()
 
     def _wait(self, s: Settings, job_id: str) -> None:
-        touched = time.monotonic()
+        touched = looked = time.monotonic()
         with self._cond:
             self._line.append(job_id)
         try:
@@ -549,6 +627,9 @@ class _Slots:
                     self._cond.wait(0.5)
                 if _stopping.is_set():
                     raise JobInterrupted()
+                if time.monotonic() - looked < CANCEL_CHECK_S:
+                    continue
+                looked = time.monotonic()
                 job = get_job(s, job_id)
                 if job is not None and job.state == "cancelled":
                     raise JobCancelled()

@@ -12,17 +12,25 @@ handler) keeps working whoever configures handlers later (Prefect's engine, `bas
 pytest) and covers every logger at every level, including records of libraries' loggers that
 only propagate. It also quiets httpx and httpcore to WARNING unless `debug` asks for them.
 
+It also owns where a command line tool's log lines go: `log_to_file` sends every record of
+the process (Prefect's run and server lines, libraries' warnings) to a log file instead of
+the terminal, which is left to the tool's progress bar and results. The records are the
+redacted ones, so the file holds no token either.
+
 The entry points call it: the `encore` CLI (`flows.cli`), the bots and `encore serve`
 (`bots.cli`), the fork server of warm flow runs (`flows.warm`), `flows.api.prepare_process`,
-and the chat API clients of `flows.delivery` (so a flow run's cold-started process is
+and the chat API clients of `flows.chat` (so a flow run's cold-started process is
 covered before its first request).
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import re
 import threading
+from pathlib import Path
 
 REDACTED = "<redacted>"
 
@@ -141,3 +149,68 @@ def protect_logs(settings=None, debug: bool = False) -> None:
             logger = logging.getLogger(name)
             if logger.level == logging.NOTSET or logger.level < logging.WARNING:
                 logger.setLevel(logging.WARNING)
+
+
+_file_handler: logging.Handler | None = None
+_root_level: int | None = None  # the root logger's level before `log_to_file` changed it
+LOG_FILE_BYTES = 5 * 1024 * 1024  # then the file rolls over, keeping two older ones
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+# Prefect configures its logging when it is first imported: it leaves the root logger alone
+# when the root already has a handler (the file), but keeps a console handler on a few loggers
+# of its own. These quiet them and let its internal logger reach the root (and the file).
+_PREFECT_QUIET = {
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_INTERNAL_PROPAGATE": "1",
+}
+
+
+def log_to_file(path: Path, level: int = logging.INFO) -> None:
+    """Send this process's log records of `level` and up to `path`, not to the terminal.
+
+    Call it before Prefect is imported (the `encore` CLI does, unless `--debug`). Python's
+    warnings become log records too. Calling it again moves the log to the new path.
+    """
+    global _file_handler, _root_level
+    for name, value in _PREFECT_QUIET.items():  # (even if the file cannot be made)
+        os.environ.setdefault(name, value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_FILE_BYTES, backupCount=2, encoding="utf-8", delay=True
+    )
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(level)
+    root = logging.getLogger()
+    with _lock:
+        previous, _file_handler = _file_handler, handler
+    if previous is not None:
+        root.removeHandler(previous)
+        previous.close()
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > level:
+        if _root_level is None:
+            _root_level = root.level
+        root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+def log_file() -> Path | None:
+    """The file this process logs to (`log_to_file`), or None when it logs to the terminal."""
+    handler = _file_handler
+    return Path(handler.baseFilename) if handler is not None else None
+
+
+def close_log_file() -> None:
+    """Stop logging to the file of `log_to_file`: the root logger is as it was before."""
+    global _file_handler, _root_level
+    with _lock:
+        handler, _file_handler = _file_handler, None
+        level, _root_level = _root_level, None
+    if handler is not None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        logging.captureWarnings(False)
+    if level is not None:
+        logging.getLogger().setLevel(level)

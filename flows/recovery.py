@@ -30,7 +30,10 @@ from uuid import UUID
 from prefect import flow
 from sqlalchemy import select, update
 
-from flows.db import Job, now, session
+from flows import erase
+from flows.chat import deliver_pending
+from flows.db import Job, now, session, untouched_s
+from flows.deployments import start_run
 from flows.jobs import (
     INTERRUPTED,
     OPEN,
@@ -40,9 +43,10 @@ from flows.jobs import (
     reply_target,
     runner_alive,
     this_runner,
-    untouched_s,
 )
 from flows.settings import Settings, get_settings
+from flows.submit import resume
+from flows.users import sweep
 
 log = logging.getLogger("encore.recovery")
 
@@ -92,10 +96,21 @@ def _deliverable(s: Settings, job: Job) -> bool:
 
 def resume_lost_jobs(s: Settings) -> dict[str, int]:
     """Embedded: take over the open jobs whose process is gone and run them again here."""
-    from flows.submit import resume
+    taken, failed = take_over_lost_jobs(s)
+    for job in taken:
+        resume(s, job)
+    return {"resumed": len(taken), "failed": failed}
 
+
+def take_over_lost_jobs(s: Settings) -> tuple[list[Job], int]:
+    """Embedded: the open jobs whose process is gone become this process's, queued again
+    (a job whose process died uses one more attempt; a released one does not); those that
+    cannot run again (no chat to tell, or out of attempts) end with INTERRUPTED.
+
+    Returns the jobs taken over, for the caller to run, and how many ended."""
     me = this_runner()
-    counts = {"resumed": 0, "failed": 0}
+    taken_over: list[Job] = []
+    failed = 0
     with session(s.database) as db:
         jobs = list(db.scalars(select(Job).where(Job.state.in_(OPEN))))
     for job in jobs:
@@ -119,12 +134,11 @@ def resume_lost_jobs(s: Settings) -> dict[str, int]:
         if not won:
             continue
         if fields["state"] == "failed":
-            counts["failed"] += 1
+            failed += 1
             continue
         log.warning("job %s: its process %s; running it again here", job.id, why)
-        counts["resumed"] += 1
-        resume(s, get_job(s, job.id))
-    return counts
+        taken_over.append(get_job(s, job.id))
+    return taken_over, failed
 
 
 def recover_lost_jobs(s: Settings) -> dict[str, int]:
@@ -132,8 +146,6 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
     if s.run_mode != "cluster":
         return resume_lost_jobs(s)
     from prefect.client.orchestration import get_client
-
-    from flows.deployments import start_run
 
     counts = {"rerun": 0, "failed": 0, "cancelled": 0}
     with get_client(sync_client=True) as client:
@@ -169,10 +181,6 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
 def recover_jobs() -> dict:
     """Rerun jobs whose worker died, retry pending deletions, deliver ended jobs nobody
     delivered, and sweep stale upload sessions and old scratch files (`flows.users.sweep`)."""
-    from flows import erase
-    from flows.delivery import deliver_pending
-    from flows.users import sweep
-
     s = get_settings()
     found = recover_lost_jobs(s)
     found["erased"] = erase.sweep(s)  # deletions that failed before, what forgotten jobs left

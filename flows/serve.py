@@ -29,15 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.deployments import PRELOAD, wait_healthy  # (imports no Prefect)
 from flows.settings import Settings
 
 log = logging.getLogger("encore.serve")
 
-HEALTHY_WAIT_S = 90.0
 DEPLOY_WAIT_S = 300.0  # creating the pools and deployments (imports every flow first)
 WORKER_QUERY_S = "0.5"  # how often a worker asks for runs (Prefect's default is 10 s)
 
@@ -68,20 +67,6 @@ def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_healthy(api_url: str, timeout: float = HEALTHY_WAIT_S, process=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError("The Prefect server exited at start; see its log above.")
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"The Prefect server at {api_url} did not answer in {timeout:.0f} s.")
 
 
 class Supervisor:
@@ -157,8 +142,6 @@ class Supervisor:
         The server's start, the warm starters' imports and the deploy's imports overlap;
         the workers and bots start once the deployments exist.
         """
-        from flows.deployments import PRELOAD  # (imports no Prefect)
-
         api_url = self.start_server()
         env = self._child_env(api_url)
         pools = {"cpu": self.s.cpu_pool}

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # default: <data_dir>/models
     storage_url: str | None = None  # default: file://<data_dir>/files
     database_url: str | None = None  # default: sqlite:///<data_dir>/encore.db
+    # Where `encore` commands write Prefect's and libraries' log lines (the terminal shows
+    # them only with `encore --debug`). Default: <data_dir>/logs/encore.log
+    log_file: Path | None = None
 
     # S3 storage (ENCORE_STORAGE_URL=s3://bucket/prefix); credentials come from boto3's chain.
     s3_endpoint_url: str | None = None  # None: AWS; else MinIO, a gateway, moto in tests
@@ -39,6 +42,10 @@ class Settings(BaseSettings):
     separation_model: str | None = None  # default: htdemucs on CPU, htdemucs_ft on CUDA
     separation_precision: Literal["auto", "fp32", "bf16"] = "auto"
     separation_overlap: float = 0.25
+    six_stems_model: str = "htdemucs_6s"  # `/stems six`: guitar and piano too
+    # A song whose separated instrumental is this many dB under its vocal, or quieter, is a
+    # cappella: the untouched song is sung by the voice, with no separation artefacts.
+    a_cappella_db: float = -30.0
     f0_method: Literal["rmvpe", "swiftf0", "pm"] = "rmvpe"
 
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -48,6 +55,15 @@ class Settings(BaseSettings):
     loudness_lufs: float = -14.0
     true_peak_dbtp: float = -1.0
     output_format: Literal["mp3", "ogg", "opus", "m4a", "wav", "flac"] = "mp3"
+
+    # Marking results as AI-generated (EU AI Act Art. 50(2)): tags on every result, and a
+    # signed Content Credentials (C2PA) manifest on mp3, wav, m4a and flac covers. The
+    # certificate is a PEM chain (end-entity first, ES256, issued by a CA) and its key; when
+    # neither file exists, a certificate from a local CA is made on first use (validators do
+    # not trust it: use one from a CA on the C2PA trust list for that).
+    c2pa_enabled: bool = True
+    c2pa_cert: Path | None = None  # default: <data_dir>/c2pa/cert.pem
+    c2pa_key: Path | None = None  # default: <data_dir>/c2pa/key.pem
 
     stems_wait_seconds: float = 1800.0  # how long a run waits for another run separating
     reap_after_seconds: float = 600.0  # an open job untouched this long has lost its process
@@ -63,6 +79,9 @@ class Settings(BaseSettings):
 
     # Jobs running at once in one process; more wait in a queue (users see their place).
     max_running_jobs: int = 2
+    # Jobs run in-process (embedded) run at this much lower CPU priority than the bot, so
+    # commands are answered at once while covers are made (0: the same priority).
+    job_nice: int = Field(default=10, ge=0, le=19)
 
     # Where flows run. "embedded": in the submitting process (no server needed). "cluster":
     # submitted to the Prefect server at PREFECT_API_URL as deployments that workers pick up;
@@ -87,8 +106,34 @@ class Settings(BaseSettings):
     chart_url: str | None = None  # JSON chart (Apple Music RSS shape or a plain list); or file
     chart_limit: int = 10  # chart entries considered per drop
     chart_match_score: float = 88.0  # rapidfuzz score an entry needs to match a catalog song
+    # Charts users pick from with /charts: name -> source (an Apple Music RSS URL, a Deezer
+    # chart "deezer:chart/0" or playlist "deezer:playlist/<id>", a JSON list's URL or file),
+    # e.g. ENCORE_CHARTS='{"world": "deezer:chart/0", "fr": "deezer:playlist/1109890291"}'.
+    # Unset: ENCORE_CHART_URL is the one chart, "top".
+    charts: dict[str, str] = Field(default_factory=dict)
+    chart_default: str | None = None  # the chart shown when none is picked (default: the first)
+    chart_cache_s: float = 600.0  # a chart is read at most this often
+    deezer_api_url: str = "https://api.deezer.com"  # Deezer's public API (no key needed)
     trending_cron: str = "0 17 * * 5"  # when drops happen (cron, in trending_timezone)
     trending_timezone: str = "UTC"
+
+    # Songs and voices from links (`/cover <link>`, `/import <link>`, the chart resolver),
+    # fetched with yt-dlp or a plain HTTP GET. Off by default: the operator who switches it on
+    # is responsible for having the rights to what is fetched.
+    link_sources: bool = False
+    # Hosts on private, loopback and link-local networks are refused (every address a name
+    # resolves to, at every redirect). Exceptions, each "10.0.0.0/8", "192.168.1.5" or an
+    # address with one port "127.0.0.1:8080" (a local media server, the tests' servers).
+    link_allow_private: list[str] = Field(default_factory=list)
+    link_socket_timeout_s: float = 20.0  # one connection or read that stalls this long fails
+    link_deadline_s: float = 600.0  # a whole fetch (page, redirects, download) takes at most this
+    link_max_song_bytes: int | None = None  # default: max_upload_bytes
+    link_max_model_bytes: int | None = None  # default: max_user_upload_bytes
+    # Chart songs missing from the catalog: "artist - title" becomes a link by a yt-dlp search
+    # ("ytsearch1:" and the query), or by this template ({query}, {artist}, {title}, each
+    # URL-encoded), e.g. "https://media.example/find?q={query}".
+    resolver_search: str = "ytsearch1:"
+    resolver_url_template: str | None = None
 
     # Chat front ends (`encore bot telegram`) and delivery of results to chats.
     telegram_token: str | None = None  # from BotFather
@@ -103,7 +148,7 @@ class Settings(BaseSettings):
     discord_token_fresh_s: float = 14 * 60  # interaction tokens live 15 min; post later by channel
     discord_upload_limit_bytes: int = 10 * 1024 * 1024  # when an interaction does not say
     status_edit_interval_s: float = 2.0  # at most one status message edit this often
-    # Delivery of outcomes (`flows.delivery`): retried until sent or given up, never lost.
+    # Delivery of outcomes (`flows.chat`): retried until sent or given up, never lost.
     delivery_give_up_s: float = 6 * 3600  # stop retrying a refused outcome after this long
     delivery_lease_s: float = 60.0  # a claim not renewed this long: its holder died; taken over
     delivery_hold_s: float = 30.0  # waits up to this long happen in the job; longer: the sweeper
@@ -137,12 +182,32 @@ class Settings(BaseSettings):
         return self.model_dir or self.data_dir / "models"
 
     @property
+    def log_path(self) -> Path:
+        return self.log_file or self.data_dir / "logs" / "encore.log"
+
+    @property
     def storage(self) -> str:
         return self.storage_url or (self.data_dir / "files").resolve().as_uri()
 
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'encore.db').resolve()}"
+
+    @property
+    def signing_cert(self) -> Path:
+        return self.c2pa_cert or self.data_dir / "c2pa" / "cert.pem"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.c2pa_key or self.data_dir / "c2pa" / "key.pem"
+
+    @property
+    def link_song_bytes(self) -> int:
+        return self.link_max_song_bytes or self.max_upload_bytes
+
+    @property
+    def link_model_bytes(self) -> int:
+        return self.link_max_model_bytes or self.max_user_upload_bytes
 
     @property
     def work_dir(self) -> Path:

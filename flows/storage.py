@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import mimetypes
 import os
+import re
 import shutil
 import threading
 import time
@@ -384,3 +385,14 @@ def open_storage(url: str, public_url: str | None = None, settings=None) -> Stor
             multipart_chunksize=s.s3_multipart_chunk_bytes,
         )
     raise ValueError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix")
+
+
+_SAFE = re.compile(r"[^\w.-]")
+
+
+def upload_key(owner: str, filename: str) -> str:
+    """A fresh storage key for a file `owner` sent: `tmp/uploads/<owner>/<random>/<name>`."""
+    safe = _SAFE.sub("_", Path(filename).name)[-80:]
+    if not safe.strip("."):  # "", "." and ".." name no file
+        safe = "upload"
+    return f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from flows import backend
+from flows.cover import make_cover
 from flows.db import TERMINAL, Job
+from flows.deployments import start_run
 from flows.jobs import (
     GENERIC_FAILURE,
     SERVER_DOWN,
@@ -29,16 +32,23 @@ from flows.jobs import (
     this_runner,
     update_job,
 )
+from flows.separation import karaoke, stems
 from flows.settings import Settings, get_settings
-from flows.storage import open_storage
+from flows.storage import open_storage, upload_key
+from flows.training import CONSENT_NEEDED, import_voice_flow, train_voice
+from flows.users import create_counted_job
+from flows.voices import valid_name
 from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.submit")
 
 
 @dataclass(frozen=True)
-class JobView:
-    """What a user sees of a job."""
+class JobInfo:
+    """What a user sees of a job (the CLI, the bots through `flows.api`): a copy of its row.
+
+    `headline` (what the chat calls the job) and `reply_to` (the chat it reports to) are
+    filled in by `flows.api` for the bots; `view` and `follow` leave them empty."""
 
     id: str
     kind: str
@@ -47,14 +57,37 @@ class JobView:
     progress: float
     reason: str | None
     result: dict
+    created_at: datetime | None = None
+    headline: str = ""
+    reply_to: dict | None = None
 
     @property
     def done(self) -> bool:
         return self.state in TERMINAL
 
+    @property
+    def open(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def undelivered(self) -> str | None:
+        """Why a finished result never reached the chat (the delivery's give-up sentence)."""
+        return (self.result or {}).get("undelivered")
+
     @classmethod
-    def of(cls, job: Job) -> JobView:
-        return cls(job.id, job.kind, job.state, job.step, job.progress, job.reason, job.result)
+    def of(cls, job: Job, headline: str = "", reply_to: dict | None = None) -> JobInfo:
+        return cls(
+            job.id,
+            job.kind,
+            job.state,
+            job.step,
+            job.progress,
+            job.reason,
+            dict(job.result or {}),
+            job.created_at,
+            headline,
+            reply_to,
+        )
 
 
 _threads: dict[str, threading.Thread] = {}
@@ -74,13 +107,27 @@ def flow_fn_of(kind: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def _lower_priority(nice: int) -> None:
+    """Give this thread, and the threads and processes it starts (Prefect's, the engine's,
+    ffmpeg), a lower CPU priority than the process's own, so a bot running jobs in-process
+    keeps answering commands at once however many jobs are running or waiting (on Linux a
+    thread has a priority of its own, inherited by what it creates)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+    except OSError as exc:  # a sandbox may forbid it: the job still runs
+        log.debug("could not lower the priority of a job thread: %s", exc)
+
+
 def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
     """Run the job's flow on a thread of this process; the Prefect backend starts first."""
-    from flows import backend
-
     backend.start(s)  # once per process, before any flow thread (no-op with a server)
 
     def target() -> None:
+        _lower_priority(s.job_nice)
         try:
             flow_fn(**kwargs)
         except Exception:  # the job row already says what the user needs to know
@@ -94,8 +141,6 @@ def _start(s: Settings, job_id: str, flow_fn: Callable, kwargs: dict) -> None:
 def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -> None:
     """Hand the job to the Prefect server; a job the server did not take ends at once, so
     nothing runs it later behind the user's back."""
-    from flows.deployments import start_run
-
     try:
         run_id = start_run(s, job_id, kind, params, attempt)
     except Exception as exc:
@@ -118,13 +163,11 @@ def _submit(
     """Make the job (counted against the owner's quotas when `quota`: a refusal raises
     `flows.users.QuotaExceeded` with nothing made) and start its flow.
 
-    The reply target (where the flow reports progress and delivers, `flows.delivery`) is kept
+    The reply target (where the flow reports progress and delivers, `flows.chat`) is kept
     in the database; the parameters, which Prefect stores, hold ids and options only."""
     embedded = s.run_mode != "cluster"
     runner = this_runner() if embedded else None
     if quota:
-        from flows.users import create_counted_job
-
         job_id = create_counted_job(
             s, kind, owner, params, idempotency_key=key, reply_to=reply_to, runner=runner
         )
@@ -165,10 +208,25 @@ def submit_cover(
     s: Settings | None = None,
     reply_to: dict | None = None,
     quota: bool = False,
+    link: str | None = None,
+    chart: dict | None = None,
 ) -> str:
-    from flows.cover import make_cover
+    """A cover of catalog song `song_id`, or (with `song_id` None) of the song at `link`,
+    which the job fetches first (`flows.links`; refused at once when links are off)."""
 
     params = {"song_id": song_id, "voice_id": voice_id, "options": options or {}}
+    if link:
+        from flows.links import normalize, require_enabled
+
+        s = s or get_settings()
+        require_enabled(s)
+        params["link"] = normalize(link)
+    if chart:  # a chart song the resolver fetches (`flows.resolver`)
+        from flows.links import require_enabled
+
+        s = s or get_settings()
+        require_enabled(s)
+        params["chart"] = {"artist": str(chart["artist"]), "title": str(chart["title"])}
     return _submit(
         s or get_settings(), "cover", owner, params, idempotency_key, make_cover, reply_to, quota
     )
@@ -181,10 +239,10 @@ def submit_stems(
     s: Settings | None = None,
     reply_to: dict | None = None,
     quota: bool = False,
+    options: dict | None = None,
 ) -> str:
-    from flows.separation import stems
-
-    params = {"song_id": song_id, "options": {}}
+    """`options`: `{"six": True}` for six stems (guitar and piano too)."""
+    params = {"song_id": song_id, "options": options or {}}
     return _submit(
         s or get_settings(), "stems", owner, params, idempotency_key, stems, reply_to, quota
     )
@@ -199,15 +257,10 @@ def submit_karaoke(
     reply_to: dict | None = None,
     quota: bool = False,
 ) -> str:
-    from flows.separation import karaoke
-
     params = {"song_id": song_id, "options": options or {}}
     return _submit(
         s or get_settings(), "karaoke", owner, params, idempotency_key, karaoke, reply_to, quota
     )
-
-
-_SAFE = re.compile(r"[^\w.-]")
 
 
 def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = None) -> str:
@@ -218,20 +271,6 @@ def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = No
     """
     s = s or get_settings()
     return open_storage(s.storage).put(Path(local), upload_key(owner, filename))
-
-
-def upload_key(owner: str, filename: str) -> str:
-    """A fresh storage key for a file `owner` sent: `tmp/uploads/<owner>/<random>/<name>`."""
-    safe = _SAFE.sub("_", Path(filename).name)[-80:]
-    if not safe.strip("."):  # "", "." and ".." name no file
-        safe = "upload"
-    return f"tmp/uploads/{_SAFE.sub('_', owner)[:60]}/{uuid.uuid4().hex}/{safe}"
-
-
-CONSENT_NEEDED = (
-    "Training needs your consent: confirm the voice is yours or that you have its owner's "
-    "permission."
-)
 
 
 def submit_training(
@@ -249,9 +288,6 @@ def submit_training(
 
     Raises EngineError at once, with no job made, when consent is missing or the name is bad.
     """
-    from flows.training import train_voice
-    from flows.voices import valid_name
-
     if not consent:
         raise EngineError(CONSENT_NEEDED)
     params = {
@@ -274,12 +310,19 @@ def submit_import(
     s: Settings | None = None,
     reply_to: dict | None = None,
     quota: bool = False,
+    links: list[str] | None = None,
 ) -> str:
-    """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`) as `owner`'s voice `name`."""
-    from flows.training import import_voice_flow
+    """Import an RVC model (URIs of a `.pth`, `.index` or `.zip`, and/or `links` to them,
+    which the job downloads first) as `owner`'s voice `name`."""
     from flows.voices import valid_name
 
     params = {"owner": owner, "name": valid_name(name), "files": list(files)}
+    if links:
+        from flows.links import normalize, require_enabled
+
+        s = s or get_settings()
+        require_enabled(s, model=True)
+        params["links"] = [normalize(url) for url in links]
     return _submit(
         s or get_settings(),
         "import",
@@ -292,18 +335,32 @@ def submit_import(
     )
 
 
-def view(job_id: str, s: Settings | None = None) -> JobView | None:
+def running_here() -> list[str]:
+    """Jobs whose flows run on threads of this process now (embedded mode)."""
+    return [job_id for job_id, thread in list(_threads.items()) if thread.is_alive()]
+
+
+def wait_running(timeout: float) -> list[str]:
+    """Wait up to `timeout` seconds for the job threads of this process to end; the ids of
+    those still running."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_threads.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return running_here()
+
+
+def view(job_id: str, s: Settings | None = None) -> JobInfo | None:
     job = get_job(s or get_settings(), job_id)
-    return JobView.of(job) if job is not None else None
+    return JobInfo.of(job) if job is not None else None
 
 
 def follow(
     job_id: str,
-    on_change: Callable[[JobView], None] | None = None,
+    on_change: Callable[[JobInfo], None] | None = None,
     poll_seconds: float = 0.25,
     timeout: float | None = None,
     s: Settings | None = None,
-) -> JobView:
+) -> JobInfo:
     """Wait for the job to end, calling `on_change` whenever its step or progress moves."""
     s = s or get_settings()
     deadline = None if timeout is None else time.monotonic() + timeout

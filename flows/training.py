@@ -13,17 +13,22 @@ from pathlib import Path
 
 from prefect import flow
 
+import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows import erase
 from flows.db import TERMINAL
 from flows.heavy import render_preview, run_heavy, train_model
-from flows.jobs import get_job, job_step, run_job
+from flows.jobs import get_job, job_progress, job_step, run_job
 from flows.settings import get_settings
 from flows.steps import register, step_task
 from flows.steps.train import delete_checkpoints
 from flows.storage import open_storage
-from flows.submit import CONSENT_NEEDED
 from flows.voices import get_voice, import_voice, name_taken, valid_name
 from gpu_worker.errors import EngineError
+
+CONSENT_NEEDED = (
+    "Training needs your consent: confirm the voice is yours or that you have its owner's "
+    "permission."
+)
 
 register_task = step_task(register.register, name="register")
 
@@ -81,14 +86,26 @@ def train_voice(
 
 
 @flow(name="import-voice", flow_run_name="import-{job_id}", persist_result=False)
-def import_voice_flow(job_id: str, owner: str, name: str, files: list[str]) -> dict:
-    """Check an uploaded RVC model (`.pth`, `.index` or `.zip`) and register it."""
+def import_voice_flow(
+    job_id: str, owner: str, name: str, files: list[str], links: list[str] | None = None
+) -> dict:
+    """Check an uploaded RVC model (`.pth`, `.index` or `.zip`) and register it; `links` are
+    downloaded first (`flows.links.fetch_model`), then checked like uploads."""
     s = get_settings()
 
     def body(workdir: Path) -> dict:
+        fetched = []
+        if links:
+            from flows.links import fetch_model
+
+            with job_step(s, job_id, "downloading", 0.02):
+                for i, url in enumerate(links):
+                    share = 0.08 / len(links)
+                    report = job_progress(s, job_id, 0.02 + share * i, 0.02 + share * (i + 1))
+                    fetched.append(fetch_model(s, url, workdir / f"link-{i}", report))
         with job_step(s, job_id, "importing", 0.1):
             storage = open_storage(s.storage)
-            local = [storage.fetch(uri, workdir) for uri in files]
+            local = [storage.fetch(uri, workdir) for uri in files] + fetched
             voice = import_voice(s, owner, name, local, job_id=job_id)
         return {
             "voice_id": voice.id,

@@ -4,7 +4,7 @@ One drop reads the chart (`flows.charts`), matches its entries to the public cat
 each chat subscribed to "trending" (`/trending on`, `flows.users.subscribe`) submits one cover
 per matched song, sung by the voice stored with the subscription. The flow only submits: the
 covers run as their own jobs (in this process when embedded, on the workers in a cluster) and
-post themselves to the chat (`flows.delivery`). Stems are cached per song, so a drop to many
+post themselves to the chat (`flows.chat`). Stems are cached per song, so a drop to many
 chats separates each song once.
 
 Every cover's idempotency key is `trending:<drop date>:<platform>:<chat>:<song>`, the date in
@@ -16,7 +16,9 @@ covers per rolling 24 hours, counted and checked atomically as each cover is mad
 past the budget are skipped (and reported), not failed.
 
 Chart entries missing from the catalog are reported in the summary and the run's log, never
-guessed; so are chats skipped because their voice is unset, deleted or no longer theirs.
+guessed, unless link sources are enabled (`ENCORE_LINK_SOURCES`): then the resolver
+(`flows.resolver`) fetches them into the catalog first, and only what it cannot fetch is
+reported. So are chats skipped because their voice is unset, deleted or no longer theirs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from prefect import flow, get_run_logger
 from sqlalchemy import select
 
 from flows.catalog import label, list_songs
-from flows.charts import match, read_chart
+from flows.charts import drop_source, match, read_chart
+from flows.chat import text
+from flows.chat.delivery import chat_target
 from flows.db import ChatSubscription, Job, Voice, session
 from flows.settings import Settings, get_settings
 from flows.submit import submit_cover
@@ -60,16 +64,6 @@ def idempotency_key(day: str, platform: str, chat_id: str, song_id: str) -> str:
     return f"{KIND}:{day}:{platform}:{chat_id}:{song_id}"
 
 
-def reply_to(platform: str, chat_id: str, head: str) -> dict:
-    """Where a drop's cover goes: the chat itself, with no status message (see flows.delivery)."""
-    target: dict = {"platform": platform, "chat_id": chat_id, "headline": head}
-    if platform == "discord":
-        target["channel_id"] = chat_id  # posted to the channel by the bot, mentioning nobody
-    elif chat_id.lstrip("-").isdigit():
-        target["chat_id"] = int(chat_id)
-    return target
-
-
 def _subscriptions(s: Settings) -> list[tuple[ChatSubscription, Voice | None]]:
     with session(s.database) as db:
         subs = list(
@@ -82,13 +76,23 @@ def _subscriptions(s: Settings) -> list[tuple[ChatSubscription, Voice | None]]:
         return [(sub, db.get(Voice, sub.voice_id) if sub.voice_id else None) for sub in subs]
 
 
-def _skip_reason(sub: ChatSubscription, voice: Voice | None) -> str | None:
+def _private(sub: ChatSubscription) -> bool:
+    """A subscription made in a private chat (before such chats were refused, or where the
+    operator allowed them): a Telegram private chat's id is its user's, positive, while
+    groups and channels have negative ids. (Discord DMs could never subscribe: the bot
+    checks the server's Manage permission, which a DM has not.)"""
+    return sub.platform == "telegram" and sub.chat_id.isdigit()
+
+
+def _skip_reason(s: Settings, sub: ChatSubscription, voice: Voice | None) -> str | None:
+    if _private(sub) and not s.trending_private_chats:
+        return "a private chat: trending covers go to groups and channels"
     if not sub.voice_id:
-        return "no voice: an admin sets a default voice with /voice, then /trending on again"
+        return text.DROP_NO_VOICE
     if voice is None:
-        return "its voice was deleted: an admin picks another with /voice, then /trending on"
+        return text.DROP_VOICE_GONE
     if not voice.public and voice.owner != sub.created_by:
-        return "its voice is no longer available to the admin who subscribed"
+        return text.DROP_VOICE_PRIVATE
     return None
 
 
@@ -107,12 +111,19 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
         day = date.fromisoformat(day.strip()).isoformat()
     except (ValueError, AttributeError):
         raise EngineError(f"The drop date must look like 2025-01-31, not {day!r}.") from None
-    entries = read_chart(s.chart_url, s.chart_limit)
+    entries = read_chart(drop_source(s), s.chart_limit, s.deezer_api_url)
     matched, missing = match(entries, list_songs(s), s.chart_match_score)
+    fetched = []
+    if s.link_sources and missing:  # the resolver fetches what the catalog lacks
+        from flows.resolver import resolve_missing
+
+        fetched, missing = resolve_missing(s, missing)
+        matched = sorted(matched + fetched, key=lambda m: m.entry.rank)
     summary: dict = {
         "date": day,
         "chart": len(entries),
         "matched": [m.summary() for m in matched],
+        "fetched": [m.summary() for m in fetched],
         "missing": [m.summary() for m in missing],
         "submitted": [],
         "existing": [],
@@ -121,7 +132,7 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
     }
     for sub, voice in _subscriptions(s):
         where = {"platform": sub.platform, "chat_id": sub.chat_id}
-        reason = _skip_reason(sub, voice)
+        reason = _skip_reason(s, sub, voice)
         if reason is not None:
             summary["skipped"].append({**where, "reason": reason})
             continue
@@ -133,22 +144,22 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
         before = _existing_keys(s, list(keys.values()))
         for m in matched:
             key = keys[m.song.id]
-            head = f"📈 #{m.entry.rank} on the chart: {label(m.song)} — sung by {voice.name}"
+            head = text.drop_headline(m.entry.rank, label(m.song), voice.name)
             row = {**where, "rank": m.entry.rank, "song_id": m.song.id}
             try:
                 job_id = submit_cover(
                     owner=chat_owner(sub.platform, sub.chat_id),
                     song_id=m.song.id,
                     voice_id=voice.id,
-                    reply_to=reply_to(sub.platform, sub.chat_id, head),
+                    reply_to=chat_target(sub.platform, sub.chat_id, head),
                     idempotency_key=key,
                     s=s,
                     quota=True,
                 )
             except QuotaExceeded as exc:  # the operator's budget is spent: the rest wait
                 wait = round((exc.limit.retry_after_s or 0) / 60)
-                reason = f"the budget of {exc.limit.limit} drop covers a day is spent"
-                summary["skipped"].append({**row, "reason": f"{reason} (room in {wait} min)"})
+                reason = text.drop_budget_spent(exc.limit.limit, wait)
+                summary["skipped"].append({**row, "reason": reason})
                 continue
             except Exception as exc:  # one chat's failure must not cost the others their drop
                 log.warning("drop %s: submitting %s failed", day, key, exc_info=True)

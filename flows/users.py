@@ -58,7 +58,7 @@ from flows.jobs import (
 )
 from flows.settings import Settings
 from flows.steps.train import owner_checkpoints, owner_folders
-from flows.storage import open_storage
+from flows.storage import open_storage, upload_key
 from flows.voices import get_voice, voice_prefix
 from gpu_worker.errors import EngineError
 
@@ -234,8 +234,6 @@ def stage_file(
     files per session, and files and bytes waiting per user. A refusal (EngineError, one
     sentence) stores nothing. The file is stored after its row; if that fails, the row goes.
     """
-    from flows.submit import upload_key
-
     local = Path(local)
     size = local.stat().st_size
     storage = open_storage(s.storage)

@@ -8,14 +8,14 @@ Checkpoints load with `weights_only=True` (see `gpu_worker.convert`), so a pickl
 run code is refused, not run; the model's config and tensors, and the index's header, are
 checked against RVC's geometries (`gpu_worker.model_check`) before anything is stored.
 
-Voice names are compared by `name_key`: NFKC, casefolded, and reduced to a Unicode
-confusables skeleton, so names that only look alike ("Ａlice", Cyrillic "Аlice", "alice")
-are one name.
+Voice names are compared by `flows.names.name_key` (NFKC, casefolded, reduced to a Unicode
+confusables skeleton), so names that only look alike ("Ａlice", Cyrillic "Аlice", "alice")
+are one name; the database holds the key with a unique constraint per owner, so two imports
+racing with lookalike names cannot both be stored.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import tempfile
 import unicodedata
@@ -24,7 +24,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from confusable_homoglyphs.confusables import confusables_data
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -33,6 +32,7 @@ from flows.erase import erase
 from flows.erase import prefix as erase_prefix
 from flows.erase import uri as erase_uri
 from flows.jobs import JobCancelled
+from flows.names import name_key
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.archives import zip_entries
@@ -63,39 +63,6 @@ def valid_name(name: str) -> str:
             "pick another name."
         )
     return name
-
-
-@functools.cache
-def _prototypes() -> dict[str, str]:
-    """Each confusable character -> one representative of all the characters it looks like
-    (Unicode's confusables data, as the confusable_homoglyphs package ships it)."""
-    parent: dict[str, str] = {}
-
-    def find(ch: str) -> str:
-        while parent.get(ch, ch) != ch:
-            parent[ch] = parent.get(parent[ch], parent[ch])
-            ch = parent[ch]
-        return ch
-
-    for ch, glyphs in confusables_data.items():
-        if len(ch) != 1:
-            continue
-        for glyph in glyphs:
-            other = glyph["c"]
-            if len(other) == 1:
-                a, b = find(ch), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return {ch: find(ch) for ch in parent}
-
-
-def name_key(name: str) -> str:
-    """What two names must share to be one name: NFKC, casefolded, then each character
-    replaced by the representative of the characters it can be confused with."""
-    text = unicodedata.normalize("NFKC", name or "").strip().casefold()
-    table = _prototypes()
-    text = "".join(table.get(ch, ch) for ch in unicodedata.normalize("NFD", text))
-    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 def _check_size(path: Path, limit: int, what: str) -> None:
@@ -294,7 +261,7 @@ def get_voice(s: Settings, owner: str, name: str, include_public: bool = True) -
         cond = Voice.owner == owner
         if include_public:
             cond = or_(cond, Voice.public.is_(True))
-        found = [v for v in db.scalars(select(Voice).where(cond)) if name_key(v.name) == wanted]
+        found = list(db.scalars(select(Voice).where(cond, Voice.name_key == wanted)))
     found.sort(key=lambda v: v.owner != owner)  # the owner's own voice first
     return found[0] if found else None
 

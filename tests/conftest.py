@@ -50,7 +50,7 @@ def _start_prefect_server() -> None:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
-    from flows.serve import wait_healthy  # (imports no Prefect)
+    from flows.deployments import wait_healthy  # (imports no Prefect)
 
     try:
         wait_healthy(url, 90, process=_server)
@@ -78,6 +78,8 @@ def pytest_unconfigure(config):
             _server.kill()
     if _server_home:
         shutil.rmtree(_server_home, ignore_errors=True)
+    if _schema is not None:
+        shutil.rmtree(_schema.parent, ignore_errors=True)
 
 
 SR = 44100
@@ -92,10 +94,11 @@ def models_dir(tmp_path_factory) -> Path:
 def build_model_folder(root: Path) -> Path:
     """What `encore models download` fills, with tiny random-weight models in the real formats."""
     from gpu_worker.convert import export_voice
-    from tests.tiny_demucs import build_demucs_repo
+    from tests.tiny_demucs import SOURCES_6S, build_demucs_repo
     from tests.tiny_rvc import build_hubert, build_pretrained, build_rmvpe, small_config
 
     build_demucs_repo(root / "demucs", "htdemucs")
+    build_demucs_repo(root / "demucs", "htdemucs_6s", sources=SOURCES_6S)
     build_hubert(root / "rvc")
     build_rmvpe(root / "rvc")
     generator, _ = build_pretrained(root / "rvc")
@@ -119,11 +122,35 @@ def voice_files(tmp_path_factory) -> dict:
     return out
 
 
+_schema: Path | None = None  # a database migrated once per session (fresh_database)
+
+
+def fresh_database(path: Path) -> str:
+    """A new SQLite database at `path` with the newest schema; its URL.
+
+    It is a copy of one that `flows.db.migrate` brought from empty to the newest schema once
+    per session: running the migrations from empty takes about a second, and most tests start
+    from a fresh database. `migrate` still runs on it at first use (a no-op at the newest
+    schema); tests/test_migrations.py runs the chain from empty itself.
+    """
+    global _schema
+    if _schema is None:
+        from flows.db import migrate
+
+        made = Path(tempfile.mkdtemp(prefix="encore-schema-")) / "encore.db"
+        migrate(f"sqlite:///{made}")
+        _schema = made
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_schema, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def settings(tmp_path, models_dir, monkeypatch):
     """Embedded settings in a fresh data folder, using the session's tiny models."""
     from flows.settings import get_settings
 
+    fresh_database(tmp_path / "data" / "encore.db")
     monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ENCORE_MODEL_DIR", str(models_dir))
     monkeypatch.setenv("ENCORE_DEVICE", "cpu")
@@ -131,6 +158,9 @@ def settings(tmp_path, models_dir, monkeypatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+    from flows.logs import close_log_file
+
+    close_log_file()  # a CLI command run in this process (CliRunner) logged to the data folder
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +171,65 @@ def song_wav(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("songs") / "test-song.wav"
     return write_wav(path, synth_song(4.0, seed=3), SR)
+
+
+# ------------------------------------------------------------------------------------------
+# The fake Telegram Bot API and a bot polling it (tests/test_discord.py has its own `fake`)
+
+
+@pytest.fixture
+def fake():
+    """A fake Telegram Bot API: a real HTTP server (tests/fake_telegram.py)."""
+    from tests.fake_telegram import FakeTelegram
+
+    server = FakeTelegram().start()
+    yield server
+    server.stop()
+
+
+def telegram_env(monkeypatch, fake, **extra) -> None:
+    """Point Encore's settings at the fake Telegram (and set `ENCORE_<KEY>` for `extra`)."""
+    monkeypatch.setenv("ENCORE_TELEGRAM_TOKEN", fake.token)
+    monkeypatch.setenv("ENCORE_TELEGRAM_API_URL", fake.api_url)
+    monkeypatch.setenv("ENCORE_TELEGRAM_FILE_URL", fake.file_url)
+    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
+    for key, value in extra.items():
+        monkeypatch.setenv(f"ENCORE_{key.upper()}", str(value))
+
+
+@pytest.fixture
+def tg_settings(settings, fake, monkeypatch):
+    """The `settings` of a process whose chats are on the fake Telegram."""
+    from flows.settings import get_settings
+
+    telegram_env(monkeypatch, fake)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def drain_jobs(timeout: float = 300) -> None:
+    """Wait for every job thread of this process: flows read the settings of the environment,
+    which the next test changes."""
+    import time
+
+    from flows import submit
+
+    deadline = time.monotonic() + timeout
+    for job_id, thread in list(submit._threads.items()):
+        thread.join(max(0.1, deadline - time.monotonic()))
+        submit._threads.pop(job_id, None)
+
+
+@pytest.fixture
+def bot(tg_settings):
+    """A real python-telegram-bot Application polling the fake, in this process."""
+    from tests.fake_telegram import BotProcess
+
+    process = BotProcess(tg_settings).start()
+    yield process
+    process.stop()
+    drain_jobs()
 
 
 def descendants(pid: int) -> list[int]:
@@ -166,19 +255,29 @@ LINES = [
 
 
 @pytest.fixture(scope="session")
-def speech(tmp_path_factory) -> list[Path]:
-    """Three spoken samples: a wav, an Opus voice note and an m4a, as users send them."""
-    from gpu_worker.audio import encode
-
-    root = tmp_path_factory.mktemp("speech")
+def spoken(tmp_path_factory) -> list[Path]:
+    """The three LINES, spoken by espeak-ng at three pitches (WAV files)."""
+    root = tmp_path_factory.mktemp("spoken")
     out = []
-    for i, (line, fmt) in enumerate(zip(LINES, ("wav", "ogg", "m4a"), strict=True)):
+    for i, line in enumerate(LINES):
         raw = root / f"raw{i}.wav"
         subprocess.run(
             ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
             check=True,
             capture_output=True,
         )
+        out.append(raw)
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory, spoken) -> list[Path]:
+    """Three spoken samples: a wav, an Opus voice note and an m4a, as users send them."""
+    from gpu_worker.audio import encode
+
+    root = tmp_path_factory.mktemp("speech")
+    out = []
+    for i, (raw, fmt) in enumerate(zip(spoken, ("wav", "ogg", "m4a"), strict=True)):
         out.append(raw if fmt == "wav" else encode(raw, root / f"sample{i}.{fmt}", fmt))
     return out
 
@@ -195,11 +294,13 @@ def cli_env(settings) -> dict:
     return env
 
 
-def run_cli(settings, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    settings, *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     encore = Path(sys.executable).with_name("encore")
     return subprocess.run(
         [str(encore), *args],
-        env=cli_env(settings),
+        env=env or cli_env(settings),
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """A fake Discord REST API and gateway for tests: a real aiohttp server on 127.0.0.1.
 
-It speaks the part of Discord that discord.py 2.7 and `flows.delivery` use: `/users/@me`,
+It speaks the part of Discord that discord.py 2.7 and `flows.chat` use: `/users/@me`,
 `/oauth2/applications/@me`, `PUT /applications/{app}/commands` (recorded: the command schema),
 the interaction callback, follow-ups (`POST /webhooks/{app}/{token}`, JSON or multipart),
 `PATCH`/`DELETE .../messages/@original`, `POST /channels/{id}/messages` (bot token required)

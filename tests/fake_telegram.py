@@ -1,6 +1,6 @@
 """A fake Telegram Bot API for tests: a real aiohttp server on 127.0.0.1, in its own thread.
 
-It speaks the part of the Bot API that python-telegram-bot 22 and `flows.delivery` use:
+It speaks the part of the Bot API that python-telegram-bot 22 and `flows.chat` use:
 getMe, setMyCommands, deleteWebhook/setWebhook, getUpdates (a real long poll that honours
 `offset` and lets go of waiting polls on shutdown), getFile and the file download,
 sendMessage, editMessageText, sendAudio/sendDocument/sendVoice (multipart), sendChatAction,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 
 from gpu_worker.audio import decode, measure_loudness, probe
-from tests.conftest import SR, run_cli
+from tests.conftest import SR, cli_env, run_cli
 
 
 def test_cover_from_a_file_then_from_the_catalog(settings, song_wav, voice_files, tmp_path):
@@ -16,8 +16,9 @@ def test_cover_from_a_file_then_from_the_catalog(settings, song_wav, voice_files
 
     out = tmp_path / "cover.mp3"
     made = run_cli(settings, "cover", str(song_wav), "--voice", "alice", "--pitch", "-3",
-                   "--f0-method", "pm", "-o", str(out))  # fmt: skip
+                   "--f0-method", "pm", "-o", str(out), env=_wide(cli_env(settings)))  # fmt: skip
     assert made.returncode == 0, made.stderr
+    _assert_quiet(made, f"Cover written to {out}")
     # mp3 declares its encoder delay and padding (LAME tag): decoders trim them, so the
     # decoded length is the one a listener gets.
     assert abs(decode(out, SR, 2).shape[1] - decode(song_wav, SR, 2).shape[1]) <= 0.010 * SR
@@ -45,11 +46,31 @@ def test_stems_and_karaoke_commands(settings, song_wav, tmp_path):
     assert decode(tmp_path / "k.wav", SR, 2).shape[1] == decode(song_wav, SR, 2).shape[1]
 
 
-def test_demo_makes_a_cover(settings, tmp_path):
+def _wide(env: dict) -> dict:
+    return {**env, "COLUMNS": "400"}  # rich wraps at 80 columns when it is not in a terminal
+
+
+def _assert_quiet(proc, line: str) -> None:
+    """The terminal shows the result's line and nothing that looks like a log, a URL or an
+    error (Prefect's and the libraries' lines went to the log file)."""
+    shown = proc.stdout + proc.stderr
+    for noise in ("http", "INFO", "WARNING", "Traceback", "Error", "rror:"):
+        assert noise not in shown, shown
+    assert proc.stdout.splitlines() == [line], shown
+
+
+def test_demo_makes_a_cover_quietly(settings, tmp_path):
+    """A newcomer's first command, without a Prefect server: Encore starts its own."""
     out = tmp_path / "demo.mp3"
-    done = run_cli(settings, "demo", "-o", str(out))
+    env = _wide(cli_env(settings))
+    del env["PREFECT_API_URL"]
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    done = run_cli(settings, "demo", "-o", str(out), env=env)
     assert done.returncode == 0, done.stderr
+    _assert_quiet(done, f"Demo cover written to {out}")
     assert probe(out).duration > 10
+    log = settings.log_path.read_text()  # what the terminal did not show is in the log file
+    assert "Starting temporary server" in log and "Beginning flow run" in log
     listed = run_cli(settings, "voices", "list")
     assert "demo" in listed.stdout
 

@@ -164,6 +164,13 @@ def _deliveries(s, job_id: str) -> int:
         return db.query(Delivery).filter(Delivery.job_id == job_id).count()
 
 
+def _delivered(s, job_id: str) -> bool:
+    """The delivery ledger says the job's outcome was sent: it is never sent again."""
+    with session(s.database) as db:
+        row = db.get(Delivery, job_id)
+        return row is not None and row.state == "sent"
+
+
 def _audio_for(fake, title: str) -> list:
     return [c for c in fake.calls_of("sendAudio") if c.params.get("title", "").startswith(title)]
 
@@ -231,7 +238,8 @@ def test_a_cover_runs_on_the_workers_lands_in_s3_and_reaches_the_chat_once(
     # Nothing of the job is left in temporary storage.
     listed = s3_client(endpoint).list_objects_v2(Bucket=bucket, Prefix=f"files/tmp/jobs/{job_id}")
     assert listed.get("KeyCount", 0) == 0
-    time.sleep(2)
+    # The parent run (the one sender) completed and the ledger says sent: nothing more comes.
+    fake.wait_for(lambda: _delivered(s, job_id), 30, "the delivery to be recorded as sent")
     assert len(_audio_for(fake, "Cluster Song")) == 1
 
 
@@ -275,7 +283,13 @@ def test_a_job_whose_worker_dies_runs_again_and_is_delivered_once(cluster, alice
     assert job.flow_run_id != first_run
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(UUID(first_run)).state.type.value == "CRASHED"
-    time.sleep(2)
+    # Every run of the job has ended and the ledger says sent: nothing more can come.
+    fake.wait_for(
+        lambda: all(r.state.is_final() for r in _runs_of(job_id, "make-cover")),
+        60,
+        "the job's runs to end",
+    )
+    fake.wait_for(lambda: _delivered(s, job_id), 30, "the delivery to be recorded as sent")
     assert len(_audio_for(fake, "Phoenix Song")) == 1
 
 

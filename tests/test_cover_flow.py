@@ -37,7 +37,7 @@ def test_cover_meets_the_contract_and_second_voice_reuses_stems(settings, song_w
 
     assert get_job(settings, first.id).flow_run_id  # the row links to its Prefect run
     cover = _result_path(settings, first)
-    assert cover.name == "Tester - Test Song (alice cover).mp3"
+    assert cover.name == "Tester - Test Song (alice cover, +2).mp3"  # a +2 cover says so
     audio = decode(cover, SR, 2)
     assert abs(audio.shape[1] - source_samples) <= 0.010 * SR
     loud = measure_loudness(cover)

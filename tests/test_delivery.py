@@ -13,11 +13,13 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from flows.chat.client import BotApiError
+from flows.chat.ledger import LeaseLost, backoff_s, claim, delivery_state, wait_s
 from flows.db import Delivery, now, session
-from flows.delivery import BotApiError, LeaseLost, backoff_s, claim, delivery_state, wait_s
 from flows.jobs import create_job, update_job
 from flows.logs import REDACTED, protect_logs, redact
 from flows.settings import Settings
+from tests.conftest import fresh_database
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,10 @@ def pg_url(pg_databases) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def s(request, tmp_path) -> Settings:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = fresh_database(tmp_path / "data" / "encore.db")
     return Settings(
         data_dir=tmp_path / "data", database_url=url, delivery_time_scale=1.0, delivery_lease_s=60
     )

@@ -26,6 +26,7 @@ from flows.db import Delivery, Job, Voice, session
 from flows.jobs import reply_target
 from flows.voices import import_voice
 from gpu_worker.audio import decode, measure_loudness
+from tests.conftest import drain_jobs
 from tests.fake_discord import (
     APP_ID,
     BOT_TOKEN,
@@ -106,21 +107,12 @@ class BotThread:
             self._loop.close()
 
 
-def _drain(timeout: float = 300) -> None:
-    from flows import submit
-
-    deadline = time.monotonic() + timeout
-    for job_id, thread in list(submit._threads.items()):
-        thread.join(max(0.1, deadline - time.monotonic()))
-        submit._threads.pop(job_id, None)
-
-
 @pytest.fixture
 def bot(dc_settings, fake):
     process = BotThread(dc_settings).start()
     yield process
     process.stop()
-    _drain()
+    drain_jobs()
 
 
 @pytest.fixture
@@ -187,8 +179,9 @@ def test_cover_is_deferred_shows_progress_and_arrives_as_an_attachment(
     followups = fake.wait_for(lambda: pending.followups, 120, "the cover")
     [message] = followups
     [attachment] = message["attachments"]
-    assert attachment["filename"] == "Tester - Test Song (alice cover).mp3"
-    assert "Test Song (alice cover)" in message["content"]
+    # a +2 cover says so, in its file's name and its title
+    assert attachment["filename"] == "Tester - Test Song (alice cover, +2).mp3"
+    assert "Test Song (alice cover, +2)" in message["content"]
     cover = tmp_path / attachment["filename"]
     cover.write_bytes(fake.attachment(attachment))
     _check_cover(cover, song_wav, dc_settings)
@@ -284,7 +277,7 @@ def test_a_result_over_the_upload_limit_is_sent_as_a_link(
 def test_a_rate_limited_follow_up_is_retried_after_its_retry_after_and_arrives_once(
     fake, dc_settings, song, song_wav, monkeypatch
 ):
-    from flows.delivery import deliver, deliver_pending
+    from flows.chat import deliver, deliver_pending
     from flows.jobs import create_job, update_job
     from flows.settings import get_settings
     from flows.storage import open_storage
@@ -430,24 +423,9 @@ def test_sync_sends_the_command_schema_of_the_snapshot(fake, dc_settings):
 
 
 @pytest.fixture(scope="module")
-def recordings(tmp_path_factory) -> list[bytes]:
+def recordings(spoken) -> list[bytes]:
     """Three spoken recordings, as the WAV attachments a user uploads."""
-    root = tmp_path_factory.mktemp("recordings")
-    lines = [
-        "I sing in the morning and I sing in the evening light.",
-        "The river runs along the valley where the tall trees grow.",
-        "Every song I know began as a voice somewhere far away.",
-    ]
-    out = []
-    for i, line in enumerate(lines):
-        raw = root / f"take{i}.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", "en", "-s", "140", "-p", str(40 + 15 * i), "-w", raw, line],
-            check=True,
-            capture_output=True,
-        )
-        out.append(raw.read_bytes())
-    return out
+    return [raw.read_bytes() for raw in spoken]
 
 
 def test_training_from_attachments_asks_consent_with_a_button(
@@ -506,7 +484,7 @@ def test_training_from_attachments_asks_consent_with_a_button(
         assert len(job.params["samples"]) == 3
     finally:
         process.stop()
-        _drain()
+        drain_jobs()
     with session(s.database) as db:
         voice = db.query(Voice).filter(Voice.owner == OWNER).one()
         assert voice.name == "Me" and voice.source == "trained" and voice.consent

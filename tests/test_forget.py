@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from flows import api
 from flows.catalog import add_song
+from flows.chat.text import wording
 from flows.db import (
     Delivery,
     Job,
@@ -29,25 +30,18 @@ from flows.db import (
     Voice,
     session,
 )
-from flows.erase import ALL_GONE
 from flows.jobs import create_job, update_job
 from flows.storage import open_storage
 from flows.submit import stage_upload
 from flows.users import ensure_user, open_upload_session, stage_file
 from flows.voices import import_voice
 from tests.conftest import S3_REGION, s3_client
-from tests.fake_telegram import BotProcess, FakeTelegram
+from tests.fake_telegram import BotProcess
 from tests.faulty_s3 import FaultyS3
 
 ADA = 1
+ALL_GONE = wording("telegram").all_gone()
 OWNER = f"telegram:{ADA}"
-
-
-@pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

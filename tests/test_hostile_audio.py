@@ -265,45 +265,12 @@ def test_checking_a_30_minute_voice_sample_stays_under_300_mb(s, tmp_path):
 # End to end through the fake Telegram
 
 
-@pytest.fixture
-def fake():
-    from tests.fake_telegram import FakeTelegram
-
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def tg(settings, fake, monkeypatch):
-    from flows.settings import get_settings
-
-    monkeypatch.setenv("ENCORE_TELEGRAM_TOKEN", fake.token)
-    monkeypatch.setenv("ENCORE_TELEGRAM_API_URL", fake.api_url)
-    monkeypatch.setenv("ENCORE_TELEGRAM_FILE_URL", fake.file_url)
-    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def bot(tg):
-    from tests.fake_telegram import BotProcess
-    from tests.test_telegram import _drain
-
-    process = BotProcess(tg).start()
-    yield process
-    process.stop()
-    _drain(tg)
-
-
 def _answer(fake, message: dict, timeout: float = 60) -> str:
     return fake.wait_for(lambda: fake.replies_to(message), timeout, "a reply")[-1]["text"]
 
 
 def test_telegram_refuses_a_playlist_and_a_lying_mp3_then_takes_a_good_song(
-    fake, bot, tg, tmp_path, good
+    fake, bot, tg_settings, tmp_path, good
 ):
     from tests.test_telegram import _wait_ended
 
@@ -319,16 +286,16 @@ def test_telegram_refuses_a_playlist_and_a_lying_mp3_then_takes_a_good_song(
         text = _answer(fake, command)
         assert expected in text, text
         one_sentence(text)
-    assert rows(tg, Song) == [] and rows(tg, Job) == []
-    assert stored_files(tg) == []  # nothing stored, no download left in the bot's scratch
+    assert rows(tg_settings, Song) == [] and rows(tg_settings, Job) == []
+    assert stored_files(tg_settings) == []  # nothing stored, no download left in the bot's scratch
 
     sent = fake.send_audio(good.read_bytes(), "good.mp3", title="Good", user_id=user)
     fake.wait_for(lambda: fake.replies_to(sent), 30, "the hint")
     command = fake.send_text("/stems", user_id=user, reply_to=sent)
     fake.wait_for(lambda: fake.replies_to(command), 30, "the status message")
-    [job] = _wait_ended(tg, fake, owner=f"telegram:{user}")
+    [job] = _wait_ended(tg_settings, fake, owner=f"telegram:{user}")
     assert job.state == "succeeded"
-    assert [song.title for song in rows(tg, Song)] == ["Good"]
+    assert [song.title for song in rows(tg_settings, Song)] == ["Good"]
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from flows.catalog import add_song
 from flows.chat import text as said
 from flows.db import Job, UploadFile, UploadSession, session
 from flows.voices import import_voice
+from tests.conftest import drain_jobs, telegram_env
 from tests.fake_telegram import BotProcess, FakeTelegram
-from tests.test_telegram import _drain, _env, _last_reply_text
+from tests.test_telegram import _last_reply_text
 
 ADA = Who("telegram", "1", "1", "Ada")
 GROUP_ADA = Who("telegram", "1", "-100", "Ada", private=False)
@@ -29,12 +30,13 @@ NAME_RULE = (
     "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; pick another name."
 )
 NO_SONG = "No song in the catalog matches “{}”. Check the spelling, or send me the song file and "
+USAGE = "Tell me which song: /cover <song>, like /cover test song +2 (/songs lists them all)…"
 RANGE = "The key change goes from -12 to +12 semitones; try something like /cover <song> +2."
 
 # (what the user does, the text, the sentence Encore answers: whole, or its start with "…")
 CORPUS = [
-    ("cover", "\x00", COVER_USAGE),
-    ("cover", "\u200b\u200c\u200d\ufeff", COVER_USAGE),
+    ("cover", "\x00", USAGE),
+    ("cover", "\u200b\u200c\u200d\ufeff", USAGE),
     ("cover", "\u202eevil\u202c", NO_SONG.format("evil") + "…"),
     ("cover", "zzqx\x00\x07\x1b[31m", NO_SONG.format("zzqx[31m") + "…"),
     ("cover", "zzqx [click](https://evil.example) <b>x</b>", "No song in the catalog matches…"),
@@ -124,12 +126,12 @@ def telegram(settings, monkeypatch):
     from flows.settings import get_settings
 
     fake = FakeTelegram().start()
-    _env(monkeypatch, fake)
+    telegram_env(monkeypatch, fake)
     get_settings.cache_clear()
     process = BotProcess(get_settings()).start()
     yield fake
     process.stop()
-    _drain(get_settings())
+    drain_jobs()
     fake.stop()
     get_settings.cache_clear()
 

@@ -24,31 +24,11 @@ from flows.demo import synth_song
 from flows.voices import import_voice
 from gpu_worker.audio import decode, write_wav
 from tests.conftest import cli_env, descendants
-from tests.fake_telegram import BotProcess, FakeTelegram
+from tests.fake_telegram import BotProcess
 
 SR = 44100
 ENCORE = str(Path(sys.executable).with_name("encore"))
 GENERIC = "Something went wrong"
-
-
-@pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def tg(settings, fake, monkeypatch):
-    from flows.settings import get_settings
-
-    monkeypatch.setenv("ENCORE_TELEGRAM_TOKEN", fake.token)
-    monkeypatch.setenv("ENCORE_TELEGRAM_API_URL", fake.api_url)
-    monkeypatch.setenv("ENCORE_TELEGRAM_FILE_URL", fake.file_url)
-    monkeypatch.setenv("ENCORE_STATUS_EDIT_INTERVAL_S", "0.2")
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
 
 
 def _song(s, tmp_path: Path, seconds: float):
@@ -112,20 +92,20 @@ def _texts(fake, chat_id: int, message_id: int) -> list[str]:
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_restart_mid_cover_resumes_it_and_the_cover_arrives_once(
-    fake, tg, voice_files, tmp_path, how
+    fake, tg_settings, voice_files, tmp_path, how
 ):
-    song, path = _song(tg, tmp_path, 8.0)
-    _voice(tg, voice_files, 1)
-    env = _bot_env(tg)
+    song, path = _song(tg_settings, tmp_path, 8.0)
+    _voice(tg_settings, voice_files, 1)
+    env = _bot_env(tg_settings)
     command = fake.send_text("/cover test song")  # waiting for the bot, as Telegram keeps it
     first = Bot(env, tmp_path / "bot1.log")
     try:
         fake.wait_for(
-            lambda: [j for j in _jobs(tg) if j.step == "separating"], 120, "the separation"
+            lambda: [j for j in _jobs(tg_settings) if j.step == "separating"], 120, "the separation"
         )
     finally:
         code = first.stop(how)
-    [job] = _jobs(tg)
+    [job] = _jobs(tg_settings)
     assert job.state in ("queued", "running"), (job.state, job.reason)  # open, not failed
     if how == signal.SIGTERM:
         assert code == 0, first.output()
@@ -137,7 +117,7 @@ def test_a_restart_mid_cover_resumes_it_and_the_cover_arrives_once(
     try:
         audio = fake.wait_for(lambda: fake.calls_of("sendAudio"), 150, "the cover")
         done = fake.wait_for(
-            lambda: [j for j in _jobs(tg) if j.state == "succeeded"], 30, "the job to end"
+            lambda: [j for j in _jobs(tg_settings) if j.state == "succeeded"], 30, "the job to end"
         )
     finally:
         assert second.stop() == 0, second.output()
@@ -197,13 +177,13 @@ def _listening(pid: int) -> list[int]:
 
 
 def test_a_burst_at_a_fresh_start_loses_nothing_and_leaves_no_server(
-    fake, tg, voice_files, tmp_path
+    fake, tg_settings, voice_files, tmp_path
 ):
-    song, path = _song(tg, tmp_path, 2.5)
+    song, path = _song(tg_settings, tmp_path, 2.5)
     users = (11, 12, 13, 14)
     for uid in users:
-        _voice(tg, voice_files, uid)
-    env = _bot_env(tg, PREFECT_HOME=str(tmp_path / "prefect-home"))
+        _voice(tg_settings, voice_files, uid)
+    env = _bot_env(tg_settings, PREFECT_HOME=str(tmp_path / "prefect-home"))
     env.pop("PREFECT_API_URL")  # embedded: the bot runs its own Prefect backend
     commands = [fake.send_text("/cover test song", user_id=uid) for uid in users for _ in "ab"]
     bot = Bot(env, tmp_path / "bot.log")
@@ -222,7 +202,7 @@ def test_a_burst_at_a_fresh_start_loses_nothing_and_leaves_no_server(
             fake.wait_for(delivered, 240, "8 covers")
         except AssertionError:
             got = len(fake.calls_of("sendAudio"))
-            states = [(j.state, j.step, j.reason) for j in _jobs(tg)]
+            states = [(j.state, j.step, j.reason) for j in _jobs(tg_settings)]
             raise AssertionError(
                 f"{got} covers; jobs {states}; bot: {bot.output()[-4000:]}"
             ) from None
@@ -238,7 +218,7 @@ def test_a_burst_at_a_fresh_start_loses_nothing_and_leaves_no_server(
     )
     assert gone
     assert port not in _listening_ports()  # nobody listens there any more
-    assert not list((tg.data_dir / "prefect").iterdir())  # its database went with it
+    assert not list((tg_settings.data_dir / "prefect").iterdir())  # its database went with it
     audio = fake.calls_of("sendAudio")
     assert len(audio) == 8
     assert sorted(int(c.params["chat_id"]) for c in audio) == sorted(u for u in users for _ in "ab")
@@ -248,7 +228,7 @@ def test_a_burst_at_a_fresh_start_loses_nothing_and_leaves_no_server(
         cover = tmp_path / f"{n}-{filename}"
         cover.write_bytes(data)
         assert abs(decode(cover, SR, 2).shape[1] - want) <= 0.010 * SR
-    assert {j.state for j in _jobs(tg)} == {"succeeded"}
+    assert {j.state for j in _jobs(tg_settings)} == {"succeeded"}
     assert "Traceback" not in bot.output()
 
 
@@ -256,17 +236,18 @@ def test_a_burst_at_a_fresh_start_loses_nothing_and_leaves_no_server(
 # /cancel
 
 
-def test_cancel_stops_the_separation_within_seconds(fake, tg, voice_files, tmp_path):
+def test_cancel_stops_the_separation_within_seconds(fake, tg_settings, voice_files, tmp_path):
     from flows import submit
 
-    song, _path = _song(tg, tmp_path, 60.0)  # takes a while to separate with the tiny model
-    _voice(tg, voice_files, 1)
-    process = BotProcess(tg).start()
+    # (60 s of song take a while to separate, even with the tiny model)
+    song, _path = _song(tg_settings, tmp_path, 60.0)
+    _voice(tg_settings, voice_files, 1)
+    process = BotProcess(tg_settings).start()
     try:
         command = fake.send_text("/cover test song")
         status = fake.wait_for(lambda: fake.replies_to(command), 30, "the status message")[0]
         [job] = fake.wait_for(
-            lambda: [j for j in _jobs(tg) if j.step == "separating" and j.progress > 0.11],
+            lambda: [j for j in _jobs(tg_settings) if j.step == "separating" and j.progress > 0.11],
             120,
             "the separation to be under way",
         )
@@ -284,13 +265,13 @@ def test_cancel_stops_the_separation_within_seconds(fake, tg, voice_files, tmp_p
     finally:
         process.stop()
     assert took < 10, took  # not the ~30 s the separation would have taken
-    [ended] = _jobs(tg)
+    [ended] = _jobs(tg_settings)
     assert ended.state == "cancelled"
-    with session(tg.database) as db:  # the separation was stopped half way, not finished
+    with session(tg_settings.database) as db:  # the separation was stopped half way, not finished
         assert not db.query(StepRun).filter(StepRun.step == "separating").count()
         assert not db.query(StemSet).count()
     assert not fake.calls_of("sendAudio")
-    assert not (tg.work_dir / job.id).exists()
+    assert not (tg_settings.work_dir / job.id).exists()
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,7 +330,7 @@ def test_a_job_nobody_can_be_told_about_ends_with_a_sentence(settings):
 
 
 def test_status_lines_of_a_restart():
-    from flows.delivery import status_line
+    from flows.chat.text import status_line
 
     assert status_line("queued", "interrupted", 0.3, kind="cover") == (
         "⏸ Encore is restarting; your cover continues when it is back."

@@ -13,6 +13,15 @@ from flows.db import Base, migrate
 from flows.db import __file__ as db_file
 
 
+def _alembic(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_file).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
 def test_migrations_match_the_models(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     migrate(url)
@@ -25,7 +34,6 @@ def test_migrations_match_the_models(tmp_path):
 
 def test_reply_targets_move_out_of_job_parameters(tmp_path):
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
     from flows.db import engine_for
@@ -33,9 +41,7 @@ def test_reply_targets_move_out_of_job_parameters(tmp_path):
     from flows.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db_file).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg = _alembic(url)
     command.upgrade(cfg, "0004")
     target = {"platform": "discord", "interaction_token": "tok1", "channel_id": "9"}
     with create_engine(url).begin() as conn:
@@ -51,3 +57,46 @@ def test_reply_targets_move_out_of_job_parameters(tmp_path):
     s = Settings(database_url=url, data_dir=tmp_path)
     assert get_job(s, "j1").params == {"song_id": "s1"}
     assert reply_target(s, "j1") == target
+
+
+def test_lookalike_voice_names_get_one_key_and_the_database_refuses_a_third(tmp_path):
+    import pytest
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from flows.db import Voice, session
+    from flows.names import name_key
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cfg = _alembic(url)
+    command.upgrade(cfg, "0009")
+    with create_engine(url).begin() as conn:
+        # Stored before keys existed: "alice" and a Cyrillic-a "аlice", both bob's.
+        for voice_id, name in (("v1", "alice"), ("v2", "\u0430lice")):
+            conn.execute(
+                text(
+                    "INSERT INTO voices (id, owner, name, pth_uri, version, sample_rate, f0,"
+                    " public, source, created_at) VALUES (:id, 'telegram:2', :name, 'x', 'v2',"
+                    " 40000, 1, 0, 'imported', '2026-01-01')"
+                ),
+                {"id": voice_id, "name": name},
+            )
+    command.upgrade(cfg, "head")
+
+    with session(url) as db:
+        keys = {v.id: v.name_key for v in db.query(Voice)}
+    key = name_key("alice")
+    assert keys["v1"] == key and keys["v2"].startswith(key) and keys["v2"] != key
+    with pytest.raises(IntegrityError), session(url) as db:  # a fullwidth "Ａlice": refused
+        db.add(
+            Voice(
+                owner="telegram:2", name="\uff21lice", pth_uri="y", version="v2", sample_rate=40000
+            )
+        )
+    with session(url) as db:  # another owner may use the name
+        db.add(
+            Voice(
+                owner="telegram:3", name="\uff21lice", pth_uri="y", version="v2", sample_rate=40000
+            )
+        )

@@ -117,7 +117,7 @@ def test_cover_flow_on_postgres(pg_settings, song_wav, voice_files):
     row = get_job(s, job.id)
     assert row.created_at.utcoffset() == timedelta(0)  # aware, in UTC
     assert row.updated_at >= row.created_at
-    assert row.result["filename"].endswith("(bob cover).mp3")
+    assert row.result["filename"].endswith("(bob cover, -1).mp3")
     assert reap_interrupted(s, idle_seconds=0) == 0  # nothing open is left to reap
     with db.session(s.database) as conn:
         assert conn.scalar(select(func.count()).select_from(Job)) == 2

@@ -249,7 +249,7 @@ def test_cover_job_stores_in_s3_and_cleans_its_tmp(s3_settings, song_wav, voice_
     assert job.state == "succeeded", job.reason
     assert job.result["uri"].startswith(f"s3://{bucket}/encore/covers/{job.id}/")
     cover = open_storage(s.storage).fetch(job.result["uri"], s.work_dir / "check")
-    assert cover.name == job.result["filename"] == "Tester - Cloud Song (alice cover).mp3"
+    assert cover.name == job.result["filename"] == "Tester - Cloud Song (alice cover, +1).mp3"
     samples = decode(cover, 44100, 2).shape[1]  # decoded: the encoder's padding trimmed
     assert abs(samples - decode(song_wav, 44100, 2).shape[1]) <= 0.010 * 44100
 

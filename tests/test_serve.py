@@ -23,17 +23,9 @@ from flows.db import TERMINAL, Job, session
 from flows.voices import import_voice
 from gpu_worker.audio import decode
 from tests.conftest import ROOT, _free_port, descendants
-from tests.fake_telegram import FakeTelegram
 
 SR = 44100
 ADA = 1
-
-
-@pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
 
 
 def test_serve_on_a_clean_machine_runs_a_cover_from_the_bot_on_its_own_server(

@@ -98,6 +98,12 @@ def test_train_a_voice_then_cover_with_it(train_settings, speech, song_wav):
     preview = storage.fetch(job.result["preview_uri"], s.work_dir)
     assert decode(preview, SR, 2).shape[1] == pytest.approx(6 * SR, abs=0.01 * SR)
     assert abs(measure_loudness(preview).integrated_lufs - s.loudness_lufs) <= 0.5
+    # ... marked as AI-generated: tags naming the voice, and a signed manifest.
+    from gpu_worker import provenance
+    from gpu_worker.tags import read_tags
+
+    assert read_tags(preview)["VOICE"] == "Me"
+    assert provenance.read(preview).ai_generated and provenance.read(preview).valid
 
     # Nothing of the user's samples or the training folder is left behind.
     assert _uploaded_files(s) == []

@@ -22,13 +22,15 @@ from flows.demo import synth_song
 from flows.users import subscribe
 from flows.voices import import_voice
 from gpu_worker.audio import decode, write_wav
-from tests.fake_telegram import FakeTelegram, free_port
+from tests.conftest import drain_jobs
+from tests.fake_telegram import free_port
 
 SR = 44100
 ADMIN = "telegram:1"
 GROUP = -100777  # a group chat that subscribed, with alice's voice
 BOBS = 2  # a private chat that subscribed with bob's voice
 NO_VOICE = -100888  # a group chat that subscribed before anyone had a voice
+BOBS_GROUP = -100999  # a group chat that subscribed with bob's voice
 DAY = "2026-03-06"
 
 
@@ -228,13 +230,6 @@ def test_matching_never_guesses():
 
 
 @pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def drop_settings(settings, fake, chart, monkeypatch):
     from flows.settings import get_settings
 
@@ -245,18 +240,8 @@ def drop_settings(settings, fake, chart, monkeypatch):
     monkeypatch.setenv("ENCORE_CHART_LIMIT", "5")
     get_settings.cache_clear()
     yield get_settings()
-    _drain()
+    drain_jobs()
     get_settings.cache_clear()
-
-
-def _drain(timeout: float = 300) -> None:
-    """Wait for every job thread: flows read the settings of the environment."""
-    from flows import submit
-
-    deadline = time.monotonic() + timeout
-    for job_id, thread in list(submit._threads.items()):
-        thread.join(max(0.1, deadline - time.monotonic()))
-        submit._threads.pop(job_id, None)
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +268,12 @@ def _jobs(s) -> list[Job]:
         return list(db.query(Job).order_by(Job.created_at))
 
 
+def _running_job_threads() -> list:
+    from flows import submit
+
+    return [thread for thread in submit._threads.values() if thread.is_alive()]
+
+
 def _delivered(s, job_ids: list[str]) -> list[str]:
     with session(s.database) as db:
         rows = db.query(Delivery).filter(Delivery.job_id.in_(job_ids)).all()
@@ -296,6 +287,7 @@ def _audio_to(fake, chat_id: int):
 def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
     fake, chart, drop_settings, catalog, voice_files, short_songs, tmp_path, monkeypatch
 ):
+    from flows.settings import get_settings
     from flows.steps import separate
     from flows.submit import follow
     from flows.trending import trending_drop
@@ -308,7 +300,9 @@ def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
         return real_separate(audio, *args, **kwargs)
 
     monkeypatch.setattr(separate.engine, "separate", counting)
-    s = drop_settings
+    monkeypatch.setenv("ENCORE_TRENDING_PRIVATE_CHATS", "1")  # bob's private chat may have them
+    get_settings.cache_clear()
+    s = get_settings()
     alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
     bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
     assert subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
@@ -382,8 +376,27 @@ def test_a_drop_posts_each_chart_song_once_to_subscribed_chats(
     assert [j["job_id"] for j in again["existing"]] == job_ids
     assert again["missing"] == summary["missing"] and again["matched"] == summary["matched"]
     assert len(_jobs(s)) == len(jobs)
-    time.sleep(1.0)
+    # No job runs in this process any more, and every delivery is recorded as sent.
+    fake.wait_for(lambda: not _running_job_threads(), 60, "the job threads to end")
+    assert _delivered(s, job_ids) == ["sent"] * 4
     assert len(fake.calls_of("sendAudio")) == 4
+
+
+def test_a_private_chat_subscribed_before_they_were_refused_gets_no_drop(
+    drop_settings, chart, catalog, voice_files
+):
+    from flows.trending import run_drop
+
+    s = drop_settings  # private chats not allowed: the default
+    bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
+    assert subscribe(s, "telegram", str(BOBS), "trending", bob.id, f"telegram:{BOBS}")
+    chart.serve(apple(("TEST SONG", "tester")))
+
+    summary = run_drop(s, day=DAY)
+
+    assert summary["submitted"] == [] and _jobs(s) == []
+    [skipped] = summary["skipped"]
+    assert skipped["chat_id"] == str(BOBS) and "private chat" in skipped["reason"]
 
 
 def test_the_cli_runs_a_drop_and_reports_what_it_could_not_do(
@@ -497,7 +510,7 @@ def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
     alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
     bob = import_voice(s, f"telegram:{BOBS}", "bob", list(voice_files["bob"]))
     subscribe(s, "telegram", str(GROUP), "trending", alice.id, ADMIN)
-    subscribe(s, "telegram", str(BOBS), "trending", bob.id, f"telegram:{BOBS}")
+    subscribe(s, "telegram", str(BOBS_GROUP), "trending", bob.id, f"telegram:{BOBS}")
     chart.serve([{"title": "Quiet Morning", "artist": "Nobody Famous"}])  # the shortest song
     summary = trending_drop(day=DAY)
     by_chat = {j["chat_id"]: j["job_id"] for j in summary["submitted"]}
@@ -518,13 +531,13 @@ def test_forgetting_an_admin_removes_the_drop_covers_sung_in_their_voice(
     with session(s.database) as db:
         assert db.get(Job, by_chat[str(GROUP)]) is None  # sung by alice: gone, with its file
         assert db.get(Delivery, by_chat[str(GROUP)]) is None
-        assert db.get(Job, by_chat[str(BOBS)]).state == "succeeded"  # bob's stays
+        assert db.get(Job, by_chat[str(BOBS_GROUP)]).state == "succeeded"  # bob's stays
         left = db.get(Job, waiting)  # cancelled; its row kept for the flow, naming no one
         assert (left.state, left.owner, left.params) == ("cancelled", "forgotten", {})
         subs = {sub.chat_id: sub for sub in db.query(ChatSubscription)}
         assert subs[str(GROUP)].created_by is None  # the chat's, it stays
     assert not storage.exists(uris[str(GROUP)])
-    assert storage.exists(uris[str(BOBS)])
+    assert storage.exists(uris[str(BOBS_GROUP)])
 
 
 def _result_uri(s, job_id: str) -> str:
@@ -564,7 +577,7 @@ def _ended_cover(s, song_wav, reply_to: dict) -> str:
 
 
 def _posted(courier_class, s, song_wav, reply_to: dict, monkeypatch) -> list[tuple]:
-    from flows.delivery import deliver
+    from flows.chat import deliver
 
     monkeypatch.setattr(courier_class, "api_class", RecordingApi)
     monkeypatch.setattr(RecordingApi, "calls", [])
@@ -576,22 +589,22 @@ def _posted(courier_class, s, song_wav, reply_to: dict, monkeypatch) -> list[tup
 def test_an_unprompted_telegram_cover_has_its_headline_as_the_caption(
     settings, song_wav, monkeypatch
 ):
-    from flows.delivery import Courier
+    from flows.chat.telegram import TelegramCourier
 
     head = "📈 #1 on the chart: Tester - Test Song — sung by alice"
     to = {"platform": "telegram", "chat_id": GROUP, "headline": head}
-    [(method, data, files)] = _posted(Courier, settings, song_wav, to, monkeypatch)
+    [(method, data, files)] = _posted(TelegramCourier, settings, song_wav, to, monkeypatch)
     assert method == "sendAudio" and data["caption"] == head and "audio" in files
 
     # Over Telegram's 1024 (UTF-16 units, an emoji being two): cut between characters.
     to["headline"] = "📈 " + "🎤" * 600
-    [(_, data, _)] = _posted(Courier, settings, song_wav, to, monkeypatch)
+    [(_, data, _)] = _posted(TelegramCourier, settings, song_wav, to, monkeypatch)
     assert data["caption"] == "📈 " + "🎤" * 510 + "…"
     assert len(data["caption"].encode("utf-16-le")) // 2 == 1024
 
     # A job asked for in the chat has its status message: no caption, as before.
     prompted = {**to, "status_message_id": 45, "reply_to_message_id": 44}
-    calls = _posted(Courier, settings, song_wav, prompted, monkeypatch)
+    calls = _posted(TelegramCourier, settings, song_wav, prompted, monkeypatch)
     [(_, data, _)] = [c for c in calls if c[0] == "sendAudio"]
     assert "caption" not in data
     assert calls[-1][0] == "editMessageText"  # ✅ Done, in the status message
@@ -600,7 +613,7 @@ def test_an_unprompted_telegram_cover_has_its_headline_as_the_caption(
 def test_an_unprompted_discord_cover_has_its_headline_as_the_channel_post(
     settings, song_wav, monkeypatch
 ):
-    from flows.delivery import DiscordCourier
+    from flows.chat.discord import DiscordCourier
 
     head = "📈 #1 on the chart: Tester - Test Song — sung by alice"
     to = {"platform": "discord", "chat_id": "555", "channel_id": "555", "headline": head}

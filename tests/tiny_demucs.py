@@ -5,6 +5,11 @@ released `htdemucs`, fewer channels and layers, 2 s segments) as a package
 `{"klass", "args", "kwargs", "state"}` saved with `demucs.states.save_with_checksum`
 (`<sig>-<sha256[:8]>.th`), plus the bag file `<name>.yaml` listing it, so that
 `demucs.pretrained.get_model(name, repo=folder)` loads it for real. Builds in well under 1 s.
+
+`sources=SOURCES_6S` builds the six-source layout of the released `htdemucs_6s` (guitar and
+piano too). `voice_only=True` builds a separator that hears nothing but voice, as a trained
+model does on an a cappella song: the output layers of every other source are zero (their
+stems are near-silent) and the vocal's are amplified to a song's level.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from fractions import Fraction
 from pathlib import Path
 
 SOURCES = ["drums", "bass", "other", "vocals"]
+SOURCES_6S = ["drums", "bass", "other", "vocals", "guitar", "piano"]  # htdemucs_6s's order
+VOICE_ONLY_GAIN = 60.0
 
 # The released htdemucs differs in channels=48, bottom_channels=512, t_layers=5, t_heads=8,
 # t_hidden_scale=4 and segment=39/5 (41,984,456 parameters); see `full_htdemucs_kwargs`.
@@ -42,6 +49,7 @@ def build_demucs_repo(
     sources: list[str] | None = None,
     seed: int = 0,
     sig: str | None = None,
+    voice_only: bool = False,
 ) -> Path:
     """Write a random-weight HTDemucs as model `name` into `folder`; return the `.th` file.
 
@@ -62,6 +70,8 @@ def build_demucs_repo(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = HTDemucs(sources, **kwargs)
+    if voice_only:
+        _keep_only_vocals(model, sources)
     package = {
         "klass": HTDemucs,
         "args": (sources,),
@@ -72,6 +82,24 @@ def build_demucs_repo(
     (folder / f"{name}.yaml").write_text(f"models: ['{sig}']\n")
     (path,) = folder.glob(f"{sig}-*.th")
     return path
+
+
+def _keep_only_vocals(model, sources: list[str]) -> None:
+    """Zero the last decoder layers' outputs of every source but the vocals (both the
+    spectrogram and the waveform branch; channels are grouped by source), and amplify the
+    vocals' so their stem is as loud as a song."""
+    import torch
+
+    keep = sources.index("vocals")
+    with torch.no_grad():
+        for layer in (model.decoder[-1].conv_tr, model.tdecoder[-1].conv_tr):
+            per = layer.out_channels // len(sources)
+            for i in range(len(sources)):
+                part = slice(i * per, (i + 1) * per)
+                scale = VOICE_ONLY_GAIN if i == keep else 0.0
+                layer.weight[:, part] *= scale  # (in, out, kernel...) for a transposed conv
+                if layer.bias is not None:
+                    layer.bias[part] *= scale
 
 
 def demucs_reference(model_dir: Path, name: str, audio) -> dict:

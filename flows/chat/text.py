@@ -1,17 +1,328 @@
-"""What chat users read from Encore: every sentence, in one place.
+"""What chat users read from Encore's flows: every sentence, in one place.
 
-Sentences that name a command say what works on the platform they go to. Telegram's
-commands are typed with their text (`/train <name>`, `/done`, a `/cover` that replies to a
-file); Discord's are slash commands whose text and files are options (`/train new`,
-`/train add`), with no `/done` and no replying to a file. `replies(platform)` gives a
-platform's `CommandReplies`; a new platform adds its subclass here, registered with
-`@replies_for`.
+The status message (a job's headline and the line that says where it is), the outcome of a
+job as posted to its chat, what a trending drop says, and what the bots' query API answers.
+Sentences that name a command say what works on the platform they go to: `wording(platform)`
+gives a platform's `Wording` (Telegram's has `/done` and replies to a file; Discord's has
+neither). A new platform adds its `Wording` subclass here, registered with `@words_for`.
 
-Nothing here touches the database or the network: callers pass what a sentence needs, with
-durations already written out (`flows.api.format_duration`, `format_wait`).
+The bots' replies to commands are the last section: `replies(platform)` gives a platform's
+`CommandReplies` (Telegram's commands are typed with their text, `/done` and a `/cover` that
+replies to a file; Discord's are slash commands whose text and files are options), registered
+with `@replies_for`.
+
+Nothing here touches the database or the network: callers pass what the sentence needs.
 """
 
 from __future__ import annotations
+
+import math
+
+from flows.chat import charts_text, links_text
+from flows.db import TERMINAL
+from gpu_worker.samples import format_duration
+
+# ------------------------------------------------------------------------------------------
+# The status message: a headline, then where the job is
+
+# What each step of a job is called where users read it (the chats and the CLI).
+STEP_LABELS = {
+    "queued": "Queued",
+    "fetching": "Fetching the song from the link",
+    "resolving": "Fetching the song",
+    "separating": "Separating vocals and instruments",
+    "converting": "Singing in your voice",
+    "mixing": "Mixing",
+    "storing": "Saving",
+    "checking": "Checking your samples",
+    "isolating": "Removing background music",
+    "training": "Training your voice",
+    "registering": "Saving your voice",
+    "previewing": "Singing a preview",
+    "downloading": "Downloading the model",
+    "importing": "Checking the model",
+    "delivering": "Uploading",
+    "done": "Done",
+}
+
+RESTART_STEPS = ("restarted", "interrupted")
+JOB_NOUNS = {"cover": "cover", "karaoke": "karaoke track", "stems": "stems", "train": "voice"}
+
+
+def pitch_shift(pitch: int) -> str:
+    """ ", +2 semitones" for a shifted cover, "" for the original key."""
+    return f", {pitch:+d} semitones" if pitch else ""
+
+
+def headline(
+    kind: str,
+    song: str | None = None,
+    voice: str | None = None,
+    pitch: int = 0,
+    name: str | None = None,
+) -> str:
+    """The status message's first line: what the job is."""
+    if kind == "cover":
+        return f"🎤 {song} — sung by {voice}{pitch_shift(pitch)}"
+    if kind == "karaoke":
+        return f"🎶 Karaoke: {song}"
+    if kind == "stems":
+        return f"🎛 Stems: {song}"
+    if kind == "train":
+        return f"🧬 Training your voice “{name}”"
+    if kind == "import":
+        return f"📦 Importing the voice “{name}”"
+    return f"⚙️ {kind.capitalize()}"
+
+
+def progress_bar(fraction: float, cells: int = 10) -> str:
+    filled = round(min(max(fraction, 0.0), 1.0) * cells)
+    return "▰" * filled + "▱" * (cells - filled)
+
+
+def step_label(step: str, voice: str | None = None) -> str:
+    """What `step` is called; a cover sung by a voice that is not the user's own (the demo
+    voice, a public one) names it: `voice` is that voice's name."""
+    if step == "converting" and voice:
+        return f"Singing in the voice “{voice}”"
+    return STEP_LABELS.get(step, step.replace("_", " ").capitalize())
+
+
+def status_line(
+    state: str,
+    step: str,
+    progress: float,
+    position: int | None = None,
+    reason: str | None = None,
+    kind: str | None = None,
+    voice: str | None = None,
+) -> str:
+    """The status message's second line: where the job is (`voice`: see `step_label`)."""
+    noun = JOB_NOUNS.get(kind or "", "job")
+    if state not in TERMINAL and step == "restarted":  # taken over after a restart
+        return f"🔄 Encore restarted; your {noun} continues."
+    if state not in TERMINAL and step == "interrupted":  # its process is shutting down
+        return f"⏸ Encore is restarting; your {noun} continues when it is back."
+    if state == "queued" or step == "queued":
+        if not position or position <= 1:
+            return "⏳ Queued — yours is next"
+        ahead = position - 1
+        jobs = "job" if ahead == 1 else "jobs"
+        return f"⏳ Queued — #{position} in line ({ahead} {jobs} ahead of yours)"
+    if state == "succeeded":
+        return "✅ Done"
+    if state == "failed":
+        return f"❌ {reason or 'It did not work; please try again.'}"
+    if state == "cancelled":
+        return "🚫 Cancelled."
+    if step == "delivering":
+        return "📤 Uploading…"
+    return f"⚙️ {step_label(step, voice)}…  {progress_bar(progress)} {round(progress * 100)}%"
+
+
+def status_text(head: str, line: str) -> str:
+    return f"{head}\n{line}"
+
+
+CAPTION_LIMIT = 1024  # Telegram's, in UTF-16 code units
+
+
+def clip(text: str, limit: int = CAPTION_LIMIT) -> str:
+    """`text` in at most `limit` UTF-16 code units (as Telegram counts), cut between
+    characters and ended with an ellipsis when it is longer."""
+    if len(text.encode("utf-16-le")) // 2 <= limit:
+        return text
+    kept, used = [], 0
+    for char in text:
+        units = 2 if ord(char) > 0xFFFF else 1
+        if used + units > limit - 1:  # room for the ellipsis
+            break
+        kept.append(char)
+        used += units
+    return "".join(kept).rstrip().rstrip("\u200d") + "…"
+
+
+def megabytes(n: int) -> str:
+    """A size as users read it: "20.5 MB", "48 MB", "300 KB". Rounded up, so that a file over
+    a limit never reads as the limit itself (20.04 MB is "20.1 MB", not "20 MB")."""
+    if n >= 2**20:
+        return f"{math.ceil(n * 10 / 2**20) / 10:g} MB"
+    return f"{max(1, math.ceil(n / 1024))} KB"
+
+
+# ------------------------------------------------------------------------------------------
+# A job's outcome, as posted to its chat
+
+
+def cover_title(song_title: str, voice: str | None, kind: str = "cover", pitch: int = 0) -> str:
+    """The title of a posted cover or karaoke track: a +2 cover is not the original-key one."""
+    if kind == "cover" and voice:
+        shift = f", {pitch:+d}" if pitch else ""
+        return f"{song_title} ({voice} cover{shift})"
+    return f"{song_title} ({kind})"
+
+
+# ------------------------------------------------------------------------------------------
+# Trending drops (`flows.trending`): what a cover says in the chat, and why a chat got none
+
+
+def drop_headline(rank: int, song: str, voice: str) -> str:
+    """What a drop's cover says it is (its caption, or its channel post)."""
+    return f"📈 #{rank} on the chart: {song} — sung by {voice}"
+
+
+DROP_NO_VOICE = "no voice: an admin sets a default voice with /voice, then /trending on again"
+DROP_VOICE_GONE = "its voice was deleted: an admin picks another with /voice, then /trending on"
+DROP_VOICE_PRIVATE = "its voice is no longer available to the admin who subscribed"
+
+
+def drop_budget_spent(limit: int, wait_min: int) -> str:
+    return f"the budget of {limit} drop covers a day is spent (room in {wait_min} min)"
+
+
+OUTCOME_NOUNS = {"cover": "cover", "karaoke": "karaoke track"}
+
+
+def stems_caption(result: dict) -> str:
+    """What a stems zip holds (six stems: guitar and piano too), and the job's note if any."""
+    six = "guitar" in result.get("stems", [])
+    parts = "drums, bass, other, guitar, piano" if six else "drums, bass, other"
+    said = f"Vocals, {parts} and the instrumental, as FLAC."
+    return f"{said}\n{result['note']}" if result.get("note") else said
+
+
+DONE = "✅ Done."
+
+
+class Wording:
+    """The sentences of one platform; the base class is what every platform says alike."""
+
+    platform = ""  # the reply target's "platform"
+    name = "the chat"  # as users know it: "Telegram"
+
+    def undeliverable(self) -> str:
+        return "❌ It is ready, but it could not be posted here; please ask again later."
+
+    def waiting_upload(self) -> str:
+        return f"⏳ Waiting for {self.name} to accept the upload…"
+
+    def gave_up(self, give_up_s: float) -> str:
+        """The one sentence a chat gets when its outcome is given up."""
+        return (
+            f"❌ It was ready, but {self.name} refused it for {format_duration(give_up_s)}, "
+            "so I stopped trying; please ask again."
+        )
+
+    def too_big(self, what: str, size: int, limit: int, link: str | None) -> str:
+        """A result over the platform's upload limit for bots: a link, or why there is none."""
+        over = (
+            f"Your {what} is {megabytes(size)}, over {self.name}'s {megabytes(limit)} "
+            "limit for bots"
+        )
+        if link:
+            return f"{over}; download it here: {link}"
+        return f"{over}, and this server cannot make download links; try a shorter song."
+
+    def use_voice(self, name: str, is_default: bool) -> str:
+        """How to use a voice just made."""
+        if is_default:
+            return "It is your default voice now: try /cover <song>."
+        return f"Use it with /voice {name}, then /cover <song>."
+
+    def trained(self, name: str, voiced_s: float, is_default: bool) -> str:
+        return (
+            f"Your voice “{name}” is ready, trained on {format_duration(voiced_s)} of voice. "
+            f"Here is how it sings. {self.use_voice(name, is_default)}"
+        )
+
+    def imported(
+        self, name: str, version: str, sample_rate: int, index: bool, is_default: bool
+    ) -> str:
+        with_index = "with its index" if index else "without an index"
+        return (
+            f"✅ Imported “{name}” (RVC {version}, {sample_rate // 1000} kHz, {with_index}). "
+            f"{self.use_voice(name, is_default)}"
+        )
+
+    def send_song_file(self, verb: str) -> str:
+        """How to use a song file of one's own with `/<verb>` (cover, stems, karaoke)."""
+        return f"send me the song file with /{verb}"
+
+    def all_gone(self) -> str:
+        """After `/forget`, once the last file left pending is deleted."""
+        return "The rest of your files are deleted now: Encore keeps nothing about you."
+
+    # -- training samples (`flows.api.add_sample`)
+
+    def training_over(self) -> str:
+        return "That training session is over; start again with /train <name>."
+
+    def sample_repeated(self) -> str:
+        return "You sent this clip already."
+
+    def sample_over_total(self, max_total_s: float) -> str:
+        return (
+            f"That would take the total past {format_duration(max_total_s)}, the most one "
+            "voice trains on."
+        )
+
+    def sample_problem(self, problem: str) -> str:
+        """The intake's reason about "Sample 1", said about this clip."""
+        if problem.startswith("Sample 1 "):
+            return "This clip " + problem.removeprefix("Sample 1 ")
+        return problem
+
+
+_WORDINGS: dict[str, Wording] = {}
+
+
+def words_for(cls: type[Wording]) -> type[Wording]:
+    """Register a platform's wording (a class decorator)."""
+    _WORDINGS[cls.platform] = cls()
+    return cls
+
+
+def wording(platform: str | None) -> Wording:
+    """The sentences for `platform` ("telegram", "discord"); the common ones for another."""
+    return _WORDINGS.get(platform or "", _COMMON)
+
+
+_COMMON = Wording()
+
+
+@words_for
+class TelegramWording(Wording):
+    """Telegram has `/done` to end a training session, and replies to a sent file."""
+
+    platform = "telegram"
+    name = "Telegram"
+
+    def send_song_file(self, verb: str) -> str:
+        return f"send me the song file and reply to it with /{verb}"
+
+    def sample_over_total(self, max_total_s: float) -> str:
+        return f"{super().sample_over_total(max_total_s)[:-1]}; /done to train with what you sent."
+
+
+@words_for
+class DiscordWording(Wording):
+    """Discord's commands take their files as options: no `/done`, no replying to a file."""
+
+    platform = "discord"
+    name = "Discord"
+
+    def send_song_file(self, verb: str) -> str:
+        return f"attach the song file to /{verb} (its `file` option)"
+
+    def training_over(self) -> str:
+        return "That training session is over; start again with /train new."
+
+    def sample_over_total(self, max_total_s: float) -> str:
+        return (
+            f"That would take the total past {format_duration(max_total_s)}, the most one "
+            "voice trains on; the recordings you sent are enough."
+        )
+
 
 # ------------------------------------------------------------------------------------------
 # Replies to commands (what the bots in `bots/` answer)
@@ -281,11 +592,13 @@ class CommandReplies:
             "\n"
             "/cover <song> — make a cover; add +2 or -3 to change the key. "
             "Or reply /cover to a song file you sent.\n"
+            "/charts — the hit chart: press a song to cover it · /songs — every song I can cover\n"
             "/voices — your voices; /voice <name> sets the default\n"
             "/train <name> — clone a voice from voice notes\n"
             "/import — add an RVC model (.pth, .index or .zip)\n"
             "/karaoke <song> — the song without its lead vocal\n"
-            "/stems <song> — vocals, drums, bass and other as files\n"
+            "/stems <song> — vocals, drums, bass and other as files; /stems six <song> adds "
+            "guitar and piano\n"
             "/status — your jobs · /cancel — stop the latest\n"
             "/forget — delete everything I keep about you\n"
             "/trending on|off — group admins: post trending covers here"
@@ -294,8 +607,10 @@ class CommandReplies:
     def unknown_command(self, command: str) -> str:
         return f"I don't know /{command}; /help lists what I can do."
 
-    def chatter(self) -> str:
-        """Plain text in a private chat."""
+    def chatter(self, example: str | None = None) -> str:
+        """Plain text in a private chat; `example`: a song of the catalog to name."""
+        if example:
+            return charts_text.CHATTER.format(example=example)
         return "Send /cover <song> to make a cover, or /help to see everything I can do."
 
     def too_big(self, size: int, limit: int) -> str:
@@ -307,8 +622,12 @@ class CommandReplies:
 
     # -- songs
 
-    def which_song(self, verb: str) -> str:
-        """A song command with no song."""
+    def which_song(self, verb: str, example: str | None = None) -> str:
+        """A song command with no song; `example`: a song of the catalog to name."""
+        if example and verb == "cover":
+            return charts_text.COVER_USAGE.format(example=example)
+        if example:
+            return charts_text.SONG_USAGE.format(verb=verb, example=example)
         if verb == "cover":
             return (
                 "Tell me which song: /cover <song>, like /cover yesterday +2. "
@@ -399,7 +718,9 @@ class CommandReplies:
 
     # -- importing
 
-    def import_started(self, name: str, file_limit: int | None) -> str:
+    def import_started(self, name: str, file_limit: int | None, links: bool = False) -> str:
+        """`links`: models may be imported from a link too (`/import <link> [name]`)."""
+        bigger = f" {links_text.IMPORT_BY_LINK}" if links else ""
         called = (
             f"I'll call it {quoted(name)}."
             if name
@@ -412,7 +733,7 @@ class CommandReplies:
         )
         return (
             "📦 Send me the RVC model as a file: a .zip holding the .pth (and its .index), or "
-            f"the .pth and then the .index. {fetch}{called}"
+            f"the .pth and then the .index. {fetch}{called}{bigger}"
         )
 
     def got_model(self) -> str:
@@ -472,11 +793,13 @@ class DiscordReplies(CommandReplies):
             "even your own.\n"
             "\n"
             "/cover — make a cover: pick a song as you type, or attach a song file\n"
+            "/charts — the hit chart: press a song to cover it · /songs — every song I can cover\n"
             "/voices — your voices; /voice sets the default\n"
             "/train new — clone a voice from recordings; /train add — more recordings\n"
             "/import — add an RVC model (.pth, .index or .zip)\n"
             "/karaoke — the song without its lead vocal\n"
-            "/stems — vocals, drums, bass and other as files\n"
+            "/stems — vocals, drums, bass and other as files; its `six` option adds guitar "
+            "and piano\n"
             "/status — your jobs · /cancel — stop the latest\n"
             "/forget — delete everything I keep about you\n"
             "/trending — server admins: post trending covers here"
@@ -485,7 +808,7 @@ class DiscordReplies(CommandReplies):
     def unknown_command(self, command: str) -> str:
         return f"I don't know /{command}; type / to see what I can do."
 
-    def chatter(self) -> str:
+    def chatter(self, example: str | None = None) -> str:
         return "Use /cover to make a cover; type / to see everything I can do."
 
     def too_big(self, size: int, limit: int) -> str:
@@ -494,7 +817,7 @@ class DiscordReplies(CommandReplies):
             f"{limit / 2**20:.0f} MB; send a shorter or more compressed file."
         )
 
-    def which_song(self, verb: str) -> str:
+    def which_song(self, verb: str, example: str | None = None) -> str:
         return pick_song_as_you_type(verb)
 
     def no_song_matches(self, query: str, verb: str) -> str:
@@ -572,7 +895,7 @@ class DiscordReplies(CommandReplies):
     def nothing_to_finish(self) -> str:
         return "Nothing to finish: start with /train new or /import."
 
-    def import_started(self, name: str, file_limit: int | None) -> str:
+    def import_started(self, name: str, file_limit: int | None, links: bool = False) -> str:
         called = f"I'll call it {quoted(name)}." if name else "I'll name it after the file."
         return f"📦 Importing the RVC model. {called}"
 
@@ -592,13 +915,15 @@ class DiscordReplies(CommandReplies):
 # What the Telegram command menu says of each command (`setMyCommands`).
 TELEGRAM_MENU: tuple[tuple[str, str], ...] = (
     ("cover", "Make a cover: /cover <song> [+2]"),
+    ("charts", "The hit chart: press a song to cover it"),
+    ("songs", "The songs you can cover"),
     ("voices", "Your voices and the default one"),
     ("voice", "Set your default voice: /voice <name>"),
     ("train", "Clone a voice from voice notes: /train <name>"),
     ("done", "Finish sending samples"),
     ("import", "Add an RVC model (.pth, .index or .zip)"),
     ("karaoke", "The song without its vocal: /karaoke <song>"),
-    ("stems", "Vocals, drums, bass and other: /stems <song>"),
+    ("stems", "Vocals, drums, bass and other: /stems [six] <song>"),
     ("status", "Your jobs"),
     ("cancel", "Stop the latest job or session"),
     ("forget", "Delete everything Encore keeps about you"),
@@ -624,6 +949,8 @@ DISCORD_COMMANDS: dict[str, str] = {
     "cancel": "Stop your latest job",
     "forget": "Delete everything Encore keeps about you",
     "trending": "Post covers of trending songs in this channel",
+    "charts": "The hit chart: press a song to cover it",
+    "songs": "The songs you can cover",
 }
 DISCORD_OPTIONS: dict[str, dict[str, str]] = {
     "cover": {
@@ -632,7 +959,11 @@ DISCORD_OPTIONS: dict[str, dict[str, str]] = {
         "pitch": "Change the key, in semitones",
         "file": "Or cover a song file you upload",
     },
-    "stems": {"song": SONG_OPTION, "file": "Or a song file you upload"},
+    "stems": {
+        "song": SONG_OPTION,
+        "file": "Or a song file you upload",
+        "six": "Six stems: guitar and piano too",
+    },
     "karaoke": {"song": SONG_OPTION, "file": "Or a song file you upload"},
     "train new": {
         "name": "What to call the voice",
@@ -650,4 +981,6 @@ DISCORD_OPTIONS: dict[str, dict[str, str]] = {
     },
     "voice": {"default": "The voice to use when a command names none"},
     "trending": {"state": "on or off; leave it out to see the current setting"},
+    "charts": {"chart": "Which chart (default: this channel's)"},
+    "songs": {"page": "Which page of the list"},
 }

@@ -15,11 +15,13 @@ from flows.erase import uri as erase_uri
 from flows.jobs import JobCancelled, job_progress, job_step
 from flows.settings import Settings
 from flows.steps.convert import voice_params
+from flows.steps.mark import mark
 from flows.steps.remix import file_title, mix_options
 from flows.storage import open_storage
 from flows.voices import voice_prefix
 from gpu_worker import convert, remix
 from gpu_worker.audio import write_wav
+from gpu_worker.tags import cover_tags
 
 
 def preview(s: Settings, job_id: str, voice: Voice, workdir: Path) -> dict:
@@ -43,6 +45,7 @@ def preview(s: Settings, job_id: str, voice: Voice, workdir: Path) -> dict:
         )
         opts = mix_options(s, {"reverb": 0.15})
         mixed = remix.remix(sung, backing_wav, workdir / f"preview.{opts.format}", opts)
+        mark(s, mixed.path, cover_tags("Encore demo tune (preview)", "Encore", voice.name))
         name = f"{file_title(voice.name)} (preview).{opts.format}"
         uri = storage.put(mixed.path, f"{voice_prefix(voice.owner, voice.id)}/{name}")
         with session(s.database) as db:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from flows.jobs import job_step
 from flows.settings import Settings
+from flows.steps.mark import mark
 from flows.storage import open_storage
 from gpu_worker import remix as engine
+from gpu_worker.tags import ResultTags
 
 
 def mix_options(s: Settings, options: dict) -> engine.MixOptions:
@@ -35,8 +37,10 @@ def remix(
     options: dict,
     title: str,
     workdir: Path,
+    tags: ResultTags | None = None,
 ) -> dict:
-    """Mix and store the cover; returns its URI, file name and measured loudness."""
+    """Mix, mark (`tags`, see `flows.steps.mark`) and store the cover; returns its URI, file
+    name and measured loudness."""
     with job_step(s, job_id, "mixing", 0.8) as record:
         storage = open_storage(s.storage)
         opts = mix_options(s, options)
@@ -44,6 +48,8 @@ def remix(
         instrumental = storage.fetch(instrumental_uri, workdir)
         name = f"{file_title(title)}.{opts.format}"
         result = engine.remix(vocal, instrumental, workdir / f"cover.{opts.format}", opts)
+        if tags is not None:
+            mark(s, result.path, tags)
         uri = storage.put(result.path, f"covers/{job_id}/{name}")
         record.detail = {
             "lufs": result.loudness.integrated_lufs,

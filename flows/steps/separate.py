@@ -4,10 +4,16 @@ The stems cache is a row per (content hash, model). The first run claims the row
 a run that finds the row ready reuses the stored stems; a run that finds it being computed by
 someone else waits for it. A claim whose owner died is taken over after `stems_wait_seconds`,
 or at once by a later attempt of the same job (a cluster re-runs a job whose worker died).
+
+An a cappella song (its separated instrumental near-silent, `gpu_worker.acappella`) keeps
+the untouched song as its vocal stem and silence for the rest; a marker file beside its
+stems (`a-cappella.json`) says so to every later job that reuses them.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -20,20 +26,23 @@ from flows.db import Song, StemSet, now, session
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.storage import open_storage
+from gpu_worker import acappella
 from gpu_worker import separate as engine
 from gpu_worker.audio import decode
 from gpu_worker.errors import EngineError
 
 POLL_SECONDS = 1.0
+A_CAPPELLA_MARK = "a-cappella.json"
 
 
-def options(s: Settings) -> engine.SeparationOptions:
+def options(s: Settings, model: str | None = None) -> engine.SeparationOptions:
+    """The operator's separation settings; `model` replaces the model (six stems)."""
     device = s.resolved_device()
     precision = s.separation_precision
     if precision == "auto":
         precision = engine.default_precision(device)
     return engine.SeparationOptions(
-        model=s.separation_model or engine.default_model(device),
+        model=model or s.separation_model or engine.default_model(device),
         device=device,
         precision=precision,
         overlap=s.separation_overlap,
@@ -87,14 +96,36 @@ def _compute(
     )
     storage = open_storage(s.storage)
     key = stems_key(song, opts.model)
+    share = acappella.check_stems(audio, files, s.a_cappella_db)
+    if share is not None:  # the song is voice alone: its stems were replaced, say so
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            mark = Path(tmp) / A_CAPPELLA_MARK
+            mark.write_text(json.dumps({"instrumental_share_db": round(share, 1)}))
+            storage.put(mark, f"{key}/{A_CAPPELLA_MARK}")
+    else:  # a mark left by earlier stems of this song (another threshold) no longer holds
+        storage.delete(storage.uri(f"{key}/{A_CAPPELLA_MARK}"))
     return {name: storage.put(path, f"{key}/{name}.wav") for name, path in files.items()}
 
 
+def is_a_cappella(s: Settings, song: Song, model: str | None = None) -> bool:
+    """Whether the song's stems (by `model`, default the operator's) found it a cappella."""
+    storage = open_storage(s.storage)
+    key = stems_key(song, options(s, model).model)
+    return storage.exists(storage.uri(f"{key}/{A_CAPPELLA_MARK}"))
+
+
 def get_stems(
-    s: Settings, song: Song, audio_path: Path, workdir: Path, progress=None, job_id=None
+    s: Settings,
+    song: Song,
+    audio_path: Path,
+    workdir: Path,
+    progress=None,
+    job_id=None,
+    model: str | None = None,
 ) -> tuple[dict, bool]:
-    """Stem URIs for `song` and whether they came from the cache; `job_id` names the claim."""
-    opts = options(s)
+    """Stem URIs for `song` and whether they came from the cache; `job_id` names the claim;
+    `model` replaces the operator's separation model."""
+    opts = options(s, model)
     deadline = time.monotonic() + s.stems_wait_seconds
     while True:
         row = _claim(s, song, opts.model, job_id)
@@ -126,11 +157,20 @@ def get_stems(
         time.sleep(POLL_SECONDS)
 
 
-def separate(s: Settings, job_id: str, song: Song, audio_path: Path, workdir: Path) -> dict:
+def separate(
+    s: Settings,
+    job_id: str,
+    song: Song,
+    audio_path: Path,
+    workdir: Path,
+    model: str | None = None,
+) -> dict:
     """The job's separation step: stems from the cache or freshly computed."""
     with job_step(s, job_id, "separating", 0.1) as record:
         progress = job_progress(s, job_id, 0.1, 0.45)
-        stems, cached = get_stems(s, song, audio_path, workdir, progress, job_id)
+        stems, cached = get_stems(s, song, audio_path, workdir, progress, job_id, model)
         record.cached = cached
-        record.detail = {"model": options(s).model}
+        record.detail = {"model": options(s, model).model}
+        if is_a_cappella(s, song, model):
+            record.detail["a_cappella"] = True
         return stems

@@ -1,7 +1,8 @@
-"""The model folder: what must be in it, what is, and filling it with `encore models download`.
+"""The weights folder: what must be in it, what is, and filling it with `encore models download`.
 
 Layout under `ENCORE_MODEL_DIR`:
-- `demucs/`: Demucs models (`<sig>.th` and bag `.yaml` files), read by Demucs's own loader;
+- `demucs/`: Demucs models (`<sig>.th` and bag `.yaml` files), read by Demucs's own loader:
+  the separation model, and the six-stem model (`htdemucs_6s`) that `/stems six` uses;
 - `rvc/`: rvc-next assets (HuBERT, RMVPE, the pretrained v2 base models);
 - `voices/demo/`: the demo voice (`.pth` and `.index`), used by `encore demo`.
 
@@ -47,7 +48,18 @@ def status(s: Settings) -> list[Part]:
     rows.append(Part("voice training base (v2 40k)", not base_missing, rvc_dir))
     demo = s.models / "voices" / "demo"
     rows.append(Part("demo voice", any(demo.glob("*.pth")) if demo.is_dir() else False, demo))
+    six = s.six_stems_model
+    rows.append(Part(f"six stems ({six})", _demucs_present(demucs_dir, six), demucs_dir))
     return rows
+
+
+def require_six_stems(s: Settings) -> None:
+    """Raise ModelMissing unless the six-stem model (`/stems six`) is in the model folder."""
+    row = status(s)[-1]
+    if not row.ok:
+        raise ModelMissing(
+            f"The {row.part} model is not in {row.path}; run `encore models download`."
+        )
 
 
 def _demucs_present(folder: Path, name: str) -> bool:
@@ -72,9 +84,10 @@ def require(s: Settings, conversion: bool = True, training: bool = False) -> Non
 def download(s: Settings, console: Console) -> None:
     """Fill the model folder: Demucs models, rvc-next assets, the demo voice."""
     model = separation_model(s)
-    with console.status(f"Downloading the Demucs model {model}..."):
-        separate.download_demucs(s.models / "demucs", [model])
-    console.print(f"[green]✓[/green] separation model {model}")
+    for name, what in ((model, "separation model"), (s.six_stems_model, "six-stem model")):
+        with console.status(f"Downloading the Demucs model {name}..."):
+            separate.download_demucs(s.models / "demucs", [name])
+        console.print(f"[green]✓[/green] {what} {name}")
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("Voice models (HuBERT, RMVPE, v2 base)", total=1.0)
