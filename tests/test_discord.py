@@ -520,7 +520,7 @@ def test_encore_bot_discord_sync_registers_the_commands_and_exits(fake, dc_setti
     command = [str(encore), "bot", "discord", "--sync"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "Registered 11 slash commands: /cover, /stems, /karaoke, /train" in done.stdout
+    assert "Registered 13 slash commands: /cover, /stems, /karaoke, /train" in done.stdout
     assert fake.commands == json.loads(SNAPSHOT.read_text())
     del env["ENCORE_DISCORD_TOKEN"]
     refused = subprocess.run(
