@@ -1,6 +1,7 @@
 """Benchmark: one cover, end to end through the engine, against the libraries' own paths.
 
     python bench/cover.py [--seconds 60] [--f0 rmvpe] [--model-dir DIR] [--rvc-dir DIR]
+                          [--device cpu|cuda]
 
 Prints one JSON object. The input is `flows.demo.synth_song(seconds)` encoded as an mp3.
 
@@ -93,17 +94,19 @@ def child_result(log: Path) -> dict:
 def child_ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     from gpu_worker import convert as vc
+    from gpu_worker import cpu
+    from gpu_worker import rvc_synthesis as syn
     from gpu_worker import separate as sep
     from gpu_worker.audio import decode
     from gpu_worker.remix import MixOptions, remix
 
     t1 = time.perf_counter()
     work, model_dir, assets = Path(args.work), Path(args.model_dir), Path(args.assets)
-    sep_options = sep.SeparationOptions(precision="auto")
+    sep_options = sep.SeparationOptions(precision="auto", device=args.device)
     params = vc.VoiceParams(f0_method=args.f0)
     # A warm worker holds the models: load them first, outside the timed steps.
     sep.load_model(model_dir, sep_options.model, sep_options.device)
-    runtime = vc.engine_runtime(assets, "cpu")
+    runtime = vc.engine_runtime(assets, args.device)
     runtime.voice(args.voice)
     runtime.index(args.index)
     runtime.hubert()
@@ -117,6 +120,7 @@ def child_ours(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     stems = sep.separate(audio, work / "stems", model_dir=model_dir, options=sep_options)
+    _sync(args.device)
     steps["separate"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -126,9 +130,11 @@ def child_ours(args: argparse.Namespace) -> None:
         voice_pth=Path(args.voice),
         index_path=Path(args.index),
         assets_dir=assets,
+        device=args.device,
         params=params,
         precision=args.precision,
     )
+    _sync(args.device)
     steps["convert"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -138,10 +144,10 @@ def child_ours(args: argparse.Namespace) -> None:
     info: dict = {"import_s": t1 - t0, "load_s": t2 - t1, "steps": steps}
     loud = mixed.loudness
     info["mix"] = {"lufs": loud.integrated_lufs, "true_peak_dbtp": loud.true_peak_dbtp}
-    info["separation_precision"] = sep.default_precision("cpu")
+    info["separation_precision"] = sep.default_precision(args.device)
     net_g = runtime.voice(args.voice).net_g
-    info["conversion_precision"] = vc._resolve_precision(args.precision, "cpu", net_g)
-    info["tcmalloc"] = sep.fast_allocator_active()
+    info["conversion_precision"] = syn._resolve_precision(args.precision, args.device, net_g)
+    info["tcmalloc"] = cpu.fast_allocator_active()
     import torch
 
     info["torch_threads"] = torch.get_num_threads()
@@ -150,16 +156,25 @@ def child_ours(args: argparse.Namespace) -> None:
     print("CHILD " + json.dumps(info))
 
 
+def _sync(device: str) -> None:
+    """Wait for the GPU's queued work, so a step's time is its own."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def precision_check(args: argparse.Namespace, runtime, vocal: Path, params) -> dict:
     """Convert the first seconds of the vocal in fp32 and in the chosen precision; SNR, times."""
     from gpu_worker import convert as vc
+    from gpu_worker import rvc_synthesis as syn
     from gpu_worker.audio import read_wav
 
     audio, rate = read_wav(vocal)
-    x16 = vc._resample(audio.mean(axis=0)[: int(args.snr_seconds * rate)], rate, vc.SR_16K)
+    x16 = syn.resample(audio.mean(axis=0)[: int(args.snr_seconds * rate)], rate, syn.SR_16K)
     voice, index = runtime.voice(args.voice), runtime.index(args.index)
     out, secs = {}, {}
-    for precision in ("fp32", vc._resolve_precision(args.precision, "cpu", voice.net_g)):
+    for precision in ("fp32", syn._resolve_precision(args.precision, args.device, voice.net_g)):
         start = time.perf_counter()
         out[precision] = vc.convert_16k(x16, runtime, voice, index, params, precision=precision)[0]
         secs[precision] = round(time.perf_counter() - start, 2)
@@ -179,7 +194,7 @@ def child_rvc(args: argparse.Namespace) -> None:
     from rvc_next.engine.convert.params import VoiceParams
     from rvc_next.engine.runtime import Runtime
 
-    runtime = Runtime(Path(args.assets), device="cpu")
+    runtime = Runtime(Path(args.assets), device=args.device)
     voice = runtime.voice(args.voice)
     index = runtime.index(args.index)
     t1 = time.perf_counter()
@@ -206,6 +221,7 @@ def main() -> None:
     parser.add_argument("--rvc-dir", type=Path, help="holds assets/ and voices/ (default: random)")
     parser.add_argument("--snr-seconds", type=float, default=20.0, help="0 skips the check")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both sides)")
     parser.add_argument("--child", choices=["ours", "rvc"], help=argparse.SUPPRESS)
     for hidden in ("input", "work", "assets", "voice", "index", "out"):
         parser.add_argument(f"--{hidden}", help=argparse.SUPPRESS)
@@ -217,7 +233,7 @@ def main() -> None:
 
     import torch
 
-    from gpu_worker import separate as sep
+    from gpu_worker import cpu
     from gpu_worker.remix import MixOptions, remix
 
     model = "htdemucs"
@@ -226,9 +242,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="encore-bench-cover-"))
     song = make_input(work, args.seconds)
     plain_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    ours_env = sep.fast_allocator_env(plain_env) if args.allocator == "tcmalloc" else plain_env
+    ours_env = cpu.fast_allocator_env(plain_env) if args.allocator == "tcmalloc" else plain_env
     common = ["--assets", str(assets), "--voice", str(voice), "--index", str(index)]
-    common += ["--f0", args.f0]
+    common += ["--f0", args.f0, "--device", args.device]
     me = [sys.executable, str(Path(__file__).resolve())]
 
     load_before = os.getloadavg()
@@ -243,7 +259,7 @@ def main() -> None:
     if not args.no_baseline:
         cli_cmd = [
             sys.executable, "-m", "demucs", "-n", model, "--repo", str(model_dir),
-            "--two-stems", "vocals", "-d", "cpu", "-o", str(work / "cli"), str(song),
+            "--two-stems", "vocals", "-d", args.device, "-o", str(work / "cli"), str(song),
         ]  # fmt: skip
         cli = run_child(cli_cmd, plain_env, work / "cli.log")
         stems = work / "cli" / model / song.stem
@@ -281,9 +297,9 @@ def main() -> None:
         "input": {"seconds": args.seconds, "source": "flows.demo.synth_song, mp3"},
         "weights": {"demucs": demucs_weights, "rvc": rvc_weights},
         "machine": {
-            "cpus": sep.available_cpus(),
+            "cpus": cpu.available_cpus(),
             "torch": torch.__version__,
-            "native_bf16": sep.cpu_has_native_bf16(),
+            "native_bf16": cpu.cpu_has_native_bf16(),
             "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
             "loadavg_1_5_15_after": [round(x, 2) for x in load_after],
         },

@@ -117,6 +117,7 @@ def child_ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     import soundfile as sf
 
+    from gpu_worker import cpu
     from gpu_worker import separate as sep
 
     t1 = time.perf_counter()
@@ -129,7 +130,7 @@ def child_ours(args: argparse.Namespace) -> None:
     sep.separate(audio, Path(args.out), model_dir=Path(args.model_dir), options=options)
     t3 = time.perf_counter()
     info = {"import_s": t1 - t0, "load_s": t2 - t1, "separate_s": t3 - t2}
-    info["tcmalloc"] = sep.fast_allocator_active()
+    info["tcmalloc"] = cpu.fast_allocator_active()
     print("CHILD " + json.dumps(info))
 
 
@@ -181,6 +182,7 @@ def main() -> None:
     import soundfile as sf
     import torch
 
+    from gpu_worker import cpu
     from gpu_worker import separate as sep
 
     variants = [v for v in args.variants.split(",") if v]
@@ -190,7 +192,7 @@ def main() -> None:
     track = work / "song.wav"
     sf.write(str(track), audio.T, SR, subtype="FLOAT")
     plain_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    envs = {"glibc": plain_env, "tcmalloc": sep.fast_allocator_env(plain_env)}
+    envs = {"glibc": plain_env, "tcmalloc": cpu.fast_allocator_env(plain_env)}
 
     cli_cmd = [
         sys.executable, "-m", "demucs", "-n", args.model, "--repo", str(model_dir),
@@ -214,7 +216,7 @@ def main() -> None:
             runs[v].append(run)
     load_after = os.getloadavg()[0]
 
-    torch.set_num_threads(sep.available_cpus())
+    torch.set_num_threads(cpu.available_cpus())
     ref, ref_s = reference(model_dir, args.model, audio)
 
     def summary(rs: list[dict]) -> dict:
@@ -253,10 +255,10 @@ def main() -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "settings": {"overlap": 0.25, "shifts_ours": 0, "shifts_cli": args.cli_shifts},
         "machine": {
-            "cpus": sep.available_cpus(),
+            "cpus": cpu.available_cpus(),
             "torch": torch.__version__,
-            "native_bf16": sep.cpu_has_native_bf16(),
-            "tcmalloc": sep.find_tcmalloc(),
+            "native_bf16": cpu.cpu_has_native_bf16(),
+            "tcmalloc": cpu.find_tcmalloc(),
             "loadavg_before_after": [round(load_before, 2), round(load_after, 2)],
             "waited_for_idle_s_max": args.wait_idle,
         },

@@ -96,6 +96,7 @@ def child(args: argparse.Namespace) -> None:
     from rvc_next.engine.cancel import CancelToken
 
     from gpu_worker import train as tr
+    from gpu_worker import train_stages as stages
 
     stop_after = args.warmup + args.steps
     token = CancelToken()
@@ -116,12 +117,14 @@ def child(args: argparse.Namespace) -> None:
     )
     start = time.perf_counter()
     with contextlib.suppress(tr.Cancelled):  # stopped after the measured steps
-        tr._run_job(job, emit, token)
+        stages.run_job(job, emit, token)
     end_training = time.perf_counter()
 
     # The index stage (after training in a real run; the loop was stopped before it here).
     t0 = time.perf_counter()
-    tr._index(Path(args.exp), "bench", options, True, tr._Reporter(lambda e: None), token=None)
+    stages._index(
+        Path(args.exp), "bench", options, True, stages.Reporter(lambda e: None), token=None
+    )
     index_s = time.perf_counter() - t0
 
     first: dict[str, float] = {}
@@ -168,7 +171,7 @@ def wait_for_idle(max_wait_s: float) -> float:
 
 
 def run_measured(args: argparse.Namespace, sample: Path, assets: Path, work: Path) -> dict:
-    from gpu_worker.separate import fast_allocator_env
+    from gpu_worker.cpu import fast_allocator_env
 
     plain = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
     env = fast_allocator_env(plain) if args.allocator == "tcmalloc" else plain
@@ -223,7 +226,7 @@ def main() -> None:
 
     import torch
 
-    from gpu_worker.separate import available_cpus, find_tcmalloc
+    from gpu_worker.cpu import available_cpus, find_tcmalloc
 
     assets, weights = ensure_assets(args.assets)
     load_before = os.getloadavg()[0]

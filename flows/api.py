@@ -5,12 +5,13 @@ the voices, the jobs and the users' state (`flows.users`): finding songs, adding
 sent, listing voices and the default one, checking one training sample, upload sessions,
 job lists and cancelling, forgetting a user, chat subscriptions and quotas. Everything it
 hands out is a plain frozen dataclass, never a database row, and every call takes an optional
-`Settings` (default: the process's). `UserError` is the error whose message a user may read.
+`Settings` (default: the process's). `UserError` is the error whose message a user may read:
+every function here turns the engine's typed errors into one (`flows.errors`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -23,13 +24,14 @@ from flows.chat import charts_text, deliver_pending, links_text
 from flows.chat.courier import job_headline
 from flows.chat.text import headline, status_line, status_text, wording
 from flows.db import ChatSubscription, Job, Song, UploadSession, Voice, session
+from flows.errors import UserError, sample_problem, worded
 from flows.jobs import reply_target, stop_all_jobs
 from flows.logs import protect_logs
 from flows.recovery import recover_lost_jobs
 from flows.settings import Settings, get_settings
 from flows.submit import JobInfo
 from flows.users import Forgotten, Limit, QuotaExceeded
-from gpu_worker.errors import EngineError as UserError
+from gpu_worker.hashing import file_sha256
 from gpu_worker.samples import IntakeLimits, check_samples, format_duration
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "QuotaExceeded",
     "SampleResult",
     "SongInfo",
+    "TrainingLimits",
     "UploadInfo",
     "UserError",
     "VoiceInfo",
@@ -493,8 +496,22 @@ def mark_submitted(upload_id: str, job_id: str, s: Settings | None = None) -> No
     users.mark_submitted(_s(s), upload_id, job_id)
 
 
-def training_limits(s: Settings | None = None) -> IntakeLimits:
-    return IntakeLimits(min_total_s=_s(s).train_min_seconds)
+@dataclass(frozen=True)
+class TrainingLimits:
+    """How much voice a training session takes: at least, best, at most (seconds)."""
+
+    min_total_s: float
+    recommended_s: tuple[float, float]
+    max_total_s: float
+
+
+def _intake_limits(s: Settings) -> IntakeLimits:
+    return IntakeLimits(min_total_s=s.train_min_seconds)
+
+
+def training_limits(s: Settings | None = None) -> TrainingLimits:
+    limits = _intake_limits(_s(s))
+    return TrainingLimits(limits.min_total_s, limits.recommended_s, limits.max_total_s)
 
 
 @dataclass(frozen=True)
@@ -504,14 +521,6 @@ class SampleResult:
     voiced_s: float  # of this sample
     problem: str | None  # why it was not taken: one sentence for the user
     upload: UploadInfo  # the session, with this sample when accepted
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def add_sample(
@@ -534,12 +543,12 @@ def add_sample(
         raise UserError(words.training_over())
     if any(f.source == source for f in session.files):
         return SampleResult(False, True, 0.0, None, session)
-    digest = _sha256(Path(local))
+    digest = file_sha256(Path(local))
     if any(row.content_hash == digest for row in users.upload_files(s, upload_id)):
         return SampleResult(False, False, 0.0, words.sample_repeated(), session)
-    limits = training_limits(s)
+    limits = _intake_limits(s)
     check = check_samples([Path(local)], limits, names=[filename]).samples[0]
-    problem = check.problem
+    problem = sample_problem(check)
     if problem is None and session.voiced_s + check.voiced_s > limits.max_total_s:
         problem = words.sample_over_total(limits.max_total_s)
     if problem is not None:
@@ -565,7 +574,7 @@ def add_model_file(
     Raises UserError, storing nothing, when the session is over or a cap is reached.
     """
     s = _s(s)
-    digest = _sha256(Path(local))
+    digest = file_sha256(Path(local))
     row = users.stage_file(s, upload_id, owner, source, Path(local), filename, digest)
     return get_upload(upload_id, s), row is not None
 
@@ -618,7 +627,7 @@ def prepare_process(s: Settings | None = None) -> int:
     never show a token, the fast allocator (if present; this restarts the process), the one
     Prefect backend of the process (`flows.backend`), and the jobs that an earlier process
     left unfinished, run again here. Returns how many jobs it resumed."""
-    from gpu_worker.separate import reexec_with_fast_allocator
+    from gpu_worker.cpu import reexec_with_fast_allocator
 
     protect_logs()
     reexec_with_fast_allocator()
@@ -634,3 +643,10 @@ def stop_jobs(timeout: float = 60.0) -> list[str]:
     start resumes them) and wait up to `timeout` for their threads; the ids still running."""
     stop_all_jobs()
     return submit.wait_running(timeout)
+
+
+# The engine's typed errors reach the bots as `UserError`, worded by `flows.errors`.
+for _name, _fn in list(globals().items()):
+    if inspect.isfunction(_fn) and _fn.__module__ == __name__ and not _name.startswith("_"):
+        globals()[_name] = worded(_fn)
+del _name, _fn

@@ -8,7 +8,6 @@ identical files share their stems.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from pathlib import Path
@@ -18,10 +17,11 @@ from sqlalchemy.exc import IntegrityError
 
 from flows import search
 from flows.db import Song, session
+from flows.errors import UserError
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.audio import Limits, scan
-from gpu_worker.errors import EngineError
+from gpu_worker.hashing import file_sha256
 
 MAX_TEXT = 200
 
@@ -37,14 +37,6 @@ def clean_text(text: str, limit: int = MAX_TEXT) -> str:
     text = unicodedata.normalize("NFKC", text or "")
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch == " ")
     return re.sub(r"\s+", " ", text).strip()[:limit]
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _owned(owner: str | None):
@@ -75,7 +67,7 @@ def add_song(
     lie or whose samples are invalid is refused here, before anything is stored or queued."""
     path = Path(path)
     info = scan(path, limits(s))
-    digest = file_hash(path)
+    digest = file_sha256(path)
     existing = _existing(s, digest, None)  # a catalog song is everyone's already
     if existing is None and owner is not None:
         existing = _existing(s, digest, owner)
@@ -140,7 +132,7 @@ def resolve_song(s: Settings, query: str, owner: str | None = None) -> Song:
         return song
     matches = find_songs(s, query, owner)
     if not matches:
-        raise EngineError(
+        raise UserError(
             f"No song in the catalog matches {clean_text(query)[:60]!r}; "
             "check the spelling or add it with `encore songs add`."
         )
@@ -149,5 +141,5 @@ def resolve_song(s: Settings, query: str, owner: str | None = None) -> Song:
         return best  # the exact title wins over songs that only contain its words
     if len(matches) > 1 and matches[1][1] >= score - 2 and label(matches[1][0]) != label(best):
         names = "; ".join(label(m) for m, _ in matches[:3])
-        raise EngineError(f"Several songs match: {names}. Be more specific.")
+        raise UserError(f"Several songs match: {names}. Be more specific.")
     return best

@@ -44,9 +44,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from flows.catalog import clean_text, label
 from flows.db import Song
+from flows.errors import UserError
 from flows.search import fold
 from flows.settings import Settings
-from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.charts")
 
@@ -60,7 +60,7 @@ DEEZER_TRANSIENT = (4, 700)  # Deezer's "Quota limit exceeded" and "service busy
 TIE_MARGIN = 2.0  # a second song within this many points of the best makes a match ambiguous
 
 
-class ChartError(EngineError):
+class ChartError(UserError):
     """The chart could not be read or is not a chart."""
 
 

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.errors import EXPECTED, ConsentNeeded, user_message
 from flows.settings import get_settings
-from gpu_worker.errors import EngineError
 
 app = typer.Typer(help="Encore: AI cover songs.", no_args_is_help=True, add_completion=False)
 songs_app = typer.Typer(help="The song catalog.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def main(
 ):
     if ctx.invoked_subcommand in HEAVY_COMMANDS:
         # Demucs runs about 1.3x faster under tcmalloc, which must be loaded at process start.
-        from gpu_worker.separate import reexec_with_fast_allocator
+        from gpu_worker.cpu import reexec_with_fast_allocator
 
         reexec_with_fast_allocator()
     state["debug"] = debug
@@ -92,10 +92,10 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except EngineError as exc:
+        except EXPECTED as exc:
             if state["debug"]:
                 raise
-            fail(exc.message)
+            fail(user_message(exc))
         except KeyboardInterrupt:
             fail("Interrupted.")
         except Exception as exc:
@@ -392,11 +392,10 @@ def voices_train(
     """
     from flows.recovery import recover_lost_jobs
     from flows.submit import stage_upload, submit_training
-    from flows.training import CONSENT_NEEDED
 
     s = get_settings()
     if not consent:
-        fail(f"{CONSENT_NEEDED} Add --consent.")
+        fail(f"{user_message(ConsentNeeded())} Add --consent.")
     require(s, training=True)
     recover_lost_jobs(s)
     uris = [stage_upload(CLI_USER, _existing(f), f.name, s=s) for f in samples]

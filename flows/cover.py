@@ -15,7 +15,7 @@ import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows.catalog import label
 from flows.chat import tags_text
 from flows.heavy import require_voice, run_heavy, sing_vocal
-from flows.jobs import run_job
+from flows.jobs import job_params, run_job
 from flows.settings import get_settings
 from flows.steps import fetch, remix, resolve, step_task
 from gpu_worker.tags import cover_tags
@@ -32,17 +32,18 @@ def make_cover(
     song_id: str | None,
     voice_id: str,
     options: dict | None = None,
-    link: str | None = None,
     chart: dict | None = None,
 ) -> dict:
-    """Make a cover of `song_id` (or of the song at `link`, fetched first: `flows.links`)
-    sung by `voice_id`, or of chart song `chart` ({"artist", "title"}) that the resolver
-    fetches into the catalog first (`flows.resolver`); returns the stored cover's URI.
+    """Make a cover of `song_id` (or, without one, of the song at the job's link, fetched
+    first: `flows.links`; the link stays in the job's row, not in the run's parameters) sung
+    by `voice_id`, or of chart song `chart` ({"artist", "title"}) that the resolver fetches
+    into the catalog first (`flows.resolver`); returns the stored cover's URI.
 
     `run_job` posts progress and the cover to the chat that asked (its reply target).
     """
     s = get_settings()
     options = options or {}
+    link = None if song_id or chart else job_params(s, job_id).get("link")
 
     def body(workdir: Path) -> dict:
         if chart:

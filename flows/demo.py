@@ -97,7 +97,7 @@ def ensure_demo_voice(s: Settings) -> Voice:
     folder = demo_voice_dir(s)
     pths = sorted(folder.glob("*.pth")) if folder.is_dir() else []
     if not pths:
-        raise ModelMissing("The demo voice is not downloaded; run `encore models download`.")
+        raise ModelMissing("demo_voice", folder=str(folder))
     files = [pths[0], *sorted(folder.glob("*.index"))[:1]]
     voice = import_voice(s, DEMO_OWNER, DEMO_VOICE, files)
     with session(s.database) as db:

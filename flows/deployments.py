@@ -213,10 +213,11 @@ def start_run(s: Settings, job_id: str, kind: str, params: dict, attempt: int) -
     from prefect.deployments import run_deployment
 
     from flows.heavy import DEPLOYMENT
+    from flows.jobs import run_parameters
 
     run = run_deployment(
         f"{JOB_FLOWS[kind]}/{DEPLOYMENT}",
-        parameters={"job_id": job_id, **params},
+        parameters=run_parameters(kind, job_id, params),
         timeout=0,
         idempotency_key=f"{job_id}:{attempt}",
         as_subflow=False,

@@ -11,7 +11,8 @@ The parent flow calls `run_heavy(s, flow, job_id, ...)`:
   touching the job row so the job is not taken for lost while it waits for a GPU, and stops
   the step when the user cancels. The step hands its output back as a small JSON object in the
   job's temporary storage prefix, since the two runs share neither memory nor disk. A user's
-  mistake found by the step (an `EngineError`) crosses over as its message.
+  mistake found by the step (an engine error or a `UserError`) crosses over as a record of
+  plain data (`flows.errors.error_record`).
 
 Every wait is bounded. A step no worker has started within `heavy_start_timeout_s` (no GPU
 capacity, an image that does not pull, a container dead before Prefect starts) is cancelled
@@ -39,25 +40,27 @@ from prefect import flow
 
 from flows.catalog import get_song
 from flows.db import Voice, session, untouched_s
+from flows.errors import EXPECTED, UserError, error_record, from_error_record
 from flows.jobs import (
     JobCancelled,
     get_job,
     heartbeat,
     heartbeat_s,
     job_key_prefix,
+    job_params,
     update_job,
     watch_job,
 )
 from flows.settings import Settings, get_settings
 from flows.steps import convert, intake, preview, separate, step_task, train
 from flows.storage import open_storage
-from gpu_worker import cancel, errors
-from gpu_worker.errors import Crashed, EngineError
+from gpu_worker import cancel
+from gpu_worker.errors import Crashed
 
 log = logging.getLogger("encore.heavy")
 
 DEPLOYMENT = "encore"  # every Encore flow is deployed under this name: "<flow>/encore"
-POLL_S = (0.25, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
+POLL_S = (0.1, 2.0)  # how often a waiting parent looks at its step's run: soon, then less
 LOST_RUN_TRIES = 2  # a step run that died without a word (its worker was lost) is run again
 STOP_GRACE_S = 60.0  # past its timeout, a step's own process has this long to stop it
 NOT_STARTED_STATES = ("SCHEDULED", "PENDING", "PAUSED")  # waiting for a worker (or a GPU)
@@ -110,7 +113,7 @@ def require_voice(s: Settings, voice_id: str) -> Voice:
     with session(s.database) as db:
         voice = db.get(Voice, voice_id)
     if voice is None:
-        raise EngineError("That voice was deleted; pick another voice.")
+        raise UserError("That voice was deleted; pick another voice.")
     return voice
 
 
@@ -138,8 +141,8 @@ def _step(s: Settings, job_id: str, name: str, body: Callable[[Path], Any]) -> A
     except JobCancelled:
         record = {"cancelled": True}
         raise
-    except EngineError as exc:
-        record = {"error": exc.message, "type": type(exc).__name__}
+    except EXPECTED as exc:
+        record = {"error": error_record(exc)}
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -169,10 +172,8 @@ def _received(s: Settings, job_id: str, run_id: str) -> dict | None:
 def _raise(record: dict) -> None:
     if record.get("cancelled"):
         raise JobCancelled()
-    kind = getattr(errors, str(record.get("type")), EngineError)
-    if not (isinstance(kind, type) and issubclass(kind, EngineError)):
-        kind = EngineError
-    raise kind(record["error"])
+    error = record.get("error")
+    raise from_error_record(error if isinstance(error, dict) else {"message": str(error)})
 
 
 def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
@@ -181,7 +182,7 @@ def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
         try:
             return step_flow(job_id=job_id, **params)
         except TimeoutError:  # the step flow's own timeout
-            raise EngineError(timed_out(step_flow)) from None
+            raise UserError(timed_out(step_flow)) from None
     for attempt in range(1, LOST_RUN_TRIES + 1):
         run_id, state = _run_deployment(s, step_flow, job_id, params)
         record = _received(s, job_id, run_id)
@@ -190,7 +191,7 @@ def run_heavy(s: Settings, step_flow, job_id: str, **params: Any) -> Any:
                 return record["ok"]
             _raise(record)
         if state == "TIMEDOUT":
-            raise EngineError(timed_out(step_flow))
+            raise UserError(timed_out(step_flow))
         if state == "CRASHED" and attempt < LOST_RUN_TRIES:
             log.warning("%s for job %s crashed; running it again", step_flow.name, job_id)
             continue
@@ -244,14 +245,14 @@ def _run_deployment(s: Settings, step_flow, job_id: str, params: dict) -> tuple[
                 if limit and now - running_since > limit + STOP_GRACE_S:
                     stop = Cancelling(message="It ran past its timeout and did not stop.")
                     client.set_flow_run_state(run.id, stop, force=True)
-                    raise EngineError(timed_out(step_flow))
+                    raise UserError(timed_out(step_flow))
             elif state in NOT_STARTED_STATES and now - started > s.heavy_start_timeout_s:
                 # No worker started it: nothing runs it, so it is cancelled outright (a state
                 # that holds no slot, and that a late start cannot leave).
                 message = f"No worker started it within {spoken(s.heavy_start_timeout_s)}."
                 client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
                 log.warning("%s for job %s was not started; cancelled", step_flow.name, job_id)
-                raise EngineError(not_started(s))
+                raise UserError(not_started(s))
             if state != "RUNNING" and now - touched > heartbeat_s(s):
                 update_job(s, job_id)  # still alive: waiting for a worker or a GPU
                 touched = now
@@ -285,7 +286,7 @@ def _separate(
 ) -> dict:
     song = get_song(s, song_id)
     if song is None:
-        raise EngineError("That song is no longer in the catalog; pick another one.")
+        raise UserError("That song is no longer in the catalog; pick another one.")
     audio = open_storage(s.storage).fetch(song.uri, workdir)
     return separate.separate(s, job_id, song, audio, workdir, model)
 
@@ -318,7 +319,7 @@ def sing_vocal(job_id: str, song_id: str, voice_id: str, options: dict | None = 
 def _worth_retrying(_task, _run, state) -> bool:
     """Crashes are retried (and resume); the user's mistakes and cancels are not."""
     error = state.data
-    return isinstance(error, Crashed) or not isinstance(error, EngineError | JobCancelled)
+    return isinstance(error, Crashed) or not isinstance(error, (*EXPECTED, JobCancelled))
 
 
 intake_task = step_task(intake.intake, name="intake")
@@ -331,9 +332,7 @@ train_task = step_task(train.train, name="train", retry_condition_fn=_worth_retr
     persist_result=False,
     timeout_seconds=_time_limit("train"),
 )
-def train_model(
-    job_id: str, owner: str, name: str, samples: list[str], options: dict | None = None
-) -> dict:
+def train_model(job_id: str, options: dict | None = None) -> dict:
     """Check the samples and train the model; the model and index go to the job's storage.
 
     The training folder is kept until the model is stored, so a retry (Prefect's, or the user
@@ -344,6 +343,8 @@ def train_model(
     """
     s = get_settings()
     options = options or {}
+    asked = job_params(s, job_id)  # the owner, the voice's name and the samples
+    owner, name, samples = asked.get("owner", ""), asked.get("name", ""), asked.get("samples", [])
 
     def body(workdir: Path) -> dict:
         train.sweep_stale(s)
@@ -356,7 +357,7 @@ def train_model(
             found = intake_task(s, job_id, local, names, isolate, exp_dir, workdir)
             retries = train_task.with_options(retries=s.train_retries, retry_delay_seconds=5)
             trained = retries(s, job_id, name, exp_dir / "samples", exp_dir, options, owner)
-        except (EngineError, JobCancelled) as exc:
+        except (*EXPECTED, JobCancelled) as exc:
             if isinstance(exc, JobCancelled):  # nothing resumes a cancelled (or forgotten) job
                 shutil.rmtree(exp_dir, ignore_errors=True)
             if not isinstance(exc, Crashed):  # not to be resumed: its checkpoint goes

@@ -31,9 +31,10 @@ from sqlalchemy.exc import IntegrityError
 
 from flows.db import TERMINAL, Job, ReplyTarget, StepRun, engine_for, now, session, untouched_s
 from flows.erase import erase, prefix, uri
+from flows.errors import EXPECTED, user_message
 from flows.settings import Settings
-from gpu_worker import cancel
-from gpu_worker.errors import Crashed, EngineError, ModelMissing
+from gpu_worker import cancel, loads
+from gpu_worker.errors import Crashed, ModelMissing
 
 log = logging.getLogger("encore.jobs")
 
@@ -334,7 +335,10 @@ def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[S
     update_job(s, job_id, state="running", step=step, progress=progress)
     record = StepRecord()
     start = time.perf_counter()
+    loaded = loads.total()
     yield record
+    # Models the step loaded (none when a warm worker had them resident, `flows.warm`).
+    detail = {**record.detail, "models_loaded": loads.total() - loaded}
     with session(s.database) as db:
         db.add(
             StepRun(
@@ -342,7 +346,7 @@ def job_step(s: Settings, job_id: str, step: str, progress: float) -> Iterator[S
                 step=step,
                 cached=record.cached,
                 seconds=time.perf_counter() - start,
-                detail=record.detail,
+                detail=detail,
             )
         )
 
@@ -486,6 +490,30 @@ def _observed(s: Settings, job_id: str) -> Iterator[None]:
             _call(observer, "ended")
 
 
+# What of a job's parameters its flow run carries: ids and options, which Prefect stores and
+# shows. Whatever else the job was given (its owner, a voice's name, uploaded files, links)
+# stays in the job's row, where the flow reads it (`job_params`), and goes with `/forget`.
+RUN_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "cover": ("song_id", "voice_id", "options", "chart"),
+    "stems": ("song_id", "options"),
+    "karaoke": ("song_id", "options"),
+    "train": ("options",),
+    "import": (),
+}
+
+
+def run_parameters(kind: str, job_id: str, params: dict | None) -> dict:
+    """The parameters of job `job_id`'s flow run (see `RUN_PARAMETERS`)."""
+    keep = RUN_PARAMETERS[kind]
+    return {"job_id": job_id, **{k: v for k, v in (params or {}).items() if k in keep}}
+
+
+def job_params(s: Settings, job_id: str) -> dict:
+    """The parameters job `job_id` was submitted with ({} once its row is gone)."""
+    job = get_job(s, job_id)
+    return dict(job.params or {}) if job is not None else {}
+
+
 def queue_position(s: Settings, job: Job) -> int:
     """1 for the next job to start; counts queued jobs submitted before this one."""
     with session(s.database) as db:
@@ -550,10 +578,11 @@ def _run(s: Settings, job_id: str, body: Callable[[Path], dict]) -> dict:
             log.warning("job %s stopped by the shutdown: %s", job_id, exc)
             release_job(s, job_id)
             return {"state": "interrupted"}
-        if isinstance(exc, EngineError):
+        if isinstance(exc, EXPECTED):
             ours = {"fault": "ours"} if isinstance(exc, Crashed | ModelMissing) else None
-            _finish(s, job_id, "failed", reason=exc.message, result=ours)
-            return {"state": "failed", "reason": exc.message}
+            reason = user_message(exc)
+            _finish(s, job_id, "failed", reason=reason, result=ours)
+            return {"state": "failed", "reason": reason}
         log.exception("job %s failed", job_id)
         _finish(s, job_id, "failed", reason=GENERIC_FAILURE)
         raise

@@ -54,8 +54,8 @@ from sqlalchemy import select
 from flows.catalog import add_song, clean_text
 from flows.chat import links_text as text
 from flows.db import Song, session
+from flows.errors import UserError
 from flows.settings import Settings
-from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.links")
 
@@ -66,7 +66,7 @@ LOCK_WAIT_S = 0.2  # how often a waiting fetch looks at the lock again
 Progress = Callable[[float], None]
 
 
-class LinkError(EngineError):
+class LinkError(UserError):
     """A link that cannot be fetched; the message is one sentence for the user."""
 
 
@@ -147,7 +147,7 @@ def _allowance(entry: str) -> _Allowed:
     try:
         return _Allowed(ipaddress.ip_network(raw, strict=False), port)
     except ValueError:
-        raise EngineError(
+        raise UserError(
             f"ENCORE_LINK_ALLOW_PRIVATE entry {entry!r} is not a network, an address or an "
             "address:port; fix the setting."
         ) from None

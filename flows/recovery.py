@@ -15,7 +15,10 @@ A running job touches its row every few seconds, so a row left untouched for
   `job_attempts` runs in all: its dead run is marked crashed in Prefect, and a new run of its
   deployment starts. The rerun picks up what the dead one finished (cached stems, a training
   checkpoint), and the chat still gets one status message and one result, since delivery is
-  claimed once per job. A run the operator cancelled in Prefect's UI cancels the job.
+  claimed once per job. A run the operator cancelled in Prefect's UI cancels the job. A run
+  that still waits for a worker (scheduled or pending) is queued, not lost, but only for
+  `job_start_timeout_s`: then it is cancelled in Prefect (it never starts later) and the job
+  fails with a sentence, so a pool nobody serves cannot hold jobs forever.
 
 The `recover-jobs` flow does this, retries deletions that failed (`flows.erase.sweep`),
 delivers ended jobs that nobody delivered and sweeps stale uploads and scratch files; a
@@ -71,6 +74,21 @@ def _mark_crashed(client, run_id: str) -> None:
 
     message = "Its worker was lost; Encore runs the job again."
     client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
+
+def not_started(s: Settings) -> str:
+    """The sentence a job fails with when no worker started its run in time."""
+    from flows.heavy import spoken
+
+    return f"No worker took the job within {spoken(s.job_start_timeout_s)}; please try again later."
+
+
+def _cancel_waiting(client, run_id: str, s: Settings) -> None:
+    """Cancel a run no worker has started: a state it cannot leave, holding no slot."""
+    from prefect.states import Cancelled
+
+    message = f"No worker started it within {s.job_start_timeout_s:.0f} s."
+    client.set_flow_run_state(UUID(run_id), Cancelled(message=message), force=True)
 
 
 def _lost(s: Settings, job: Job, me: str) -> str | None:
@@ -155,8 +173,16 @@ def recover_lost_jobs(s: Settings) -> dict[str, int]:
                 if job is None or job.state not in OPEN or untouched_s(job) <= s.reap_after_seconds:
                     continue  # ended or touched meanwhile
                 state = _run_state(client, job.flow_run_id)
-                if state in WAITING:
+                if state in WAITING and untouched_s(job) <= s.job_start_timeout_s:
                     continue  # no worker has taken it yet; it is queued, not lost
+                if state in WAITING:  # ... for too long: no worker will
+                    _cancel_waiting(client, job.flow_run_id, s)
+                    job.state, job.step, job.reason = "failed", "done", not_started(s)
+                    job.result = {**(job.result or {}), "fault": "ours"}  # costs no quota
+                    job.updated_at = now()
+                    counts["failed"] += 1
+                    log.warning("job %s: no worker started its run; failed", job.id)
+                    continue
                 if state in CANCELLED:
                     job.state, job.step, job.reason = "cancelled", "done", "Cancelled."
                     job.updated_at = now()

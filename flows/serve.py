@@ -3,10 +3,12 @@
 It starts, as child processes: the Prefect server (unless `PREFECT_API_URL` names one; its
 state under `<data folder>/prefect`), then creates the work pools and deployments on it
 (`python -m flows.deployments`), then a process worker per pool and whatever extra services
-the caller adds (the chat bots, from `bots.cli`). Every child gets `ENCORE_RUN_MODE=cluster`
-and the server's URL, so the bots submit to the server and the workers run the flows. A child
-that dies is started again (after a pause that grows if it keeps dying); Ctrl-C or SIGTERM
-stops them all, the server last.
+the caller adds (the chat bots, from `bots.cli`). The cpu pool's runs start from a fork
+server, the gpu pool's run on a warm host per GPU that keeps the models loaded
+(`flows.warm`); both start before the deploy, while the server starts. Every child gets
+`ENCORE_RUN_MODE=cluster` and the server's URL, so the bots submit to the server and the
+workers run the flows. A child that dies is started again (after a pause that grows if it
+keeps dying); Ctrl-C or SIGTERM stops them all, the server last.
 
 This process never talks to Prefect itself. Prefect reads its settings once, when it is first
 imported, so a URL set in this process's environment afterwards would not reach it: the
@@ -38,7 +40,7 @@ from flows.settings import Settings
 log = logging.getLogger("encore.serve")
 
 DEPLOY_WAIT_S = 300.0  # creating the pools and deployments (imports every flow first)
-WORKER_QUERY_S = "0.5"  # how often a worker asks for runs (Prefect's default is 10 s)
+WORKER_QUERY_S = "0.2"  # how often a worker asks for runs (Prefect's default is 10 s)
 
 
 @dataclass
@@ -61,6 +63,22 @@ def _socket_path(path: Path) -> str:
         return str(path)
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     return str(Path(tempfile.gettempdir()) / f"encore-{digest}.sock")
+
+
+def _devices(s: Settings) -> list[str | None]:
+    """The CUDA device of each warm host: one per GPU (None: the one the process sees, or
+    none). The GPUs are counted without starting CUDA here."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        found = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        found = sorted(
+            (p.name[len("nvidia") :] for p in Path("/dev").glob("nvidia[0-9]*")), key=int
+        )
+    count = s.gpu_count if s.gpu_count is not None else len(found)
+    if count <= 1 or len(found) < count:
+        return [None] * max(1, count)
+    return found[:count]
 
 
 def _listening(port: int) -> bool:
@@ -150,15 +168,26 @@ class Supervisor:
         commands, workers = {}, []
         run_dir = self.s.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
+        module = [sys.executable, "-m", "flows.warm"]
         for kind, pool in pools.items():
-            sock = _socket_path(run_dir / f"warm-{kind}.sock")
-            module = [sys.executable, "-m", "flows.warm"]
-            commands[kind] = shlex.join([*module, "run", sock])
-            warm = Service(f"warm starts {pool}", [*module, "serve", sock, *PRELOAD[kind]], env)
-            self.services.append(warm)  # talks to no server
-            self._spawn(warm)
+            if kind == "gpu" and self.s.warm_hosts:  # one warm host per GPU, runs in-process
+                socks = []
+                for i, device in enumerate(_devices(self.s)):
+                    sock = _socket_path(run_dir / f"warm-{kind}-{i}.sock")
+                    host_env = {**env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})}
+                    argv = [*module, "host", sock, *PRELOAD[kind]]
+                    self.services.append(Service(f"warm host {pool} {i}", argv, host_env))
+                    socks.append(sock)
+                commands[kind] = shlex.join([*module, "run", ",".join(socks)])
+            else:  # a fork server: a new process per run, its imports done ahead
+                sock = _socket_path(run_dir / f"warm-{kind}.sock")
+                commands[kind] = shlex.join([*module, "run", sock])
+                argv = [*module, "serve", sock, *PRELOAD[kind]]
+                self.services.append(Service(f"warm starts {pool}", argv, env))
             argv = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
             workers.append(Service(f"worker {pool}", argv, env))
+        for warm in self.services:  # they talk to the server only once runs come
+            self._spawn(warm)
         # The deploy imports every flow, then waits for the server itself.
         argv = [sys.executable, "-m", "flows.deployments", json.dumps(commands)]
         self.deployer = Service("deploy", argv, env)

@@ -96,11 +96,19 @@ class Settings(BaseSettings):
     # Bounded waits (cluster): a heavy step no GPU worker has started after this long is
     # cancelled in Prefect (freeing the GPU pool's slot) and its job fails with a sentence.
     heavy_start_timeout_s: float = 15 * 60
+    # A job's own run (a parent flow) that no worker has started after this long is cancelled
+    # by the janitor and the job fails with a sentence (counted from the job's last touch).
+    job_start_timeout_s: float = 15 * 60
     # Longest run of one heavy step (a Prefect flow timeout; a hung step is stopped and its
     # job fails): separation, singing and previews, and training. Read when `flows.heavy` is
     # imported, so a worker takes a new value when it restarts.
     step_timeout_s: float = 30 * 60
     train_timeout_s: float = 6 * 3600
+    # Warm heavy steps (`flows.warm`): `encore serve` runs the GPU pool's flow runs in one
+    # long-lived host per GPU that keeps the models loaded (false: a new process per run).
+    warm_hosts: bool = True
+    # A warm host with no run for this long exits (scale to zero on AWS); None: never.
+    warm_idle_exit_s: float | None = None
 
     # Trending drops: covers of the chart's songs, posted to subscribed chats on a schedule.
     chart_url: str | None = None  # JSON chart (Apple Music RSS shape or a plain list); or file

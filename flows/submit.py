@@ -23,11 +23,13 @@ from flows import backend
 from flows.cover import make_cover
 from flows.db import TERMINAL, Job
 from flows.deployments import start_run
+from flows.errors import ConsentNeeded, UserError, worded
 from flows.jobs import (
     GENERIC_FAILURE,
     SERVER_DOWN,
     create_job,
     get_job,
+    run_parameters,
     stopping,
     this_runner,
     update_job,
@@ -35,10 +37,9 @@ from flows.jobs import (
 from flows.separation import karaoke, stems
 from flows.settings import Settings, get_settings
 from flows.storage import open_storage, upload_key
-from flows.training import CONSENT_NEEDED, import_voice_flow, train_voice
+from flows.training import import_voice_flow, train_voice
 from flows.users import create_counted_job
 from flows.voices import valid_name
-from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.submit")
 
@@ -146,7 +147,7 @@ def _start_deployment(s: Settings, job_id: str, kind: str, params: dict, attempt
     except Exception as exc:
         log.warning("could not submit job %s: %s", job_id, exc)
         update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
-        raise EngineError(SERVER_DOWN) from exc
+        raise UserError(SERVER_DOWN) from exc
     update_job(s, job_id, flow_run_id=run_id)
 
 
@@ -185,20 +186,21 @@ def _submit(
         # (a repeated submission of another process's job is that process's to run, or,
         # if it died, the next recovery's: `flows.recovery`)
         try:
-            _start(s, job_id, flow_fn, {"job_id": job_id, **params})
+            _start(s, job_id, flow_fn, run_parameters(kind, job_id, params))
         except Exception as exc:  # the Prefect backend did not start: nothing will run it
             log.warning("could not start job %s: %s", job_id, exc)
             update_job(s, job_id, state="failed", step="done", reason=SERVER_DOWN)
-            raise EngineError(SERVER_DOWN) from exc
+            raise UserError(SERVER_DOWN) from exc
     return job_id
 
 
 def resume(s: Settings, job: Job) -> None:
     """Run again, in this process, an open job this process has just taken over."""
     if job.id not in _threads:
-        _start(s, job.id, flow_fn_of(job.kind), {"job_id": job.id, **(job.params or {})})
+        _start(s, job.id, flow_fn_of(job.kind), run_parameters(job.kind, job.id, job.params))
 
 
+@worded
 def submit_cover(
     owner: str,
     song_id: str,
@@ -232,6 +234,7 @@ def submit_cover(
     )
 
 
+@worded
 def submit_stems(
     owner: str,
     song_id: str,
@@ -248,6 +251,7 @@ def submit_stems(
     )
 
 
+@worded
 def submit_karaoke(
     owner: str,
     song_id: str,
@@ -273,6 +277,7 @@ def stage_upload(owner: str, local: Path, filename: str, s: Settings | None = No
     return open_storage(s.storage).put(Path(local), upload_key(owner, filename))
 
 
+@worded
 def submit_training(
     owner: str,
     name: str,
@@ -286,10 +291,11 @@ def submit_training(
 ) -> str:
     """Train voice `name` for `owner` from sample URIs (see `stage_upload`).
 
-    Raises EngineError at once, with no job made, when consent is missing or the name is bad.
+    Raises ConsentNeeded or UserError at once, with no job made, when consent is missing or
+    the name is bad.
     """
     if not consent:
-        raise EngineError(CONSENT_NEEDED)
+        raise ConsentNeeded()
     params = {
         "owner": owner,
         "name": valid_name(name),
@@ -302,6 +308,7 @@ def submit_training(
     )
 
 
+@worded
 def submit_import(
     owner: str,
     name: str,

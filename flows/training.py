@@ -16,19 +16,14 @@ from prefect import flow
 import flows.chat  # noqa: F401  (chats hear of their jobs: see flows.chat)
 from flows import erase
 from flows.db import TERMINAL
+from flows.errors import ConsentNeeded, UserError
 from flows.heavy import render_preview, run_heavy, train_model
-from flows.jobs import get_job, job_progress, job_step, run_job
+from flows.jobs import get_job, job_params, job_progress, job_step, run_job
 from flows.settings import get_settings
 from flows.steps import register, step_task
 from flows.steps.train import delete_checkpoints
 from flows.storage import open_storage
 from flows.voices import get_voice, import_voice, name_taken, valid_name
-from gpu_worker.errors import EngineError
-
-CONSENT_NEEDED = (
-    "Training needs your consent: confirm the voice is yours or that you have its owner's "
-    "permission."
-)
 
 register_task = step_task(register.register, name="register")
 
@@ -44,27 +39,22 @@ def _delete_uploads(job_id: str, uris: list[str]) -> None:
 
 
 @flow(name="train-voice", flow_run_name="train-{job_id}", persist_result=False)
-def train_voice(
-    job_id: str,
-    owner: str,
-    name: str,
-    samples: list[str],
-    consent: bool,
-    options: dict | None = None,
-) -> dict:
-    """Train `owner`'s voice `name` from sample URIs; registers it and renders a preview."""
+def train_voice(job_id: str, options: dict | None = None) -> dict:
+    """Train the job's voice (its owner, name, sample URIs and consent are in the job's row,
+    not in the run's parameters: `flows.jobs.run_parameters`); registers it and renders a
+    preview."""
     s = get_settings()
     options = options or {}
+    asked = job_params(s, job_id)
+    owner, samples = asked.get("owner", ""), list(asked.get("samples") or [])
 
     def body(workdir: Path) -> dict:
-        if not consent:
-            raise EngineError(CONSENT_NEEDED)
-        voice_name = valid_name(name)
+        if not asked.get("consent"):
+            raise ConsentNeeded()
+        voice_name = valid_name(asked.get("name", ""))
         if get_voice(s, owner, voice_name, include_public=False) is not None:
-            raise EngineError(name_taken(voice_name))
-        trained = run_heavy(
-            s, train_model, job_id, owner=owner, name=voice_name, samples=samples, options=options
-        )
+            raise UserError(name_taken(voice_name))
+        trained = run_heavy(s, train_model, job_id, options=options)
         voice = register_task(s, job_id, owner, voice_name, trained, workdir)
         delete_checkpoints(s, trained.get("checkpoints") or "")  # (kept for a rerun until now)
         heard = run_heavy(s, render_preview, job_id, voice_id=voice.id)
@@ -86,12 +76,14 @@ def train_voice(
 
 
 @flow(name="import-voice", flow_run_name="import-{job_id}", persist_result=False)
-def import_voice_flow(
-    job_id: str, owner: str, name: str, files: list[str], links: list[str] | None = None
-) -> dict:
-    """Check an uploaded RVC model (`.pth`, `.index` or `.zip`) and register it; `links` are
-    downloaded first (`flows.links.fetch_model`), then checked like uploads."""
+def import_voice_flow(job_id: str) -> dict:
+    """Check an uploaded RVC model (`.pth`, `.index` or `.zip`) and register it; links are
+    downloaded first (`flows.links.fetch_model`), then checked like uploads. The owner, the
+    name, the files and the links are read from the job's row (`flows.jobs.run_parameters`)."""
     s = get_settings()
+    asked = job_params(s, job_id)
+    owner, name = asked.get("owner", ""), asked.get("name", "")
+    files, links = list(asked.get("files") or []), list(asked.get("links") or [])
 
     def body(workdir: Path) -> dict:
         fetched = []

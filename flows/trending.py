@@ -35,10 +35,10 @@ from flows.charts import drop_source, match, read_chart
 from flows.chat import text
 from flows.chat.delivery import chat_target
 from flows.db import ChatSubscription, Job, Voice, session
+from flows.errors import UserError
 from flows.settings import Settings, get_settings
 from flows.submit import submit_cover
 from flows.users import DROPS, QuotaExceeded
-from gpu_worker.errors import EngineError
 
 KIND = "trending"
 log = logging.getLogger("encore.trending")
@@ -49,7 +49,7 @@ def drop_date(s: Settings, moment: datetime | None = None) -> str:
     try:
         zone = ZoneInfo(s.trending_timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise EngineError(
+        raise UserError(
             f"ENCORE_TRENDING_TIMEZONE {s.trending_timezone!r} is not a known time zone."
         ) from None
     return (moment or datetime.now(zone)).astimezone(zone).date().isoformat()
@@ -110,7 +110,7 @@ def run_drop(s: Settings, day: str | None = None) -> dict:
     try:  # a malformed date would make keys that never repeat
         day = date.fromisoformat(day.strip()).isoformat()
     except (ValueError, AttributeError):
-        raise EngineError(f"The drop date must look like 2025-01-31, not {day!r}.") from None
+        raise UserError(f"The drop date must look like 2025-01-31, not {day!r}.") from None
     entries = read_chart(drop_source(s), s.chart_limit, s.deezer_api_url)
     matched, missing = match(entries, list_songs(s), s.chart_match_score)
     fetched = []
@@ -194,7 +194,7 @@ def trending_drop(day: str | None = None) -> dict:
         len(summary["existing"]),
     )
     if summary["errors"]:  # the run fails where operators look; a rerun makes only these
-        raise EngineError(
+        raise UserError(
             f"{len(summary['errors'])} covers of drop {summary['date']} could not be submitted "
             f"(first: {summary['errors'][0]['error']}); run the drop again to retry them."
         )

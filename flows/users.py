@@ -47,6 +47,7 @@ from flows.db import (
     now,
     session,
 )
+from flows.errors import UserError
 from flows.jobs import (
     FORGOTTEN,
     OPEN,
@@ -60,7 +61,6 @@ from flows.settings import Settings
 from flows.steps.train import owner_checkpoints, owner_folders
 from flows.storage import open_storage, upload_key
 from flows.voices import get_voice, voice_prefix
-from gpu_worker.errors import EngineError
 
 log = logging.getLogger("encore.users")
 
@@ -105,10 +105,10 @@ def has_explicit_default(s: Settings, owner: str) -> bool:
 
 
 def set_default_voice(s: Settings, owner: str, name: str) -> Voice:
-    """Make the user's (or a public) voice `name` their default; EngineError if none."""
+    """Make the user's (or a public) voice `name` their default; UserError if none."""
     voice = get_voice(s, owner, name)
     if voice is None:
-        raise EngineError(f"You have no voice called {name.strip()[:40]!r}; /voices lists yours.")
+        raise UserError(f"You have no voice called {name.strip()[:40]!r}; /voices lists yours.")
     return set_default_voice_id(s, owner, voice.id)
 
 
@@ -116,7 +116,7 @@ def set_default_voice_id(s: Settings, owner: str, voice_id: str) -> Voice:
     with session(s.database) as db:
         voice = db.get(Voice, voice_id)
         if voice is None or not (voice.owner == owner or voice.public):
-            raise EngineError("That voice is not one of yours; /voices lists yours.")
+            raise UserError("That voice is not one of yours; /voices lists yours.")
         user = db.get(User, owner)
         if user is None:
             user = User(id=owner, display_name="")
@@ -231,7 +231,7 @@ def stage_file(
     """Store a file the user sent in their open session; None if `source` was staged before.
 
     The caps are checked first, under the user's lock, where the file's row is made:
-    files per session, and files and bytes waiting per user. A refusal (EngineError, one
+    files per session, and files and bytes waiting per user. A refusal (UserError, one
     sentence) stores nothing. The file is stored after its row; if that fails, the row goes.
     """
     local = Path(local)
@@ -243,9 +243,9 @@ def stage_file(
         _lock(db, "uploads:" + owner)
         row = db.get(UploadSession, session_id)
         if row is None or row.owner != owner or row.state != "open":
-            raise EngineError(SESSION_OVER)
+            raise UserError(SESSION_OVER)
         if _expired(s, row, now()):
-            raise EngineError(SESSION_EXPIRED)
+            raise UserError(SESSION_EXPIRED)
         seen = select(UploadFile.id).where(
             UploadFile.session_id == session_id, UploadFile.source == source
         )
@@ -255,7 +255,7 @@ def stage_file(
             select(func.count(UploadFile.id)).where(UploadFile.session_id == session_id)
         )
         if s.max_session_files > 0 and in_session >= s.max_session_files:
-            raise EngineError(
+            raise UserError(
                 f"One voice takes at most {s.max_session_files} files; send /done to use the "
                 "ones you sent, or /cancel to start again."
             )
@@ -263,7 +263,7 @@ def stage_file(
         over_files = s.max_user_upload_files > 0 and files + 1 > s.max_user_upload_files
         over_bytes = s.max_user_upload_bytes > 0 and stored + size > s.max_user_upload_bytes
         if over_files or over_bytes:
-            raise EngineError(
+            raise UserError(
                 f"You have {files} files ({stored / 2**20:.0f} MB) waiting with me, the most "
                 "I keep for one person; send /done to use them, or /cancel."
             )
@@ -470,7 +470,7 @@ class Limit:
     kind: str  # the job kind asked for
 
 
-class QuotaExceeded(EngineError):
+class QuotaExceeded(UserError):
     """A job was refused by a quota; `limit` says which, for the sentence the user reads."""
 
     def __init__(self, limit: Limit):

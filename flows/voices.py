@@ -31,13 +31,13 @@ from flows.db import TERMINAL, Job, Voice, new_id, now, session
 from flows.erase import erase
 from flows.erase import prefix as erase_prefix
 from flows.erase import uri as erase_uri
+from flows.errors import ZIP_FIX, UserError
 from flows.jobs import JobCancelled
 from flows.names import name_key
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.archives import zip_entries
 from gpu_worker.convert import inspect_voice
-from gpu_worker.errors import BadVoice, EngineError
 from gpu_worker.model_check import FEATURE_DIMS, check_index
 
 MAX_PTH_BYTES = 256 * 1024 * 1024  # the most parameters a voice may have (60 M) in fp32
@@ -58,7 +58,7 @@ def valid_name(name: str) -> str:
     """The name as it will be stored (NFKC: fullwidth letters become plain ones), or refused."""
     name = unicodedata.normalize("NFKC", name or "").strip()
     if not NAME_RE.match(name) or any(unicodedata.category(ch)[0] == "C" for ch in name):
-        raise EngineError(
+        raise UserError(
             "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; "
             "pick another name."
         )
@@ -68,13 +68,12 @@ def valid_name(name: str) -> str:
 def _check_size(path: Path, limit: int, what: str) -> None:
     size = path.stat().st_size
     if size == 0:
-        raise BadVoice(f"The {what} file is empty; send the model file again.")
+        raise UserError(f"The {what} file is empty; send the model file again.")
     if size > limit:
-        raise BadVoice(f"The {what} file is over {limit // (1024 * 1024)} MB; send a smaller one.")
+        raise UserError(f"The {what} file is over {limit // (1024 * 1024)} MB; send a smaller one.")
 
 
 NESTED = (".zip", ".7z", ".rar", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst")
-ZIP_FIX = "zip only the .pth and .index"
 
 
 def _tool_litter(name: str) -> bool:
@@ -89,7 +88,7 @@ def unpack_zip(archive: Path, into: Path) -> VoiceFiles:
     unsafe paths and links; here anything but a model file is refused, and what is extracted
     is checked against its declared size and the ratio to its compressed size as it streams.
     """
-    zf, entries = zip_entries(archive, MAX_ZIP_ENTRIES, "The zip", ZIP_FIX)
+    zf, entries = zip_entries(archive, MAX_ZIP_ENTRIES)
     with zf:
         wanted: dict[str, zipfile.ZipInfo] = {}
         for entry in entries:
@@ -98,27 +97,27 @@ def unpack_zip(archive: Path, into: Path) -> VoiceFiles:
             base = PurePosixPath(entry.filename).name
             suffix = PurePosixPath(entry.filename).suffix.lower()
             if suffix in NESTED:
-                raise BadVoice(
+                raise UserError(
                     f"The zip holds another archive ({base[:40]}); "
                     "unzip it and send the .pth and .index."
                 )
             if suffix not in (".pth", ".index"):
-                raise BadVoice(
+                raise UserError(
                     f"The zip holds {base[:40]!r}, which is not part of an RVC model; {ZIP_FIX}."
                 )
             if suffix in wanted:
-                raise BadVoice(f"The zip holds more than one {suffix} file; send one model.")
+                raise UserError(f"The zip holds more than one {suffix} file; send one model.")
             wanted[suffix] = entry
         if ".pth" not in wanted:
-            raise BadVoice("The zip has no .pth model in it; send an RVC model zip.")
+            raise UserError("The zip has no .pth model in it; send an RVC model zip.")
         limits = {".pth": MAX_PTH_BYTES, ".index": MAX_INDEX_BYTES}
         out: dict[str, Path] = {}
         for suffix, entry in wanted.items():
             limit = limits[suffix]
             if entry.file_size > MAX_ZIP_RATIO * max(entry.compress_size, 1):
-                raise BadVoice(ZIP_BOMB)
+                raise UserError(ZIP_BOMB)
             if entry.file_size > limit:
-                raise BadVoice(
+                raise UserError(
                     f"The {suffix} file is over {limit // 2**20} MB; send a smaller one."
                 )
             dst = into / f"model{suffix}"  # our name, never the archive's
@@ -135,12 +134,12 @@ def _extract(zf: zipfile.ZipFile, entry: zipfile.ZipInfo, dst: Path) -> None:
             while block := src.read(1 << 20):
                 written += len(block)
                 if written > entry.file_size:  # the header lied about the size
-                    raise BadVoice(ZIP_BOMB)
+                    raise UserError(ZIP_BOMB)
                 fh.write(block)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
-        raise BadVoice("This zip file is damaged; zip the model again and resend it.") from None
+        raise UserError("This zip file is damaged; zip the model again and resend it.") from None
     if written != entry.file_size:
-        raise BadVoice("This zip file is damaged; zip the model again and resend it.")
+        raise UserError("This zip file is damaged; zip the model again and resend it.")
 
 
 def gather(files: list[Path], into: Path) -> VoiceFiles:
@@ -156,9 +155,9 @@ def gather(files: list[Path], into: Path) -> VoiceFiles:
         elif suffix == ".index":
             index = f
         else:
-            raise BadVoice(f"{f.name} is not an RVC model; send a .pth, .index or .zip file.")
+            raise UserError(f"{f.name} is not an RVC model; send a .pth, .index or .zip file.")
     if pth is None:
-        raise BadVoice("No .pth model was given; send the model's .pth file (or a .zip).")
+        raise UserError("No .pth model was given; send the model's .pth file (or a .zip).")
     _check_size(pth, MAX_PTH_BYTES, "model")
     if index is not None:
         _check_size(index, MAX_INDEX_BYTES, "index")
@@ -205,7 +204,7 @@ def register_voice(
     if index is not None:
         check_index(index, FEATURE_DIMS[info.version])
     if get_voice(s, owner, name, include_public=False) is not None:
-        raise EngineError(name_taken(name))
+        raise UserError(name_taken(name))
     storage = open_storage(s.storage)
     voice_id = new_id()
     prefix = voice_prefix(owner, voice_id)  # by id: a clash never touches another's files
@@ -233,7 +232,7 @@ def register_voice(
             db.add(voice)
     except IntegrityError:
         erase(s, [erase_prefix(prefix)])
-        raise EngineError(name_taken(name)) from None
+        raise UserError(name_taken(name)) from None
     except JobCancelled:
         erase(s, [erase_prefix(prefix)])
         raise

@@ -17,11 +17,30 @@ work on machines that have no fork server.
 
 Forking is safe here because the server is single-threaded and has only imported modules: it
 opens no connections, starts no threads and never touches CUDA before forking.
+
+The GPU pool's runs go to warm hosts instead (`python -m flows.warm host SOCKET`), one per GPU
+(or one on a machine without a GPU). A host runs the flow runs itself, one after another, on
+its main thread: the models its steps load (Demucs, HuBERT, the pitch model, the last voices;
+`gpu_worker.loads` counts them) stay resident for the next run, and CUDA starts once. A fork
+cannot do that: CUDA does not survive a fork, and what a child loads dies with it. The runs
+are still Prefect flow runs that a process worker started (the UI shows them, their logs and
+states), and the host writes each run's output to the client's standard streams.
+
+What stops a run on a host:
+- its flow timeout, which Prefect raises on the main thread with SIGALRM;
+- a cancel: the worker signals the client, the client tells the host over its connection,
+  and the host sends itself SIGTERM, which Prefect's engine turns into the run's end;
+- a run that does neither (stuck in native code): the worker kills the client after a grace
+  period, the host sees the connection close while the run is in progress and kills itself
+  with everything it started. `encore serve` starts a new host (cold, the next run loads the
+  models again); until it is up, runs start cold as Prefect would.
+A host with no run for `idle_exit_s` seconds exits (scale to zero: see infra/terraform).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import json
 import os
@@ -30,6 +49,8 @@ import signal
 import socket
 import struct
 import sys
+import threading
+import time
 
 ENGINE = "prefect.engine"
 
@@ -48,19 +69,65 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
 # The client: what a flow run's process runs
 
 
-def run(path: str, args: list[str]) -> int:
-    """Have the fork server at `path` run the engine for this flow run; its exit status."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+HOST_WAIT_S = 30.0  # how long a run waits for a host that is (re)starting before going cold
+
+
+def _lock_free(path: str):
+    """An open lock file of the host at `path` if this client got it (the host is free)."""
     try:
-        sock.connect(path)
-    except OSError:  # no fork server on this machine: start cold, as Prefect would
+        handle = open(path + ".lock", "a")  # noqa: SIM115 - held for the run
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _connect(paths: list[str]) -> tuple[socket.socket, object] | None:
+    """A connection to a free fork server or host among `paths` (a host is held with its lock
+    file for the run); None if none answers. A host that is starting (its lock file is there,
+    its socket not yet) is waited for, up to `HOST_WAIT_S`."""
+    deadline = time.monotonic() + HOST_WAIT_S
+    while True:
+        starting = False
+        for path in paths:
+            lock = _lock_free(path) if os.path.exists(path + ".lock") else None
+            if os.path.exists(path + ".lock") and lock is None:
+                continue  # busy with another run
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+                return sock, lock
+            except OSError:
+                sock.close()
+                if lock is not None:
+                    lock.close()
+                    starting = True
+        if not starting or time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+def run(path: str, args: list[str]) -> int:
+    """Have the fork server or warm host at `path` (several, comma-separated: the first free
+    one) run the engine for this flow run; its exit status."""
+    connected = _connect(path.split(","))
+    if connected is None:  # no fork server or host here: start cold, as Prefect would
         os.execv(sys.executable, [sys.executable, "-m", ENGINE, *args])
+    sock, _lock = connected
     header = json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "args": args}).encode()
     socket.send_fds(sock, [b"F"], [0, 1, 2])
     sock.sendall(struct.pack("!I", len(header)) + header)
     (child,) = struct.unpack("!i", _recv_exact(sock, 4))
 
     def forward(signum, _frame):
+        if child == 0:  # a host: it stops its run when told so over the connection
+            with contextlib.suppress(OSError):
+                sock.sendall(b"T")
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child, signum)
 
@@ -188,13 +255,185 @@ def _reap(clients: dict[int, socket.socket]) -> None:
         conn.close()
 
 
+# ------------------------------------------------------------------------------------------
+# The warm host
+
+
+class _Host:
+    """One warm host: a socket, and the state of the run in progress."""
+
+    def __init__(self, path: str, idle_exit_s: float | None):
+        self.path = path
+        self.idle_exit_s = idle_exit_s if idle_exit_s and idle_exit_s > 0 else None
+        self.running = False
+        self.told_to_stop = False  # a SIGTERM during a run came from its client
+        self.stopping = False  # a SIGTERM from elsewhere: exit after the run
+        self.runs = 0
+
+    def on_sigterm(self, _signum, _frame) -> None:
+        """Between runs, and before Prefect's engine installs its own: end the host (or the
+        run, when its client asked)."""
+        if not self.running:
+            raise SystemExit(0)
+        if not self.told_to_stop:
+            self.stopping = True
+        raise SystemExit(143)
+
+    def serve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        open(self.path + ".lock", "a").close()  # clients wait for a host that has one
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        os.chmod(self.path, 0o600)
+        server.listen(16)
+        server.settimeout(self.idle_exit_s)
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+        _say(f"warm host: ready at {self.path} (pid {os.getpid()})")
+        try:
+            while not self.stopping:
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    _say(f"warm host: idle for {self.idle_exit_s:.0f} s; exiting")
+                    return
+                conn.settimeout(None)
+                try:
+                    self.handle(conn)
+                except (OSError, ConnectionError, ValueError) as exc:
+                    _say(f"warm host: a client failed: {exc}")
+                finally:
+                    conn.close()
+        finally:
+            server.close()
+            for leftover in (self.path, self.path + ".lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+
+    def handle(self, conn: socket.socket) -> None:
+        _msg, fds, _flags, _addr = socket.recv_fds(conn, 1, 3)
+        (size,) = struct.unpack("!I", _recv_exact(conn, 4))
+        header = json.loads(_recv_exact(conn, size))
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            raise ValueError("expected the client's three standard streams")
+        conn.sendall(struct.pack("!i", 0))  # 0: stop me through this connection
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
+        env, cwd = dict(os.environ), os.getcwd()
+        _flush()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        code = 1
+        active = threading.Event()
+        try:
+            os.environ.clear()
+            os.environ.update(header["env"])
+            for key in ("PREFECT__CONTROL_PORT", "PREFECT__CONTROL_TOKEN"):
+                os.environ.pop(key, None)  # Prefect's channel is one per process; signals do
+            os.chdir(header["cwd"])
+            active.set()  # this run's: a watcher outliving its run does nothing
+            self.running, self.told_to_stop = True, False
+            threading.Thread(target=self.watch, args=(conn, active), daemon=True).start()
+            code = self.run_engine(header["args"])
+        finally:
+            active.clear()
+            self.running = False
+            self.runs += 1
+            _flush()
+            for target, fd in enumerate(saved):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(cwd)
+        from gpu_worker import loads
+
+        _say(f"warm host: run {self.runs} ended ({code}); models loaded so far: {loads.total()}")
+        with contextlib.suppress(OSError):
+            conn.sendall(struct.pack("!i", code))
+
+    def watch(self, conn: socket.socket, active: threading.Event) -> None:
+        """Stop the run when its client asks; die if the client dies while the run goes on."""
+        while True:
+            try:
+                data = conn.recv(1)
+            except OSError:
+                data = b""
+            if not active.is_set():
+                return
+            if data == b"T":
+                self.told_to_stop = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                continue
+            if not data:  # the client is gone (killed): so must the run be, native code too
+                _say("warm host: the run's client died; the host exits with the run")
+                own_group = os.getpgid(0) == os.getpid()  # what it started dies with it
+                os.kill(0 if own_group else os.getpid(), signal.SIGKILL)
+
+    @staticmethod
+    def run_engine(args: list[str]) -> int:
+        """What `python -m prefect.engine` does for one flow run, in this process."""
+        from uuid import UUID
+
+        from prefect.exceptions import Abort, Pause, TerminationSignal
+        from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+
+        try:
+            flow_run_id = UUID(args[0] if args else os.environ.get("PREFECT__FLOW_RUN_ID", ""))
+            flow_run = load_flow_run(flow_run_id=flow_run_id)
+            flow = load_flow(flow_run)
+            run_flow(flow, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
+            return 0
+        except (Abort, Pause):
+            return 0
+        except TerminationSignal:
+            return 143
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # the run's state says what went wrong; the host goes on
+            import traceback
+
+            traceback.print_exc()
+            return 1
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _flush() -> None:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def host(path: str, modules: list[str], idle_exit_s: float | None = None) -> None:
+    """Import `modules`, then run the flow runs clients bring, one at a time, in this process."""
+    from flows.logs import protect_logs
+
+    protect_logs()
+    preload(["prefect.flow_engine", *modules])
+    _Host(path, idle_exit_s).serve()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "run":
         return run(argv[1], argv[2:])
     if len(argv) >= 2 and argv[0] == "serve":
         serve(argv[1], argv[2:])
         return 0
-    print("usage: python -m flows.warm run SOCKET [ARGS] | serve SOCKET [MODULES]", file=sys.stderr)
+    if len(argv) >= 2 and argv[0] == "host":
+        from flows.settings import get_settings
+
+        host(argv[1], argv[2:], get_settings().warm_idle_exit_s)
+        return 0
+    print(
+        "usage: python -m flows.warm run SOCKET[,SOCKET] [ARGS] | serve SOCKET [MODULES] "
+        "| host SOCKET [MODULES]",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -71,14 +71,13 @@ def _demucs_present(folder: Path, name: str) -> bool:
 
 
 def require(s: Settings, conversion: bool = True, training: bool = False) -> None:
-    """Raise ModelMissing (one sentence naming the command) unless the job's models are here."""
+    """Raise ModelMissing (which part, and the folder it belongs in) unless the job's models
+    are here."""
     rows = status(s)
     wanted = rows[:1] + (rows[1:2] if conversion else []) + (rows[2:3] if training else [])
     for row in wanted:
         if not row.ok:
-            raise ModelMissing(
-                f"The {row.part} model is not in {row.path}; run `encore models download`."
-            )
+            raise ModelMissing("part", part=row.part, folder=str(row.path))
 
 
 def download(s: Settings, console: Console) -> None:

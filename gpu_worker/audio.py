@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from gpu_worker import cancel
-from gpu_worker.errors import BadAudio, EngineError, TooLong
+from gpu_worker.errors import BadAudio, BadOptions, EngineError, TooLong
 
 # ffmpeg runs as a subprocess with its own timeout: a thread-level timeout cannot stop it.
 FFMPEG_TIMEOUT_S = 600
@@ -62,8 +62,6 @@ MAX_ERROR_LINES = 20  # of ffmpeg's error output kept while decoding
 CUT_OFF_SLACK_S = 2.0
 CUT_OFF_SHARE = 0.1
 
-NOT_AUDIO = "This file could not be read as audio; send an mp3, wav, ogg, m4a or flac file."
-DAMAGED = "This file is damaged or cut off; export it again and resend it."
 
 ENCODINGS: dict[str, dict] = {
     "mp3": {"acodec": "libmp3lame", "audio_bitrate": "256k"},
@@ -105,29 +103,8 @@ class AudioInfo:
     demuxer: str = ""  # the name to open it with (-f), from `DEMUXERS`
 
 
-def _human_size(n: float) -> str:
-    return f"{n / (1024 * 1024):.0f} MB"
-
-
-def _rate(rate: float) -> str:
-    return f"{rate / 1000:.3g} kHz" if rate >= 1000 else f"{rate:.0f} Hz"
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f}-minute"
-
-
-def _clock(seconds: float) -> str:
-    """A length as a player shows it: 3:05, 15:01, 1:02:03."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def _too_long(limits: Limits) -> TooLong:
-    return TooLong(
-        f"The audio is longer than the {_minutes(limits.max_seconds)} limit; send a shorter file."
-    )
+    return TooLong("decoded", max_seconds=limits.max_seconds)
 
 
 def _url(path: Path) -> str:
@@ -153,15 +130,12 @@ def inspect(path: Path, max_bytes: int = Limits.max_bytes) -> AudioInfo:
     Refuses what is not a plain audio file of an allowed format and codec (one sentence)."""
     path = Path(path)
     if not path.is_file():
-        raise BadAudio(f"The file {path.name} was not found; check the path and try again.")
+        raise BadAudio("not_found", name=path.name)
     size = path.stat().st_size
     if size == 0:
-        raise BadAudio("The file is empty; send an audio file (mp3, wav, ogg, m4a, flac).")
+        raise BadAudio("empty_file")
     if size > max_bytes:
-        raise BadAudio(
-            f"The file is {_human_size(size)}, over the {_human_size(max_bytes)} limit; "
-            "send a shorter or more compressed file."
-        )
+        raise BadAudio("too_large", size=size, max_bytes=max_bytes)
     cmd = [
         "ffprobe", "-v", "error", "-hide_banner", *_input_args(None),
         "-show_format", "-show_streams", "-of", "json", _url(path),
@@ -173,17 +147,14 @@ def inspect(path: Path, max_bytes: int = Limits.max_bytes) -> AudioInfo:
         meta = {}
     demuxer = DEMUXERS.get(str(meta.get("format", {}).get("format_name", "")))
     if demuxer is None:
-        raise BadAudio(NOT_AUDIO)
+        raise BadAudio("not_audio")
     streams = [s for s in meta.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
-        raise BadAudio("This file has no audio in it; send an mp3, wav, ogg, m4a or flac file.")
+        raise BadAudio("no_audio_stream")
     stream = streams[0]
     codec = str(stream.get("codec_name") or "?")
     if not _codec_allowed(codec):
-        raise BadAudio(
-            f"This file's audio is in a format Encore does not read ({codec[:20]}); "
-            "send an mp3, wav, ogg, m4a or flac file."
-        )
+        raise BadAudio("codec", codec=codec[:20])
     try:
         duration = float(stream.get("duration") or meta["format"].get("duration") or 0.0)
         channels = int(stream.get("channels") or 0)
@@ -191,7 +162,7 @@ def inspect(path: Path, max_bytes: int = Limits.max_bytes) -> AudioInfo:
     except (TypeError, ValueError):
         duration, channels, sample_rate = 0.0, 0, 0
     if channels < 1 or sample_rate < 1 or not duration >= 0:
-        raise BadAudio("This audio stream is damaged; export the file again and resend it.")
+        raise BadAudio("damaged_stream")
     return AudioInfo(duration, sample_rate, channels, codec, size, demuxer)
 
 
@@ -199,19 +170,15 @@ def check_limits(info: AudioInfo, limits: Limits) -> None:
     """Refuse a file whose rate, channels or declared length is outside `limits`."""
     if not limits.min_sample_rate <= info.sample_rate <= limits.max_sample_rate:
         raise BadAudio(
-            f"The audio's sample rate ({_rate(info.sample_rate)}) is not one Encore accepts; "
-            f"export it again at 44.1 or 48 kHz."
+            "sample_rate",
+            sample_rate=info.sample_rate,
+            min_rate=limits.min_sample_rate,
+            max_rate=limits.max_sample_rate,
         )
     if info.channels > limits.max_channels:
-        raise BadAudio(
-            f"The file has {info.channels} channels; send a mono or stereo file "
-            f"(at most {limits.max_channels} channels)."
-        )
+        raise BadAudio("channels", channels=info.channels, max_channels=limits.max_channels)
     if info.duration > limits.max_seconds + LENGTH_SLACK_S:
-        raise BadAudio(
-            f"The audio is {_clock(info.duration)} long, over the "
-            f"{_minutes(limits.max_seconds)} limit; send a shorter file."
-        )
+        raise TooLong("declared", seconds=info.duration, max_seconds=limits.max_seconds)
 
 
 def probe(path: Path, limits: Limits = Limits()) -> AudioInfo:
@@ -311,19 +278,17 @@ def _pcm_chunks(
                 raise _too_long(limits)
             data = np.frombuffer(block[:usable], dtype="<f4").reshape(-1, channels)
             if not (np.abs(data) <= MAX_SAMPLE).all():  # (false for NaN too)
-                raise BadAudio(
-                    "This file decodes to invalid samples; export it again and resend it."
-                )
+                raise BadAudio("invalid_samples")
             frames += len(data)
             yield data
         proc.wait(timeout=max(1.0, timeout))
         reader.join(timeout=5)
         if watchdog.fired:
-            raise BadAudio("Decoding this file took too long; send a shorter file.")
+            raise BadAudio("decode_timeout")
         if frames > max_frames:
             raise _too_long(limits)
         if proc.returncode != 0 or errors or frames == 0 or _cut_off(info, frames / rate):
-            raise BadAudio(DAMAGED)
+            raise BadAudio("damaged")
     finally:
         watchdog.cancel()
         if proc.poll() is None:
@@ -366,7 +331,8 @@ def decode(
             at += len(piece)
         audio = audio[:, :at]
     if audio.shape[1] < limits.min_seconds * sample_rate:
-        raise BadAudio("The audio is too short; send at least a few seconds.")
+        seconds = round(audio.shape[1] / sample_rate, 2)
+        raise BadAudio("too_short", seconds=seconds, min_seconds=limits.min_seconds)
     return audio
 
 
@@ -396,7 +362,7 @@ def scan(path: Path, limits: Limits = Limits(), timeout: float = 120.0) -> Audio
         frames += len(data)
     duration = frames / info.sample_rate
     if duration < limits.min_seconds:
-        raise BadAudio("The audio is too short; send at least a few seconds.")
+        raise BadAudio("too_short", seconds=round(duration, 2), min_seconds=limits.min_seconds)
     return AudioInfo(duration, info.sample_rate, info.channels, info.codec, info.size,
                      info.demuxer)  # fmt: skip
 
@@ -423,15 +389,16 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def run_ffmpeg(args: list[str], what: str) -> str:
-    """Run ffmpeg with `args`; return its stderr. Failures raise EngineError naming `what`."""
+    """Run ffmpeg with `args`; return its stderr. Failures raise EngineError naming the step
+    `what` (encoding, mixing, loudness): `ffmpeg_timeout` or `ffmpeg_failed` with its output."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-y", *args]
     try:
         proc = cancel.run(cmd, timeout=FFMPEG_TIMEOUT_S, text=True)
     except subprocess.TimeoutExpired:
-        raise EngineError(f"{what} took too long; try a shorter song.") from None
+        raise EngineError("ffmpeg_timeout", step=what) from None
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
-        raise EngineError(f"{what} failed; please try again later. ({' '.join(tail)[:300]})")
+        raise EngineError("ffmpeg_failed", step=what, output=" ".join(tail)[:300])
     return proc.stderr
 
 
@@ -440,9 +407,7 @@ def encode_args(fmt: str) -> list[str]:
     try:
         enc = ENCODINGS[fmt]
     except KeyError:
-        raise EngineError(
-            f"Unknown output format {fmt!r}; choose one of {', '.join(ENCODINGS)}."
-        ) from None
+        raise BadOptions("output_format", value=fmt, allowed=list(ENCODINGS)) from None
     args = ["-c:a", enc["acodec"]]
     if "audio_bitrate" in enc:
         args += ["-b:a", enc["audio_bitrate"]]
@@ -459,7 +424,7 @@ def encode(src: Path, dst: Path, fmt: str | None = None) -> Path:
     fmt = fmt or dst.suffix.lstrip(".").lower()
     tmp = dst.with_name(f".part-{dst.name}")
     try:
-        run_ffmpeg(["-i", str(src), "-map", "0:a:0", *encode_args(fmt), str(tmp)], "Encoding")
+        run_ffmpeg(["-i", str(src), "-map", "0:a:0", *encode_args(fmt), str(tmp)], "encoding")
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -480,7 +445,7 @@ def measure_loudness(path: Path) -> Loudness:
     """Integrated loudness (EBU R128) and true peak of `path`, measured by ffmpeg."""
     err = run_ffmpeg(
         ["-i", str(path), "-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"],
-        "Measuring loudness",
+        "loudness",
     )
     return parse_ebur128(err)
 
@@ -490,7 +455,7 @@ def parse_ebur128(stderr: str) -> Loudness:
     summary = stderr[stderr.rfind("Summary:") :]
     i_match, tp_match = _EBU_I.search(summary), _EBU_TP.search(summary)
     if not i_match:
-        raise EngineError("Measuring loudness failed; please try again later.")
+        raise EngineError("ffmpeg_failed", step="loudness", output=stderr[-300:])
 
     def num(match: re.Match | None) -> float:
         text = match.group(1) if match else "-inf"

@@ -15,7 +15,7 @@ a community file is accepted only when:
   file's size with every count bounded. The walk reads headers only and seeks past the data.
 
 Nothing here imports torch, faiss or the engine: callers pass tensor shapes and dtype names.
-Every refusal is a `BadVoice` with one sentence.
+Every refusal is a `BadVoice` whose reason and data say what is wrong (`flows.errors` words it).
 """
 
 from __future__ import annotations
@@ -64,8 +64,6 @@ POSTERIOR_KERNEL, POSTERIOR_LAYERS = 5, 16
 ATTENTION_WINDOW = 10
 PITCH_BINS = 256
 
-DAMAGED = "upload the original .pth again"
-
 
 @dataclass(frozen=True)
 class Geometry:
@@ -90,8 +88,9 @@ class Geometry:
     sample_rate: int
 
 
-def _bad(name: str, what: str) -> BadVoice:
-    return BadVoice(f"{name} {what}; {DAMAGED}.")
+def _bad(name: str, part: str, **facts: Any) -> BadVoice:
+    """The voice `name` is damaged: `part` names what (see `flows.errors`), `facts` the values."""
+    return BadVoice("damaged", name=name, part=part, **facts)
 
 
 def _int(value: Any) -> int | None:
@@ -108,10 +107,10 @@ def _ints(value: Any, most: int) -> tuple[int, ...] | None:
 def parse_config(config: Any, name: str) -> Geometry:
     """The 18-value config as a `Geometry`, or `BadVoice` when it is not an RVC geometry."""
     if not isinstance(config, list | tuple) or len(config) != 18:
-        raise _bad(name, "has a damaged config")
+        raise _bad(name, "config")
     sample_rate = _int(config[17])
     if sample_rate not in HOPS:
-        raise BadVoice(f"{name} synthesises at {config[17]!r} Hz; RVC voices use 32, 40 or 48 kHz.")
+        raise BadVoice("sample_rate", name=name, sample_rate=str(config[17])[:20])
     sizes = {
         "segment_size": config[1],
         "inter_channels": config[2],
@@ -128,17 +127,16 @@ def parse_config(config: Any, name: str) -> Geometry:
         v = _int(value)
         if v is None or not 1 <= v <= MAXIMA[key]:
             raise BadVoice(
-                f"{name} asks for {key} = {str(value)[:20]}, outside what RVC voices use "
-                f"(1-{MAXIMA[key]}); it is not a real RVC voice."
+                "not_rvc_size", name=name, key=key, value=str(value)[:20], most=MAXIMA[key]
             )
     if _int(config[0]) != SPEC_CHANNELS[sample_rate]:
-        raise _bad(name, f"has a spectrogram size that does not fit {sample_rate} Hz")
+        raise _bad(name, "spectrogram", sample_rate=sample_rate)
     p_dropout = config[8]
     if not isinstance(p_dropout, int | float) or not 0 <= p_dropout < 1:
-        raise _bad(name, "has a damaged config (dropout)")
+        raise _bad(name, "dropout")
     resblock = str(config[9])
     if resblock not in ("1", "2"):
-        raise _bad(name, "has an unknown residual block type")
+        raise _bad(name, "resblock_type")
     r_kernels = _ints(config[10], MAX_RESBLOCKS)
     dilations_raw = config[11]
     if (
@@ -147,25 +145,28 @@ def parse_config(config: Any, name: str) -> Geometry:
         or not isinstance(dilations_raw, list | tuple)
         or len(dilations_raw) != len(r_kernels)
     ):
-        raise _bad(name, "has residual blocks RVC does not use")
+        raise _bad(name, "resblocks")
     dilations = tuple(_ints(d, 3) for d in dilations_raw)
     need = 3 if resblock == "1" else 2
     if any(d is None or len(d) != need or max(d) > MAX_DILATION for d in dilations):
-        raise _bad(name, "has residual block dilations RVC does not use")
+        raise _bad(name, "dilations")
     rates = _ints(config[12], MAX_UPSAMPLES)
     kernels = _ints(config[14], MAX_UPSAMPLES)
     if rates is None or kernels is None or len(rates) != len(kernels):
-        raise _bad(name, "has a damaged decoder config")
+        raise _bad(name, "decoder")
     if math.prod(rates) != HOPS[sample_rate]:
         raise BadVoice(
-            f"{name} upsamples by {math.prod(rates)} but {sample_rate} Hz needs "
-            f"{HOPS[sample_rate]}; it is not a real RVC voice."
+            "upsampling",
+            name=name,
+            upsamples=math.prod(rates),
+            sample_rate=sample_rate,
+            needs=HOPS[sample_rate],
         )
     if any(
         not u <= k <= min(4 * u, MAX_UPSAMPLE_KERNEL) or (k - u) % 2
         for u, k in zip(rates, kernels, strict=True)
     ):
-        raise _bad(name, "has decoder kernel sizes that do not fit its upsample rates")
+        raise _bad(name, "decoder_kernels")
     geo = Geometry(
         spec_channels=config[0],
         segment_size=sizes["segment_size"],
@@ -186,9 +187,9 @@ def parse_config(config: Any, name: str) -> Geometry:
         sample_rate=sample_rate,
     )
     if geo.hidden_channels % geo.n_heads or geo.inter_channels % 2:
-        raise _bad(name, "has channel counts that do not divide as RVC's layers need")
+        raise _bad(name, "channels")
     if geo.upsample_initial_channel % 2 ** len(rates):
-        raise _bad(name, "has a decoder width that cannot halve at every upsampling")
+        raise _bad(name, "decoder_width")
     return geo
 
 
@@ -313,40 +314,35 @@ def check_voice(
 
     Cheap checks on metadata only: nothing is allocated from the file's numbers."""
     if version not in FEATURE_DIMS:
-        raise BadVoice(f"{name} says it is an RVC {version!s:.10} voice; only v1 and v2 exist.")
+        raise BadVoice("version", name=name, version=f"{version!s:.10}")
     total = 0
     for key, (shape, dtype) in tensors.items():
         if not isinstance(key, str) or len(key) > 120:
-            raise _bad(name, "has weights with odd names")
+            raise _bad(name, "weight_names")
         if dtype not in FLOAT_DTYPES:
-            raise BadVoice(
-                f"{name} stores {dtype} weights; RVC voices hold float16 or float32 weights only."
-            )
+            raise BadVoice("dtype", name=name, dtype=str(dtype)[:20])
         total += math.prod(shape)
         if total > MAX_PARAMS:
-            raise BadVoice(
-                f"{name} holds over {MAX_PARAMS // 1_000_000} million parameters, more than any "
-                "RVC voice; it is not a real RVC voice."
-            )
+            raise BadVoice("too_many_parameters", name=name, most=MAX_PARAMS)
     geo = parse_config(config, name)
     tensors = standard_names(tensors)
     emb = tensors.get("emb_g.weight")
     speakers = emb[0][0] if emb and len(emb[0]) == 2 else 0
     if not 1 <= speakers <= MAXIMA["spk_embed_dim"]:
-        raise _bad(name, "has a damaged speaker table")
+        raise _bad(name, "speakers")
     want = expected_shapes(geo, version, f0, speakers)
     if any(k.startswith("enc_q.") for k in tensors):
         want.update(posterior_shapes(geo))
     missing = [k for k in want if k not in tensors]
     if missing:
-        raise _bad(name, f"lacks weights its config needs ({missing[0]})")
+        raise _bad(name, "missing_weight", key=missing[0])
     extra = [k for k in tensors if k not in want]
     if extra:
-        raise _bad(name, f"holds weights its config does not have ({str(extra[0])[:60]})")
+        raise _bad(name, "extra_weight", key=str(extra[0])[:60])
     for key, shape in want.items():
         got = tuple(tensors[key][0])
         if got != shape:
-            raise _bad(name, f"has {key} of shape {list(got)} where its config needs {list(shape)}")
+            raise _bad(name, "shape", key=key, shape=list(got), needs=list(shape))
     return geo
 
 
@@ -355,7 +351,6 @@ def check_voice(
 MAX_NLIST = 65536
 """RVC picks min(16·√n, n/39) lists; this is above that for any real dataset."""
 L2 = 1
-INDEX_DAMAGED = "upload the voice's added_*.index again or import without it"
 
 
 class _Reader:
@@ -364,13 +359,14 @@ class _Reader:
     def __init__(self, fh: BinaryIO, size: int, name: str):
         self.fh, self.size, self.name = fh, size, name
 
-    def fail(self, what: str) -> BadVoice:
-        return BadVoice(f"The index file {self.name} {what}; {INDEX_DAMAGED}.")
+    def fail(self, part: str, **facts: Any) -> BadVoice:
+        """The index is damaged: `part` names what (see `flows.errors`), `facts` the values."""
+        return BadVoice("damaged_index", name=self.name, part=part, **facts)
 
     def take(self, n: int) -> bytes:
         data = self.fh.read(n)
         if len(data) != n:
-            raise self.fail("is cut short")
+            raise self.fail("cut_short")
         return data
 
     def fourcc(self) -> bytes:
@@ -387,7 +383,7 @@ class _Reader:
 
     def skip(self, n: int) -> None:
         if n < 0 or self.fh.tell() + n > self.size:
-            raise self.fail("declares more data than it holds")
+            raise self.fail("overlong")
         self.fh.seek(n, 1)
 
     def header(self) -> tuple[int, int]:
@@ -397,7 +393,7 @@ class _Reader:
         trained = self.take(1)[0]
         metric = self.i32()
         if metric != L2 or trained != 1:
-            raise self.fail("is not a trained L2 index as RVC builds")
+            raise self.fail("not_trained_l2")
         return d, ntotal
 
 
@@ -413,61 +409,55 @@ def check_index(path: Path, dim: int, name: str | None = None) -> int:
     with open(path, "rb") as fh:
         r = _Reader(fh, size, name)
         if r.fourcc() != b"IwFl":
-            raise BadVoice(
-                f"The index file {name} is not an IVF-Flat faiss index, the kind RVC writes; "
-                "import the voice without it or send its added_*.index."
-            )
+            raise BadVoice("index_kind", name=name)
         d, ntotal = r.header()
         if d not in FEATURE_DIMS.values():
-            raise r.fail(f"holds {d}-dim vectors, which no RVC voice uses")
+            raise r.fail("dimension", dim=d)
         if d != dim:
-            raise BadVoice(
-                f"The index file {name} holds {d}-dim features but the voice needs {dim}; "
-                "it belongs to another voice, so send this voice's own index."
-            )
+            raise BadVoice("index_of_another_voice", name=name, dim=d, needs=dim)
         vector = d * 4
         if not 1 <= ntotal <= size // vector:
-            raise r.fail(f"declares {ntotal} vectors, which do not fit in its {size} bytes")
+            raise r.fail("vectors", vectors=ntotal, size=size)
         nlist, nprobe = r.u64(), r.u64()
         if not 1 <= nlist <= MAX_NLIST or nlist * vector > size or not 1 <= nprobe <= nlist:
-            raise r.fail("declares an impossible number of clusters")
+            raise r.fail("clusters")
         if r.fourcc() != b"IxF2":
-            raise r.fail("has a quantizer RVC does not use")
+            raise r.fail("quantizer")
         qd, qn = r.header()
         if qd != d or qn != nlist or r.u64() != nlist * d:
-            raise r.fail("has a quantizer that does not match it")
+            raise r.fail("quantizer_mismatch")
         r.skip(nlist * vector)
         map_type = r.take(1)[0]
         if map_type not in (0, 1, 2):
-            raise r.fail("has an unknown id map")
+            raise r.fail("id_map")
         r.skip(8 * _count(r, ntotal))
         if map_type == 2:
             r.skip(16 * _count(r, ntotal))
         if r.fourcc() != b"ilar" or r.u64() != nlist or r.u64() != vector:
-            raise r.fail("has inverted lists RVC does not write")
+            raise r.fail("inverted_lists")
         kind = r.fourcc()
         sizes: list[int]
         if kind == b"full":
             if _count(r, nlist) != nlist:
-                raise r.fail("has damaged list sizes")
+                raise r.fail("list_sizes")
             sizes = list(struct.unpack(f"<{nlist}Q", r.take(8 * nlist)))
         elif kind == b"sprs":
             pairs = _count(r, 2 * nlist)
             if pairs % 2:
-                raise r.fail("has damaged list sizes")
+                raise r.fail("list_sizes")
             values = struct.unpack(f"<{pairs}Q", r.take(8 * pairs))
             sizes = [0] * nlist
             for list_no, n in zip(values[::2], values[1::2], strict=True):
                 if list_no >= nlist:
-                    raise r.fail("has damaged list sizes")
+                    raise r.fail("list_sizes")
                 sizes[list_no] = n
         else:
-            raise r.fail("has inverted lists RVC does not write")
+            raise r.fail("inverted_lists")
         if sum(sizes) != ntotal:
-            raise r.fail("has lists that do not add up to its vectors")
+            raise r.fail("list_total")
         r.skip(ntotal * (vector + 8))
         if fh.tell() != size:
-            raise r.fail("has data after its end")
+            raise r.fail("trailing_data")
     return ntotal
 
 
@@ -475,5 +465,5 @@ def _count(r: _Reader, most: int) -> int:
     """A faiss vector's length prefix, at most `most`."""
     n = r.u64()
     if n > most:
-        raise r.fail("declares more data than it holds")
+        raise r.fail("overlong")
     return n

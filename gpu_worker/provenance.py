@@ -176,10 +176,7 @@ def ensure_credentials(cert: Path, key: Path) -> bool:
     if cert.is_file() and key.is_file():
         return False
     if cert.exists() or key.exists():
-        raise EngineError(
-            f"The signing certificate {cert} or its key {key} is missing; "
-            "set both ENCORE_C2PA_CERT and ENCORE_C2PA_KEY, or remove the other one."
-        )
+        raise EngineError("signing_half_missing", cert=str(cert), key=str(key))
     make_credentials(cert, key)
     return True
 
@@ -223,18 +220,12 @@ def _signer(credentials: Credentials):
         chain = Path(credentials.cert).read_bytes()
         secret = Path(credentials.key).read_bytes()
     except OSError as exc:
-        raise EngineError(
-            f"The signing certificate cannot be read ({exc.strerror}); check ENCORE_C2PA_CERT "
-            "and ENCORE_C2PA_KEY."
-        ) from exc
+        raise EngineError("signing_unreadable", error=exc.strerror) from exc
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, secret, None)
     try:
         return c2pa.Signer.from_info(info)
     except c2pa.C2paError as exc:
-        raise EngineError(
-            f"The signing certificate was refused ({exc}); use an ES256 certificate "
-            "issued by a CA, with its chain."
-        ) from exc
+        raise EngineError("signing_refused", error=str(exc)) from exc
 
 
 def sign(path: Path, tags: ResultTags, credentials: Credentials) -> Path:
@@ -244,7 +235,7 @@ def sign(path: Path, tags: ResultTags, credentials: Credentials) -> Path:
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in MIME:
-        raise EngineError(f"Content Credentials cannot be embedded in a .{fmt} file.")
+        raise EngineError("manifest_format", fmt=fmt)
     tmp = path.with_name(f".signed-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         with (
@@ -256,7 +247,7 @@ def sign(path: Path, tags: ResultTags, credentials: Credentials) -> Path:
             builder.sign(signer, MIME[fmt], src, dst)
         os.replace(tmp, path)
     except c2pa.C2paError as exc:
-        raise EngineError(f"Signing the result failed ({exc}); please try again.") from exc
+        raise EngineError("signing_failed", error=str(exc)) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -16,7 +16,7 @@ from pathlib import Path
 import soundfile as sf
 
 from gpu_worker.audio import Loudness, encode_args, measure_loudness, parse_ebur128, run_ffmpeg
-from gpu_worker.errors import EngineError
+from gpu_worker.errors import BadAudio
 
 MAX_GAIN_DB = 60.0  # enough for a very quiet mix; more would only raise noise
 OVERSAMPLE = 4
@@ -75,7 +75,7 @@ def _render(vocal: Path, inst: Path, dst: Path, graph: str, fmt: str) -> None:
     run_ffmpeg(
         ["-i", str(vocal), "-i", str(inst), "-filter_complex", graph, "-map", "[out]",
          *encode_args(fmt), str(dst)],
-        "Mixing",
+        "mixing",
     )  # fmt: skip
 
 
@@ -84,7 +84,7 @@ def remix(vocal: Path, instrumental: Path, out: Path, opts: MixOptions = MixOpti
     info = sf.info(str(instrumental))
     samples, rate = int(info.frames), int(info.samplerate)
     if samples == 0:
-        raise EngineError("The instrumental is empty; send a longer song.")
+        raise BadAudio("empty_instrumental")
     out = Path(out)
     tmp = out.with_name(f".part-{out.name}")
     try:
@@ -94,7 +94,7 @@ def remix(vocal: Path, instrumental: Path, out: Path, opts: MixOptions = MixOpti
         err = run_ffmpeg(
             ["-i", str(vocal), "-i", str(instrumental), "-filter_complex", probe_graph,
              "-map", "[out]", "-f", "null", "-"],
-            "Measuring loudness",
+            "loudness",
         )  # fmt: skip
         first = parse_ebur128(err).integrated_lufs
         gain = 0.0 if math.isinf(first) else min(opts.loudness_lufs - first, MAX_GAIN_DB)

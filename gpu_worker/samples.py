@@ -3,43 +3,33 @@
 This module owns the first step of training a voice. `check_samples` looks at every file a
 user sent (wav, mp3, ogg/opus voice notes, m4a: anything ffmpeg decodes) and measures how many
 seconds of clean speech or singing it holds, its level, clipping, silence, sample rate and
-channels. Each unusable sample gets one sentence that names it by number and says what to do
-("Sample 3 is mostly silence; record it again closer to the microphone."); one bad file never
-makes the whole check fail. The report's summary tells the user whether there is enough voice
-to train (at least 1 min, 5-10 min is best) and the report's `ok` says whether to go on.
+channels. Each unusable sample gets a `SampleProblem` (a reason and its facts, which
+`flows.errors` turns into one sentence naming the sample by number); one bad file never makes
+the whole check fail. The report's `ok` says whether there is enough voice to train (at least
+1 min; 5-10 min is best), and its numbers are what the user's summary is made from.
 
 `prepare_samples` then writes the accepted samples as clean mono float wavs at the training
 rate: long silences shortened, clipped stretches cut out, level brought to a steady speech
 level with headroom.
 
-How the measurements work: every file is opened as untrusted audio (`gpu_worker.audio.inspect`:
-allowed formats and codecs only, for its original rate and channels) and decoded once at
-`ANALYSIS_RATE`, within `decode_limits` (what decodes, not what headers claim), and measured
-block by block as it decodes (`_Analysis`), so checking a 30-minute sample in the bot process
-never holds it whole. The audio is cut into 30 ms frames; a frame is silence when its RMS is
-below a threshold that is the highest of a fixed floor (`SILENCE_FLOOR_DBFS`), a fixed distance
-below the loud part of the recording, and (when the recording has quiet gaps) just above its
-background noise. A sample counts as clipped at full scale (`CLIP_LEVEL`) or where it holds one
-value for several samples at a high level (a flat top: clipped, then turned down). A frame with
-more than `CLIPPED_FRAME` of its samples clipped is dropped, so a single full-scale peak in
-normalised audio costs nothing. Voiced seconds are the frames that are neither silent nor
-dropped. Known blind spot: a lossy encoder (AAC above all) can blur a flat top below full scale
-enough that it passes.
+How a recording is measured (30 ms frames, silence, clipping, voiced seconds) is
+`gpu_worker.sample_analysis`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gpu_worker.audio import Limits, decode, decode_chunks, inspect, write_wav
 from gpu_worker.errors import BadAudio, TooLong
+from gpu_worker.hashing import file_sha256
+from gpu_worker.sample_analysis import ANALYSIS_RATE, DB_FLOOR, Analysis, analyse, db
 
 __all__ = [
     "IntakeLimits",
@@ -53,21 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_RATE = 16000  # Hz; enough for level, silence and clipping, cheap for 30-minute files
-FRAME_S = 0.030  # analysis frame length
-DB_FLOOR = -120.0  # what the dBFS fields read for digital silence or an unreadable file
 LENGTH_SLACK_S = 0.5  # encoder padding: a 30-minute recording may decode a little longer
 
-SILENCE_FLOOR_DBFS = -55.0  # a frame quieter than this is silence in any recording
-SILENCE_BELOW_LOUD_DB = 35.0  # ... and so is one this far below the loud part (95th percentile)
-NOISE_MARGIN_DB = 6.0  # ... or one within this of the background noise (10th percentile)
-NOISE_GATE_MAX_BELOW_LOUD_DB = 20.0  # the noise rule never drops frames closer than this to loud
-
-CLIP_LEVEL = 0.999  # |x| at or above this counts as clipped
-CLIPPED_FRAME = 0.01  # a frame with more than this fraction of clipped samples is dropped
-FLAT_RUN = 4  # this many equal samples in a row ...
-FLAT_LEVEL = 0.25  # ... at or above this level is a flat top (clipped before a gain change)
-FLAT_TOLERANCE = 1e-5  # exact in 16-bit audio; natural peaks move more than this per sample
 
 TARGET_RMS_DBFS = -20.0  # prepare_samples: voiced level of the written samples
 PEAK_CEILING_DBFS = -1.0  # prepare_samples: written samples never peak above this
@@ -75,7 +52,6 @@ MAX_PAUSE_S = 0.4  # prepare_samples: longer silences are shortened to this
 KEEP_AROUND_VOICE_S = 0.09  # prepare_samples: quiet edges kept around voiced frames
 FADE_S = 0.010  # prepare_samples: fade at each cut
 _VOICED, _SILENT, _CLIPPED = 0, 1, 2
-_BLOCK = 1 << 20  # samples per block of the analysis (frames are summed in groups this size)
 
 
 @dataclass(frozen=True)
@@ -98,6 +74,14 @@ class IntakeLimits:
 
 
 @dataclass(frozen=True)
+class SampleProblem:
+    """Why one sample is refused: `reason` names the case, `data` its facts (sizes, limits)."""
+
+    reason: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SampleCheck:
     """What intake found in one sample. Levels are dBFS; `DB_FLOOR` stands for silence."""
 
@@ -111,7 +95,7 @@ class SampleCheck:
     peak_dbfs: float
     clipped_fraction: float  # of the non-silent samples
     silent_fraction: float  # of the sample's duration
-    problem: str | None  # None if accepted; else one sentence naming the sample by number
+    problem: SampleProblem | None  # None if accepted; else why not (`flows.errors` words it)
 
 
 @dataclass(frozen=True)
@@ -119,7 +103,7 @@ class IntakeReport:
     samples: list[SampleCheck]
     voiced_s: float  # total of accepted samples
     ok: bool  # enough accepted audio to train
-    summary: str  # one or two short sentences for the user
+    limits: IntakeLimits = IntakeLimits()  # what the samples were checked against
 
     @property
     def accepted(self) -> list[SampleCheck]:
@@ -147,206 +131,23 @@ def format_duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Measuring
-
-
-@dataclass(frozen=True)
-class _Frames:
-    """Per-frame view of one decoded sample."""
-
-    frame: int  # samples per frame
-    sample_rate: int
-    dc: float  # the mono mix's DC offset
-    power: np.ndarray  # mean square per frame (mono, DC removed)
-    silent: np.ndarray  # bool per frame
-    clipped: np.ndarray  # bool per frame: more than CLIPPED_FRAME of it is clipped
-    clipped_samples: int
-    peak: float
-
-    @property
-    def voiced(self) -> np.ndarray:
-        return ~self.silent & ~self.clipped
-
-    def seconds(self, frames: int) -> float:
-        return frames * self.frame / self.sample_rate
-
-
-def _db(power: float | np.ndarray) -> np.ndarray:
-    """Mean square to dBFS, floored at DB_FLOOR."""
-    return np.maximum(10.0 * np.log10(np.asarray(power, dtype=np.float64) + 1e-13), DB_FLOOR)
-
-
-def _silence_threshold(frame_db: np.ndarray) -> float:
-    loud = float(np.percentile(frame_db, 95))
-    noise = float(np.percentile(frame_db, 10))
-    noise_gate = min(noise + NOISE_MARGIN_DB, loud - NOISE_GATE_MAX_BELOW_LOUD_DB)
-    return max(SILENCE_FLOOR_DBFS, loud - SILENCE_BELOW_LOUD_DB, noise_gate)
-
-
-class _Analysis:
-    """Frames audio fed a block at a time and marks silent and clipped frames.
-
-    Memory is bounded by the block size whatever the length: what is kept between blocks is
-    per-frame sums, a block of samples whose frames are not yet summed, and the last few
-    samples of the block before (a flat top may straddle the edge; a sample's clipping mark is
-    final once `FLAT_RUN - 1` samples after it are known). Frames are summed in the same
-    groups of `_BLOCK // frame` frames however the audio arrives, so results do not depend on
-    how it is cut.
-    """
-
-    def __init__(self, sample_rate: int, channels: int):
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.frame = max(1, round(FRAME_S * sample_rate))
-        size = max(1, _BLOCK // self.frame) * self.frame
-        self.samples = 0  # fed so far
-        self._buf = np.empty((channels, size), dtype=np.float32)  # marked, frames not summed
-        self._clip = np.zeros(size, dtype=bool)
-        self._filled = 0
-        self._carry = np.empty((channels, 0), dtype=np.float32)  # the last samples fed ...
-        self._unsure = 0  # ... of which these last ones are not yet marked for good
-        self._sums: list[np.ndarray] = []
-        self._squares: list[np.ndarray] = []
-        self._per_frame: list[np.ndarray] = []
-        self._clipped = 0
-        self._peak = 0.0
-
-    def add(self, block: np.ndarray) -> None:
-        """Feed audio shaped (samples, channels), as `decode_chunks` yields it."""
-        if len(block):
-            self.samples += len(block)
-            self._mark(np.concatenate((self._carry, block.T), axis=1), final=False)
-
-    def _mark(self, x: np.ndarray, final: bool) -> None:
-        """Mark clipping in `x` (the carry, then new samples) and pass on what is final."""
-        pairs = FLAT_RUN - 1
-        n = x.shape[1]
-        if n == 0:
-            return
-        clip = np.zeros(n, dtype=bool)
-        for channel in x:
-            level = np.abs(channel)
-            self._peak = max(self._peak, float(level.max()))
-            clip |= level >= CLIP_LEVEL
-            same = (np.abs(np.diff(channel)) <= FLAT_TOLERANCE) & (level[1:] >= FLAT_LEVEL)
-            if len(same) < pairs or not same.any():
-                continue
-            runs = np.lib.stride_tricks.sliding_window_view(same, pairs).all(axis=1)
-            for offset in range(pairs + 1):
-                clip[offset : offset + len(runs)] |= runs
-        start = self._carry.shape[1] - self._unsure  # the first sample not yet passed on
-        end = n if final else max(start, n - pairs)
-        self._keep(x[:, start:end], clip[start:end])
-        self._carry = x[:, max(0, end - pairs) :].copy()
-        self._unsure = n - end
-
-    def _keep(self, x: np.ndarray, clip: np.ndarray) -> None:
-        at = 0
-        while at < x.shape[1]:
-            take = min(x.shape[1] - at, self._buf.shape[1] - self._filled)
-            self._buf[:, self._filled : self._filled + take] = x[:, at : at + take]
-            self._clip[self._filled : self._filled + take] = clip[at : at + take]
-            self._filled += take
-            at += take
-            if self._filled == self._buf.shape[1]:
-                self._sum_frames()
-
-    def _sum_frames(self) -> None:
-        """Sum the whole frames in the buffer (the mono mix); empty it."""
-        frame = self.frame
-        count = self._filled // frame
-        part = self._buf[:, : count * frame]
-        mono = part.mean(axis=0, dtype=np.float32) if self.channels > 1 else part[0]
-        frames = mono.reshape(count, frame)
-        self._sums.append(frames.sum(axis=1, dtype=np.float64))
-        self._squares.append(np.einsum("ij,ij->i", frames, frames, dtype=np.float64))
-        self._per_frame.append(self._clip[: count * frame].reshape(count, frame).sum(axis=1))
-        self._clipped += int(self._clip[: self._filled].sum())
-        self._filled = 0
-
-    def result(self) -> _Frames:
-        """What the audio fed holds; a recording shorter than a frame is one padded frame."""
-        self._mark(self._carry, final=True)
-        if self.samples < self.frame:
-            self._keep(
-                np.zeros((self.channels, self.frame - self.samples), dtype=np.float32),
-                np.zeros(self.frame - self.samples, dtype=bool),
-            )
-        self._sum_frames()
-        frame = self.frame
-        sums = np.concatenate(self._sums)
-        squares = np.concatenate(self._squares)
-        count = len(sums)
-        # Mean square per frame with the recording's DC offset taken out.
-        dc = float(sums.sum()) / (count * frame)
-        power = np.maximum(squares / frame - 2 * dc * sums / frame + dc * dc, 0.0)
-        frame_db = _db(power)
-        silent = frame_db < _silence_threshold(frame_db)
-        per_frame = np.concatenate(self._per_frame)
-        return _Frames(
-            frame=frame,
-            sample_rate=self.sample_rate,
-            dc=dc,
-            power=power,
-            silent=silent,
-            clipped=per_frame > CLIPPED_FRAME * frame,
-            clipped_samples=self._clipped,
-            peak=self._peak,
-        )
-
-
-def _analyse(audio: np.ndarray, sample_rate: int) -> _Frames:
-    """Frame `audio` (channels, samples) and mark silent and clipped frames."""
-    analysis = _Analysis(sample_rate, audio.shape[0])
-    for start in range(0, audio.shape[1], _BLOCK):
-        analysis.add(audio[:, start : start + _BLOCK].T)
-    return analysis.result()
-
-
-# ---------------------------------------------------------------------------------------------
 # Checking
 
 
-def _khz(rate: int) -> str:
-    return f"{rate / 1000:.3g} kHz"
-
-
-def _mb(size: float) -> str:
-    return f"{size / 2**20:.0f} MB"
-
-
-def _channels_wanted(limit: int) -> str:
-    if limit <= 1:
-        return "a mono recording"
-    if limit == 2:
-        return "a mono or stereo recording"
-    return f"a recording with at most {limit} channels"
-
-
-def _range_text(low: float, high: float) -> str:
-    if low % 60 == 0 and high % 60 == 0:
-        return f"{low / 60:g}–{high / 60:g} min"
-    return f"{format_duration(low)} to {format_duration(high)}"
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Reject(Exception):
-    """A sample is refused; carries what was measured before the refusal."""
+    """A sample is refused; carries why, and what was measured before the refusal."""
 
-    def __init__(self, problem: str, **measured):
-        super().__init__(problem)
+    def __init__(self, problem: SampleProblem, **measured):
+        super().__init__(problem.reason)
         self.problem = problem
         self.measured = measured
 
 
-def _blank(number: int, name: str, problem: str, **measured) -> SampleCheck:
+def _refuse(reason: str, measured: dict | None = None, **facts) -> _Reject:
+    return _Reject(SampleProblem(reason, facts), **(measured or {}))
+
+
+def _blank(number: int, name: str, problem: SampleProblem, **measured) -> SampleCheck:
     fields = dict(
         duration_s=0.0,
         voiced_s=0.0,
@@ -364,81 +165,51 @@ def _blank(number: int, name: str, problem: str, **measured) -> SampleCheck:
 def _check_one(
     number: int, name: str, path: Path, limits: IntakeLimits, seen: dict[str, int], room_s: float
 ) -> SampleCheck:
-    """Measure one sample; a refusal raises _Reject with the sentence for the user."""
-    n = number
+    """Measure one sample; a refusal raises _Reject with the problem."""
     if not path.is_file():
-        raise _Reject(f"Sample {n} did not arrive; send it again.")
+        raise _refuse("missing")
     size = path.stat().st_size
     if size == 0:
-        raise _Reject(f"Sample {n} is an empty file; send the recording again.")
+        raise _refuse("empty")
     if size > limits.max_bytes:
-        raise _Reject(
-            f"Sample {n} is {_mb(size)}, over the {_mb(limits.max_bytes)} limit; "
-            "send a shorter or more compressed recording."
-        )
-    digest = _file_hash(path)
+        raise _refuse("too_large", size=size, max_bytes=limits.max_bytes)
+    digest = file_sha256(path)
     if digest in seen:
-        raise _Reject(
-            f"Sample {n} is the same file as sample {seen[digest]}; "
-            "send a different recording or leave it out."
-        )
-    seen[digest] = n
+        raise _refuse("duplicate", of=seen[digest])
+    seen[digest] = number
 
     try:
         info = inspect(path, limits.max_bytes)
     except BadAudio:
-        raise _Reject(
-            f"Sample {n} could not be read as audio; send it as an mp3, wav, ogg or m4a file."
-        ) from None
+        raise _refuse("not_audio") from None
     known = dict(sample_rate=info.sample_rate, channels=info.channels, duration_s=info.duration)
     if info.channels > limits.max_channels:
-        raise _Reject(
-            f"Sample {n} has {info.channels} audio channels; "
-            f"send {_channels_wanted(limits.max_channels)}.",
-            **known,
-        )
+        raise _refuse("channels", known, channels=info.channels, most=limits.max_channels)
     if info.sample_rate < limits.min_sample_rate:
-        raise _Reject(
-            f"Sample {n} is low-quality audio ({_khz(info.sample_rate)}); record it again at "
-            f"{_khz(limits.min_sample_rate)} or more, for example as a voice note.",
-            **known,
-        )
+        raise _refuse("low_rate", known, rate=info.sample_rate, least=limits.min_sample_rate)
     if info.sample_rate > limits.max_sample_rate:
-        raise _Reject(
-            f"Sample {n} has an unusual sample rate ({_khz(info.sample_rate)}); export it "
-            f"again at {_khz(limits.max_sample_rate)} or less, or send it as a voice note.",
-            **known,
-        )
-    too_long = (
-        f"Sample {n} is over the {format_duration(limits.max_sample_s)} limit for one sample; "
-        "split it into shorter recordings."
-    )
+        raise _refuse("high_rate", known, rate=info.sample_rate, most=limits.max_sample_rate)
+    too_long = SampleProblem("too_long", {"most_s": limits.max_sample_s})
     if info.duration > limits.max_sample_s + LENGTH_SLACK_S:
         raise _Reject(too_long, **known)
     if room_s <= 0:
-        raise _Reject(_over_total(n, limits), **known)
+        raise _Reject(_over_total(limits), **known)
 
     # Measured while it decodes, a block at a time: memory stays bounded however long it is.
-    analysis = _Analysis(ANALYSIS_RATE, min(info.channels, 2))
+    analysis = Analysis(ANALYSIS_RATE, min(info.channels, 2))
     try:
         for block in decode_chunks(path, ANALYSIS_RATE, analysis.channels, decode_limits(limits)):
             analysis.add(block)
     except TooLong:
         raise _Reject(too_long, **known) from None
     except BadAudio:
-        raise _Reject(
-            f"Sample {n} is damaged or cut off; export it again and resend it.", **known
-        ) from None
+        raise _refuse("damaged", known) from None
     duration = analysis.samples / ANALYSIS_RATE
     known["duration_s"] = duration
     if duration > limits.max_sample_s + LENGTH_SLACK_S:
         raise _Reject(too_long, **known)
     if duration < limits.min_sample_s:
-        raise _Reject(
-            f"Sample {n} is only {format_duration(duration)} long; "
-            f"send recordings of at least {format_duration(limits.min_sample_s)}.",
-            **known,
-        )
+        raise _refuse("too_short", known, seconds=duration, least_s=limits.min_sample_s)
 
     frames = analysis.result()
     count = len(frames.silent)
@@ -447,32 +218,23 @@ def _check_one(
     measured = dict(
         known,
         voiced_s=frames.seconds(int(frames.voiced.sum())),
-        rms_dbfs=float(_db(loud_power.mean())),
-        peak_dbfs=float(_db(frames.peak**2)),
+        rms_dbfs=float(db(loud_power.mean())),
+        peak_dbfs=float(db(frames.peak**2)),
         clipped_fraction=min(1.0, frames.clipped_samples / max(1, int(loud.sum()) * frames.frame)),
         silent_fraction=float(frames.silent.sum() / count),
     )
     problem = None
     if measured["silent_fraction"] > limits.max_silent_fraction:
-        problem = f"Sample {n} is mostly silence; record it again closer to the microphone."
+        problem = SampleProblem("mostly_silence", {"fraction": measured["silent_fraction"]})
     elif measured["rms_dbfs"] < limits.min_voice_dbfs:
-        problem = (
-            f"Sample {n} is too quiet; record it again closer to the microphone "
-            "or with the input volume turned up."
-        )
+        problem = SampleProblem("too_quiet", {"rms_dbfs": measured["rms_dbfs"]})
     elif measured["clipped_fraction"] > limits.max_clipped_fraction:
-        problem = (
-            f"Sample {n} is distorted because it was recorded too loud; "
-            "record it again a little further from the microphone."
-        )
+        problem = SampleProblem("clipped", {"fraction": measured["clipped_fraction"]})
     elif measured["voiced_s"] < limits.min_sample_s:
-        problem = (
-            f"Sample {n} has less than {format_duration(limits.min_sample_s)} of clear voice; "
-            "send a longer recording of you speaking or singing."
-        )
+        problem = SampleProblem("little_voice", {"least_s": limits.min_sample_s})
     elif measured["voiced_s"] > room_s:
-        problem = _over_total(n, limits)
-    return SampleCheck(number=n, name=name, problem=problem, **measured)
+        problem = _over_total(limits)
+    return SampleCheck(number=number, name=name, problem=problem, **measured)
 
 
 def decode_limits(limits: IntakeLimits) -> Limits:
@@ -487,38 +249,8 @@ def decode_limits(limits: IntakeLimits) -> Limits:
     )
 
 
-def _over_total(number: int, limits: IntakeLimits) -> str:
-    return (
-        f"Sample {number} would take the total past the {format_duration(limits.max_total_s)} "
-        "limit for one voice; leave it out."
-    )
-
-
-def _summary(accepted: list[SampleCheck], rejected: int, total: float, limits: IntakeLimits) -> str:
-    best = _range_text(*limits.recommended_s)
-    minimum = format_duration(limits.min_total_s)
-    if not accepted and not rejected:
-        return (
-            f"No samples yet; send at least {minimum} of clear speech or singing ({best} is best)."
-        )
-    if total <= 0:
-        return (
-            f"No clean voice in these samples; send at least {minimum} of clear speech "
-            f"or singing ({best} is best)."
-        )
-    if total < limits.min_total_s:
-        short = format_duration(total)
-        return f"Only {short} of clean voice; send at least {minimum} ({best} is best)."
-    count = len(accepted)
-    first = f"{format_duration(total)} of clean voice from {count} sample{'s' if count > 1 else ''}"
-    if rejected:
-        first += f" ({rejected} left out)"
-    low, high = limits.recommended_s
-    if total < low:
-        return f"{first}. {best} gives the best clone."
-    if total <= high:
-        return f"{first}, in the {best} range that gives the best clone."
-    return f"{first}. {best} is usually enough for the best clone; more makes training take longer."
+def _over_total(limits: IntakeLimits) -> SampleProblem:
+    return SampleProblem("over_total", {"most_s": limits.max_total_s})
 
 
 def check_samples(
@@ -538,12 +270,7 @@ def check_samples(
     for number, (path, name) in enumerate(zip(paths, names, strict=True), start=1):
         if number > limits.max_samples:
             checks.append(
-                _blank(
-                    number,
-                    name,
-                    f"Sample {number} is over the limit of {limits.max_samples} samples; "
-                    "send fewer, longer recordings.",
-                )
+                _blank(number, name, SampleProblem("too_many", {"most": limits.max_samples}))
             )
             continue
         try:
@@ -552,19 +279,13 @@ def check_samples(
             check = _blank(number, name, refusal.problem, **refusal.measured)
         except Exception:  # one odd file must not sink the others
             log.exception("checking sample %d (%s) failed", number, name)
-            check = _blank(
-                number,
-                name,
-                f"Sample {number} could not be checked; send it again as an mp3, wav, ogg "
-                "or m4a file.",
-            )
+            check = _blank(number, name, SampleProblem("unchecked"))
         if check.problem is None:
             total += check.voiced_s
         checks.append(check)
     accepted = [c for c in checks if c.problem is None]
     ok = bool(accepted) and total >= limits.min_total_s
-    summary = _summary(accepted, len(checks) - len(accepted), total, limits)
-    return IntakeReport(samples=checks, voiced_s=total, ok=ok, summary=summary)
+    return IntakeReport(samples=checks, voiced_s=total, ok=ok, limits=limits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,7 +314,7 @@ def _fade(piece: np.ndarray, fade: int) -> None:
 
 def _clean(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     """Cut clipped stretches, shorten long silences, trim the ends; set the level."""
-    frames = _analyse(mono[None, :], sample_rate)
+    frames = analyse(mono[None, :], sample_rate)
     f = frames.frame
     if not frames.voiced.any():
         return np.zeros(0, dtype=np.float32)
@@ -635,7 +356,7 @@ def _clean(mono: np.ndarray, sample_rate: int) -> np.ndarray:
         at += end - start
 
     voiced_power = float(frames.power[frames.voiced].mean())
-    gain = 10 ** ((TARGET_RMS_DBFS - float(_db(voiced_power))) / 20)
+    gain = 10 ** ((TARGET_RMS_DBFS - float(db(voiced_power))) / 20)
     peak = max(float(out.max()), -float(out.min())) if len(out) else 0.0
     if peak > 0:
         gain = min(gain, 10 ** (PEAK_CEILING_DBFS / 20) / peak)
@@ -666,9 +387,7 @@ def prepare_samples(
         try:
             audio = decode(paths[check.number - 1], sample_rate, 1, decode_limits(limits))
         except BadAudio:
-            raise BadAudio(
-                f"Sample {check.number} could not be read again; send it once more."
-            ) from None
+            raise BadAudio("sample_changed", number=check.number) from None
         clean = _clean(audio[0], sample_rate)
         del audio
         if len(clean) == 0:

@@ -11,9 +11,9 @@ This module owns the separation step of the engine:
   at all;
 - filling a model folder with Demucs's own download mechanism (`download_demucs`), which is
   what `encore models download` calls; jobs never download;
-- the speed knobs that live outside the model: the torch thread count, and the allocator
-  environment (`fast_allocator_env`, `reexec_with_fast_allocator`), since preloading tcmalloc
-  must happen before the process starts.
+- how many chunks run at once on a CPU, on how many torch threads (`cpu_plan`).
+
+The CPU count and the fast allocator are `gpu_worker.cpu`'s.
 
 Input is an array, not a path: the caller decodes with `gpu_worker.audio.decode(path, 44100, 2)`.
 """
@@ -21,30 +21,28 @@ Input is an array, not a path: the caller decodes with `gpu_worker.audio.decode(
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import math
 import os
 import shutil
 import socket
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gpu_worker import cancel
-from gpu_worker.errors import BadAudio, EngineError, ModelMissing
+from gpu_worker import cancel, loads
+from gpu_worker.cpu import available_cpus, cpu_has_native_bf16
+from gpu_worker.errors import BadAudio, BadOptions, EngineError, ModelMissing
 
 SAMPLE_RATE = 44100
 CHANNELS = 2
 VOCALS = "vocals"
 INSTRUMENTAL = "instrumental"
 PRECISIONS = ("fp32", "bf16", "auto")
-DOWNLOAD_COMMAND = "encore models download"
 DOWNLOAD_TIMEOUT_S = 60.0
 
 ProgressFn = Callable[[float], None]
@@ -94,19 +92,6 @@ def default_model(device: str) -> str:
     return "htdemucs_ft" if str(device).startswith("cuda") else "htdemucs"
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); Linux only."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
 def default_precision(device: str) -> str:
     """`bf16` on a CPU with native bf16 (about 2x faster there), `fp32` everywhere else.
 
@@ -119,22 +104,7 @@ def default_precision(device: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Threads and allocator
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask, capped by a cgroup v2 CPU quota if set."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
+# Threads
 
 
 MAX_AUTO_WORKERS = 4
@@ -147,76 +117,6 @@ def cpu_plan(threads: int = 0, workers: int = 0) -> tuple[int, int]:
     return workers, max(1, total // workers)
 
 
-_TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
-_TCMALLOC_DIRS = (
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/usr/lib64",
-    "/usr/lib",
-)
-_REEXEC_MARK = "ENCORE_ALLOCATOR_REEXEC"
-
-
-def find_tcmalloc() -> str | None:
-    """Path of a tcmalloc shared library (Debian: libgoogle-perftools4), or None."""
-    for folder in _TCMALLOC_DIRS:
-        for name in _TCMALLOC_NAMES:
-            path = Path(folder) / name
-            if path.exists():
-                return str(path)
-    found = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
-    return found if found and os.path.isabs(found) else None
-
-
-def fast_allocator_active() -> bool:
-    """Whether tcmalloc is loaded in this process."""
-    try:
-        return "tcmalloc" in Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-
-
-def fast_allocator_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment to start a separation process with: tcmalloc preloaded.
-
-    glibc's allocator returns Demucs's large buffers to the kernel after every op, and the
-    page faults that follow cost 25-35% of CPU time. Preloading tcmalloc measured 1.4x on
-    fp32 and 1.3x on bf16 here. It must be in `LD_PRELOAD` when the process starts: pass
-    this to `subprocess`, or see `reexec_with_fast_allocator`. Without tcmalloc installed it
-    falls back to glibc's transparent huge pages tunable, which helps less.
-    """
-    env = dict(os.environ if base is None else base)
-    lib = find_tcmalloc()
-    if lib is None:
-        if "glibc.malloc.hugetlb" not in env.get("GLIBC_TUNABLES", ""):
-            tunables = [t for t in [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"] if t]
-            env["GLIBC_TUNABLES"] = ":".join(tunables)
-        return env
-    preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p]
-    if not any("tcmalloc" in p for p in preload):
-        env["LD_PRELOAD"] = ":".join([lib, *preload])
-    # tcmalloc reports every allocation over 1 GiB on stderr; a 10-minute song makes some.
-    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
-    return env
-
-
-def reexec_with_fast_allocator(argv: list[str] | None = None) -> None:
-    """Replace this process with itself under `fast_allocator_env()`, once.
-
-    For long-lived entry points that separate in-process (the GPU worker, `encore` commands):
-    call it first thing in `main()`. It returns without doing anything when tcmalloc is
-    already loaded, is not installed, or a previous re-exec already happened.
-    """
-    if fast_allocator_active() or os.environ.get(_REEXEC_MARK) or find_tcmalloc() is None:
-        return
-    env = fast_allocator_env()
-    env[_REEXEC_MARK] = "1"
-    args = argv if argv is not None else list(getattr(sys, "orig_argv", sys.argv))[1:]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *args], env)
-
-
 # ---------------------------------------------------------------------------------------------
 # Models
 
@@ -225,9 +125,11 @@ _models: dict[tuple[str, str, str], object] = {}
 _models_lock = threading.Lock()
 
 
-def _missing(name: str, model_dir: Path, what: str) -> ModelMissing:
+def _missing(name: str, model_dir: Path, state: str, detail: str = "") -> ModelMissing:
+    """The separation model `name` is not usable in `model_dir`: `state` is `not_installed`,
+    `checksum` (damaged: its checksum does not match) or `damaged` (`detail` says how)."""
     return ModelMissing(
-        f"The separation model {name} is {what}; run `{DOWNLOAD_COMMAND}` to fetch it."
+        "separation_model", model=name, folder=str(model_dir), state=state, detail=detail
     )
 
 
@@ -241,7 +143,7 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
             return model
         if not model_dir.is_dir():
             # Demucs calls sys.exit for a missing folder; say what to do instead.
-            raise _missing(name, model_dir, f"not installed ({model_dir} does not exist)")
+            raise _missing(name, model_dir, "no_folder")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from demucs.pretrained import get_model
         from demucs.repo import ModelLoadingError
@@ -249,27 +151,23 @@ def load_model(model_dir: Path, name: str, device: str = "cpu"):
         try:
             model = get_model(name, repo=model_dir)
         except ModelLoadingError as exc:
-            if "checksum" in str(exc).lower():
-                what = f"damaged in {model_dir} (checksum mismatch)"
-            else:
-                what = f"not installed in {model_dir}"
-            raise _missing(name, model_dir, what) from exc
+            state = "checksum" if "checksum" in str(exc).lower() else "not_installed"
+            raise _missing(name, model_dir, state) from exc
         except (SystemExit, ImportError) as exc:
-            raise EngineError(
-                f"The separation model {name} needs a Demucs feature that is not installed "
-                f"({exc}); choose another model."
-            ) from exc
+            raise BadOptions("separation_model_feature", model=name, detail=str(exc)[:200]) from exc
         except Exception as exc:  # a truncated or foreign file
-            what = f"damaged in {model_dir} ({type(exc).__name__})"
-            raise _missing(name, model_dir, what) from exc
+            raise _missing(name, model_dir, "damaged", type(exc).__name__) from exc
         if VOCALS not in model.sources:
-            raise EngineError(f"The separation model {name} makes no vocal stem; choose another.")
+            raise BadOptions("separation_model_no_vocals", model=name)
         try:
             model.to(device)  # apply_model moves bag members back and forth otherwise
         except (RuntimeError, AssertionError) as exc:
-            raise EngineError(f"Separation cannot use the device {device} ({exc}).") from exc
+            raise BadOptions(
+                "separation_device", device=str(device), detail=str(exc)[:200]
+            ) from exc
         model.eval()
         _models[key] = model
+        loads.count()
         return model
 
 
@@ -285,17 +183,17 @@ def clear_model_cache() -> None:
 
 def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != SAMPLE_RATE:
-        raise BadAudio(f"Separation needs {SAMPLE_RATE} Hz audio, not {sample_rate} Hz.")
+        raise BadAudio("separation_rate", needs=SAMPLE_RATE, sample_rate=sample_rate)
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[0] not in (1, 2):
-        raise BadAudio("Separation needs mono or stereo audio shaped (channels, samples).")
+        raise BadAudio("separation_shape", shape=list(audio.shape))
     if audio.shape[1] == 0:
-        raise BadAudio("The audio is empty; send a file with sound in it.")
+        raise BadAudio("empty_audio")
     audio = audio.astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
-        raise BadAudio("The audio holds invalid samples; export it again and resend it.")
+        raise BadAudio("invalid_audio")
     if audio.shape[0] == 1:
         audio = np.repeat(audio, CHANNELS, axis=0)
     return audio
@@ -464,7 +362,7 @@ def separate(
     `out_dir` is replaced. `progress(fraction)` is called as chunks finish (0..1, one call
     at a time, possibly from a worker thread); an exception it raises aborts the separation.
 
-    Raises ModelMissing (the model is not in `model_dir`), BadAudio, EngineError.
+    Raises ModelMissing (the model is not in `model_dir`), BadAudio, BadOptions, EngineError.
     """
     out_dir = Path(out_dir)
     stems = separate_array(
@@ -511,7 +409,7 @@ def demucs_files(names: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
             sigs = [name]
         else:
             known = sorted(p.stem for p in root.glob("*.yaml"))
-            raise EngineError(f"Unknown Demucs model {name}; known models: {', '.join(known)}.")
+            raise BadOptions("separation_model_unknown", model=name, allowed=known)
         out[name] = [(urls[sig].rsplit("/", 1)[1], urls[sig]) for sig in sigs]
     return out
 
@@ -545,8 +443,12 @@ def download_demucs(
                     except Exception as exc:
                         dst.unlink(missing_ok=True)
                         raise EngineError(
-                            f"Could not download the Demucs model {name} from {url} ({exc}); "
-                            f"check the network, or copy {filename} into {model_dir} by hand."
+                            "download_failed",
+                            what=f"Demucs model {name}",
+                            url=url,
+                            file=filename,
+                            folder=str(model_dir),
+                            detail=str(exc)[:200],
                         ) from exc
                 paths.append(dst)
             bag_file = root / f"{name}.yaml"

@@ -90,9 +90,7 @@ def cover_tags(title: str, artist: str, voice: str) -> ResultTags:
 def fmt_of(path: Path) -> str:
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in FORMATS:
-        raise EngineError(
-            f"Tags cannot be written to a .{fmt} file; choose mp3, ogg, m4a, wav or flac."
-        )
+        raise EngineError("tag_format", fmt=fmt)
     return fmt
 
 
@@ -156,7 +154,7 @@ def _write_vorbis(path: Path, fmt: str, fields: dict[str, str]) -> None:
 
     audio = mutagen.File(str(path))  # FLAC, Ogg Opus or Ogg Vorbis, by content
     if audio is None:
-        raise EngineError(f"The {fmt} result could not be read back to tag it; please try again.")
+        raise EngineError("tag_unreadable", fmt=fmt)
     if audio.tags is None:
         audio.add_tags()
     encoder = audio.tags.get("ENCODER")  # the encoder's own line is kept
@@ -200,9 +198,7 @@ def write_tags(path: Path, tags: ResultTags) -> Path:
     except EngineError:
         raise
     except Exception as exc:  # mutagen's errors: the file is not what its suffix says
-        raise EngineError(
-            f"Could not tag the {fmt} result ({type(exc).__name__}); please try again."
-        ) from exc
+        raise EngineError("tag_failed", fmt=fmt, error=type(exc).__name__) from exc
     return path
 
 

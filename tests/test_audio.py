@@ -10,6 +10,7 @@ import pytest
 
 from gpu_worker.audio import Limits, decode, probe, write_wav
 from gpu_worker.errors import BadAudio
+from tests.wording import refused, said
 
 SR = 44100
 
@@ -54,8 +55,8 @@ def test_not_audio_is_refused(tmp_path, make, words):
     make(path)
     with pytest.raises(BadAudio) as err:
         decode(path)
-    assert words in err.value.message
-    _one_sentence(err.value.message)
+    assert words in said(err.value)
+    _one_sentence(said(err.value))
 
 
 def test_truncated_file_is_refused(tmp_path):
@@ -66,22 +67,22 @@ def test_truncated_file_is_refused(tmp_path):
     cut.write_bytes(mp3.read_bytes()[:300])  # the header and a sliver of one frame
     with pytest.raises(BadAudio) as err:
         decode(cut)
-    _one_sentence(err.value.message)
+    _one_sentence(said(err.value))
 
 
 def test_limits_on_length_size_and_channels(tmp_path):
     path = write_wav(tmp_path / "long.wav", _tone(3.0), SR)
-    with pytest.raises(BadAudio, match="over the 0-minute limit|limit; send a shorter file"):
+    with refused(BadAudio, match="over the 0-minute limit|limit; send a shorter file"):
         probe(path, Limits(max_seconds=2.0))
-    with pytest.raises(BadAudio, match="send a shorter or more compressed file"):
+    with refused(BadAudio, match="send a shorter or more compressed file"):
         probe(path, Limits(max_bytes=1000))
     many = write_wav(tmp_path / "many.wav", _tone(1.0, channels=10), SR)
-    with pytest.raises(BadAudio, match="10 channels"):
+    with refused(BadAudio, match="10 channels"):
         probe(many, Limits())
     info = probe(path, Limits())
     assert info.channels == 2 and info.sample_rate == SR and abs(info.duration - 3.0) < 1e-3
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(BadAudio, match="not found"):
+    with refused(BadAudio, match="not found"):
         probe(Path(tmp_path / "nope.wav"))

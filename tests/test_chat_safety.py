@@ -19,8 +19,8 @@ from flows import api
 from flows.catalog import add_song
 from flows.chat.text import PLACEHOLDER_SENDER as PLACEHOLDER
 from flows.db import Job, Song, session
+from flows.errors import UserError
 from flows.voices import get_voice, import_voice, name_key, valid_name
-from gpu_worker.errors import EngineError
 
 ADA = Who("telegram", "1", "-100", "Ada", private=False)
 BOB = Who("telegram", "2", "-100", "Bob", private=False)
@@ -178,14 +178,14 @@ def test_names_that_only_look_alike_are_one_name(settings, voice_files):
     assert len(keys) == 1  # plain, upper, fullwidth, Cyrillic А, Cyrillic с
     assert name_key("alice") != name_key("alina")
     for bad in ("ali\u200bce", "\u202ealice", "a\x00b", "@everyone", "<b>x</b>", "[x](y)"):
-        with pytest.raises(EngineError, match="A voice name is"):
+        with pytest.raises(UserError, match="A voice name is"):
             valid_name(bad)
 
     pth, index = voice_files["alice"]
     voice = import_voice(settings, ADA.owner, "alice", [pth, index])
     for lookalike in ("Ａlice", "\u0410lice", "ALİCE".replace("İ", "I")):
         assert get_voice(settings, ADA.owner, lookalike).id == voice.id
-    with pytest.raises(EngineError, match="already have a voice"):
+    with pytest.raises(UserError, match="already have a voice"):
         import_voice(settings, ADA.owner, "\u0410LICE", [pth, index])
     assert training.train(settings, ADA, "\u0410lice").text.startswith(
         "You already have a voice called"

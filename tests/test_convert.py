@@ -13,9 +13,11 @@ import pytest
 import soundfile as sf
 
 from gpu_worker import convert as vc
+from gpu_worker import rvc_synthesis as syn
 from gpu_worker.errors import BadVoice, EngineError, ModelMissing
 from tests.hostile import code_running_pth
 from tests.tiny_rvc import RvcAssets, build_hubert, build_rvc_assets
+from tests.wording import refused, said
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +112,12 @@ def test_long_audio_is_cut_without_drift(rvc):
     voice = runtime.voice(rvc.voice_pth)
     x = sung(4.5, 16000, seed=2)[0]
     context = 4000
-    pieces = vc.plan_pieces(len(x), 2 * 16000 - 160 - 2 * context - vc.TAIL, 16000, x)
+    pieces = vc.plan_pieces(len(x), 2 * 16000 - 160 - 2 * context - syn.TAIL, 16000, x)
     assert len(pieces) >= 3
     params = vc.VoiceParams(f0_method="pm", index_rate=0, rms_mix=1.0, protect=0.5)
     y, rate = vc.convert_16k(x, runtime, voice, None, params, context=context)
     assert rate == 40000 and len(y) == len(x) * 40000 // 16000
-    y16 = vc._resample(y, rate, 16000)
+    y16 = syn.resample(y, rate, 16000)
     for a, b in pieces:  # each piece (and the join before it) in time with the input
         lo, hi = max(0, a - 8000), min(len(x), b + 8000)
         lag, err = pitch_lag_ms(x[lo:hi], y16[lo:hi], 16000)
@@ -180,7 +182,7 @@ def test_a_pickle_that_runs_code_is_refused_and_not_run(tmp_path):
 
     marker = tmp_path / "pwned"
     evil = code_running_pth(tmp_path / "evil.pth", marker)
-    with pytest.raises(BadVoice, match="could run code"):
+    with refused(BadVoice, match="could run code"):
         vc.inspect_voice(evil)
     assert not marker.exists()
     # The payload is real: an unsafe load would have run it.
@@ -208,9 +210,9 @@ def test_inspect_voice_refuses_other_files(tmp_path, content, match):
         tensors = {k: torch.as_tensor(v) for k, v in content.get("model", {}).items()}
         content = {**content, "model": tensors} if "model" in content else content
         torch.save(content, path)
-    with pytest.raises(BadVoice, match=match) as err:
+    with refused(BadVoice, match=match) as err:
         vc.inspect_voice(path)
-    assert str(err.value).endswith(".") and "\n" not in str(err.value)
+    assert said(err.value).endswith(".") and "\n" not in said(err.value)
 
 
 def test_bad_voice_or_index_in_convert(rvc, tmp_path):
@@ -218,14 +220,14 @@ def test_bad_voice_or_index_in_convert(rvc, tmp_path):
 
     src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
     g = rvc.assets_dir / "pretrained_v2" / "f0G40k.pth"
-    with pytest.raises(BadVoice, match="training checkpoint"):
+    with refused(BadVoice, match="training checkpoint"):
         vc.convert(src, tmp_path / "o.wav", voice_pth=g, index_path=None, assets_dir=rvc.assets_dir)
     v1_vectors = np.random.default_rng(0).standard_normal((80, 256)).astype(np.float32)
     v1_index = faiss.index_factory(256, "IVF2,Flat")
     v1_index.train(v1_vectors)
     v1_index.add(v1_vectors)
     faiss.write_index(v1_index, str(tmp_path / "added_v1.index"))
-    with pytest.raises(BadVoice, match="another voice"):
+    with refused(BadVoice, match="another voice"):
         vc.convert(
             src,
             tmp_path / "o.wav",
@@ -240,7 +242,7 @@ def test_missing_assets_name_the_download_command(rvc, tmp_path):
     src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
     empty = tmp_path / "empty-assets"
     empty.mkdir()
-    with pytest.raises(ModelMissing, match="encore models download") as err:
+    with refused(ModelMissing, match="encore models download") as err:
         vc.convert(
             src,
             tmp_path / "o.wav",
@@ -249,12 +251,12 @@ def test_missing_assets_name_the_download_command(rvc, tmp_path):
             assets_dir=empty,
             params=vc.VoiceParams(f0_method="pm"),
         )
-    assert "hubert_base" in str(err.value)
+    assert "hubert_base" in said(err.value)
     no_rmvpe = tmp_path / "no-rmvpe"
     build_hubert(no_rmvpe)
-    with pytest.raises(ModelMissing, match="encore models download") as err:
+    with refused(ModelMissing, match="encore models download") as err:
         vc.check_assets(no_rmvpe, "rmvpe")
-    assert "rmvpe.pt" in str(err.value)
+    assert "rmvpe.pt" in said(err.value)
     vc.check_assets(no_rmvpe, "swiftf0")  # SwiftF0 ships in the wheel, pm needs nothing
     vc.check_assets(rvc.assets_dir, "rmvpe", training=True)
 
@@ -296,14 +298,14 @@ def test_download_failure_is_one_clear_sentence(tmp_path):
 
     transport = httpx.MockTransport(lambda request: httpx.Response(404))
     seen = []
-    with pytest.raises(EngineError, match="Downloading the voice models failed") as err:
+    with refused(EngineError, match="Downloading the voice models failed") as err:
         vc.download_assets(
             tmp_path / "assets",
             lambda f, msg: seen.append(msg),
             transport=transport,
             training=False,
         )
-    assert "\n" not in str(err.value)
+    assert "\n" not in said(err.value)
     assert any("huggingface.co" in m for m in seen)
     assert not any(p.is_file() for p in (tmp_path / "assets").rglob("*"))
 
@@ -339,12 +341,12 @@ def test_conversion_is_repeatable(rvc):
 
 
 def test_precision_choice(rvc, tmp_path):
-    from gpu_worker.separate import cpu_has_native_bf16
+    from gpu_worker.cpu import cpu_has_native_bf16
 
     assert vc.default_precision("cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert vc.default_precision("cuda:0") == "fp32"  # rvc-next's own fp16/fp32 rule applies
     src = write(tmp_path / "v.wav", sung(0.3, 44100), 44100)
-    with pytest.raises(EngineError, match="precision"):
+    with refused(EngineError, match="precision"):
         vc.convert(
             src,
             tmp_path / "o.wav",
@@ -379,8 +381,8 @@ def test_decoder_renders_only_the_piece_plus_its_margin(rvc):
         y, _ = vc.convert_16k(x, runtime, voice, None, params)
     finally:
         hook.remove()
-    span = len(x) // vc.FRAME + 2 * vc.DECODER_MARGIN  # 470 frames: two windows
-    w, m = vc.DECODER_WINDOW, vc.DECODER_MARGIN
+    span = len(x) // syn.FRAME + 2 * syn.DECODER_MARGIN  # 470 frames: two windows
+    w, m = syn.DECODER_WINDOW, syn.DECODER_MARGIN
     assert [shape[-1] for shape in seen] == [w + m, span - w + m]
     assert len(y) == len(x) * 40000 // 16000
 
@@ -402,11 +404,11 @@ def test_windowed_decoding_equals_one_call(rvc, monkeypatch):
     monkeypatch.setattr(net_g.dec.m_source.l_sin_gen, "noise_std", 0.0)
 
     def render(window: int) -> np.ndarray:
-        monkeypatch.setattr(vc, "DECODER_WINDOW", window)
+        monkeypatch.setattr(syn, "DECODER_WINDOW", window)
         torch.manual_seed(0)
         with torch.inference_mode():
-            return vc._synthesize(
-                net_g, feats, coarse, hz, sid, head, length, vc.DECODER_MARGIN, 400
+            return syn._synthesize(
+                net_g, feats, coarse, hz, sid, head, length, syn.DECODER_MARGIN, 400
             )
 
     whole, windowed = render(10_000), render(37)

@@ -19,6 +19,7 @@ from flows.submit import follow, stage_upload, submit_import
 from flows.voices import list_voices
 from gpu_worker.errors import BadVoice, EngineError
 from tests.hostile_models import HOSTILE, build
+from tests.wording import refused
 
 MAX_PEAK_MB = 120
 """Extra resident memory an import job may reach: a tiny model needs a few MB; the cases
@@ -177,13 +178,13 @@ def test_an_unsafe_torch_is_refused(monkeypatch, voice_files):
     import torch
     from torch.torch_version import TorchVersion
 
-    from gpu_worker.convert import inspect_voice, require_safe_torch, torch_is_safe
+    from gpu_worker.rvc_checkpoint import inspect_voice, require_safe_torch, torch_is_safe
 
     assert torch_is_safe()  # the installed torch
     assert not torch_is_safe("2.5.1") and not torch_is_safe("2.4.0+cpu") and torch_is_safe("2.6.0")
-    with pytest.raises(EngineError, match="upgrade torch to 2.6"):
+    with refused(EngineError, match="upgrade torch to 2.6"):
         require_safe_torch("2.5.1")
     monkeypatch.setattr(torch, "__version__", TorchVersion("2.5.1"))
-    with pytest.raises(EngineError, match="cannot be loaded safely") as err:
+    with refused(EngineError, match="cannot be loaded safely") as err:
         inspect_voice(voice_files["alice"][0])
     assert not isinstance(err.value, BadVoice)  # the operator's problem, not the voice's

@@ -47,7 +47,7 @@ def _jobs(s) -> list[Job]:
 
 
 def _bot_env(s, **extra) -> dict:
-    from gpu_worker.separate import fast_allocator_env
+    from gpu_worker.cpu import fast_allocator_env
 
     env = fast_allocator_env(cli_env(s))  # as the bot would re-exec itself: start once
     env.update({k: v for k, v in os.environ.items() if k.startswith("ENCORE_TELEGRAM")})

@@ -335,7 +335,7 @@ def telegram(linked, monkeypatch):
 
 def test_import_and_cover_by_link_in_telegram(telegram, linked, media):
     fake = telegram
-    asked = fake.send_text("/import")  # once: a reply to it ends the wait
+    asked = fake.send_text("/import")
     hint = fake.wait_for(lambda: fake.replies_to(asked), 30, "a reply")
     assert hint[-1]["text"].endswith(text.IMPORT_BY_LINK)
     sent = fake.send_text(f"/import {media.url('/models/Alice_Model.zip')} Alice")

@@ -90,5 +90,8 @@ def test_ogg_and_junk_read_as_unmarked(tmp_path, tone):
 def test_half_configured_credentials_are_refused(tmp_path):
     cert = tmp_path / "cert.pem"
     cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    with pytest.raises(provenance.EngineError, match="ENCORE_C2PA_KEY"):
+    from flows.errors import user_message
+
+    with pytest.raises(provenance.EngineError) as refused:
         provenance.ensure_credentials(cert, tmp_path / "key.pem")
+    assert "ENCORE_C2PA_KEY" in user_message(refused.value)

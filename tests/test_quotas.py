@@ -24,11 +24,11 @@ from bots import importing, songs, submission, trending
 from bots.messages import JobPlan, Reply, Who
 from flows import users
 from flows.db import Job, UploadFile, UploadSession, Usage, now, session
+from flows.errors import UserError
 from flows.jobs import GENERIC_FAILURE, INTERRUPTED, SERVER_DOWN, cancel_job, update_job
 from flows.settings import Settings
 from flows.storage import open_storage
 from flows.users import QuotaExceeded, create_counted_job
-from gpu_worker.errors import EngineError
 from tests.conftest import fresh_database
 
 OWNER = "telegram:1"
@@ -220,14 +220,14 @@ def test_staged_uploads_are_capped_per_session_and_per_user(tmp_path):
         assert users.stage_file(s, first.id, OWNER, f"m{i}", clip, clip.name, f"h{i}")
     # The same chat message again is taken once.
     assert users.stage_file(s, first.id, OWNER, "m0", clip, clip.name, "h0") is None
-    with pytest.raises(EngineError, match=r"^One voice takes at most 2 files; send /done"):
+    with pytest.raises(UserError, match=r"^One voice takes at most 2 files; send /done"):
         users.stage_file(s, first.id, OWNER, "m9", clip, clip.name, "h9")
     assert len(_files_under(uploads)) == 2
     # A session submitting still holds its files: a new one may not pile up beyond the cap.
     assert users.claim_upload_session(s, first.id, OWNER) is not None
     second = users.open_upload_session(s, OWNER, "import", "model")
     big = _clip(tmp_path, "big.pth", 3500)
-    with pytest.raises(EngineError) as refused:
+    with pytest.raises(UserError) as refused:
         users.stage_file(s, second.id, OWNER, "m10", big, big.name, "h10")
     assert refused.value.message.startswith("You have 2 files (0 MB) waiting with me")
     assert len(_files_under(uploads)) == 2  # nothing stored
@@ -279,7 +279,7 @@ def test_a_session_expires_even_while_it_grows(tmp_path):
     assert users.stage_file(s, row.id, OWNER, "m1", clip, clip.name, "h1")
     with session(s.database) as db:  # opened 2 h ago, a file added just now
         db.get(UploadSession, row.id).created_at = now() - timedelta(hours=2)
-    with pytest.raises(EngineError, match="expired"):
+    with pytest.raises(UserError, match="expired"):
         users.stage_file(s, row.id, OWNER, "m2", clip, clip.name, "h2")
     assert users.sweep(s)["sessions"] == 1
     assert users.get_upload_session(s, row.id).state == "cancelled"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from flows.errors import intake_summary, sample_problem
 from gpu_worker.audio import encode, read_wav, write_wav
 from gpu_worker.samples import (
     IntakeLimits,
@@ -53,7 +54,7 @@ def one_check(path: Path, limits: IntakeLimits = IntakeLimits()) -> SampleCheck:
 
 def assert_sentence(check: SampleCheck) -> None:
     """A reason a user can read: one short sentence that names the sample by its number."""
-    problem = check.problem
+    problem = sample_problem(check)
     assert problem is not None
     assert problem.startswith(f"Sample {check.number} ")
     assert problem.endswith(".") and problem.count(". ") == 0
@@ -84,8 +85,8 @@ def test_good_set_is_ok_and_points_to_the_recommended_length(tmp_path):
     assert report.rejected == [] and len(report.accepted) == 3
     assert 60 < report.voiced_s <= 90
     assert report.voiced_s == pytest.approx(sum(s.voiced_s for s in report.samples))
-    assert "5–10 min" in report.summary and "from 3 samples" in report.summary
-    assert report.summary.startswith(format_duration(report.voiced_s) + " of clean voice")
+    assert "5–10 min" in intake_summary(report) and "from 3 samples" in intake_summary(report)
+    assert intake_summary(report).startswith(format_duration(report.voiced_s) + " of clean voice")
     for number, check in enumerate(report.samples, start=1):
         assert check.number == number and check.name == paths[number - 1].name
         assert check.duration_s == pytest.approx(30, abs=0.01)
@@ -100,9 +101,9 @@ def test_good_set_is_ok_and_points_to_the_recommended_length(tmp_path):
 def test_summary_wording_within_and_beyond_the_recommended_length(tmp_path):
     path = wav(tmp_path / "a.wav", voice(12))
     inside = check_samples([path], IntakeLimits(min_total_s=5, recommended_s=(5.0, 20.0)))
-    assert inside.ok and "in the 5 s to 20 s range" in inside.summary
+    assert inside.ok and "in the 5 s to 20 s range" in intake_summary(inside)
     beyond = check_samples([path], IntakeLimits(min_total_s=5, recommended_s=(2.0, 5.0)))
-    assert beyond.ok and "more makes training take longer" in beyond.summary
+    assert beyond.ok and "more makes training take longer" in intake_summary(beyond)
 
 
 def test_silence_is_rejected_with_its_own_number(tmp_path):
@@ -117,10 +118,10 @@ def test_silence_is_rejected_with_its_own_number(tmp_path):
     assert a.problem is None and d.problem is None
     for check in (b, c):
         assert_sentence(check)
-        assert "mostly silence" in check.problem
+        assert "mostly silence" in sample_problem(check)
         assert check.silent_fraction > 0.8
-    assert b.problem.startswith("Sample 2 is mostly silence")
-    assert c.problem.startswith("Sample 3 is mostly silence")
+    assert sample_problem(b).startswith("Sample 2 is mostly silence")
+    assert sample_problem(c).startswith("Sample 3 is mostly silence")
     assert report.accepted == [a, d] and report.rejected == [b, c]
     assert report.voiced_s == pytest.approx(a.voiced_s + d.voiced_s)
 
@@ -129,7 +130,7 @@ def test_clipping_is_rejected(tmp_path):
     loud = np.clip(voice(8) * 12, -1, 1)
     check = one_check(wav(tmp_path / "loud.wav", loud))
     assert_sentence(check)
-    assert "too loud" in check.problem and check.clipped_fraction > 0.01
+    assert "too loud" in sample_problem(check) and check.clipped_fraction > 0.01
 
 
 def test_flat_tops_below_full_scale_count_as_clipping(tmp_path):
@@ -137,7 +138,7 @@ def test_flat_tops_below_full_scale_count_as_clipping(tmp_path):
     flat = np.clip(voice(8, sr=16000) * 12, -1, 1) * 0.5
     check = one_check(wav(tmp_path / "flat.wav", flat, sr=16000))
     assert_sentence(check)
-    assert "too loud" in check.problem and check.peak_dbfs < -5
+    assert "too loud" in sample_problem(check) and check.peak_dbfs < -5
 
 
 def test_audio_normalised_to_full_scale_is_not_clipping(tmp_path):
@@ -149,13 +150,13 @@ def test_audio_normalised_to_full_scale_is_not_clipping(tmp_path):
 def test_too_quiet_is_rejected(tmp_path):
     check = one_check(wav(tmp_path / "quiet.wav", voice(8, rms_db=-52) + room(8, db=-90)))
     assert_sentence(check)
-    assert "too quiet" in check.problem and check.rms_dbfs < -45
+    assert "too quiet" in sample_problem(check) and check.rms_dbfs < -45
 
 
 def test_too_short_sample_is_rejected(tmp_path):
     check = one_check(wav(tmp_path / "blip.wav", voice(0.5)))
     assert_sentence(check)
-    assert "only 0.5 s long" in check.problem and "at least 1 s" in check.problem
+    assert "only 0.5 s long" in sample_problem(check) and "at least 1 s" in sample_problem(check)
 
 
 def test_under_a_minute_in_total_is_not_ok(tmp_path):
@@ -164,15 +165,17 @@ def test_under_a_minute_in_total_is_not_ok(tmp_path):
     assert report.rejected == []
     assert not report.ok
     assert 15 < report.voiced_s < 30
-    assert report.summary.startswith(f"Only {format_duration(report.voiced_s)} of clean voice")
-    assert "at least 1 min" in report.summary and "5–10 min" in report.summary
+    assert intake_summary(report).startswith(
+        f"Only {format_duration(report.voiced_s)} of clean voice"
+    )
+    assert "at least 1 min" in intake_summary(report) and "5–10 min" in intake_summary(report)
 
 
 def test_nothing_usable_and_nothing_sent(tmp_path):
     report = check_samples([wav(tmp_path / "quiet.wav", room(5))])
-    assert not report.ok and "No clean voice" in report.summary
+    assert not report.ok and "No clean voice" in intake_summary(report)
     empty = check_samples([])
-    assert not empty.ok and empty.samples == [] and "at least 1 min" in empty.summary
+    assert not empty.ok and empty.samples == [] and "at least 1 min" in intake_summary(empty)
 
 
 def test_voice_notes_and_compressed_formats_decode_and_count(tmp_path):
@@ -215,7 +218,7 @@ def test_a_text_file_named_wav_is_rejected(tmp_path):
     path.write_text("this is not audio\n" * 100)
     check = one_check(path)
     assert_sentence(check)
-    assert "could not be read as audio" in check.problem
+    assert "could not be read as audio" in sample_problem(check)
     assert check.voiced_s == 0 and check.sample_rate == 0
 
 
@@ -231,14 +234,14 @@ def test_damaged_and_missing_files_never_raise(tmp_path):
     assert report.samples[0].problem is None
     for check in report.samples[1:]:
         assert_sentence(check)
-    assert "empty" in report.samples[2].problem
-    assert "did not arrive" in report.samples[4].problem
+    assert "empty" in sample_problem(report.samples[2])
+    assert "did not arrive" in sample_problem(report.samples[4])
 
 
 def test_low_sample_rate_is_rejected(tmp_path):
     check = one_check(wav(tmp_path / "phone.wav", voice(5, sr=8000), sr=8000))
     assert_sentence(check)
-    assert "8 kHz" in check.problem and "16 kHz or more" in check.problem
+    assert "8 kHz" in sample_problem(check) and "16 kHz or more" in sample_problem(check)
     assert check.sample_rate == 8000
 
 
@@ -246,15 +249,15 @@ def test_too_many_channels_too_big_and_too_long(tmp_path):
     surround = wav(tmp_path / "surround.wav", voice(3), channels=3)
     check = one_check(surround)
     assert_sentence(check)
-    assert "3 audio channels" in check.problem and "mono or stereo" in check.problem
+    assert "3 audio channels" in sample_problem(check) and "mono or stereo" in sample_problem(check)
 
     big = one_check(wav(tmp_path / "big.wav", voice(3)), IntakeLimits(max_bytes=2**20 // 10))
     assert_sentence(big)
-    assert "MB limit" in big.problem
+    assert "MB limit" in sample_problem(big)
 
     long = one_check(wav(tmp_path / "long.wav", voice(5)), IntakeLimits(max_sample_s=4))
     assert_sentence(long)
-    assert "4 s limit for one sample" in long.problem
+    assert "4 s limit for one sample" in sample_problem(long)
 
 
 def test_duplicates_are_rejected(tmp_path):
@@ -264,7 +267,7 @@ def test_duplicates_are_rejected(tmp_path):
     report = check_samples([first, again])
     assert report.samples[0].problem is None
     assert_sentence(report.samples[1])
-    assert "same file as sample 1" in report.samples[1].problem
+    assert "same file as sample 1" in sample_problem(report.samples[1])
 
 
 def test_names_count_and_total_limits(tmp_path):
@@ -276,10 +279,10 @@ def test_names_count_and_total_limits(tmp_path):
     first, second, third, fourth = report.samples
     assert first.problem is None and second.problem is None  # about 5 s of voice each
     assert_sentence(third)
-    assert "past the 12 s limit" in third.problem
+    assert "past the 12 s limit" in sample_problem(third)
     assert_sentence(fourth)
-    assert "over the limit of 3 samples" in fourth.problem
-    assert report.ok and "(2 left out)" in report.summary
+    assert "over the limit of 3 samples" in sample_problem(fourth)
+    assert report.ok and "(2 left out)" in intake_summary(report)
     assert report.voiced_s <= 12
     with pytest.raises(ValueError):
         check_samples(paths, names=names[:2])
@@ -332,7 +335,7 @@ def test_prepare_needs_the_files_the_report_was_made_from(tmp_path):
 def test_the_streamed_analysis_does_not_depend_on_where_blocks_end():
     """A sample measured as it decodes, cut anywhere (flat tops straddling the cuts), reads
     the same as measured whole."""
-    from gpu_worker.samples import _analyse, _Analysis
+    from gpu_worker.sample_analysis import Analysis, analyse
 
     rng = np.random.default_rng(7)
     n = 3 * 2**20 + 123
@@ -340,11 +343,11 @@ def test_the_streamed_analysis_does_not_depend_on_where_blocks_end():
     for at in [*rng.integers(0, n - 8, 300), 2**20 - 2, 2**20 - 3, 131070, 999, 1001]:
         x[:, at : at + 4] = 0.5  # a flat top: clipped, then turned down
     x[1, 5000:5003] = 1.0
-    whole = _analyse(x, 16000)
+    whole = analyse(x, 16000)
     assert whole.clipped_samples >= 4 * 300 and whole.clipped.any()
     tiny = list(range(0, 3000, 1)) + list(range(3000, 6000, 3))  # 1- and 3-sample blocks
     for cuts in (tiny + [6000], list(range(0, n, 131072)), list(range(0, n, 100_003))):
-        streamed = _Analysis(16000, 2)
+        streamed = Analysis(16000, 2)
         for start, end in zip(cuts, [*cuts[1:], n], strict=True):
             streamed.add(x[:, start:end].T)
         got = streamed.result()

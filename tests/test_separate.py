@@ -12,9 +12,11 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from gpu_worker import cpu  # noqa: E402
 from gpu_worker import separate as sep  # noqa: E402
 from gpu_worker.errors import BadAudio, EngineError, ModelMissing  # noqa: E402
 from tests.tiny_demucs import build_demucs_repo, demucs_reference  # noqa: E402
+from tests.wording import refused, said
 
 SR = 44100
 LENGTH = 4 * SR + 123  # not a multiple of any chunk or hop size
@@ -119,11 +121,11 @@ def test_models_are_cached_per_folder_name_and_device(model_dir):
 
 
 def test_missing_model_names_the_download_command(model_dir, song, tmp_path):
-    with pytest.raises(ModelMissing, match="encore models download") as info:
+    with refused(ModelMissing, match="encore models download") as info:
         sep.separate(song, tmp_path / "out", model_dir=model_dir,
                      options=sep.SeparationOptions(model="htdemucs_ft"))  # fmt: skip
-    assert "htdemucs_ft" in str(info.value)
-    with pytest.raises(ModelMissing, match="encore models download"):
+    assert "htdemucs_ft" in said(info.value)
+    with refused(ModelMissing, match="encore models download"):
         sep.separate(song, tmp_path / "out", model_dir=tmp_path / "nowhere")
     assert not (tmp_path / "out").exists()
 
@@ -131,7 +133,7 @@ def test_missing_model_names_the_download_command(model_dir, song, tmp_path):
 def test_damaged_weights_say_so(tmp_path, song):
     path = build_demucs_repo(tmp_path / "models")
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(ModelMissing, match="damaged.*encore models download"):
+    with refused(ModelMissing, match="damaged.*encore models download"):
         sep.separate(song, tmp_path / "out", model_dir=tmp_path / "models")
 
 
@@ -180,7 +182,7 @@ def test_an_existing_folder_is_replaced_whole(model_dir, song, tmp_path):
     ],
 )
 def test_bad_audio_is_refused(model_dir, tmp_path, audio, rate, match):
-    with pytest.raises(BadAudio, match=match):
+    with refused(BadAudio, match=match):
         sep.separate(audio, tmp_path / "out", model_dir=model_dir, sample_rate=rate)
     assert not (tmp_path / "out").exists()
 
@@ -199,11 +201,11 @@ def test_options_are_validated():
 
 
 def test_allocator_env_preloads_tcmalloc_when_installed():
-    env = sep.fast_allocator_env({"PATH": "/bin", "LD_PRELOAD": "/x/libfoo.so"})
-    if sep.find_tcmalloc():
-        assert env["LD_PRELOAD"].split(":")[0] == sep.find_tcmalloc()
+    env = cpu.fast_allocator_env({"PATH": "/bin", "LD_PRELOAD": "/x/libfoo.so"})
+    if cpu.find_tcmalloc():
+        assert env["LD_PRELOAD"].split(":")[0] == cpu.find_tcmalloc()
         assert env["LD_PRELOAD"].endswith(":/x/libfoo.so")
-        assert sep.fast_allocator_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
+        assert cpu.fast_allocator_env(env)["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
     else:
         assert "glibc.malloc.hugetlb=1" in env["GLIBC_TUNABLES"]
 
@@ -216,7 +218,7 @@ def test_demucs_files_come_from_demucs_remote_list():
     assert [f for f, _ in files["htdemucs"]] == ["955717e8-8726e21a.th"]
     assert files["htdemucs"][0][1].startswith("https://dl.fbaipublicfiles.com/demucs/")
     assert len(files["htdemucs_ft"]) == 4
-    with pytest.raises(EngineError, match="Unknown Demucs model"):
+    with refused(EngineError, match="Unknown Demucs model"):
         sep.demucs_files(["nope"])
 
 
@@ -250,18 +252,18 @@ def test_download_failure_is_one_clear_sentence(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     _fake_remote(tmp_path, f"http://127.0.0.1:{port}", monkeypatch)
     target = tmp_path / "models"
-    with pytest.raises(EngineError, match="Could not download the Demucs model mybag"):
+    with refused(EngineError, match="Could not download the Demucs model mybag"):
         sep.download_demucs(target, ["mybag"], timeout_s=5)
     assert list(target.iterdir()) == []  # no partial file, no bag without its model
 
 
-@pytest.mark.skipif(sep.find_tcmalloc() is None, reason="tcmalloc is not installed")
+@pytest.mark.skipif(cpu.find_tcmalloc() is None, reason="tcmalloc is not installed")
 def test_reexec_with_fast_allocator_preloads_tcmalloc_once():
     import subprocess
     import sys
 
     code = (
-        "import os; from gpu_worker import separate as s; s.reexec_with_fast_allocator(); "
+        "import os; from gpu_worker import cpu as s; s.reexec_with_fast_allocator(); "
         "print(s.fast_allocator_active(), os.environ.get('ENCORE_ALLOCATOR_REEXEC'))"
     )
     drop = ("LD_PRELOAD", "ENCORE_ALLOCATOR_REEXEC")

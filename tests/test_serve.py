@@ -105,7 +105,7 @@ def test_serve_on_a_clean_machine_runs_a_cover_from_the_bot_on_its_own_server(
         assert run.deployment_id is not None and run.work_pool_name == s.cpu_pool
         assert run.state.is_completed()
         children = descendants(serve.pid)
-        assert len(children) >= 6  # the server, two warm starters, two workers and the bot
+        assert len(children) >= 6  # the server, a fork server, a warm host, two workers, the bot
         # Nothing started a throwaway Prefect server, and Prefect's files are Encore's.
         assert not [pid for pid in children if b"PREFECT__SERVER_EPHEMERAL=1" in _environ(pid)]
         assert (data / "prefect" / "prefect.db").is_file()
@@ -212,9 +212,9 @@ def test_a_job_the_server_does_not_take_ends_at_once_with_a_sentence(
 ):
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+    from flows.errors import UserError
     from flows.settings import get_settings
     from flows.submit import SERVER_DOWN, submit_cover
-    from gpu_worker.errors import EngineError
     from tests.conftest import _free_port
 
     monkeypatch.setenv("ENCORE_RUN_MODE", "cluster")
@@ -225,7 +225,7 @@ def test_a_job_the_server_does_not_take_ends_at_once_with_a_sentence(
     song = add_song(s, song_wav, title="Test Song", artist="Tester")
     dead = f"http://127.0.0.1:{_free_port()}/api"  # nothing listens there
     offline = temporary_settings({PREFECT_API_URL: dead, PREFECT_CLIENT_MAX_RETRIES: 0})
-    with offline, pytest.raises(EngineError) as refused:
+    with offline, pytest.raises(UserError) as refused:
         submit_cover("u1", song.id, voice.id, idempotency_key="k1", s=s)
     assert refused.value.message == SERVER_DOWN
     with session(s.database) as db:

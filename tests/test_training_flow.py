@@ -20,15 +20,16 @@ import pytest
 
 from flows.catalog import add_song
 from flows.db import Job, session
+from flows.errors import UserError
 from flows.jobs import step_runs
 from flows.storage import open_storage
 from flows.submit import follow, stage_upload, submit_cover, submit_import, submit_training
 from flows.voices import delete_voice, get_voice, list_voices
 from gpu_worker.audio import decode, measure_loudness, write_wav
 from gpu_worker.convert import inspect_voice
-from gpu_worker.errors import EngineError
 from tests.conftest import cli_env, run_cli
 from tests.hostile import code_running_pth
+from tests.privacy import assert_runs_name_nobody
 from tests.tiny_rvc import TINY_TRAIN_CONFIG
 
 SR = 44100
@@ -57,14 +58,14 @@ def _uploaded_files(settings) -> list[Path]:
 
 
 def _trainer_pids() -> list[int]:
-    """The training child processes running now (`python -m gpu_worker.train JOB`)."""
+    """The training child processes running now (`python -m gpu_worker.train_child JOB`)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if proc.name.isdigit() and b"gpu_worker.train" in cmd:
+        if proc.name.isdigit() and b"gpu_worker.train_child" in cmd:
             pids.append(int(proc.name))
     return pids
 
@@ -84,6 +85,8 @@ def test_train_a_voice_then_cover_with_it(train_settings, speech, song_wav):
     assert job.result["voice"] == "Me" and job.result["epochs"] == TINY["epochs"]
     assert job.result["resumed_from_epoch"] >= 1
     assert job.result["voiced_seconds"] > 5
+    # Prefect keeps the runs' parameters: ids and options, not the owner, name or samples.
+    assert_runs_name_nobody(job_id, '"u1"', '"Me"', "uploads/")
 
     voice = get_voice(s, "u1", "me", include_public=False)
     assert voice is not None and voice.source == "trained" and voice.consent and voice.consent_at
@@ -128,7 +131,7 @@ def test_bad_samples_are_refused_before_training(train_settings, speech, tmp_pat
 
 def test_training_needs_consent_and_a_free_name(train_settings, speech, voice_files):
     s = train_settings
-    with pytest.raises(EngineError, match="consent"):
+    with pytest.raises(UserError, match="consent"):
         submit_training("u1", "me", _uploads(s, speech[:1]), consent=False, s=s)
     with session(s.database) as db:
         assert db.query(Job).count() == 0
@@ -151,6 +154,7 @@ def test_import_flow_registers_good_models_and_refuses_hostile_ones(
         zf.write(index, "bob/added_IVF5_Flat_nprobe_1_bob_v2.index")
     good = follow(submit_import("u1", "Bob", _uploads(s, [archive]), s=s))
     assert good.state == "succeeded", good.reason
+    assert_runs_name_nobody(good.id, '"u1"', '"Bob"', "uploads/")
     assert (good.result["version"], good.result["sample_rate"], good.result["index"]) == (
         "v2",
         40000,

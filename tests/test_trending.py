@@ -444,7 +444,7 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
     drop_settings, chart, catalog, voice_files, monkeypatch
 ):
     from flows import trending
-    from gpu_worker.errors import EngineError
+    from flows.errors import UserError
 
     s = drop_settings
     alice = import_voice(s, ADMIN, "alice", list(voice_files["alice"]))
@@ -469,7 +469,7 @@ def test_a_chat_that_cannot_be_submitted_to_costs_the_others_nothing(
     assert key == f"trending:{DAY}:discord:555:{catalog['test'].id}"
     assert reply_to["channel_id"] == "555" and "status_message_id" not in reply_to
     assert reply_to["headline"] == "📈 #1 on the chart: Tester - Test Song — sung by alice"
-    with pytest.raises(EngineError, match="1 covers of drop 2026-03-06 could not be submitted"):
+    with pytest.raises(UserError, match="1 covers of drop 2026-03-06 could not be submitted"):
         trending.trending_drop(day=DAY)
 
 

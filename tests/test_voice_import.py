@@ -8,9 +8,11 @@ import zipfile
 import pytest
 import torch
 
+from flows.errors import EXPECTED, UserError
 from flows.voices import get_voice, import_voice, list_voices
-from gpu_worker.errors import BadVoice, EngineError
+from gpu_worker.errors import BadVoice
 from tests.hostile import code_running_pth
+from tests.wording import refused, said
 
 
 def _nothing_registered(settings):
@@ -31,7 +33,7 @@ def test_zip_with_pth_and_index_registers(settings, voice_files, tmp_path):
     assert voice.index_uri is not None
     assert get_voice(settings, "u1", "alice").id == voice.id
     assert get_voice(settings, "u2", "alice") is None  # private to its owner
-    with pytest.raises(EngineError, match="already have a voice"):
+    with pytest.raises(UserError, match="already have a voice"):
         import_voice(settings, "u1", "alice", [pth])
 
 
@@ -49,7 +51,7 @@ def test_zip_with_parent_paths_is_refused(settings, voice_files, tmp_path):
     archive = tmp_path / "slip.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(pth, "../../outside.pth")
-    with pytest.raises(BadVoice, match="unsafe paths"):
+    with refused(BadVoice, match="unsafe paths"):
         import_voice(settings, "u1", "slip", [archive])
     assert not (tmp_path.parent / "outside.pth").exists()
     _nothing_registered(settings)
@@ -64,7 +66,7 @@ def test_zip_bomb_is_refused_without_expanding(settings, tmp_path):
         for _ in range(300):  # 300 MB of zeros, a few hundred KB compressed
             fh.write(bytes(1 << 20))
     assert archive.stat().st_size < 5 * 1024 * 1024
-    with pytest.raises(BadVoice, match="expands far beyond"):
+    with refused(EXPECTED, match="expands far beyond"):
         import_voice(settings, "u1", "bomb", [archive])
     _nothing_registered(settings)
 
@@ -85,14 +87,14 @@ def test_other_bad_files_are_refused(settings, tmp_path, name, content, words):
         torch.save({"state_dict": {"layer.weight": torch.zeros(3, 3)}, "epoch": 3}, buf)
         content = buf.getvalue()
     path.write_bytes(content)
-    with pytest.raises(BadVoice) as err:
+    with refused(EXPECTED) as err:
         import_voice(settings, "u1", "x", [path])
-    assert words in err.value.message and err.value.message.endswith(".")
+    assert words in said(err.value) and said(err.value).endswith(".")
     _nothing_registered(settings)
 
 
 def test_hostile_names_are_refused(settings, voice_files):
     pth, _ = voice_files["alice"]
     for name in ("../etc", "", "a" * 80, "bad\nname"):
-        with pytest.raises(EngineError, match="voice name"):
+        with pytest.raises(UserError, match="voice name"):
             import_voice(settings, "u1", name, [pth])

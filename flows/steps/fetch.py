@@ -8,17 +8,17 @@ of the bar) and returns the song row, which the resolve step then takes like any
 from __future__ import annotations
 
 from flows.db import Song
+from flows.errors import UserError
 from flows.jobs import get_job, job_progress, job_step
 from flows.links import fetch_song
 from flows.settings import Settings
-from gpu_worker.errors import EngineError
 
 
 def fetch(s: Settings, job_id: str, link: str) -> Song:
     with job_step(s, job_id, "fetching", 0.01) as record:
         job = get_job(s, job_id)
         if job is None:
-            raise EngineError("That job is gone; send the command again.")
+            raise UserError("That job is gone; send the command again.")
         song = fetch_song(s, link, job.owner, progress=job_progress(s, job_id, 0.01, 0.05))
         record.detail = {"song_id": song.id}
         return song

@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flows.errors import UserError, intake_summary, sample_problem
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.steps.separate import options as separation_options
 from gpu_worker import samples as engine
 from gpu_worker import separate
 from gpu_worker.audio import decode
-from gpu_worker.errors import EngineError
 
 MAX_REASONS = 3
 
 
 def refusal(report: engine.IntakeReport) -> str:
     """What the user reads when the samples cannot train a voice: the worst few, then why."""
-    reasons = [c.problem for c in report.rejected if c.problem][:MAX_REASONS]
-    return " ".join([*reasons, report.summary])
+    reasons = [sample_problem(c) for c in report.rejected][:MAX_REASONS]
+    return " ".join([*filter(None, reasons), intake_summary(report)])
 
 
 def _isolate(
@@ -68,7 +68,7 @@ def intake(
         limits = engine.IntakeLimits(min_total_s=s.train_min_seconds)
         report = engine.check_samples(local, limits, names=names)
         if not report.ok:
-            raise EngineError(refusal(report))
+            raise UserError(refusal(report))
         if isolate:
             with job_step(s, job_id, "isolating", 0.02):
                 kept = [local[c.number - 1] for c in report.accepted]
@@ -76,8 +76,9 @@ def intake(
                 report = engine.check_samples(vocals, limits, names=[p.name for p in kept])
                 if not report.ok:
                     # (numbers in this report count the kept samples, so only the total is told)
-                    raise EngineError(
-                        "Little voice was left once the music was removed. " + report.summary
+                    raise UserError(
+                        "Little voice was left once the music was removed. "
+                        + intake_summary(report)
                     )
                 local = vocals
         prepared.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def intake(
             "voiced_seconds": round(report.voiced_s, 1),
             "accepted": len(report.accepted),
             "rejected": len(report.rejected),
-            "summary": report.summary,
+            "summary": intake_summary(report),
         }
         manifest.write_text(json.dumps(found))
         record.detail = {k: v for k, v in found.items() if k != "files"}

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from flows.catalog import get_song, limits
 from flows.db import Song
+from flows.errors import UserError
 from flows.jobs import job_step
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker.audio import probe
-from gpu_worker.errors import EngineError
 
 
 def resolve(s: Settings, job_id: str, song_id: str, workdir: Path) -> tuple[Song, Path]:
@@ -18,7 +18,7 @@ def resolve(s: Settings, job_id: str, song_id: str, workdir: Path) -> tuple[Song
     with job_step(s, job_id, "resolving", 0.02):
         song = get_song(s, song_id)
         if song is None:
-            raise EngineError("That song is no longer in the catalog; pick another one.")
+            raise UserError("That song is no longer in the catalog; pick another one.")
         local = open_storage(s.storage).fetch(song.uri, workdir)
         probe(local, limits(s))
         return song, local

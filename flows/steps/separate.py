@@ -23,13 +23,13 @@ from sqlalchemy.exc import IntegrityError
 
 from flows.catalog import limits
 from flows.db import Song, StemSet, now, session
+from flows.errors import UserError
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker import acappella
 from gpu_worker import separate as engine
 from gpu_worker.audio import decode
-from gpu_worker.errors import EngineError
 
 POLL_SECONDS = 1.0
 A_CAPPELLA_MARK = "a-cappella.json"
@@ -153,7 +153,7 @@ def get_stems(
             _drop(s, other.id)  # files gone or owner dead: compute again
             continue
         if time.monotonic() > deadline:
-            raise EngineError("Separating this song is taking too long; try again later.")
+            raise UserError("Separating this song is taking too long; try again later.")
         time.sleep(POLL_SECONDS)
 
 

@@ -24,12 +24,12 @@ import time
 import uuid
 from pathlib import Path
 
-from flows.catalog import file_hash
 from flows.jobs import job_progress, job_step
 from flows.settings import Settings
 from flows.storage import open_storage
 from gpu_worker import cancel
 from gpu_worker import train as engine
+from gpu_worker.hashing import file_sha256
 
 log = logging.getLogger("encore.train")
 
@@ -45,7 +45,7 @@ def training_dir(s: Settings, owner: str, name: str, samples: list[Path]) -> Pat
     """The folder a run with these samples trains in: the same for a retry of the same work."""
     digest = hashlib.sha256()
     for path in samples:
-        digest.update(file_hash(path).encode())
+        digest.update(file_sha256(path).encode())
     key = re.sub(r"[^\w.-]", "_", f"{owner}-{name}")[:80]
     return training_root(s) / f"{key}-{digest.hexdigest()[:16]}"
 
