@@ -2,8 +2,8 @@
 
 This module owns the Discord wiring only: the slash commands' schema (names, options,
 autocomplete, `default_permissions`), deferring each interaction well inside Discord's 3 s,
-downloading attachments within the interaction's `attachment_size_limit`, rendering `bots.core`
-replies (ephemeral) and buttons, and submitting jobs with a `reply_to` that names the
+downloading attachments within the interaction's `attachment_size_limit`, rendering the
+handlers' replies (ephemeral) and buttons, and submitting jobs with a `reply_to` that names the
 interaction's token. Progress edits and results are posted by the job itself over Discord's
 REST API (`flows.chat`), not by this process. Commands are registered with Discord at
 deploy time (`encore bot discord --sync`, `sync_commands`), not on every start.
@@ -24,26 +24,35 @@ import discord
 import yarl
 from discord import app_commands
 
-from bots.core import (
-    GENERIC_ERROR,
-    MODEL_SUFFIXES,
-    ChatCore,
-    Incoming,
-    JobPlan,
-    Reply,
-    Who,
-    clean_filename,
-    sweep_deliveries,
+from bots import (
+    buttons,
+    catalog_menu,
+    chart_menu,
+    importing,
+    privacy,
+    sessions,
+    songs,
+    status,
+    submission,
+    training,
+    trending,
+    voices,
 )
+from bots.inputs import MODEL_SUFFIXES, clean_filename
+from bots.messages import Incoming, JobPlan, Reply, Who
+from bots.sweep import sweep_deliveries
 from bots.threads import use_command_threads
 from flows import api
 from flows.api import UserError
+from flows.chat import text as said
 
 log = logging.getLogger("encore.discord")
 
 DEFAULT_API = "https://discord.com/api/v10"
-DECIDE_S = 2.0  # answer directly if core decides this fast; defer otherwise (Discord allows 3 s)
-SONG_HELP = "Start typing and pick a song from the catalog"
+DECIDE_S = 2.0  # answer at once if a handler decides this fast; else defer (Discord allows 3 s)
+DISCORD = said.replies("discord")
+WORDS = said.DISCORD_COMMANDS  # what Discord shows of each command
+OPTIONS = said.DISCORD_OPTIONS  # and of its options
 
 
 _DISCORD_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -74,23 +83,16 @@ def _view(reply: Reply) -> discord.ui.View | None:
     if not reply.buttons:
         return None
     view = discord.ui.View(timeout=None)
-    for row, buttons in enumerate(reply.buttons[:5]):
-        for b in buttons:
+    for row, line in enumerate(reply.buttons[:5]):
+        for b in line:
             view.add_item(discord.ui.Button(label=b.label[:80], custom_id=b.data, row=row))
     return view
 
 
 def _plain(text: str) -> str:
-    """Core's replies are plain text: Discord shows the names and titles they echo as typed,
-    never as markdown (a masked link, a spoiler, a heading)."""
+    """The handlers' replies are plain text: Discord shows the names and titles they echo as
+    typed, never as markdown (a masked link, a spoiler, a heading)."""
     return discord.utils.escape_markdown(text)
-
-
-def too_big(size: int, limit: int) -> str:
-    return (
-        f"That file is {size / 2**20:.1f} MB, and this server accepts files up to "
-        f"{limit / 2**20:.0f} MB; send a shorter or more compressed file."
-    )
 
 
 class DiscordBot:
@@ -98,7 +100,6 @@ class DiscordBot:
 
     def __init__(self, s=None):
         self.s = s or api.settings()
-        self.core = ChatCore(self.s)
         self.client = discord.Client(
             intents=discord.Intents(guilds=True),
             guild_ready_timeout=0.5,
@@ -156,13 +157,8 @@ class DiscordBot:
     def _define(self) -> None:  # noqa: C901 - one nested function per command
         tree = self.tree
 
-        @tree.command(name="cover", description="Make a cover of a song in a voice")
-        @app_commands.describe(
-            song=SONG_HELP,
-            voice="Who sings (default: your default voice)",
-            pitch="Change the key, in semitones",
-            file="Or cover a song file you upload",
-        )
+        @tree.command(name="cover", description=WORDS["cover"])
+        @app_commands.describe(**OPTIONS["cover"])
         async def cover(
             interaction: discord.Interaction,
             song: str | None = None,
@@ -172,12 +168,8 @@ class DiscordBot:
         ):
             await self._song_command(interaction, "cover", song, pitch, voice, file)
 
-        @tree.command(name="stems", description="Vocals, drums, bass and other as files")
-        @app_commands.describe(
-            song=SONG_HELP,
-            file="Or a song file you upload",
-            six="Six stems: guitar and piano too",
-        )
+        @tree.command(name="stems", description=WORDS["stems"])
+        @app_commands.describe(**OPTIONS["stems"])
         async def stems(
             interaction: discord.Interaction,
             song: str | None = None,
@@ -186,8 +178,8 @@ class DiscordBot:
         ):
             await self._song_command(interaction, "stems", song, 0, None, file, six)
 
-        @tree.command(name="karaoke", description="The song without its lead vocal")
-        @app_commands.describe(song=SONG_HELP, file="Or a song file you upload")
+        @tree.command(name="karaoke", description=WORDS["karaoke"])
+        @app_commands.describe(**OPTIONS["karaoke"])
         async def karaoke(
             interaction: discord.Interaction,
             song: str | None = None,
@@ -195,33 +187,26 @@ class DiscordBot:
         ):
             await self._song_command(interaction, "karaoke", song, 0, None, file)
 
-        async def songs(interaction: discord.Interaction, current: str):
-            found = await asyncio.to_thread(self.core.song_choices, _who(interaction), current)
+        async def song_names(interaction: discord.Interaction, current: str):
+            found = await self._run(songs.song_choices, _who(interaction), current)
             return [app_commands.Choice(name=label, value=ref) for label, ref in found]
 
         async def voices_by_id(interaction: discord.Interaction, current: str):
-            found = await asyncio.to_thread(self.core.voice_choices, _who(interaction), current)
+            found = await self._run(voices.voice_choices, _who(interaction), current)
             return [app_commands.Choice(name=name, value=ref) for name, ref in found]
 
         async def voices_by_name(interaction: discord.Interaction, current: str):
-            found = await asyncio.to_thread(self.core.voice_choices, _who(interaction), current)
+            found = await self._run(voices.voice_choices, _who(interaction), current)
             return [app_commands.Choice(name=name, value=name) for name, _ref in found]
 
         for command in (cover, stems, karaoke):
-            command.autocomplete("song")(songs)
+            command.autocomplete("song")(song_names)
         cover.autocomplete("voice")(voices_by_id)
 
-        train = app_commands.Group(name="train", description="Clone a voice from recordings")
+        train = app_commands.Group(name="train", description=WORDS["train"])
 
-        @train.command(name="new", description="Start a voice from recordings of it")
-        @app_commands.describe(
-            name="What to call the voice",
-            sample1="A recording of the voice (speech or singing, no music)",
-            sample2="Another recording",
-            sample3="Another recording",
-            sample4="Another recording",
-            sample5="Another recording",
-        )
+        @train.command(name="new", description=WORDS["train new"])
+        @app_commands.describe(**OPTIONS["train new"])
         async def train_new(
             interaction: discord.Interaction,
             name: str,
@@ -234,14 +219,8 @@ class DiscordBot:
             files = [sample1, sample2, sample3, sample4, sample5]
             await self._train(interaction, name, [f for f in files if f is not None])
 
-        @train.command(name="add", description="Add recordings to the voice you are training")
-        @app_commands.describe(
-            sample1="A recording of the voice",
-            sample2="Another recording",
-            sample3="Another recording",
-            sample4="Another recording",
-            sample5="Another recording",
-        )
+        @train.command(name="add", description=WORDS["train add"])
+        @app_commands.describe(**OPTIONS["train add"])
         async def train_add(
             interaction: discord.Interaction,
             sample1: discord.Attachment,
@@ -255,12 +234,8 @@ class DiscordBot:
 
         tree.add_command(train)
 
-        @tree.command(name="import", description="Add an RVC voice model (.pth, .index or .zip)")
-        @app_commands.describe(
-            file="The model: a .zip of .pth and .index, or the .pth",
-            index="The model's .index, when `file` is the .pth",
-            name="What to call the voice (default: the file's name)",
-        )
+        @tree.command(name="import", description=WORDS["import"])
+        @app_commands.describe(**OPTIONS["import"])
         async def import_(
             interaction: discord.Interaction,
             file: discord.Attachment,
@@ -270,12 +245,12 @@ class DiscordBot:
             files = [file] if index is None else [file, index]
             await self._import(interaction, name or "", files)
 
-        @tree.command(name="charts", description="The hit chart: press a song to cover it")
-        @app_commands.describe(chart="Which chart (default: this channel's)")
+        @tree.command(name="charts", description=WORDS["charts"])
+        @app_commands.describe(**OPTIONS["charts"])
         async def charts(interaction: discord.Interaction, chart: str | None = None):
             # Members with Manage Server set the channel's default chart by naming one.
             is_admin = bool(interaction.permissions and interaction.permissions.manage_guild)
-            await self._simple(interaction, self.core.charts, chart or "", is_admin)
+            await self._simple(interaction, chart_menu.charts, chart or "", is_admin)
 
         @charts.autocomplete("chart")
         async def chart_names(interaction: discord.Interaction, current: str):
@@ -283,52 +258,56 @@ class DiscordBot:
             typed = (current or "").strip().lower()
             return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
 
-        @tree.command(name="songs", description="The songs you can cover")
-        @app_commands.describe(page="Which page of the list")
-        async def songs(
+        @tree.command(name="songs", description=WORDS["songs"])
+        @app_commands.describe(**OPTIONS["songs"])
+        async def songs_command(
             interaction: discord.Interaction, page: app_commands.Range[int, 1, 999] = 1
         ):
-            await self._simple(interaction, self.core.songs, str(page))
+            await self._simple(interaction, catalog_menu.songs, str(page))
 
-        @tree.command(name="voices", description="Your voices and the default one")
-        async def voices(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.voices)
+        @tree.command(name="voices", description=WORDS["voices"])
+        async def voices_command(interaction: discord.Interaction):
+            await self._simple(interaction, voices.voices)
 
-        @tree.command(name="voice", description="Set your default voice")
-        @app_commands.describe(default="The voice to use when a command names none")
+        @tree.command(name="voice", description=WORDS["voice"])
+        @app_commands.describe(**OPTIONS["voice"])
         async def voice(interaction: discord.Interaction, default: str):
-            await self._simple(interaction, self.core.set_voice, default)
+            await self._simple(interaction, voices.set_voice, default)
 
         voice.autocomplete("default")(voices_by_name)
 
-        @tree.command(name="status", description="Your jobs")
-        async def status(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.status)
+        @tree.command(name="status", description=WORDS["status"])
+        async def status_command(interaction: discord.Interaction):
+            await self._simple(interaction, status.status)
 
-        @tree.command(name="cancel", description="Stop your latest job")
+        @tree.command(name="cancel", description=WORDS["cancel"])
         async def cancel(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.cancel)
+            await self._simple(interaction, status.cancel)
 
-        @tree.command(name="forget", description="Delete everything Encore keeps about you")
+        @tree.command(name="forget", description=WORDS["forget"])
         async def forget(interaction: discord.Interaction):
-            await self._simple(interaction, self.core.forget)
+            await self._simple(interaction, privacy.forget)
 
-        @tree.command(name="trending", description="Post covers of trending songs in this channel")
-        @app_commands.describe(state="on or off; leave it out to see the current setting")
+        @tree.command(name="trending", description=WORDS["trending"])
+        @app_commands.describe(**OPTIONS["trending"])
         @app_commands.default_permissions(manage_guild=True)
         @app_commands.guild_only()
-        async def trending(
+        async def trending_command(
             interaction: discord.Interaction, state: Literal["on", "off"] | None = None
         ):
             # Discord hides the command from others; checked again here all the same.
             is_admin = interaction.permissions.manage_guild
-            await self._simple(interaction, self.core.trending, state or "", is_admin)
+            await self._simple(interaction, trending.trending, state or "", is_admin)
 
     # -- helpers
 
-    async def _decide(self, interaction: discord.Interaction, fn, *args, component=False):
-        """Run core's `fn` off the loop; defer if it takes longer than DECIDE_S."""
-        task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    async def _run(self, handler, *args):
+        """A handler `(s, ...)`, run off the event loop (they block on the database)."""
+        return await asyncio.to_thread(handler, self.s, *args)
+
+    async def _decide(self, interaction: discord.Interaction, handler, *args, component=False):
+        """Run `handler` off the loop; defer if it takes longer than DECIDE_S."""
+        task = asyncio.ensure_future(self._run(handler, *args))
         try:
             return await asyncio.wait_for(asyncio.shield(task), DECIDE_S)
         except TimeoutError:
@@ -382,13 +361,13 @@ class DiscordBot:
             "upload_limit": interaction.filesize_limit,
             "headline": plan.headline,
         }
-        submitted = await asyncio.to_thread(self.core.submit, plan, key, reply_to)
+        submitted = await self._run(submission.submit_plan, plan, key, reply_to)
         if isinstance(submitted, Reply):
             await interaction.edit_original_response(content=_plain(submitted.text))
             return
         _job_id, fresh = submitted
         if not fresh:
-            await interaction.edit_original_response(content=self.core.already())
+            await interaction.edit_original_response(content=said.ALREADY_ON_IT)
 
     async def _simple(self, interaction: discord.Interaction, fn, *args) -> None:
         who = _who(interaction)
@@ -413,16 +392,16 @@ class DiscordBot:
         who = _who(interaction)
         if file is None:
             outcome = await self._decide(
-                interaction, self.core.song_option, who, verb, song or "", pitch, voice, six
+                interaction, songs.song_option, who, verb, song or "", pitch, voice, six
             )
             await self._outcome(interaction, who, outcome)
             return
         limit = interaction.filesize_limit
         if file.size > limit:
-            await self._say(interaction, Reply(too_big(file.size, limit)))
+            await self._say(interaction, Reply(DISCORD.too_big(file.size, limit)))
             return
         incoming = Incoming(file.filename, None, file.content_type)  # its name made safe
-        decision = await self._decide(interaction, self.core.song_file, who, verb, "", incoming)
+        decision = await self._decide(interaction, songs.song_file, who, verb, "", incoming)
         if isinstance(decision, Reply):
             await self._say(interaction, decision)
             return
@@ -438,7 +417,7 @@ class DiscordBot:
                     added = api.add_uploaded_song(who.owner, local, title, s=self.s)
                 except UserError as exc:
                     return Reply(exc.message)
-                return self.core.song_option(who, verb, added.id, pitch, voice, six)
+                return songs.song_option(self.s, who, verb, added.id, pitch, voice, six)
 
             outcome = await asyncio.to_thread(add_and_plan)
         finally:
@@ -449,7 +428,7 @@ class DiscordBot:
         limit = interaction.filesize_limit
         for f in files:
             if f.size > limit:
-                return Reply(too_big(f.size, limit))
+                return Reply(DISCORD.too_big(f.size, limit))
         return None
 
     async def _fetch(self, file: discord.Attachment, folder: Path) -> Path:
@@ -468,7 +447,7 @@ class DiscordBot:
         await interaction.response.defer(thinking=True, ephemeral=True)
         lines: list[str] = []
         if name is not None:
-            opened = await asyncio.to_thread(self.core.train, who, name)
+            opened = await self._run(training.train, who, name)
             upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
             if upload is None or upload.kind != "train" or upload.job_id:
                 await interaction.edit_original_response(content=_plain(opened.text))
@@ -476,32 +455,32 @@ class DiscordBot:
         else:
             upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
             if upload is None or upload.kind != "train":
-                text = "Start a voice first: /train new <name> with your recordings."
+                text = DISCORD.no_training_session()
                 await interaction.edit_original_response(content=text)
                 return
         folder = self._scratch()
         try:
             for i, file in enumerate(files):
                 incoming = Incoming(file.filename, None, file.content_type)
-                decision = await asyncio.to_thread(self.core.sample_incoming, who, incoming)
+                decision = await self._run(training.sample_incoming, who, incoming)
                 if isinstance(decision, Reply):
                     lines.append(f"{incoming.filename}: {decision.text}")
                     continue
                 local = await self._fetch(file, folder)
                 source = f"discord:{interaction.id}:{i}"
-                took = await asyncio.to_thread(
-                    self.core.sample_downloaded, who, source, local, incoming.filename
+                took = await self._run(
+                    training.sample_downloaded, who, source, local, incoming.filename
                 )
                 if took is not None:
                     lines.append(took.text)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        done = await asyncio.to_thread(self.core.done, who)
+        done = await self._run(sessions.done, who)
         if isinstance(done, Reply) and done.buttons:
             lines.append(done.text)
             view = _view(done)
         else:
-            lines.append("Add more recordings with /train add.")
+            lines.append(DISCORD.add_recordings())
             view = None
         await interaction.edit_original_response(content=_plain("\n".join(lines))[:1900], view=view)
 
@@ -512,12 +491,12 @@ class DiscordBot:
         if refused is None:
             for f in files:
                 if Incoming(f.filename, None, None).suffix not in MODEL_SUFFIXES:
-                    refused = Reply("That is not an RVC model; send a .pth, .index or .zip file.")
+                    refused = Reply(said.NOT_A_MODEL)
         if refused is not None:
             await self._say(interaction, refused)
             return
         await interaction.response.defer(thinking=True)
-        opened = await asyncio.to_thread(self.core.import_command, who, name, False)
+        opened = await self._run(importing.import_command, who, name, False)  # no links
         upload = await asyncio.to_thread(api.current_upload, who.owner, self.s)
         if upload is None or upload.kind != "import":
             await self._say(interaction, opened)
@@ -528,20 +507,20 @@ class DiscordBot:
             for i, file in enumerate(files):
                 local = await self._fetch(file, folder)
                 source = f"discord:{interaction.id}:{i}"
-                outcome = await asyncio.to_thread(
-                    self.core.model_downloaded, who, source, local, clean_filename(file.filename)
+                outcome = await self._run(
+                    importing.model_downloaded, who, source, local, clean_filename(file.filename)
                 )
                 if isinstance(outcome, JobPlan):
                     break
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if not isinstance(outcome, JobPlan):
-            outcome = await asyncio.to_thread(self.core.done, who)  # a .pth without its index
+            outcome = await self._run(sessions.done, who)  # a .pth without its index
         if isinstance(outcome, Reply):
             await asyncio.to_thread(api.cancel_upload, who.owner, self.s)
         await self._outcome(interaction, who, outcome)
 
-    # -- buttons (custom ids are core's button data: they survive restarts)
+    # -- buttons (custom ids are `bots.payload` button data: they survive restarts)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is not discord.InteractionType.component:
@@ -551,17 +530,17 @@ class DiscordBot:
         menu = interaction.message
         key = f"discord:{menu.id if menu is not None else interaction.id}"
         try:
-            refused = await asyncio.to_thread(self.core.press_refusal, who, data)
+            refused = await self._run(buttons.press_refusal, who, data)
             if refused is not None:  # another user's button, or junk: nothing happens
                 await self._say(interaction, refused)
                 return
             lock = self._locks.setdefault(who.owner, asyncio.Lock())
             async with lock:
                 if await asyncio.to_thread(api.job_by_key, key, self.s) is not None:
-                    await interaction.response.send_message("Already on it.", ephemeral=True)
+                    await interaction.response.send_message(said.ALREADY_PRESSED, ephemeral=True)
                     return
                 outcome = await self._decide(
-                    interaction, self.core.button, who, data, component=True
+                    interaction, buttons.pressed, who, data, component=True
                 )
                 if isinstance(outcome, JobPlan):
                     await self._start_job(interaction, who, outcome, key)
@@ -583,9 +562,9 @@ class DiscordBot:
         log.error("handling a Discord interaction failed", exc_info=error)
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():
-                await interaction.followup.send(GENERIC_ERROR, ephemeral=True)
+                await interaction.followup.send(said.SOMETHING_WENT_WRONG, ephemeral=True)
             else:
-                await interaction.response.send_message(GENERIC_ERROR, ephemeral=True)
+                await interaction.response.send_message(said.SOMETHING_WENT_WRONG, ephemeral=True)
 
 
 _NOVIEW = discord.utils.MISSING

@@ -1,128 +1,328 @@
-"""Finding songs and the first cover, for someone who has read nothing: `/songs` (the catalog,
-paged, a cover button per song), song suggestions before anything is typed (Discord's
-autocomplete), usage examples that name a song the catalog has, and the demo voice offered
-to a user who has no voice yet.
+"""Songs: `/cover`, `/stems` and `/karaoke`, and which song (and voice) a job uses.
 
-Platform-neutral like `bots.core`: it returns `Reply` values and button data bound to the user
-they are shown to (`bots.core.button`).
+A song is named in text (`/cover <song> +2`, fuzzy-matched in the catalog; `/stems six
+<song>` asks for six stems), picked from the autocomplete (Discord's options: a song id, the
+pitch, the voice and six stems apart), sent as a file, or given as a link (`/cover <link>`:
+the job fetches it) or as a chart song the catalog lacks (`chart_cover`: the job fetches it
+too). When several songs (or voices) fit, the reply offers a button for each; a user with no
+voice of their own is offered the demo voice (`bots.catalog_menu.offer_demo`). The buttons'
+presses come back here through `bots.buttons`. The result is a `JobPlan`, or a reply saying
+what is missing.
 """
 
 from __future__ import annotations
 
-import math
-import re
+from pathlib import Path
 
-from bots.core import MAX_PITCH, Button, Reply, Who, button, pack, quoted, visible
+from bots import catalog_menu
+from bots.checks import personal, quota_refusal
+from bots.inputs import HEX_ID, MAX_ARG, MAX_PITCH, clean_arg, parse_song_args, visible
+from bots.messages import Download, Incoming, JobPlan, Outcome, Reply, Who
+from bots.payload import button, pack
+from bots.voices import usable_voice, voice_ref
 from flows import api
-from flows.chat import charts_text as text
+from flows.api import UserError
+from flows.chat import charts_text, links_text, tags_text
+from flows.chat import text as said
 
-PAGE = 8  # songs per /songs page (Discord: 4 rows of 2, then the page buttons)
-PER_ROW = 2
-MAX_LABEL = 80  # characters of a song in the list (Discord shows 2000 in a message)
-_ENDS_IN_NUMBER = re.compile(r"[+-]?\d+$")  # "/cover Song 2" would read "2" as a key change
-
-
-def _rows(buttons: list[Button], per_row: int) -> tuple[tuple[Button, ...], ...]:
-    return tuple(tuple(buttons[i : i + per_row]) for i in range(0, len(buttons), per_row))
+VERB_OF_KIND = {"cover": "cs", "stems": "ss", "karaoke": "ks"}  # the song-pick button's verb
+SIX_STEMS_VERB = "s6"  # the song-pick button's verb for six stems
 
 
-def songs_reply(core, who: Who, page: int = 1) -> Reply:
-    """One page of the catalog (and the user's own songs), a cover button per song."""
-    songs = api.list_songs(who.owner, s=core.s)
-    if not songs:
-        return Reply(text.SONGS_EMPTY)
-    pages = math.ceil(len(songs) / PAGE)
-    page = min(max(1, page), pages)
-    shown = songs[(page - 1) * PAGE : page * PAGE]
-    lines = [text.SONGS_HEAD.format(count=len(songs), page=page, pages=pages)]
-    first = (page - 1) * PAGE + 1
-    lines += [f"{n}. {song.label[:MAX_LABEL]}" for n, song in enumerate(shown, start=first)]
-    picks = [
-        button(who, f"{n}. {song.title}"[:40], "cs", pack(song.id), "+0")
-        for n, song in enumerate(shown, start=first)
-    ]
-    rows = _rows(picks, PER_ROW)
-    nav = []
-    if page > 1:
-        nav.append(button(who, text.SONGS_PREV, "sp", str(page - 1)))
-    if page < pages:
-        nav.append(button(who, text.SONGS_NEXT, "sp", str(page + 1)))
-    return Reply("\n".join(lines), rows + ((tuple(nav),) if nav else ()))
+def split_six(query: str) -> tuple[str, bool]:
+    """`"six <song>"` → ("<song>", True): six stems were asked for."""
+    head, _, rest = query.strip().partition(" ")
+    if head.lower() == "six" and rest.strip():
+        return rest.strip(), True
+    return query.strip(), False
 
 
-def page_number(raw: str) -> int:
-    """A page from a button or an argument; ValueError for anything but a small number."""
-    if not re.fullmatch(r"\d{1,4}", raw or ""):
-        raise ValueError(raw)
-    return int(raw)
+def find_song(
+    s, who: Who, query: str, verb: str, pitch: int = 0, six: bool = False
+) -> api.SongInfo | Reply:
+    """The one song `query` names, or a reply: nothing matches, or buttons for the songs
+    that match about as well as the best."""
+    matches = api.find_songs(query, who.owner, limit=5, s=s)
+    if not matches:
+        return Reply(said.replies(who.platform).no_song_matches(visible(query), verb))
+    best, score = matches[0]
+    rivals = [(song, sc) for song, sc in matches[1:] if sc >= score - 8]
+    if not rivals or (score >= 99.5 and all(sc < 99.5 for _song, sc in rivals)):
+        return best
+    choices = [best] + [song for song, _sc in rivals]
+    code = SIX_STEMS_VERB if six else VERB_OF_KIND[verb]
+    buttons = tuple(
+        (button(who, song.label[:60], code, pack(song.id), f"{pitch:+d}"),) for song in choices
+    )
+    return Reply(said.several_songs(visible(query)), buttons)
 
 
-def song_choices(core, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
-    """(label, song id) pairs for an autocomplete: the catalog itself before anything is
-    typed, the best matches after (accents and case do not matter)."""
-    typed = visible(query or "")[:200]
-    if not typed.strip():
-        songs = api.list_songs(who.owner, s=core.s)[:limit]
-        return [(song.label[:100], song.id) for song in songs]
-    matches = api.find_songs(typed, who.owner, limit=limit, s=core.s)
-    return [(song.label[:100], song.id) for song, _score in matches]
+def cover_with(s, who: Who, song: api.SongInfo, pitch: int) -> Outcome:
+    """A cover of `song` in the user's voice, or buttons to pick the voice (or, for a user
+    with no voice of their own, the demo voice offered)."""
+    offered = catalog_menu.offer_demo(s, who, song, pitch)
+    if offered is not None:
+        return offered
+    voice = usable_voice(s, who)
+    if voice is None:
+        return Reply(said.replies(who.platform).no_voice())
+    if isinstance(voice, list):
+        buttons = tuple(
+            (button(who, v.name[:40], "cv", pack(song.id), pack(v.id), f"{pitch:+d}"),)
+            for v in voice[:10]
+        )
+        return Reply(said.which_voice_sings(visible(song.label)), buttons)
+    return cover_plan(s, who, song, voice, pitch)
 
 
-def example(core, who: Who) -> str | None:
-    """A song of the catalog to name in a usage example: the shortest title that reads well
-    as typed (lowercase, not ending in a number); None when the catalog is empty."""
-    songs = [
-        song
-        for song in api.list_songs(who.owner, s=core.s)
-        if song.title.strip() and not _ENDS_IN_NUMBER.search(song.title.strip())
-    ]
-    if not songs:
-        return None
-    best = min(songs, key=lambda song: (len(song.title), song.title.lower()))
-    return visible(best.title).lower()[:60]
+def cover_plan(s, who: Who, song: api.SongInfo, voice: api.VoiceInfo, pitch: int) -> Outcome:
+    refused = quota_refusal(s, who, "cover")
+    if refused:
+        return refused
+    return JobPlan(
+        kind="cover",
+        owner=who.owner,
+        headline=api.headline("cover", song.label, voice.name, pitch),
+        song_id=song.id,
+        voice_id=voice.id,
+        options={"pitch": pitch},
+    )
 
 
-def usage(core, who: Who, verb: str, fallback: str) -> str:
-    """How to use `/<verb>`, with a song the catalog has as the example."""
-    song = example(core, who)
-    if song is None:
-        return fallback
+def link_cover(s, who: Who, url: str, pitch: int, voice: api.VoiceInfo | None = None) -> Outcome:
+    """`/cover <link>`: the job fetches the song (when the operator enabled links)."""
+    try:
+        link = api.check_link(url, s=s)
+    except UserError as exc:
+        return Reply(exc.message)
+    if voice is None:
+        found = usable_voice(s, who)
+        if found is None:
+            return Reply(said.replies(who.platform).no_voice())
+        if isinstance(found, list):
+            return Reply(links_text.PICK_VOICE)
+        voice = found
+    refused = quota_refusal(s, who, "cover")
+    if refused:
+        return refused
+    return JobPlan(
+        kind="cover",
+        owner=who.owner,
+        headline=api.headline("cover", api.link_label(link), voice.name, pitch),
+        voice_id=voice.id,
+        options={"pitch": pitch},
+        link=link,
+    )
+
+
+def chart_cover(s, who: Who, artist: str, title: str, label: str) -> Outcome:
+    """A chart song not in the catalog: the job fetches it through the resolver, then
+    covers it in the user's default voice (when the operator enabled link sources)."""
+    if not api.chart_fetching(s=s):
+        return Reply(links_text.DISABLED)
+    found = usable_voice(s, who)
+    if found is None:
+        return Reply(said.replies(who.platform).no_voice())
+    if isinstance(found, list):
+        return Reply(links_text.PICK_VOICE_CHART)
+    refused = quota_refusal(s, who, "cover")
+    if refused:
+        return refused
+    return JobPlan(
+        kind="cover",
+        owner=who.owner,
+        headline=api.headline("cover", label, found.name, 0),
+        voice_id=found.id,
+        chart=(artist, title),
+    )
+
+
+def song_job(s, who: Who, song: api.SongInfo, kind: str, six: bool = False) -> Outcome:
+    """A stems or karaoke job of `song`; `six`: stems with guitar and piano apart too."""
+    refused = quota_refusal(s, who, kind)
+    if refused:
+        return refused
+    what = f"{song.label} ({tags_text.SIX_STEMS})" if six else song.label
+    return JobPlan(
+        kind=kind,
+        owner=who.owner,
+        headline=api.headline(kind, what),
+        song_id=song.id,
+        options={"six": True} if six else {},
+    )
+
+
+@personal
+def song_command(s, who: Who, verb: str, args: str) -> Outcome:
+    """`/cover`, `/stems` or `/karaoke` with a song name."""
+    say = said.replies(who.platform)
+    api.ensure_user(who.owner, who.name, s=s)
+    try:
+        query, pitch = parse_song_args(clean_arg(args))
+    except UserError as exc:
+        return Reply(exc.message)
+    if verb != "cover" and pitch:
+        query = f"{query} {pitch:+d}".strip()  # a title ending in a number, not a key
+        pitch = 0
+    query, six = split_six(query) if verb == "stems" else (query, False)
+    if not query:
+        return Reply(say.which_song(verb, catalog_menu.example(s, who)))
+    if verb == "cover" and api.is_link(query):
+        return link_cover(s, who, query, pitch)
+    refused = quota_refusal(s, who, verb)
+    if refused:
+        return refused
+    if verb == "cover" and catalog_menu.has_no_voice(s, who):
+        return Reply(say.no_voice())
+    song = find_song(s, who, query, verb, pitch, six)
+    if isinstance(song, Reply):
+        return song
     if verb == "cover":
-        return text.COVER_USAGE.format(example=song)
-    return text.SONG_USAGE.format(verb=verb, example=song)
+        return cover_with(s, who, song, pitch)
+    return song_job(s, who, song, verb, six)
 
 
-def chatter(core, who: Who, fallback: str) -> str:
-    song = example(core, who)
-    return text.CHATTER.format(example=song) if song else fallback
+@personal
+def song_file(s, who: Who, verb: str, args: str, incoming: Incoming) -> Reply | Download:
+    """`/cover` (or /stems, /karaoke) as a reply to a file: check it before downloading."""
+    say = said.replies(who.platform)
+    api.ensure_user(who.owner, who.name, s=s)
+    try:
+        parse_song_args(clean_arg(args))
+    except UserError as exc:
+        return Reply(exc.message)
+    if not incoming.audio:
+        return Reply(said.NOT_AUDIO)
+    limit = s.telegram_download_limit_bytes
+    if incoming.size and incoming.size > limit:
+        return Reply(say.too_big(incoming.size, limit))
+    refused = quota_refusal(s, who, verb)
+    if refused:
+        return refused
+    if verb == "cover" and catalog_menu.has_no_voice(s, who):
+        return Reply(say.no_voice())
+    return Download("song", incoming.filename)
 
 
-def has_no_voice(core, who: Who) -> bool:
-    """No voice to sing with: none of their own, no public one, and no demo voice."""
-    return not api.list_voices(who.owner, s=core.s) and api.demo_voice(s=core.s) is None
+@personal
+def song_downloaded(
+    s, who: Who, verb: str, args: str, local: Path, title: str | None, artist: str = ""
+) -> Outcome:
+    """The file of `song_file`, downloaded: store it as the user's song and plan the job."""
+    refused = quota_refusal(s, who, verb)  # checked again before the song is stored
+    if refused:
+        return refused
+    try:
+        query, pitch = parse_song_args(clean_arg(args))
+        query, six = split_six(query) if verb == "stems" else (query, False)
+        title = visible(query or title or "")[:MAX_ARG]
+        song = api.add_uploaded_song(who.owner, local, title, visible(artist)[:MAX_ARG], s=s)
+    except UserError as exc:
+        return Reply(exc.message)
+    if verb == "cover":
+        return cover_with(s, who, song, pitch)
+    return song_job(s, who, song, verb, six)
 
 
-def offer_demo(core, who: Who, song: api.SongInfo, pitch: int) -> Reply | None:
-    """For a user with no voice of their own and no default: the demo voice, offered with a
-    button (pressing it makes it their default and covers the song). None otherwise."""
-    if api.default_voice(who.owner, s=core.s) is not None:
-        return None
-    available = api.list_voices(who.owner, s=core.s)
-    if not all(api.is_demo_voice(v) for v in available):
-        return None  # voices to pick from: the usual voice buttons
-    demo = api.demo_voice(s=core.s)  # registered now if it was not yet
-    if demo is None:
-        return None
-    offer = button(who, text.USE_DEMO, "dc", pack(song.id), f"{pitch:+d}")
-    return Reply(text.NO_VOICE_DEMO.format(song=quoted(song.label)), ((offer,),))
+def song_choices(s, who: Who, query: str, limit: int = 25) -> list[tuple[str, str]]:
+    """(label, song id) pairs matching what the user typed so far (an autocomplete); the
+    catalog itself before anything is typed."""
+    return catalog_menu.song_choices(s, who, query, limit)
 
 
-def demo_pressed(core, who: Who, song: api.SongInfo, pitch: int):
-    """The demo voice offer, pressed: the demo voice becomes the default, and sings."""
+@personal
+def song_option(
+    s, who: Who, verb: str, ref: str, pitch: int = 0, voice: str | None = None, six: bool = False
+) -> Outcome:
+    """`/cover`, `/stems` or `/karaoke` whose song is a song id (picked from the
+    autocomplete), typed text or a link, with the pitch, the voice and six stems as
+    separate options."""
+    say = said.replies(who.platform)
+    api.ensure_user(who.owner, who.name, s=s)
     if abs(pitch) > MAX_PITCH:
-        raise ValueError(pitch)
-    demo = api.demo_voice(s=core.s)
+        return Reply(said.key_change_range(MAX_PITCH))
+    try:
+        ref, named = clean_arg(ref), clean_arg(voice or "")
+    except UserError as exc:
+        return Reply(exc.message)
+    if not ref:
+        return Reply(said.pick_song_as_you_type(verb))
+    refused = quota_refusal(s, who, verb)
+    if refused:
+        return refused
+    singer = None
+    if verb == "cover":
+        if named.strip():
+            singer = voice_ref(s, who, named)
+            if singer is None:
+                return Reply(said.no_voice_called(named))
+        if api.is_link(ref):
+            return link_cover(s, who, ref, pitch, singer)
+        if singer is None and catalog_menu.has_no_voice(s, who):
+            return Reply(say.no_voice())
+    song = api.get_song(ref, who.owner, s=s) if HEX_ID.match(ref) else None
+    if song is None:
+        found = find_song(s, who, ref, verb, pitch, six)
+        if isinstance(found, Reply):
+            return found
+        song = found
+    if verb == "cover":
+        if singer is not None:
+            return cover_plan(s, who, song, singer, pitch)
+        return cover_with(s, who, song, pitch)
+    return song_job(s, who, song, verb, six)
+
+
+# -- the buttons `find_song` and `cover_with` offer (bound in bots.buttons)
+
+
+def _picked_song(s, who: Who, song_id: str) -> api.SongInfo | Reply:
+    song = api.get_song(song_id, who.owner, s=s)
+    if song is None:
+        return Reply(said.SONG_GONE)
+    return song
+
+
+def song_picked_for_cover(s, who: Who, song_id: str, pitch: int) -> Outcome:
+    song = _picked_song(s, who, song_id)
+    if isinstance(song, Reply):
+        return song
+    return cover_with(s, who, song, pitch)
+
+
+def voice_picked_for_cover(s, who: Who, song_id: str, voice_id: str, pitch: int) -> Outcome:
+    song = _picked_song(s, who, song_id)
+    if isinstance(song, Reply):
+        return song
+    voice = api.voice_by_id(who.owner, voice_id, s=s)
+    if voice is None:
+        return Reply("", toast=said.VOICE_NOT_YOURS)
+    return cover_plan(s, who, song, voice, pitch)
+
+
+def song_picked_for_stems(s, who: Who, song_id: str, _pitch: int) -> Outcome:
+    song = _picked_song(s, who, song_id)
+    return song if isinstance(song, Reply) else song_job(s, who, song, "stems")
+
+
+def song_picked_for_karaoke(s, who: Who, song_id: str, _pitch: int) -> Outcome:
+    song = _picked_song(s, who, song_id)
+    return song if isinstance(song, Reply) else song_job(s, who, song, "karaoke")
+
+
+def song_picked_for_six_stems(s, who: Who, song_id: str, _pitch: int) -> Outcome:
+    song = _picked_song(s, who, song_id)
+    return song if isinstance(song, Reply) else song_job(s, who, song, "stems", six=True)
+
+
+def demo_picked_for_cover(s, who: Who, song_id: str, pitch: int) -> Outcome:
+    """The demo voice offer (`bots.catalog_menu.offer_demo`), pressed: the demo voice becomes
+    the default, and sings."""
+    song = _picked_song(s, who, song_id)
+    if isinstance(song, Reply):
+        return song
+    demo = api.demo_voice(s=s)
     if demo is None:
-        return Reply("", toast="The demo voice is not available; /train <name> clones yours.")
-    api.set_default_voice_id(who.owner, demo.id, s=core.s)
-    return core._cover_plan(who, song, demo, pitch)
+        return Reply("", toast=charts_text.DEMO_GONE)
+    api.set_default_voice_id(who.owner, demo.id, s=s)
+    return cover_plan(s, who, song, demo, pitch)

@@ -1,6 +1,7 @@
-"""The Telegram front end: python-telegram-bot 22 handlers that leave every decision to core.
+"""The Telegram front end: python-telegram-bot 22 handlers that leave every decision to `bots`.
 
-This module owns the Telegram wiring only. It turns updates into `bots.core` calls, renders
+This module owns the Telegram wiring only. It turns updates into calls of the handlers in
+`bots` (songs, voices, training, ...; `ONE_REPLY` maps most commands to theirs), renders
 their replies and inline buttons, downloads the files users send (within the Bot API's 20 MB
 limit), posts the one status message of a new job and submits the job with the chat's
 `reply_to`. Progress and results are posted by the job itself (`flows.chat`), not by this
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets
@@ -48,24 +50,45 @@ from telegram.ext import (
     filters,
 )
 
-from bots.core import (
-    COMMANDS,
-    GENERIC_ERROR,
-    ChatCore,
-    Download,
-    Incoming,
-    JobPlan,
-    Reply,
-    Who,
-    sweep_deliveries,
-    too_big,
+from bots import (
+    buttons,
+    catalog_menu,
+    chart_menu,
+    help,
+    importing,
+    privacy,
+    sessions,
+    songs,
+    status,
+    submission,
+    training,
+    trending,
+    voices,
 )
+from bots.messages import Download, Incoming, JobPlan, Reply, Who
+from bots.sweep import sweep_deliveries
 from bots.threads import use_command_threads
 from flows import api
+from flows.chat import text as said
 
 log = logging.getLogger("encore.telegram")
 
 SONG_VERBS = ("cover", "stems", "karaoke")
+TELEGRAM = said.replies("telegram")
+
+# Commands answered by one reply (or a job plan): name → (handler, whether it takes the
+# text after the command).
+ONE_REPLY = {
+    "voices": (voices.voices, False),
+    "voice": (voices.set_voice, True),
+    "train": (training.train, True),
+    "done": (sessions.done, False),
+    "import": (importing.import_command, True),
+    "status": (status.status, False),
+    "cancel": (status.cancel, False),
+    "forget": (privacy.forget, False),
+    "songs": (catalog_menu.songs, True),
+}
 
 
 def _markup(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -137,7 +160,6 @@ class TelegramBot:
 
     def __init__(self, s=None):
         self.s = s or api.settings()
-        self.core = ChatCore(self.s)
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task | None = None
 
@@ -157,26 +179,16 @@ class TelegramBot:
             .build()
         )
         new = filters.UpdateType.MESSAGE  # edits of old commands start nothing
-        commands = {
-            "start": self.on_help,
-            "help": self.on_help,
-            "cover": self.on_cover,
-            "stems": self.on_stems,
-            "karaoke": self.on_karaoke,
-            "voices": self.on_voices,
-            "voice": self.on_voice,
-            "train": self.on_train,
-            "done": self.on_done,
-            "import": self.on_import,
-            "status": self.on_status,
-            "cancel": self.on_cancel,
-            "forget": self.on_forget,
-            "trending": self.on_trending,
-            "charts": self.on_charts,
-            "songs": self.on_songs,
-        }
-        for name, handler in commands.items():
-            app.add_handler(CommandHandler(name, handler, filters=new))
+        for name in ("start", "help"):
+            app.add_handler(CommandHandler(name, self.on_help, filters=new))
+        for verb in SONG_VERBS:
+            callback = functools.partial(self._song_command, verb)
+            app.add_handler(CommandHandler(verb, callback, filters=new))
+        for name, (handler, with_args) in ONE_REPLY.items():
+            callback = functools.partial(self._simple, handler, with_args)
+            app.add_handler(CommandHandler(name, callback, filters=new))
+        app.add_handler(CommandHandler("trending", self.on_trending, filters=new))
+        app.add_handler(CommandHandler("charts", self.on_charts, filters=new))
         app.add_handler(CallbackQueryHandler(self.on_button))
         files = filters.VOICE | filters.AUDIO | filters.Document.ALL
         app.add_handler(MessageHandler(new & files, self.on_file))
@@ -202,7 +214,8 @@ class TelegramBot:
 
     async def _post_init(self, app: Application) -> None:
         use_command_threads()
-        await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        menu = [BotCommand(name, description) for name, description in said.TELEGRAM_MENU]
+        await app.bot.set_my_commands(menu)
         self._sweeper = asyncio.create_task(sweep_deliveries(self.s), name="encore-delivery-sweep")
 
     async def _post_stop(self, app: Application) -> None:
@@ -225,15 +238,16 @@ class TelegramBot:
             if not lock.locked() and len(self._locks) > 1000:
                 self._locks.pop(who.owner, None)
 
-    async def _core(self, fn, *args):
-        return await asyncio.to_thread(fn, *args)
+    async def _run(self, handler, *args):
+        """A handler `(s, ...)`, run off the event loop (they block on the database)."""
+        return await asyncio.to_thread(handler, self.s, *args)
 
     async def _reply(self, message: Message, reply: Reply | None) -> None:
         if reply is not None and reply.text:
             await message.reply_text(reply.text, reply_markup=_markup(reply))
 
     async def _seen(self, key: str) -> bool:
-        return await self._core(api.job_by_key, key, self.s) is not None
+        return await asyncio.to_thread(api.job_by_key, key, self.s) is not None
 
     async def _outcome(self, message: Message, who: Who, outcome, key: str) -> None:
         if isinstance(outcome, JobPlan):
@@ -264,27 +278,27 @@ class TelegramBot:
             "reply_to_message_id": command_id,
             "headline": plan.headline,
         }
-        submitted = await self._core(self.core.submit, plan, key, reply_to)
+        submitted = await self._run(submission.submit_plan, plan, key, reply_to)
         if isinstance(submitted, Reply):
             await status.edit_text(submitted.text)
             return
         _job_id, fresh = submitted
         if not fresh:
-            await status.edit_text(self.core.already())
+            await status.edit_text(said.ALREADY_ON_IT)
 
     async def _download(
         self, context: ContextTypes.DEFAULT_TYPE, media, filename: str, folder: Path
     ) -> Path | Reply:
         limit = self.s.telegram_download_limit_bytes
         if media.file_size and media.file_size > limit:
-            return Reply(too_big(media.file_size, limit))
+            return Reply(TELEGRAM.too_big(media.file_size, limit))
         safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "upload"
         local = folder / safe
         try:
             remote = await context.bot.get_file(media.file_id)
         except BadRequest as exc:
             if "too big" in exc.message.lower():
-                return Reply(too_big(media.file_size or limit + 1, limit))
+                return Reply(TELEGRAM.too_big(media.file_size or limit + 1, limit))
             raise
         await remote.download_to_drive(local)
         return local
@@ -298,9 +312,12 @@ class TelegramBot:
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         who = _who(update)
-        await self._reply(update.effective_message, await self._core(self.core.help, who))
+        await self._reply(update.effective_message, await self._run(help.help_command, who))
 
-    async def _song_command(self, update: Update, context, verb: str) -> None:
+    async def _song_command(
+        self, verb: str, update: Update, context: ContextTypes.DEFAULT_TYPE
+    ) -> None:
+        """`/cover`, `/stems`, `/karaoke`: with a song's name, or as a reply to its file."""
         message = update.effective_message
         who = _who(update)
         key = _key(message.chat_id, message.message_id)
@@ -311,10 +328,10 @@ class TelegramBot:
             replied = message.reply_to_message
             incoming = _incoming(replied) if replied is not None else None
             if incoming is None:
-                outcome = await self._core(self.core.song_command, who, verb, args)
+                outcome = await self._run(songs.song_command, who, verb, args)
                 await self._outcome(message, who, outcome, key)
                 return
-            decision = await self._core(self.core.song_file, who, verb, args, incoming)
+            decision = await self._run(songs.song_file, who, verb, args, incoming)
             if isinstance(decision, Reply):
                 await self._reply(message, decision)
                 return
@@ -328,66 +345,27 @@ class TelegramBot:
                 audio = replied.audio
                 title = (audio.title if audio else None) or Path(incoming.filename).stem
                 artist = (audio.performer if audio else None) or ""
-                outcome = await self._core(
-                    self.core.song_downloaded, who, verb, args, local, title, artist
+                outcome = await self._run(
+                    songs.song_downloaded, who, verb, args, local, title, artist
                 )
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
             await self._outcome(message, who, outcome, key)
 
-    async def on_cover(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._song_command(update, context, "cover")
+    async def _simple(
+        self, handler, with_args: bool, update: Update, context: ContextTypes.DEFAULT_TYPE
+    ) -> None:
+        """A command of `ONE_REPLY`: one reply (or a plan) from its handler."""
+        message = update.effective_message
+        args = (_args(message),) if with_args else ()
+        await self._one_reply(update, handler, *args)
 
-    async def on_stems(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._song_command(update, context, "stems")
-
-    async def on_karaoke(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._song_command(update, context, "karaoke")
-
-    async def _simple(self, update: Update, fn, *args) -> None:
-        """A command whose answer is one reply (or a plan) from core."""
+    async def _one_reply(self, update: Update, handler, *args) -> None:
         message = update.effective_message
         who = _who(update)
         async with self._serial(who):
-            outcome = await self._core(fn, who, *args)
+            outcome = await self._run(handler, who, *args)
             await self._outcome(message, who, outcome, _key(message.chat_id, message.message_id))
-
-    async def on_charts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        who = _who(update)
-        args = _args(message)
-        is_admin = who.private
-        if not who.private and not who.placeholder and args.strip():  # may set the default
-            member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
-            is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
-        await self._simple(update, self.core.charts, args, is_admin)
-
-    async def on_songs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.songs, _args(update.effective_message))
-
-    async def on_voices(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.voices)
-
-    async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.set_voice, _args(update.effective_message))
-
-    async def on_train(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.train, _args(update.effective_message))
-
-    async def on_done(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.done)
-
-    async def on_import(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.import_command, _args(update.effective_message))
-
-    async def on_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.status)
-
-    async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.cancel)
-
-    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._simple(update, self.core.forget)
 
     async def on_trending(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -397,7 +375,17 @@ class TelegramBot:
         if not who.private and not who.placeholder and args.strip().lower() in ("on", "off"):
             member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
             is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
-        await self._simple(update, self.core.trending, args, is_admin)
+        await self._one_reply(update, trending.trending, args, is_admin)
+
+    async def on_charts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        who = _who(update)
+        args = _args(message)
+        is_admin = who.private
+        if not who.private and not who.placeholder and args.strip():  # may set the default
+            member = await context.bot.get_chat_member(message.chat_id, int(who.user_id))
+            is_admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        await self._one_reply(update, chart_menu.charts, args, is_admin)
 
     async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -407,10 +395,10 @@ class TelegramBot:
             return  # meant for another bot
         if not addressee and not _who(update).private:
             return  # in a group, a bare unknown command may be another bot's
-        await self._reply(message, self.core.unknown(command))
+        await self._reply(message, help.unknown_command(self.s, _who(update), command))
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._reply(update.effective_message, self.core.chatter(_who(update)))
+        await self._reply(update.effective_message, help.chatter(self.s, _who(update)))
 
     # -- files
 
@@ -422,7 +410,7 @@ class TelegramBot:
             return
         source = _key(message.chat_id, message.message_id)
         async with self._serial(who):
-            decision = await self._core(self.core.loose_file, who, incoming)
+            decision = await self._run(sessions.loose_file, who, incoming)
             if not isinstance(decision, Download):
                 await self._reply(message, decision)
                 return
@@ -434,10 +422,10 @@ class TelegramBot:
                     await self._reply(message, local)
                     return
                 if decision.purpose == "sample":
-                    took = self.core.sample_downloaded
+                    took = training.sample_downloaded
                 else:
-                    took = self.core.model_downloaded
-                outcome = await self._core(took, who, source, local, incoming.filename)
+                    took = importing.model_downloaded
+                outcome = await self._run(took, who, source, local, incoming.filename)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
             await self._outcome(message, who, outcome, source)
@@ -449,18 +437,18 @@ class TelegramBot:
         who = _who(update)
         menu = query.message if isinstance(query.message, Message) else None
         if menu is None:
-            await query.answer("That button has expired; send the command again.")
+            await query.answer(said.BUTTON_EXPIRED)
             return
-        refused = await self._core(self.core.press_refusal, who, query.data or "")
+        refused = await self._run(buttons.press_refusal, who, query.data or "")
         if refused is not None:  # another user's button, or junk: nothing happens
             await query.answer(refused.toast)
             return
         key = _key(menu.chat_id, menu.message_id)
         async with self._serial(who):
             if await self._seen(key):
-                await query.answer("Already on it.")
+                await query.answer(said.ALREADY_PRESSED)
                 return
-            outcome = await self._core(self.core.button, who, query.data or "")
+            outcome = await self._run(buttons.pressed, who, query.data or "")
             if isinstance(outcome, JobPlan):
                 await query.answer()
                 command = menu.reply_to_message
@@ -479,9 +467,10 @@ class TelegramBot:
             return
         with contextlib.suppress(TelegramError):
             if update.callback_query is not None:
-                await update.callback_query.answer(GENERIC_ERROR[:190])
+                await update.callback_query.answer(said.SOMETHING_WENT_WRONG[:190])
             elif update.effective_chat is not None:
-                await context.bot.send_message(update.effective_chat.id, GENERIC_ERROR)
+                chat_id = update.effective_chat.id
+                await context.bot.send_message(chat_id, said.SOMETHING_WENT_WRONG)
 
 
 def run(s=None, webhook_url: str | None = None, listen: str = "0.0.0.0", port: int = 8443) -> None:

@@ -44,11 +44,12 @@ def test_charts_on_telegram_list_press_and_the_cover_arrives(
     chart_env, settings, song_wav, voice_files, monkeypatch, tmp_path
 ):
     from flows.settings import get_settings
+    from tests.conftest import drain_jobs, telegram_env
     from tests.fake_telegram import BotProcess, FakeTelegram
-    from tests.test_telegram import _audio_file, _drain, _env, _reply
+    from tests.test_telegram import _audio_file, _reply
 
     fake = FakeTelegram().start()
-    _env(monkeypatch, fake)
+    telegram_env(monkeypatch, fake)
     get_settings.cache_clear()
     s = get_settings()
     add_song(s, song_wav, title="Test Song", artist="Tester")
@@ -74,7 +75,7 @@ def test_charts_on_telegram_list_press_and_the_cover_arrives(
         )
     finally:
         process.stop()
-        _drain(s)
+        drain_jobs()
         fake.stop()
         get_settings.cache_clear()
 
@@ -83,8 +84,9 @@ def test_charts_on_discord_list_press_and_the_cover_arrives(
     chart_env, settings, song_wav, voice_files, monkeypatch
 ):
     from flows.settings import get_settings
+    from tests.conftest import drain_jobs
     from tests.fake_discord import BOT_TOKEN, FakeDiscord
-    from tests.test_discord import EPHEMERAL, BotThread, _callback, _custom_ids, _drain
+    from tests.test_discord import EPHEMERAL, BotThread, _callback, _custom_ids
 
     fake = FakeDiscord().start()
     monkeypatch.setenv("ENCORE_DISCORD_TOKEN", BOT_TOKEN)
@@ -111,6 +113,6 @@ def test_charts_on_discord_list_press_and_the_cover_arrives(
         assert attachment["filename"] == "Tester - Test Song (alice cover).mp3"
     finally:
         bot.stop()
-        _drain()
+        drain_jobs()
         fake.stop()
         get_settings.cache_clear()

@@ -1,4 +1,5 @@
-"""`/charts`, `/songs` and a new user's first cover, through `ChatCore` as a platform calls it
+"""`/charts`, `/songs` and a new user's first cover, through the handlers (`bots.chart_menu`,
+`bots.catalog_menu`, `bots.songs`) as a platform calls them
 (SQLite, songs as catalog rows, the chart as a local file; no job runs here: the end-to-end
 runs through the fake Telegram and Discord are in test_telegram.py and test_discord.py)."""
 
@@ -8,7 +9,8 @@ import json
 
 import pytest
 
-from bots.core import ChatCore, JobPlan, Reply, Who
+from bots import buttons, catalog_menu, chart_menu, help, songs
+from bots.messages import JobPlan, Reply, Who
 from flows import api, charts
 from flows.chat import charts_text as text
 from flows.db import Song, session
@@ -70,11 +72,10 @@ def _data(reply: Reply) -> list[str]:
 
 def test_charts_lists_the_chart_marks_what_is_ready_and_binds_its_buttons(chat, voice_files):
     s, ids = chat
-    core = ChatCore(s)
     pth, index = voice_files["alice"]
     import_voice(s, ADA.owner, "alice", [pth, index])
 
-    listing = core.charts(ADA, "")
+    listing = chart_menu.charts(s, ADA, "")
     lines = listing.text.splitlines()
     assert lines[0] == "📈 world: the top 3 right now"
     assert lines[1:4] == [
@@ -88,30 +89,32 @@ def test_charts_lists_the_chart_marks_what_is_ready_and_binds_its_buttons(chat, 
     cover, _other, switch = _data(listing)
 
     # Another member's press does nothing; Ada's own makes a cover in her default voice.
-    assert core.button(BOB, cover).toast == "This button is for Ada."
-    plan = core.button(ADA, cover)
+    assert buttons.pressed(s, BOB, cover).toast == "This button is for Ada."
+    plan = buttons.pressed(s, ADA, cover)
     assert isinstance(plan, JobPlan) and plan.kind == "cover"
     assert plan.song_id == ids["cafe"] and plan.voice_id == api.default_voice(ADA.owner, s=s).id
 
     # The other chart, by button or by name; an unknown name lists the charts.
-    other = core.button(ADA, switch)
+    other = buttons.pressed(s, ADA, switch)
     assert other.text.splitlines() == [
         "📈 us: the top 1 right now",
         "1. ▫️ Miley Cyrus - Flowers",
         text.CHART_NONE_READY,
         text.CHART_REMEMBERED.format(name="us"),  # picked in her private chat: its default
     ]
-    assert core.charts(ADA, "").text.splitlines()[0] == "📈 us: the top 1 right now"
-    assert core.charts(ADA, "WORLD").text.splitlines()[0] == "📈 world: the top 3 right now"
+    assert chart_menu.charts(s, ADA, "").text.splitlines()[0] == "📈 us: the top 1 right now"
+    assert (
+        chart_menu.charts(s, ADA, "WORLD").text.splitlines()[0] == "📈 world: the top 3 right now"
+    )
     # In a group, a member who is no admin picks a chart for himself, not for the group.
-    assert text.CHART_REMEMBERED.format(name="us") not in core.charts(BOB, "us").text
-    assert core.charts(BOB, "").text.splitlines()[0] == "📈 world: the top 3 right now"
-    assert "📌" in core.charts(BOB, "us", is_admin=True).text
-    assert core.charts(BOB, "").text.splitlines()[0] == "📈 us: the top 1 right now"
-    unknown = core.charts(ADA, "mars")
+    assert text.CHART_REMEMBERED.format(name="us") not in chart_menu.charts(s, BOB, "us").text
+    assert chart_menu.charts(s, BOB, "").text.splitlines()[0] == "📈 world: the top 3 right now"
+    assert "📌" in chart_menu.charts(s, BOB, "us", is_admin=True).text
+    assert chart_menu.charts(s, BOB, "").text.splitlines()[0] == "📈 us: the top 1 right now"
+    unknown = chart_menu.charts(s, ADA, "mars")
     assert unknown.text == "There is no chart called “mars”; the charts here: world, us."
     assert [b.label for row in unknown.buttons for b in row] == ["📈 world", "📈 us"]
-    assert core.button(ADA, cover.replace("cs|", "cc|", 1)).toast  # forged: a note, no error
+    assert buttons.pressed(s, ADA, cover.replace("cs|", "cc|", 1)).toast  # forged: a note, no error
 
 
 def test_a_chart_that_cannot_be_read_or_is_not_set_up_gets_one_sentence(chat, monkeypatch):
@@ -121,49 +124,47 @@ def test_a_chart_that_cannot_be_read_or_is_not_set_up_gets_one_sentence(chat, mo
     monkeypatch.setenv("ENCORE_CHARTS", json.dumps({"world": "http://127.0.0.1:9/none.json"}))
     monkeypatch.setattr("flows.charts.ATTEMPTS", 1)
     get_settings.cache_clear()
-    assert ChatCore(get_settings()).charts(ADA, "").text == text.CHART_UNREADABLE
+    assert chart_menu.charts(get_settings(), ADA, "").text == text.CHART_UNREADABLE
     monkeypatch.delenv("ENCORE_CHARTS")
     get_settings.cache_clear()
-    assert ChatCore(get_settings()).charts(ADA, "").text == text.NO_CHARTS
+    assert chart_menu.charts(get_settings(), ADA, "").text == text.NO_CHARTS
 
 
 def test_songs_pages_the_catalog_with_a_button_per_song(chat):
     s, ids = chat
     for n in range(3, 13):
         _add(s, f"Tune {chr(ord('A') + n)}", "Band", n)
-    core = ChatCore(s)
-    first = core.songs(ADA, "")
+    first = catalog_menu.songs(s, ADA, "")
     assert first.text.splitlines()[0] == text.SONGS_HEAD.format(count=12, page=1, pages=2)
     assert len(first.text.splitlines()) == 1 + 8
-    *songs, nav = first.buttons
-    assert sum(len(row) for row in songs) == 8 and [b.label for b in nav] == [text.SONGS_NEXT]
-    second = core.button(ADA, nav[0].data)
+    *picks, nav = first.buttons
+    assert sum(len(row) for row in picks) == 8 and [b.label for b in nav] == [text.SONGS_NEXT]
+    second = buttons.pressed(s, ADA, nav[0].data)
     assert second.text.splitlines()[0] == text.SONGS_HEAD.format(count=12, page=2, pages=2)
     assert second.text.splitlines()[1].startswith("9. ")
     assert [b.label for b in second.buttons[-1]] == [text.SONGS_PREV]
-    assert core.button(BOB, nav[0].data).toast == "This button is for Ada."
+    assert buttons.pressed(s, BOB, nav[0].data).toast == "This button is for Ada."
 
 
 def test_a_new_user_sees_real_examples_and_is_offered_the_demo_voice(chat):
     s, ids = chat
-    core = ChatCore(s)
-    usage = core.song_command(ADA, "cover", "")
+    usage = songs.song_command(s, ADA, "cover", "")
     assert "like /cover cafe deja vu +2" in usage.text  # the shortest title in the catalog
-    assert "(like /cover cafe deja vu)" in core.chatter(ADA).text
-    assert [label for label, _id in core.song_choices(ADA, "")] == [
+    assert "(like /cover cafe deja vu)" in help.chatter(s, ADA).text
+    assert [label for label, _id in songs.song_choices(s, ADA, "")] == [
         "Nova Maree - Cafe Deja Vu",
         "The Lanterns - Midnight River",
     ]  # Discord's autocomplete before anything is typed
 
-    offer = core.song_command(ADA, "cover", "cafe +1")  # no voice of her own
+    offer = songs.song_command(s, ADA, "cover", "cafe +1")  # no voice of her own
     assert offer.text == text.NO_VOICE_DEMO.format(song="“Nova Maree - Cafe Deja Vu”")
     [[use_demo]] = offer.buttons
     assert use_demo.label == text.USE_DEMO
-    assert core.button(BOB, use_demo.data).toast == "This button is for Ada."
-    plan = core.button(ADA, use_demo.data)
+    assert buttons.pressed(s, BOB, use_demo.data).toast == "This button is for Ada."
+    plan = buttons.pressed(s, ADA, use_demo.data)
     assert isinstance(plan, JobPlan) and plan.song_id == ids["cafe"]
     assert plan.options == {"pitch": 1} and "sung by demo" in plan.headline
     # The demo voice is her default now: the next cover asks nothing.
     assert api.default_voice(ADA.owner, s=s).name == "demo"
-    again = core.song_command(ADA, "cover", "midnight river")
+    again = songs.song_command(s, ADA, "cover", "midnight river")
     assert isinstance(again, JobPlan) and again.voice_id == plan.voice_id

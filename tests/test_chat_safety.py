@@ -1,4 +1,4 @@
-"""What chat clients send is checked where it enters `bots.core`: buttons are their user's
+"""What chat clients send is checked where it enters `bots`: buttons are their user's
 alone and their data is checked like typed commands, file names are made safe, placeholder
 senders own nothing, voice names that only look alike are one name, and a song a user sends
 is theirs alone."""
@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bots.core import (
-    PLACEHOLDER,
-    ChatCore,
-    Incoming,
-    JobPlan,
-    Reply,
-    Who,
-    button,
-    clean_filename,
-    owner_tag,
-    pack,
-)
+from bots import buttons, help, importing, privacy, sessions, songs, status, training, trending
+from bots import voices as bot_voices
+from bots.inputs import clean_filename
+from bots.messages import Incoming, JobPlan, Reply, Who
+from bots.payload import button, owner_tag, pack
 from flows import api
 from flows.catalog import add_song
+from flows.chat.text import PLACEHOLDER_SENDER as PLACEHOLDER
 from flows.db import Job, Song, session
 from flows.errors import UserError
 from flows.voices import get_voice, import_voice, name_key, valid_name
@@ -54,15 +48,14 @@ def test_button_data_fits_the_platforms_limits_with_the_largest_ids():
 
 
 def test_another_users_press_is_refused_by_name_and_does_nothing(settings):
-    core = ChatCore(settings)
-    ask = core.forget(ADA)
+    ask = privacy.forget(settings, ADA)
     yes = ask.buttons[0][0].data
-    refused = core.button(BOB, yes)
+    refused = buttons.pressed(settings, BOB, yes)
     assert refused == Reply("", toast="This button is for Ada.")
-    assert core.press_refusal(ADA, yes) is None
+    assert buttons.press_refusal(settings, ADA, yes) is None
     stranger = Who("cli", "someone", "x")  # an id that is not a number: a hashed tag
-    data = core.forget(stranger).buttons[0][0].data
-    assert core.button(ADA, data).toast == "This button is for someone else."
+    data = privacy.forget(settings, stranger).buttons[0][0].data
+    assert buttons.pressed(settings, ADA, data).toast == "This button is for someone else."
 
 
 FORGERIES = [
@@ -85,35 +78,35 @@ FORGERIES = [
 
 
 def test_forged_button_data_is_refused_and_makes_no_job(settings, song_wav, voice_files):
-    core = ChatCore(settings)
     song = add_song(settings, song_wav, title="Test Song")
     pth, index = voice_files["alice"]
     voice = import_voice(settings, ADA.owner, "alice", [pth, index])
-    tag = core.forget(ADA).buttons[0][0].data.split("|")[1]
+    tag = privacy.forget(settings, ADA).buttons[0][0].data.split("|")[1]
     for forge in FORGERIES:
         data = forge(tag, pack(song.id), pack(voice.id))
-        reply = core.button(ADA, data)
+        reply = buttons.pressed(settings, ADA, data)
         assert isinstance(reply, Reply) and not reply.buttons, (data, reply)
         assert (reply.toast or reply.text).count(".") <= 2, reply  # one short sentence
-    assert core.button(ADA, f"cv|{tag}|{pack(song.id)}|{pack(voice.id)}|+99").toast == (
-        "The key change goes from -12 to +12 semitones."
-    )
+    assert buttons.pressed(
+        settings, ADA, f"cv|{tag}|{pack(song.id)}|{pack(voice.id)}|+99"
+    ).toast == ("The key change goes from -12 to +12 semitones.")
     assert get_voice(settings, ADA.owner, "alice") is not None
     assert _jobs(settings) == 0
 
 
 def test_the_users_own_checked_press_plans_the_job(settings, song_wav, voice_files):
-    core = ChatCore(settings)
     song = add_song(settings, song_wav, title="Test Song")
     for name in ("alice", "bob"):
         pth, index = voice_files[name]
         import_voice(settings, ADA.owner, name, [pth, index])
-    core.help(ADA)  # first contact: Encore learns her name
-    menu = core._cover_with(ADA, api.get_song(song.id, ADA.owner, s=settings), 3)
-    plan = core.button(ADA, menu.buttons[1][0].data)
+    help.help_command(settings, ADA)  # first contact: Encore learns her name
+    menu = songs.cover_with(settings, ADA, api.get_song(song.id, ADA.owner, s=settings), 3)
+    plan = buttons.pressed(settings, ADA, menu.buttons[1][0].data)
     assert isinstance(plan, JobPlan) and plan.options == {"pitch": 3}
     assert plan.owner == ADA.owner
-    assert core.button(BOB, menu.buttons[1][0].data).toast == "This button is for Ada."
+    assert (
+        buttons.pressed(settings, BOB, menu.buttons[1][0].data).toast == "This button is for Ada."
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -146,30 +139,30 @@ def test_file_names_from_the_platform_are_made_safe(name, expected):
 
 
 def test_placeholder_senders_own_nothing(settings, tmp_path):
-    core = ChatCore(settings)
     anon = Who("telegram", "1087968824", "-100", "Friends", private=False, placeholder=True)
     audio = Incoming("a.mp3", 10, "audio/mpeg")
     model = Incoming("m.pth", 10, None)
     for outcome in (
-        core.train(anon, "mine"),
-        core.import_command(anon, ""),
-        core.forget(anon),
-        core.forget_confirmed(anon),
-        core.set_voice(anon, "alice"),
-        core.voices(anon),
-        core.song_command(anon, "cover", "test"),
-        core.song_file(anon, "cover", "", audio),
-        core.model_incoming(anon, model),
-        core.sample_incoming(anon, audio),
-        core.done(anon),
-        core.cancel(anon),
-        core.status(anon),
-        core.trending(anon, "on", True),
-        core.button(anon, f"fy|{owner_tag(anon)}"),
+        training.train(settings, anon, "mine"),
+        importing.import_command(settings, anon, ""),
+        privacy.forget(settings, anon),
+        privacy.forget_confirmed(settings, anon),
+        bot_voices.set_voice(settings, anon, "alice"),
+        bot_voices.voices(settings, anon),
+        songs.song_command(settings, anon, "cover", "test"),
+        songs.song_file(settings, anon, "cover", "", audio),
+        importing.model_incoming(settings, anon, model),
+        training.sample_incoming(settings, anon, audio),
+        sessions.done(settings, anon),
+        status.cancel(settings, anon),
+        status.status(settings, anon),
+        trending.trending(settings, anon, "on", True),
+        buttons.pressed(settings, anon, f"fy|{owner_tag(anon)}"),
     ):
         assert outcome in (Reply(PLACEHOLDER), Reply("", toast=PLACEHOLDER)), outcome
-    assert core.loose_file(anon, audio) is None  # a channel's posts in its group: not for us
-    assert core.help(anon).text.startswith("🎤 Encore")
+    # a channel's posts in its group: not for us
+    assert sessions.loose_file(settings, anon, audio) is None
+    assert help.help_command(settings, anon).text.startswith("🎤 Encore")
     with session(settings.database) as db:
         assert db.query(Job).count() == 0
     assert api.display_name(anon.owner, s=settings) == ""  # not even a user row
@@ -194,10 +187,13 @@ def test_names_that_only_look_alike_are_one_name(settings, voice_files):
         assert get_voice(settings, ADA.owner, lookalike).id == voice.id
     with pytest.raises(UserError, match="already have a voice"):
         import_voice(settings, ADA.owner, "\u0410LICE", [pth, index])
-    core = ChatCore(settings)
-    assert core.train(ADA, "\u0410lice").text.startswith("You already have a voice called")
-    assert core.set_voice(ADA, "ａｌｉｃｅ").text.startswith("⭐ alice is your default")
-    assert core.voice_choices(ADA, "Ａli") == [("alice", voice.id)]
+    assert training.train(settings, ADA, "\u0410lice").text.startswith(
+        "You already have a voice called"
+    )
+    assert bot_voices.set_voice(settings, ADA, "ａｌｉｃｅ").text.startswith(
+        "⭐ alice is your default"
+    )
+    assert bot_voices.voice_choices(settings, ADA, "Ａli") == [("alice", voice.id)]
 
 
 # ------------------------------------------------------------------------------------------

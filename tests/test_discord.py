@@ -237,7 +237,7 @@ def test_a_result_after_the_token_expired_is_posted_to_the_channel_with_a_mentio
 
     monkeypatch.setenv("ENCORE_DISCORD_TOKEN_FRESH_S", "0")  # every token counts as old
     get_settings.cache_clear()
-    bot.bot.s = bot.bot.core.s = get_settings()
+    bot.bot.s = get_settings()
     data = song_wav.read_bytes()
     pending = fake.command("karaoke", attachments={"file": ("my song.wav", data, "audio/wav")})
     assert _callback(fake, pending)["type"] == 5
@@ -263,7 +263,7 @@ def test_a_result_over_the_upload_limit_is_sent_as_a_link(
 
     monkeypatch.setenv("ENCORE_PUBLIC_FILES_URL", "http://files.test/encore")
     get_settings.cache_clear()
-    bot.bot.s = bot.bot.core.s = get_settings()
+    bot.bot.s = get_settings()
     limit = 20_000  # a 4 s karaoke track is larger
     pending = fake.command("karaoke", [{"name": "song", "type": 3, "value": song.id}], limit=limit)
     assert _callback(fake, pending)["type"] == 5
@@ -520,7 +520,7 @@ def test_encore_bot_discord_sync_registers_the_commands_and_exits(fake, dc_setti
     command = [str(encore), "bot", "discord", "--sync"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "Registered 11 slash commands: /cover, /stems, /karaoke, /train" in done.stdout
+    assert "Registered 13 slash commands: /cover, /stems, /karaoke, /train" in done.stdout
     assert fake.commands == json.loads(SNAPSHOT.read_text())
     del env["ENCORE_DISCORD_TOKEN"]
     refused = subprocess.run(

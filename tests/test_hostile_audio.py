@@ -2,7 +2,7 @@
 good upload still works.
 
 Files come from the builders in `tests/hostile_audio.py`. They go in through the layer the
-bots use (`bots.core.ChatCore.song_downloaded`, `flows.api.add_sample`), two of them end to
+bots use (`bots.songs.song_downloaded`, `flows.api.add_sample`), two of them end to
 end through the fake Telegram, and the memory that checking a 20 MB upload or a 30-minute voice
 sample takes is measured in a fresh process that imports what the bot imports.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bots.core import ChatCore, JobPlan, Reply, Who
+from bots.messages import JobPlan, Reply, Who
+from bots.songs import song_downloaded
 from flows import api
 from flows.db import Job, Song, session
 from tests.hostile_audio import (
@@ -73,7 +74,7 @@ def rows(s, model) -> list:
 
 
 def upload(s, path: Path, title: str = "Song"):
-    return ChatCore(s).song_downloaded(WHO, "stems", "", path, title)
+    return song_downloaded(s, WHO, "stems", "", path, title)
 
 
 @pytest.mark.parametrize("name", NAMES)

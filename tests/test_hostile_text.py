@@ -2,16 +2,21 @@
 
 Control characters, NUL, zero-width and direction-override characters, runaway length,
 markup and mentions in names that Encore echoes back, lookalike letters: all go through
-`ChatCore` as a platform hands them over, and a few through the fake Telegram end to end.
+the handlers in `bots` as a platform hands them over, and a few through the fake Telegram
+end to end.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bots.core import COVER_USAGE, EXPIRED, TOO_LONG, ChatCore, Reply, Who
+from bots import buttons, help, importing, songs, training, trending, voices
+from bots.buttons import EXPIRED
+from bots.inputs import TOO_LONG
+from bots.messages import Reply, Who
 from flows import api
 from flows.catalog import add_song
+from flows.chat import text as said
 from flows.db import Job, UploadFile, UploadSession, session
 from flows.voices import import_voice
 from tests.conftest import drain_jobs, telegram_env
@@ -20,6 +25,7 @@ from tests.test_telegram import _last_reply_text
 
 ADA = Who("telegram", "1", "1", "Ada")
 GROUP_ADA = Who("telegram", "1", "-100", "Ada", private=False)
+COVER_USAGE = said.replies("telegram").which_song("cover")
 NAME_RULE = (
     "A voice name is 1-40 letters, digits, spaces, dots, dashes or apostrophes; pick another name."
 )
@@ -63,35 +69,34 @@ CORPUS = [
 ]
 
 
-def _say(core: ChatCore, action: str, text: str):
+def _say(s, action: str, text: str):
     if action in ("cover", "stems"):
-        return core.song_command(ADA, action, text)
+        return songs.song_command(s, ADA, action, text)
     if action == "train":
-        return core.train(ADA, text)
+        return training.train(s, ADA, text)
     if action == "import":
-        return core.import_command(ADA, text)
+        return importing.import_command(s, ADA, text)
     if action == "voice":
-        return core.set_voice(ADA, text)
+        return voices.set_voice(s, ADA, text)
     if action == "unknown":
-        return core.unknown(text)
+        return help.unknown_command(s, ADA, text)
     if action == "option":
-        return core.song_option(ADA, "cover", text)
+        return songs.song_option(s, ADA, "cover", text)
     if action == "option-voice":
-        return core.song_option(ADA, "cover", "test song", 0, text)
+        return songs.song_option(s, ADA, "cover", "test song", 0, text)
     if action == "trending":
-        return core.trending(GROUP_ADA, text, False)
+        return trending.trending(s, GROUP_ADA, text, False)
     if action == "button":
-        return core.button(ADA, text)
+        return buttons.pressed(s, ADA, text)
     raise AssertionError(action)
 
 
 def test_odd_text_gets_its_one_sentence_and_makes_nothing(settings, voice_files, song_wav):
-    core = ChatCore(settings)
     pth, index = voice_files["alice"]
     import_voice(settings, ADA.owner, "alice", [pth, index])
     add_song(settings, song_wav, title="Test Song", artist="Tester")
     for action, text, expected in CORPUS:
-        reply = _say(core, action, text)
+        reply = _say(settings, action, text)
         assert isinstance(reply, Reply) and not reply.buttons, (action, text, reply)
         said = reply.text or reply.toast
         if expected.endswith("…"):
@@ -106,10 +111,9 @@ def test_odd_text_gets_its_one_sentence_and_makes_nothing(settings, voice_files,
 
 
 def test_a_name_with_control_and_direction_characters_is_kept_readable(settings):
-    core = ChatCore(settings)
     who = Who("telegram", "7", "7", "E\x00ve\u202e\u200b  Smith\n")
     assert who.name == "Eve Smith"
-    core.help(who)  # PostgreSQL refuses NUL in text: the name is stored clean
+    help.help_command(settings, who)  # PostgreSQL refuses NUL in text: the name is stored clean
     assert api.display_name(who.owner, s=settings) == "Eve Smith"
 
 

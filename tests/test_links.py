@@ -393,7 +393,8 @@ def test_encore_voices_import_and_cover_take_links(linked, media):
 def test_a_chart_song_missing_from_the_catalog_is_fetched_then_covered(
     linked, media, voice_files, tmp_path, monkeypatch
 ):
-    from bots.core import ChatCore, JobPlan, Who
+    from bots import buttons, chart_menu, submission
+    from bots.messages import JobPlan, Who
     from flows import charts
     from flows.settings import get_settings
 
@@ -407,16 +408,15 @@ def test_a_chart_song_missing_from_the_catalog_is_fetched_then_covered(
     ada = Who("telegram", "1", "1", "Ada")
     pth, index = voice_files["alice"]
     import_voice(s, ada.owner, "alice", [pth, index])
-    core = ChatCore(s)
-    listing = core.charts(ada)
+    listing = chart_menu.charts(s, ada)
     (press,) = [b.data for row in listing.buttons for b in row if b.data.startswith("cc|")]
-    plan = core.button(ada, press)
+    plan = buttons.pressed(s, ada, press)
     assert isinstance(plan, JobPlan) and plan.chart == ("Tester", "Chart Song")
-    job_id, fresh = core.submit(plan, "test:chart-press", {})
+    job_id, fresh = submission.submit_plan(s, plan, "test:chart-press", {})
     job = follow(job_id, s=s)
     assert job.state == "succeeded", job.reason
     (song,) = _songs(s)
     assert (song.owner, song.artist, song.title) == (None, "Tester", "Chart Song")
     assert song.source_url and job.result["filename"] == "Tester - Chart Song (alice cover).mp3"
-    after = core.charts(ada)  # now in the catalog: ready, with the usual song button
+    after = chart_menu.charts(s, ada)  # now in the catalog: ready, with the usual song button
     assert any(b.data.startswith("cs|") for row in after.buttons for b in row)

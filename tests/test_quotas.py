@@ -4,7 +4,8 @@ The business rules run fast against a fresh SQLite database: what counts against
 (failures the user caused, not ours; cancelled jobs not in the rate window), when a place
 frees, that `/forget` resets nothing, the trending drops' budget, the caps on staged uploads
 and sessions, and the expiry of scratch files. The race tests send 20 commands at once
-through the bots' own `ChatCore.submit` against a quota of 3, on SQLite and on PostgreSQL.
+through the bots' own `bots.submission.submit_plan` against a quota of 3, on SQLite and on
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bots.core import ChatCore, JobPlan, Reply, Who
+from bots import importing, songs, submission, trending
+from bots.messages import JobPlan, Reply, Who
 from flows import users
 from flows.db import Job, UploadFile, UploadSession, Usage, now, session
 from flows.errors import UserError
@@ -186,17 +188,16 @@ def test_drops_of_all_chats_share_the_operators_budget(tmp_path):
 
 def test_a_private_chat_is_not_its_own_admin_for_trending(tmp_path):
     s = _settings(tmp_path)
-    core = ChatCore(s)
     me = Who("telegram", "1", "1", "Ada", private=True)
-    answer = core.trending(me, "", True)
+    answer = trending.trending(s, me, "", True)
     assert "does not get" in answer.text and "groups and channels" in answer.text
-    refused = core.trending(me, "on", True)
+    refused = trending.trending(s, me, "on", True)
     assert refused.text.startswith("Trending covers go to groups and channels")
     assert not users.subscriptions(s, "trending")
     group = Who("telegram", "1", "-100", "Ada", private=False)
-    assert core.trending(group, "on", True).text.startswith("📈")
-    allowed = ChatCore(_settings(tmp_path, trending_private_chats=True))
-    assert allowed.trending(me, "on", True).text.startswith("📈")
+    assert trending.trending(s, group, "on", True).text.startswith("📈")
+    allowed = _settings(tmp_path, trending_private_chats=True)
+    assert trending.trending(allowed, me, "on", True).text.startswith("📈")
     assert len(users.subscriptions(s, "trending")) == 2
 
 
@@ -239,13 +240,12 @@ def test_staged_uploads_are_capped_per_session_and_per_user(tmp_path):
 
 def test_a_model_file_over_the_cap_gets_one_sentence_from_the_bot(tmp_path):
     s = _settings(tmp_path, max_session_files=1)
-    core = ChatCore(s)
     me = Who("telegram", "1", "1", "Ada")
-    assert core.import_command(me, "mine").text.startswith("📦")
+    assert importing.import_command(s, me, "mine").text.startswith("📦")
     pth = _clip(tmp_path, "mine.pth", 100)
-    assert core.model_downloaded(me, "m1", pth, "mine.pth").text.startswith("Got the model")
+    assert importing.model_downloaded(s, me, "m1", pth, "mine.pth").text.startswith("Got the model")
     index = _clip(tmp_path, "mine.index", 100)
-    refused = core.model_downloaded(me, "m2", index, "mine.index")
+    refused = importing.model_downloaded(s, me, "m2", index, "mine.index")
     assert refused.text == (
         "One voice takes at most 1 files; send /done to use the ones you sent, or /cancel to "
         "start again."
@@ -339,9 +339,8 @@ def test_deleting_an_upload_leaves_no_empty_folder(tmp_path):
 def test_a_song_file_over_the_quota_is_refused_before_it_is_stored(tmp_path, song_wav):
     s = _settings(tmp_path, quota_jobs_per_day=1)
     create_counted_job(s, "cover", OWNER, {})
-    core = ChatCore(s)
     me = Who("telegram", "1", "1", "Ada")
-    answer = core.song_downloaded(me, "karaoke", "", song_wav, "My song")
+    answer = songs.song_downloaded(s, me, "karaoke", "", song_wav, "My song")
     assert answer.text.startswith("You have used today's 1 covers")
     assert not (s.data_dir / "files" / "songs").exists()
 
@@ -369,7 +368,6 @@ def test_twenty_commands_at_once_make_exactly_the_quotas_three_jobs(race_setting
     from flows import submit
 
     s = race_settings
-    core = ChatCore(s)
     missing_song = "0" * 32  # the jobs fail at once, by the user's doing: they still count
     start = threading.Barrier(20)
     answers: list = [None] * 20
@@ -377,7 +375,7 @@ def test_twenty_commands_at_once_make_exactly_the_quotas_three_jobs(race_setting
     def command(i: int) -> None:
         plan = JobPlan(kind="stems", owner=OWNER, headline="Stems", song_id=missing_song)
         start.wait()
-        answers[i] = core.submit(plan, f"race-{i}", {"platform": "test"})
+        answers[i] = submission.submit_plan(s, plan, f"race-{i}", {"platform": "test"})
 
     threads = [threading.Thread(target=command, args=(i,)) for i in range(20)]
     for t in threads:
@@ -403,7 +401,8 @@ def test_twenty_commands_at_once_make_exactly_the_quotas_three_jobs(race_setting
     assert {(j.state, j.reason) for j in ended} == {
         ("failed", "That song is no longer in the catalog; pick another one.")
     }
-    late = core.submit(
+    late = submission.submit_plan(
+        s,
         JobPlan(kind="cover", owner=OWNER, headline="Cover", song_id=missing_song, voice_id="x"),
         "race-late",
         {"platform": "test"},

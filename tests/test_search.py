@@ -1,6 +1,6 @@
 """Song search as a music app's: accents and case do not matter, an exact title wins, a long
 query of one syllable finds no unrelated song. Unit tests of `flows.search`, then the same
-through the catalog and the chat core (SQLite, no models)."""
+through the catalog and the bots' song handlers (SQLite, no models)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_typos_and_word_order():
 
 
 # ------------------------------------------------------------------------------------------
-# Through the catalog and the chat core
+# Through the catalog and the bots' song handlers
 
 
 @pytest.fixture
@@ -87,18 +87,19 @@ def catalog_settings(tmp_path, monkeypatch):
 
 
 def test_chat_search_finds_accented_titles_and_asks_nothing_for_an_exact_one(catalog_settings):
-    from bots.core import ChatCore, Reply, Who
+    from bots.messages import Reply, Who
+    from bots.songs import find_song, song_choices
 
-    core = ChatCore(catalog_settings)
+    s = catalog_settings
     who = Who("telegram", "7", "7", "Ann")
-    song = core._song(who, "cafe", "cover")
+    song = find_song(s, who, "cafe", "cover")
     assert not isinstance(song, Reply) and song.title == "Café Déjà Vu"
-    song = core._song(who, "river of lights", "cover")
+    song = find_song(s, who, "river of lights", "cover")
     assert not isinstance(song, Reply) and song.label == "Aurora Lane - River of Lights"
-    refused = core._song(who, "la la la la la", "cover")
+    refused = find_song(s, who, "la la la la la", "cover")
     assert isinstance(refused, Reply) and "No song in the catalog matches" in refused.text
     # Discord's autocomplete: accents do not matter there either
-    assert [label for label, _id in core.song_choices(who, "cafe")] == ["Nova - Café Déjà Vu"]
+    assert [label for label, _id in song_choices(s, who, "cafe")] == ["Nova - Café Déjà Vu"]
 
 
 def test_cli_resolve_takes_the_exact_title(catalog_settings):

@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from bots.core import ChatCore, JobPlan, Who, split_six
+from bots.messages import JobPlan, Who
+from bots.songs import song_command, split_six
 from flows.catalog import add_song
 from flows.jobs import step_runs
 from flows.storage import open_storage
@@ -55,12 +56,11 @@ def test_six_and_four_stems_are_cached_apart(settings, song_wav):
 
 def test_six_stems_from_the_chat(settings, song_wav):
     add_song(settings, song_wav, title="Chat Song", artist="Tester")
-    core = ChatCore(settings)
     who = Who("telegram", "7", "7", "Ann")
-    plan = core.song_command(who, "stems", "six chat song")
+    plan = song_command(settings, who, "stems", "six chat song")
     assert isinstance(plan, JobPlan), plan
     assert plan.options == {"six": True} and "six stems" in plan.headline
-    plain = core.song_command(who, "stems", "chat song")
+    plain = song_command(settings, who, "stems", "chat song")
     assert isinstance(plain, JobPlan) and plain.options == {}
     assert split_six("six") == ("six", False)  # a song called "six"
 

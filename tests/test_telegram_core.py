@@ -1,4 +1,4 @@
-"""The platform-neutral chat logic (`bots/core.py`) and the bots' import boundary."""
+"""The platform-neutral chat handlers (`bots`) and the bots' import boundary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bots.core import MAX_PITCH, ChatCore, Who, pack, parse_song_args, unpack
+from bots import buttons, status
+from bots.inputs import MAX_PITCH, parse_song_args
+from bots.messages import Who
+from bots.payload import pack, unpack
 from flows.api import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,19 +47,18 @@ def test_button_data_fits_telegrams_64_bytes_and_round_trips():
 
 
 def test_stale_or_forged_buttons_get_a_note_not_an_error(settings):
-    core = ChatCore(settings)
     who = Who("telegram", "5", "5", "Eve")
     for data in ("", "zz", "cv|x|y|+1", "cs|AAAA|+x", "dv|" + pack("a" * 32), "tc|" + "Q" * 22):
-        reply = core.button(who, data)
+        reply = buttons.pressed(settings, who, data)
         assert reply.toast or reply.text, data
         assert not getattr(reply, "kind", None)  # never a job
 
 
 def test_bots_import_only_the_submission_and_query_api():
-    allowed = {"flows.api", "flows.submit"}
-    for path in (ROOT / "bots").glob("*.py"):
+    allowed = {"flows.api", "flows.submit", "flows.chat.text"}
+    for path in (ROOT / "bots").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module in ("flows", "gpu_worker"):
+            if isinstance(node, ast.ImportFrom) and node.module in ("flows", "flows.chat"):
                 modules = [f"{node.module}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 modules = [node.module]
@@ -78,12 +80,11 @@ def test_bots_import_only_the_submission_and_query_api():
 def test_status_says_when_a_finished_result_never_reached_the_chat(settings):
     from flows.jobs import create_job, update_job
 
-    core = ChatCore(settings)
     who = Who("telegram", "7", "7", "Ida")
     given_up = "It was ready, but Telegram refused it for 6 h, so I stopped trying; ask again."
     for result in ({"undelivered": given_up}, {}):
         job_id = create_job(settings, "stems", who.owner, {"song_id": "x", "options": {}})
         update_job(settings, job_id, state="succeeded", step="done", result=result)
-    lines = core.status(who).text.splitlines()
+    lines = status.status(settings, who).text.splitlines()
     assert any(given_up in line for line in lines), lines
     assert sum("✅ done" in line for line in lines) == 1, lines

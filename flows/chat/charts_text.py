@@ -41,3 +41,4 @@ CHATTER = (
     "Send /cover <song> to make a cover (like /cover {example}), /songs to see the catalog, "
     "or /help to see everything I can do."
 )
+DEMO_GONE = "The demo voice is not available; /train <name> clones yours."
