@@ -29,16 +29,14 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from gpu_worker import cancel
 from gpu_worker.errors import BadOptions, ModelMissing
 from gpu_worker.rvc_runtime import engine_errors
-
-if TYPE_CHECKING:
-    from gpu_worker.convert import VoiceParams
+from gpu_worker.voice_params import VoiceParams
 
 logger = logging.getLogger(__name__)
 
