@@ -238,12 +238,17 @@ class DiscordBot:
         @app_commands.describe(**OPTIONS["import"])
         async def import_(
             interaction: discord.Interaction,
-            file: discord.Attachment,
+            file: discord.Attachment | None = None,
             index: discord.Attachment | None = None,
+            link: str | None = None,
             name: str | None = None,
         ):
-            files = [file] if index is None else [file, index]
-            await self._import(interaction, name or "", files)
+            if link:  # models over Discord's attachment limit come by link
+                await self._import_link(interaction, link, name or "")
+            elif file is None:
+                await self._say(interaction, Reply(said.IMPORT_FILE_OR_LINK))
+            else:
+                await self._import(interaction, name or "", [f for f in (file, index) if f])
 
         @tree.command(name="charts", description=WORDS["charts"])
         @app_commands.describe(**OPTIONS["charts"])
@@ -483,6 +488,13 @@ class DiscordBot:
             lines.append(DISCORD.add_recordings())
             view = None
         await interaction.edit_original_response(content=_plain("\n".join(lines))[:1900], view=view)
+
+    async def _import_link(self, interaction: discord.Interaction, link: str, name: str) -> None:
+        """`/import link:`: the import job downloads the model, then checks it like a file."""
+        who = _who(interaction)
+        await interaction.response.defer(thinking=True)
+        outcome = await self._run(importing.link_import, who, link.strip(), name)
+        await self._outcome(interaction, who, outcome)
 
     async def _import(self, interaction: discord.Interaction, name: str, files) -> None:
         """`/import`: the model's files in one command; the import job starts at once."""

@@ -161,6 +161,8 @@ class TelegramBot:
     def __init__(self, s=None):
         self.s = s or api.settings()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._submit_locks: dict[str, asyncio.Lock] = {}
+        self._submits: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
 
     # -- building and running
@@ -209,6 +211,8 @@ class TelegramBot:
             await app.updater.stop()
         if app.running:
             await app.stop()
+        if self._submits:  # commands already answered: their jobs are made before we go
+            await asyncio.wait(set(self._submits), timeout=60)
         await self._post_stop(app)
         await app.shutdown()
 
@@ -278,13 +282,35 @@ class TelegramBot:
             "reply_to_message_id": command_id,
             "headline": plan.headline,
         }
-        submitted = await self._run(submission.submit_plan, plan, key, reply_to)
-        if isinstance(submitted, Reply):
-            await status.edit_text(submitted.text)
-            return
-        _job_id, fresh = submitted
-        if not fresh:
-            await status.edit_text(said.ALREADY_ON_IT)
+        # The user has their answer: the job is made in the background, so the user's next
+        # command is answered without waiting for it. Their jobs are still made one at a
+        # time, in the order of their commands (the quotas go to the earlier ones): the
+        # submission takes its place in the user's line before this command lets go of hers.
+        line = self._submit_locks.setdefault(who.owner, asyncio.Lock())
+        await line.acquire()
+        task = asyncio.create_task(self._submit(line, plan, key, reply_to, status))
+        self._submits.add(task)
+        task.add_done_callback(self._submits.discard)
+
+    async def _submit(
+        self, line: asyncio.Lock, plan: JobPlan, key: str, reply_to: dict, status: Message
+    ) -> None:
+        try:
+            submitted = await self._run(submission.submit_plan, plan, key, reply_to)
+            if isinstance(submitted, Reply):
+                await status.edit_text(submitted.text)
+                return
+            _job_id, fresh = submitted
+            if not fresh:
+                await status.edit_text(said.ALREADY_ON_IT)
+        except Exception:  # the command was answered: say on its status message what failed
+            log.exception("submitting %s failed", key)
+            with contextlib.suppress(TelegramError):
+                await status.edit_text(said.SOMETHING_WENT_WRONG)
+        finally:
+            line.release()
+            if not line.locked() and len(self._submit_locks) > 1000:
+                self._submit_locks.pop(plan.owner, None)
 
     async def _download(
         self, context: ContextTypes.DEFAULT_TYPE, media, filename: str, folder: Path

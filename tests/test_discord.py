@@ -507,6 +507,19 @@ def test_importing_a_zipped_model(fake, bot, dc_settings, voice_files, tmp_path)
     assert _ephemeral_text(fake, bad).startswith("That is not an RVC model")
 
 
+def test_import_takes_a_file_or_a_link(fake, bot):
+    from flows.chat import links_text
+    from flows.chat import text as said
+
+    nothing = fake.command("import")
+    assert _ephemeral_text(fake, nothing) == said.IMPORT_FILE_OR_LINK
+    link = {"type": 3, "name": "link", "value": "https://models.example/voice.zip"}
+    pending = fake.command("import", options=[link])
+    assert _callback(fake, pending)["type"] == 5
+    answer = fake.wait_for(lambda: pending.followups, 60, "the answer")
+    assert answer[0]["content"] == links_text.DISABLED_MODEL  # links are off by default
+
+
 def test_encore_bot_discord_sync_registers_the_commands_and_exits(fake, dc_settings):
     from tests.conftest import cli_env
 

@@ -952,6 +952,8 @@ DISCORD_COMMANDS: dict[str, str] = {
     "charts": "The hit chart: press a song to cover it",
     "songs": "The songs you can cover",
 }
+IMPORT_FILE_OR_LINK = "Attach the model (a .zip, or the .pth and its .index), or give its link."
+
 DISCORD_OPTIONS: dict[str, dict[str, str]] = {
     "cover": {
         "song": SONG_OPTION,
@@ -977,6 +979,7 @@ DISCORD_OPTIONS: dict[str, dict[str, str]] = {
     "import": {
         "file": "The model: a .zip of .pth and .index, or the .pth",
         "index": "The model's .index, when `file` is the .pth",
+        "link": "Or the model's link (a .zip, .pth or .index), for models too big to attach",
         "name": "What to call the voice (default: the file's name)",
     },
     "voice": {"default": "The voice to use when a command names none"},
