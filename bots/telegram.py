@@ -163,6 +163,7 @@ class TelegramBot:
         self._locks: dict[str, asyncio.Lock] = {}
         self._submit_locks: dict[str, asyncio.Lock] = {}
         self._submits: set[asyncio.Task] = set()
+        self._pending: set[str] = set()  # commands answered whose jobs are being made
         self._sweeper: asyncio.Task | None = None
 
     # -- building and running
@@ -251,6 +252,9 @@ class TelegramBot:
             await message.reply_text(reply.text, reply_markup=_markup(reply))
 
     async def _seen(self, key: str) -> bool:
+        """Whether the command or press `key` was taken already (its job made, or being made)."""
+        if key in self._pending:
+            return True
         return await asyncio.to_thread(api.job_by_key, key, self.s) is not None
 
     async def _outcome(self, message: Message, who: Who, outcome, key: str) -> None:
@@ -271,10 +275,15 @@ class TelegramBot:
         """Post the status message (or turn the menu `status` into it), then submit."""
         if await self._seen(key):
             return  # the same command again: its job and status message exist
-        if status is None:
-            status = await anchor.reply_text(plan.status)
-        else:
-            await status.edit_text(plan.status)
+        self._pending.add(key)  # (until its job is made: `_submit`)
+        try:
+            if status is None:
+                status = await anchor.reply_text(plan.status)
+            else:
+                await status.edit_text(plan.status)
+        except BaseException:
+            self._pending.discard(key)
+            raise
         reply_to = {
             "platform": "telegram",
             "chat_id": status.chat_id,
@@ -308,6 +317,7 @@ class TelegramBot:
             with contextlib.suppress(TelegramError):
                 await status.edit_text(said.SOMETHING_WENT_WRONG)
         finally:
+            self._pending.discard(key)
             line.release()
             if not line.locked() and len(self._submit_locks) > 1000:
                 self._submit_locks.pop(plan.owner, None)

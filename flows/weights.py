@@ -57,9 +57,7 @@ def require_six_stems(s: Settings) -> None:
     """Raise ModelMissing unless the six-stem model (`/stems six`) is in the model folder."""
     row = status(s)[-1]
     if not row.ok:
-        raise ModelMissing(
-            f"The {row.part} model is not in {row.path}; run `encore models download`."
-        )
+        raise ModelMissing("part", part=row.part, folder=str(row.path))
 
 
 def _demucs_present(folder: Path, name: str) -> bool:
