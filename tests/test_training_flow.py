@@ -57,15 +57,18 @@ def _uploaded_files(settings) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def _trainer_pids() -> list[int]:
-    """The training child processes running now (`python -m gpu_worker.train_child JOB`)."""
+def _trainer_pids(data_dir: Path | None = None) -> list[int]:
+    """The training child processes running now (`python -m gpu_worker.train_child JOB`),
+    those training under `data_dir` when given (another test's trainers are not ours)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if proc.name.isdigit() and b"gpu_worker.train_child" in cmd:
+        if not proc.name.isdigit() or b"gpu_worker.train_child" not in cmd:
+            continue
+        if data_dir is None or any(str(data_dir).encode() in part for part in cmd):
             pids.append(int(proc.name))
     return pids
 
@@ -78,7 +81,7 @@ def test_train_a_voice_then_cover_with_it(train_settings, speech, song_wav):
     while not _checkpoints(s.data_dir):
         assert time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.2)
-    for pid in _trainer_pids():
+    for pid in _trainer_pids(s.data_dir):
         os.kill(pid, signal.SIGKILL)
     job = follow(job_id)
     assert job.state == "succeeded", job.reason
