@@ -192,6 +192,11 @@ def test_a_hung_step_on_a_warm_host_is_stopped_by_its_timeout_and_the_host_goes_
     job = _ended(s, next_id, 120)
     assert job.state == "succeeded", job.reason
     assert host.poll() is None  # the same process: it stopped the step and went on
+    # (the host logs a run's end after handing back its result: wait for the line)
+    deadline = time.monotonic() + 30
+    while " ended (0)" not in _last_end(host_log):
+        assert time.monotonic() < deadline, host_log.read_text()[-2000:]
+        time.sleep(0.2)
     ended = [line for line in host_log.read_text().splitlines() if " ended (" in line]
     assert "ended (1)" in ended[-2] and "ended (0)" in ended[-1], ended
 
