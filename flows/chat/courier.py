@@ -33,6 +33,7 @@ import logging
 import tempfile
 import time
 import zipfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from flows.catalog import get_song
@@ -92,8 +93,11 @@ def _scratch(s: Settings) -> Path:
 # The courier: status edits while the job runs, the outcome when it ends
 
 
-class Courier:
-    """Speaks for one job in its chat. All edits of the status message go through here."""
+class Courier(ABC):
+    """Speaks for one job in its chat. All edits of the status message go through here.
+
+    Each platform's module (`flows.chat.telegram`, `flows.chat.discord`) implements the
+    abstract methods: how it addresses the chat, edits the status message and posts."""
 
     platform = ""  # the reply target's "platform"
     api_class: type  # the platform's HTTP client
@@ -131,24 +135,26 @@ class Courier:
             self._api = None
 
     @property
+    @abstractmethod
     def upload_limit(self) -> int:
-        raise NotImplementedError
+        """Set by each platform."""
 
     @property
+    @abstractmethod
     def chat_id(self):
-        raise NotImplementedError
+        """Set by each platform."""
 
+    @abstractmethod
     def edit(self, text: str, wait: bool = False) -> bool:
         """Show `text` in the status message; False if there is no message to edit."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _send(self, method: str, data: dict, files: dict[str, tuple[Path, str]] | None = None):
         """Post one message (`method`: sendMessage, sendAudio or sendDocument)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def unprompted(self) -> bool:
         """True when no status message tells the chat what this job is."""
-        raise NotImplementedError
 
     def _wait_edit(self) -> None:
         """Wait until the next edit keeps `interval` after the last one."""
